@@ -1,0 +1,94 @@
+//! promptbook keeps LLM prompts as versioned template files in your
+//! repository, checks what callers pass in against each template's JSON
+//! Schema, and renders role-tagged chat messages that no input value can
+//! restructure.
+//!
+//! # Quick start
+//!
+//! ```
+//! use promptbook::{Registry, Role};
+//! use serde_json::json;
+//!
+//! # fn main() -> Result<(), promptbook::Error> {
+//! let registry = Registry::load("templates")?;
+//! let rendered = registry.render(
+//!     "support/triage@^2",
+//!     &json!({"ticket": "I was charged twice for my subscription this month."}),
+//! )?;
+//! assert_eq!(rendered.template, "support/triage@2.1.0");
+//! assert_eq!(rendered.messages[0].role, Role::System);
+//! assert_eq!(rendered.messages.last().unwrap().role, Role::User);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Templates
+//!
+//! A template root is walked recursively. `NAME.prompt.yaml` files are YAML
+//! manifests whose `messages:` list holds `{role, content}` entries (content
+//! is Jinja) and `{history: PARAM}` splices; `NAME.prompt.jinja` files hold
+//! YAML front matter between `---` lines and a Jinja body in which a line
+//! holding only `system:`, `user:`, `assistant:` or `tool:` starts a message.
+//! Names come from the path (`support/triage`); a file name may carry
+//! `@VERSION` so several versions live side by side. The README documents
+//! every field; `schemas/template.schema.json` (see
+//! [`template_file_schema`]) describes them for editors.
+//!
+//! # References
+//!
+//! [`Registry::render`] and [`Registry::get`] take `NAME` (the highest
+//! release), `NAME@REQ` (the highest version matching a semver requirement,
+//! such as `^1.2`, `~1.2.3`, `=2.0.0-beta.1` or `>=1, <3`) or `NAME@LABEL`
+//! (the version labelled so). See [`Reference`].
+//!
+//! # Inputs
+//!
+//! Each template's parameters form a JSON Schema ([`Template::input_schema`]).
+//! Inputs are validated before anything renders, and a failure names the
+//! parameter path and the rule broken ([`Error::parameter`],
+//! [`Error::rule`]). [`Registry::check_input_type`] compares a Rust input
+//! type deriving `schemars::JsonSchema` with a template's schema, so tests
+//! catch drift between code and prompt files.
+//!
+//! # Role boundaries
+//!
+//! Role lines are found in the template source before Jinja compiles it, so
+//! they work inside loops and conditionals, and no input value can create,
+//! end or re-role a message: values are data, never template text. History
+//! parameters are spliced as whole messages, never evaluated as Jinja.
+//!
+//! # Cargo features
+//!
+//! - `cli` (default): the `promptbook` binary (clap). The library itself
+//!   needs none of it: `default-features = false` builds the rendering core
+//!   alone.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod error;
+mod message;
+mod reference;
+mod registry;
+mod render;
+mod schema;
+mod template;
+
+pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
+pub use message::{Message, Role};
+pub use reference::{Reference, Selector};
+pub use registry::{Registry, lint};
+pub use render::{Origin, Rendered};
+pub use schema::SchemaMismatch;
+pub use template::{ContextConfig, ModelConfig, Parameter, Template, template_file_schema};
+
+#[allow(dead_code)]
+fn _assert_impls() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_clone<T: Clone>() {}
+    assert_send_sync::<Registry>();
+    assert_send_sync::<Error>();
+    assert_send_sync::<Rendered>();
+    assert_clone::<Registry>();
+}

@@ -1,0 +1,284 @@
+//! The `promptbook` command line.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use promptbook::{Registry, Rendered, Severity, Template};
+use serde_json::{Map, Value, json};
+
+/// Versioned prompt templates: list, lint and render them.
+#[derive(Parser)]
+#[command(name = "promptbook", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DirArg {
+    /// Template root.
+    #[arg(
+        long,
+        env = "PROMPTBOOK_DIR",
+        default_value = "templates",
+        value_name = "DIR"
+    )]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List templates with their versions and labels.
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every template; print each problem as `path:line:col: error|warning: message`.
+    Lint {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Render a template to role-tagged messages.
+    Render {
+        /// `NAME`, `NAME@REQ` (`^2`, `~1.2`, `=1.0.0`) or `NAME@LABEL`.
+        reference: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Inputs as a JSON (or, for `.yaml`/`.yml`, YAML) file; `-` reads JSON from stdin.
+        #[arg(long, value_name = "FILE|-")]
+        input: Option<String>,
+        /// Set one input: `k=v` sets a string, `k:=JSON` a JSON value. Wins over --input.
+        #[arg(long = "var", value_name = "K=V")]
+        vars: Vec<String>,
+        /// Print the rendered result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of template files.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // The library's errors already carry their context; anyhow adds
+            // ours on top. Print the chain, outermost first.
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!("\n  caused by: {cause}"));
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List { dir, json } => {
+            let registry = Registry::load(&dir.dir)?;
+            let mut out = io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &list_json(&registry))?;
+                writeln!(out)?;
+            } else {
+                print_table(&mut out, &registry)?;
+            }
+        }
+        Command::Lint { dir } => {
+            let diagnostics = promptbook::lint(&dir.dir)?;
+            let mut out = io::stdout().lock();
+            let mut errors = 0;
+            for d in &diagnostics {
+                writeln!(out, "{d}")?;
+                if d.severity() == Severity::Error {
+                    errors += 1;
+                }
+            }
+            let warnings = diagnostics.len() - errors;
+            eprintln!(
+                "{errors} error{}, {warnings} warning{}",
+                plural(errors),
+                plural(warnings)
+            );
+            if errors > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Render {
+            reference,
+            dir,
+            input,
+            vars,
+            json,
+        } => {
+            let inputs = read_inputs(input.as_deref(), &vars)?;
+            let registry = Registry::load(&dir.dir)?;
+            let rendered = registry.render(&reference, &inputs)?;
+            let mut out = io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rendered)?;
+                writeln!(out)?;
+            } else {
+                print_messages(&mut out, &rendered)?;
+            }
+        }
+        Command::Schema => {
+            let mut out = io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &promptbook::template_file_schema())?;
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Reads `--input` and applies `--var`s on top.
+fn read_inputs(input: Option<&str>, vars: &[String]) -> Result<Value> {
+    let mut inputs = match input {
+        None => Map::new(),
+        Some(source) => {
+            let (text, yaml) = if source == "-" {
+                let mut s = String::new();
+                io::stdin()
+                    .read_to_string(&mut s)
+                    .context("cannot read inputs from stdin")?;
+                (s, false)
+            } else {
+                let text = std::fs::read_to_string(source)
+                    .with_context(|| format!("cannot read input file {source}"))?;
+                (text, source.ends_with(".yaml") || source.ends_with(".yml"))
+            };
+            let value: Value = if yaml {
+                serde_saphyr::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}", e.without_snippet()))
+                    .with_context(|| format!("input file {source} is not valid YAML"))?
+            } else {
+                serde_json::from_str(&text)
+                    .with_context(|| format!("input {source} is not valid JSON"))?
+            };
+            match value {
+                Value::Object(map) => map,
+                Value::Null => Map::new(),
+                _ => bail!("input {source} must hold a JSON object of parameter values"),
+            }
+        }
+    };
+    for var in vars {
+        let Some((key, value)) = var.split_once('=') else {
+            bail!("--var `{var}`: expected `k=v` (a string) or `k:=JSON`");
+        };
+        let (key, value) = match key.strip_suffix(':') {
+            Some(key) => (
+                key,
+                serde_json::from_str(value)
+                    .with_context(|| format!("--var `{var}`: the value after `:=` is not JSON"))?,
+            ),
+            None => (key, Value::String(value.to_owned())),
+        };
+        if key.is_empty() {
+            bail!("--var `{var}`: empty parameter name");
+        }
+        inputs.insert(key.to_owned(), value);
+    }
+    Ok(Value::Object(inputs))
+}
+
+fn template_json(t: &Template) -> Value {
+    json!({
+        "version": t.version().to_string(),
+        "labels": t.labels(),
+        "description": t.description(),
+        "path": t.path(),
+        "extends": t.extends(),
+        "parameters": t.parameters(),
+        "input_schema": t.input_schema(),
+        "model": t.model(),
+        "context": t.context(),
+    })
+}
+
+fn list_json(registry: &Registry) -> Value {
+    Value::Array(
+        registry
+            .names()
+            .map(|name| {
+                json!({
+                    "name": name,
+                    "versions": registry.versions(name).map(template_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn print_table(out: &mut impl Write, registry: &Registry) -> io::Result<()> {
+    let rows: Vec<(String, String, String)> = registry
+        .names()
+        .map(|name| {
+            let versions: Vec<&Template> = registry.versions(name).collect();
+            let shown = versions
+                .iter()
+                .map(|t| {
+                    if t.labels().is_empty() {
+                        t.version().to_string()
+                    } else {
+                        format!("{} [{}]", t.version(), t.labels().join(", "))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let description = versions
+                .last()
+                .and_then(|t| t.description())
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            (name.to_owned(), shown, description)
+        })
+        .collect();
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
+    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(8);
+    writeln!(out, "{:w0$}  {:w1$}  DESCRIPTION", "NAME", "VERSIONS")?;
+    for (name, versions, description) in rows {
+        writeln!(out, "{name:w0$}  {versions:w1$}  {description}").map(|()| ())?;
+    }
+    Ok(())
+}
+
+fn print_messages(out: &mut impl Write, rendered: &Rendered) -> io::Result<()> {
+    writeln!(out, "# {}", rendered.template)?;
+    for (i, (m, origin)) in rendered.messages_with_origin().enumerate() {
+        let mut head = format!("[{}]", m.role);
+        if let Some(name) = &m.name {
+            head = format!("[{} name={name}]", m.role);
+        }
+        if let promptbook::Origin::History { parameter } = origin {
+            head.push_str(&format!(" (from {parameter})"));
+        }
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "{head}")?;
+        if !m.content.is_empty() {
+            writeln!(out, "{}", m.content)?;
+        }
+        if let Some(calls) = &m.tool_calls {
+            writeln!(out, "tool_calls: {}", Value::Array(calls.clone()))?;
+        }
+    }
+    Ok(())
+}

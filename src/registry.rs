@@ -1,0 +1,1372 @@
+//! The registry: every template under a root, resolved and compiled.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior};
+use semver::Version;
+use serde_json::Value;
+
+use crate::body::{self, CompiledBody};
+use crate::error::{Diagnostic, Error, ErrorKind, Location, Severity};
+use crate::message::Role;
+use crate::reference::Reference;
+use crate::schema::{self, InputSchema, SchemaMismatch};
+use crate::template::{
+    self, ContextConfig, FileForm, ModelConfig, Parameter, SourceFile, Template, line_col,
+};
+
+/// Every template under a root directory, loaded, checked and compiled.
+///
+/// Cheap to clone (an `Arc`), `Send` and `Sync`: share one registry between
+/// threads and render from all of them. Nothing is read from disk after
+/// [`load`](Registry::load); includes and parents resolve in memory.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    index: Arc<Index>,
+    env: Environment<'static>,
+    warnings: Vec<Diagnostic>,
+}
+
+/// Templates by name, each name's versions in ascending order.
+#[derive(Default)]
+pub(crate) struct Index {
+    by_name: BTreeMap<String, Vec<Arc<Entry>>>,
+}
+
+/// A template with what rendering needs.
+pub(crate) struct Entry {
+    pub template: Template,
+    pub schema: InputSchema,
+    /// The compiled Jinja source: same lines as the file.
+    pub source: String,
+    pub form: FileForm,
+    /// The body has no role line: its text is one `user` message.
+    pub implicit_user: bool,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("root", &self.inner.root)
+            .field(
+                "templates",
+                &self.templates().map(|t| t.id()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Index {
+    /// Resolves a reference to a template.
+    pub(crate) fn resolve(&self, reference: &str) -> Result<&Arc<Entry>, Error> {
+        let r = Reference::parse(reference)?;
+        self.resolve_parsed(&r)
+    }
+
+    pub(crate) fn resolve_parsed(&self, r: &Reference) -> Result<&Arc<Entry>, Error> {
+        let Some(versions) = self.by_name.get(r.name()) else {
+            let mut msg = format!("no template named `{}`", r.name());
+            if let Some(close) = self.closest_name(r.name()) {
+                msg.push_str(&format!(" (did you mean `{close}`?)"));
+            }
+            return Err(Error::new(ErrorKind::Reference, msg));
+        };
+        let chosen = r.select(
+            versions
+                .iter()
+                .map(|e| (&e.template.version, e.template.labels.as_slice())),
+        );
+        chosen.map(|i| &versions[i]).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Reference,
+                format!(
+                    "no version of `{}` matches `{r}`; available: {}",
+                    r.name(),
+                    describe_versions(versions.iter().map(|e| &e.template))
+                ),
+            )
+        })
+    }
+
+    fn closest_name(&self, wanted: &str) -> Option<&str> {
+        self.by_name
+            .keys()
+            .map(|k| (strsim(k, wanted), k))
+            .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+            .min()
+            .map(|(_, k)| k.as_str())
+    }
+}
+
+/// Edit distance, for "did you mean".
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn describe_versions<'a>(templates: impl Iterator<Item = &'a Template>) -> String {
+    templates
+        .map(|t| {
+            if t.labels.is_empty() {
+                t.version.to_string()
+            } else {
+                format!("{} [{}]", t.version, t.labels.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The exact-version reference the compiler uses for `name@version`.
+fn exact_ref(name: &str, version: &Version) -> String {
+    format!("{name}@={version}")
+}
+
+impl Registry {
+    /// Loads every template file under `dir` (recursively).
+    ///
+    /// # Errors
+    /// An [`ErrorKind::Load`] error listing every problem found, each with its
+    /// file, line and column: unreadable or malformed files, bad versions,
+    /// version or label clashes, unresolved or cyclic parents, invalid
+    /// schemas and defaults, Jinja syntax errors, and variables a template
+    /// uses without declaring them. An [`ErrorKind::Io`] error when `dir`
+    /// cannot be read at all.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Registry, Error> {
+        let analysis = analyze(dir.as_ref())?;
+        match analysis.registry {
+            Some(r) if analysis.errors.is_empty() => Ok(r),
+            _ => {
+                let n = analysis.errors.len();
+                Err(Error::new(
+                    ErrorKind::Load,
+                    format!(
+                        "{n} error{} loading templates from {}",
+                        if n == 1 { "" } else { "s" },
+                        dir.as_ref().display()
+                    ),
+                )
+                .with_related(analysis.errors))
+            }
+        }
+    }
+
+    /// The directory the templates were loaded from.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Every template, by name, versions ascending.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> + '_ {
+        self.inner
+            .index
+            .by_name
+            .values()
+            .flatten()
+            .map(|e| &e.template)
+    }
+
+    /// The template names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inner.index.by_name.keys().map(String::as_str)
+    }
+
+    /// The versions of one template, ascending (empty when unknown).
+    pub fn versions(&self, name: &str) -> impl Iterator<Item = &Template> + '_ {
+        self.inner
+            .index
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|e| &e.template)
+    }
+
+    /// Resolves `NAME`, `NAME@REQ` or `NAME@LABEL` to a template.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Reference`] when the reference is malformed or nothing
+    /// matches; the message lists the versions available.
+    pub fn get(&self, reference: &str) -> Result<&Template, Error> {
+        Ok(&self.inner.index.resolve(reference)?.template)
+    }
+
+    /// Warnings found while loading (unused parameters, ...).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.inner.warnings
+    }
+
+    pub(crate) fn entry(&self, reference: &str) -> Result<&Arc<Entry>, Error> {
+        self.inner.index.resolve(reference)
+    }
+
+    pub(crate) fn env(&self) -> &Environment<'static> {
+        &self.inner.env
+    }
+
+    pub(crate) fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    /// Compares the JSON Schema of a Rust input type with a template's input
+    /// schema and lists every disagreement: fields the template requires but
+    /// the type lacks or makes optional, fields the template would reject,
+    /// and type mismatches. An empty list means the type fits. Use it in a
+    /// test to catch drift between code and prompt files.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Reference`] when the reference does not resolve.
+    pub fn check_input_type<T: schemars::JsonSchema>(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<SchemaMismatch>, Error> {
+        Ok(self.get(reference)?.check_input_type::<T>())
+    }
+}
+
+impl Template {
+    /// See [`Registry::check_input_type`].
+    pub fn check_input_type<T: schemars::JsonSchema>(&self) -> Vec<SchemaMismatch> {
+        schema::compare_type::<T>(&self.input_schema)
+    }
+}
+
+/// What loading a root found: the registry when it could be built, every
+/// error and every warning.
+pub(crate) struct Analysis {
+    pub registry: Option<Registry>,
+    pub errors: Vec<Error>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Lints a template root: every problem [`Registry::load`] would report,
+/// plus warnings, sorted by file and line.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the root cannot be read at all.
+pub fn lint(dir: impl AsRef<Path>) -> Result<Vec<Diagnostic>, Error> {
+    let dir = dir.as_ref();
+    let analysis = analyze(dir)?;
+    let mut out: Vec<Diagnostic> = analysis
+        .errors
+        .iter()
+        .flat_map(|e| e.problems())
+        .map(|e| Diagnostic::from_error(e, dir))
+        .chain(analysis.warnings)
+        .collect();
+    out.sort_by(|a, b| (a.location(), a.severity()).cmp(&(b.location(), b.severity())));
+    out.dedup();
+    Ok(out)
+}
+
+fn root_error(root: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("cannot read template root {}", root.display()),
+    )
+    .with_source(e)
+}
+
+/// Reads template files under `root`, refusing symlinks that lead outside.
+fn read_files(
+    root: &Path,
+    errors: &mut Vec<Error>,
+) -> Result<Vec<(PathBuf, String, Vec<u8>)>, Error> {
+    let meta = std::fs::metadata(root).map_err(|e| root_error(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("template root {} is not a directory", root.display()),
+        ));
+    }
+    let canonical_root = root.canonicalize().map_err(|e| root_error(root, e))?;
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e
+                    .path()
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| root.to_owned());
+                errors.push(
+                    Error::new(ErrorKind::Io, "cannot read")
+                        .with_location(Location::file(path))
+                        .with_source(e),
+                );
+                continue;
+            }
+        };
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.join("/"))
+        else {
+            errors.push(
+                Error::new(ErrorKind::Syntax, "file name is not valid UTF-8")
+                    .with_location(Location::file(path)),
+            );
+            continue;
+        };
+        if template::classify(&rel).is_none() {
+            continue;
+        }
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        if ft.is_symlink() {
+            match path.canonicalize() {
+                Ok(target) if target.starts_with(&canonical_root) && target.is_file() => {}
+                Ok(_) | Err(_) => {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Io,
+                            "symlink leads outside the template root (or nowhere); refused",
+                        )
+                        .with_location(Location::file(path)),
+                    );
+                    continue;
+                }
+            }
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => files.push((path.to_owned(), rel, bytes)),
+            Err(e) => errors.push(
+                Error::new(ErrorKind::Io, "cannot read")
+                    .with_location(Location::file(path))
+                    .with_source(e),
+            ),
+        }
+    }
+    Ok(files)
+}
+
+/// Deep merge: objects merge key by key, anything else in `over` wins.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Effective settings of a template after inheritance, before compiling.
+struct Resolved {
+    parameters: Vec<Parameter>,
+    /// Where each parameter is declared in this file (for lint).
+    own_params: Vec<(String, Location)>,
+    input_schema: Value,
+    model: Option<Value>,
+    context: Option<Value>,
+    extends: Option<(String, Version)>,
+}
+
+type Key = (String, Version);
+
+struct Loader<'a> {
+    sources: &'a HashMap<Key, SourceFile>,
+    versions: BTreeMap<String, Vec<(Version, Vec<String>)>>,
+    resolved: HashMap<Key, Option<Arc<Resolved>>>,
+    /// Keys resolved successfully, parents before children.
+    order: Vec<Key>,
+    errors: Vec<Error>,
+}
+
+impl Loader<'_> {
+    fn parent_of(&mut self, src: &SourceFile) -> Result<Option<Key>, Error> {
+        let Some(ext) = &src.manifest.extends else {
+            return Ok(None);
+        };
+        let at = src.at_span(ext);
+        let r = Reference::parse(ext.value.trim()).map_err(|e| e.with_location(at.clone()))?;
+        let Some(versions) = self.versions.get(r.name()) else {
+            return Err(Error::new(
+                ErrorKind::Reference,
+                format!("`extends: {}`: no template named `{}`", ext.value, r.name()),
+            )
+            .with_location(at));
+        };
+        let i = r
+            .select(versions.iter().map(|(v, l)| (v, l.as_slice())))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Reference,
+                    format!(
+                        "`extends: {}`: no version matches; available: {}",
+                        ext.value,
+                        versions
+                            .iter()
+                            .map(|(v, _)| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .with_location(at)
+            })?;
+        Ok(Some((r.name().to_owned(), versions[i].0.clone())))
+    }
+
+    /// Resolves inheritance for `key`, parents first. `None` when it (or an
+    /// ancestor) failed; the error is recorded once.
+    fn resolve(&mut self, key: &Key, stack: &mut Vec<Key>) -> Option<Arc<Resolved>> {
+        if let Some(done) = self.resolved.get(key) {
+            return done.clone();
+        }
+        let src = &self.sources[key];
+        if let Some(pos) = stack.iter().position(|k| k == key) {
+            let cycle: Vec<String> = stack[pos..]
+                .iter()
+                .chain(std::iter::once(key))
+                .map(|(n, v)| format!("{n}@{v}"))
+                .collect();
+            self.errors.push(
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!("inheritance cycle: {}", cycle.join(" -> ")),
+                )
+                .with_location(
+                    src.manifest
+                        .extends
+                        .as_ref()
+                        .map_or_else(|| Location::file(&src.path), |e| src.at_span(e)),
+                ),
+            );
+            return None;
+        }
+        let parent_key = match self.parent_of(src) {
+            Ok(p) => p,
+            Err(e) => {
+                self.errors.push(e);
+                self.resolved.insert(key.clone(), None);
+                return None;
+            }
+        };
+        let parent = match &parent_key {
+            Some(pk) => {
+                stack.push(key.clone());
+                let p = self.resolve(pk, stack);
+                stack.pop();
+                match p {
+                    Some(p) => Some(p),
+                    None => {
+                        self.resolved.insert(key.clone(), None);
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        let result = self.resolve_own(src, parent.as_deref(), parent_key);
+        let result = match result {
+            Ok(r) => {
+                self.order.push(key.clone());
+                Some(Arc::new(r))
+            }
+            Err(mut errs) => {
+                self.errors.append(&mut errs);
+                None
+            }
+        };
+        self.resolved.insert(key.clone(), result.clone());
+        result
+    }
+
+    fn resolve_own(
+        &self,
+        src: &SourceFile,
+        parent: Option<&Resolved>,
+        parent_key: Option<Key>,
+    ) -> Result<Resolved, Vec<Error>> {
+        let mut errors = Vec::new();
+        let m = &src.manifest;
+        let mut parameters: Vec<Parameter> =
+            parent.map(|p| p.parameters.clone()).unwrap_or_default();
+        let mut own_params = Vec::new();
+        let mut input_schema = None;
+
+        if let (Some(_), Some(is)) = (&m.parameters, &m.input_schema) {
+            errors.push(
+                Error::new(
+                    ErrorKind::Schema,
+                    "give either `parameters` or `input_schema`, not both",
+                )
+                .with_location(src.at_span(is)),
+            );
+        }
+        for (name, fragment) in m.parameters.iter().flatten() {
+            let at = src.at_span(fragment);
+            if !is_identifier(name) {
+                errors.push(
+                    Error::new(
+                        ErrorKind::Schema,
+                        format!(
+                            "parameter name `{name}` is not an identifier (letters, digits, `_`)"
+                        ),
+                    )
+                    .with_location(at),
+                );
+                continue;
+            }
+            match declare(name, &fragment.value) {
+                Ok(p) => {
+                    own_params.push((name.clone(), at));
+                    match parameters.iter_mut().find(|q| q.name == *name) {
+                        Some(slot) => *slot = p,
+                        None => parameters.push(p),
+                    }
+                }
+                Err(msg) => errors.push(Error::new(ErrorKind::Schema, msg).with_location(at)),
+            }
+        }
+        if let Some(is) = &m.input_schema {
+            let at = src.at_span(is);
+            match load_input_schema(src, &is.value) {
+                Ok((schema, history)) => {
+                    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                        own_params.extend(props.keys().map(|k| (k.clone(), at.clone())));
+                    }
+                    parameters = schema::parameters_of(&schema, &history);
+                    input_schema = Some(schema);
+                }
+                Err(msg) => errors.push(Error::new(ErrorKind::Schema, msg).with_location(at)),
+            }
+        }
+        let input_schema = input_schema.unwrap_or_else(|| schema::object_schema(&parameters));
+
+        let mut model = parent.and_then(|p| p.model.clone());
+        let mut context = parent.and_then(|p| p.context.clone());
+        for (slot, own, what) in [
+            (&mut model, &m.model, "model"),
+            (&mut context, &m.context, "context"),
+        ] {
+            if let Some(own) = own {
+                if !own.value.is_object() {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Syntax,
+                            format!(
+                                "`{what}:` must be a map, not {}",
+                                schema::json_kind(&own.value)
+                            ),
+                        )
+                        .with_location(src.at_span(own)),
+                    );
+                    continue;
+                }
+                match slot {
+                    Some(base) => merge(base, &own.value),
+                    None => *slot = Some(own.value.clone()),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Resolved {
+                parameters,
+                own_params,
+                input_schema,
+                model,
+                context,
+                extends: parent_key,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Builds one parameter from its declaration, checking the fragment is a
+/// valid schema and that its default satisfies it.
+fn declare(name: &str, fragment: &Value) -> Result<Parameter, String> {
+    let (schema, messages) =
+        schema::expand_parameter(fragment).map_err(|m| format!("parameter `{name}`: {m}"))?;
+    let validator = schema::compile(&schema).map_err(|m| format!("parameter `{name}`: {m}"))?;
+    let default = schema.get("default").cloned();
+    if let Some(d) = &default {
+        if let Some(e) = validator.iter_errors(d).next() {
+            let at = e.instance_path().as_str();
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" at `{at}`")
+            };
+            return Err(format!(
+                "the default of `{name}` does not satisfy its own schema{at}: {e}"
+            ));
+        }
+    }
+    Ok(Parameter {
+        name: name.to_owned(),
+        required: default.is_none(),
+        default,
+        schema,
+        messages,
+    })
+}
+
+/// Reads an `input_schema:` (inline, or `{$ref: PATH}` relative to the file).
+fn load_input_schema(src: &SourceFile, value: &Value) -> Result<(Value, Vec<String>), String> {
+    let mut schema = match value.get("$ref").and_then(Value::as_str) {
+        Some(r) if !r.starts_with('#') => {
+            if value.as_object().is_some_and(|o| o.len() > 1) {
+                return Err("a `$ref` input_schema must hold nothing but the `$ref`".into());
+            }
+            let base = src.path.parent().unwrap_or(Path::new("."));
+            let path = base.join(r);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read input schema {}: {e}", path.display()))?;
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| format!("input schema {} is not valid JSON: {e}", path.display()))?
+        }
+        _ => value.clone(),
+    };
+    if schema.get("type") != Some(&Value::String("object".into())) {
+        return Err("an input schema must have `type: object`".into());
+    }
+    let history = schema::expand_properties(&mut schema);
+    schema::compile(&schema)?;
+    // Defaults must satisfy their own property schema.
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            if let Some(d) = prop.get("default") {
+                let v = schema::compile(prop)?;
+                if let Some(e) = v.iter_errors(d).next() {
+                    return Err(format!(
+                        "the default of `{name}` does not satisfy its own schema: {e}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok((schema, history))
+}
+
+/// Builds the Jinja source of a manifest's `messages:`/`blocks:`, keeping
+/// each piece of text on its own line number.
+fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<Error>) -> String {
+    let m = &src.manifest;
+    let mut out = String::new();
+    let mut line = 1u64;
+    let pad_to = |out: &mut String, line: &mut u64, target: u64| {
+        while *line < target {
+            out.push('\n');
+            *line += 1;
+        }
+    };
+    let history: HashSet<&str> = resolved
+        .parameters
+        .iter()
+        .filter(|p| p.messages)
+        .map(|p| p.name.as_str())
+        .collect();
+
+    match (&m.messages, &m.blocks, &resolved.extends) {
+        (Some(_), Some(b), _) => {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "give either `messages` (replacing the parent's) or `blocks` (overriding its blocks), not both",
+                )
+                .with_location(src.at_span(b.values().next().unwrap_or(&m.version))),
+            );
+        }
+        (None, Some(_), None) => errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "`blocks:` needs `extends:` (blocks override a parent's)",
+            )
+            .with_location(Location::file(&src.path)),
+        ),
+        (None, None, None) => errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "a manifest needs `messages:` (or `extends:` a parent)",
+            )
+            .with_location(Location::file(&src.path)),
+        ),
+        _ => {}
+    }
+
+    if let Some(messages) = &m.messages {
+        for entry in messages {
+            let at = src.at_span(entry);
+            let e = &entry.value;
+            match (&e.role, &e.content, &e.history) {
+                (Some(role), Some(content), None) => {
+                    let role_at = src.at_span(role);
+                    let Ok(r) = role.value.parse::<Role>() else {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Syntax,
+                                format!(
+                                    "unknown role `{}` (expected system, user, assistant or tool)",
+                                    role.value
+                                ),
+                            )
+                            .with_location(role_at),
+                        );
+                        continue;
+                    };
+                    if e.name.is_some() {
+                        // Names ride along in the marker-less form: rare
+                        // enough that we keep the structure simple.
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Syntax,
+                                "`name:` on a template message is not supported yet",
+                            )
+                            .with_location(at.clone()),
+                        );
+                    }
+                    let content_line = content.referenced.line() + src.span_line_offset;
+                    pad_to(&mut out, &mut line, content_line);
+                    out.push_str(&body::role_marker(r));
+                    out.push_str(&content.value);
+                    line += content.value.matches('\n').count() as u64;
+                }
+                (None, None, Some(h)) => {
+                    if !history.contains(h.value.as_str()) {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Schema,
+                                format!(
+                                    "`history: {}` needs a parameter `{}` of `type: messages`",
+                                    h.value, h.value
+                                ),
+                            )
+                            .with_location(src.at_span(h)),
+                        );
+                        continue;
+                    }
+                    pad_to(
+                        &mut out,
+                        &mut line,
+                        h.referenced.line() + src.span_line_offset,
+                    );
+                    out.push_str(&body::splice_marker(&h.value));
+                }
+                _ => errors.push(
+                    Error::new(
+                        ErrorKind::Syntax,
+                        "a message is either `{role, content}` or `{history: PARAM}`",
+                    )
+                    .with_location(at),
+                ),
+            }
+        }
+        return out;
+    }
+
+    if let Some((pname, pver)) = &resolved.extends {
+        out.push_str(&format!("{{% extends {:?} %}}", exact_ref(pname, pver)));
+        for (name, text) in m.blocks.iter().flatten() {
+            if !is_identifier(name) {
+                errors.push(
+                    Error::new(
+                        ErrorKind::Syntax,
+                        format!("block name `{name}` is not an identifier"),
+                    )
+                    .with_location(src.at_span(text)),
+                );
+                continue;
+            }
+            pad_to(
+                &mut out,
+                &mut line,
+                text.referenced.line() + src.span_line_offset,
+            );
+            out.push_str(&format!("{{% block {name} %}}"));
+            out.push_str(&text.value);
+            line += text.value.matches('\n').count() as u64;
+            out.push_str("{% endblock %}");
+        }
+    }
+    out
+}
+
+/// Builds the Jinja source of a `.prompt.jinja` body.
+/// Also returns whether the body has no role line (its text is one user
+/// message), or `None` when it only overrides a parent's blocks.
+fn compile_jinja_body(
+    src: &SourceFile,
+    resolved: &Resolved,
+    errors: &mut Vec<Error>,
+) -> (String, Option<bool>) {
+    let Some(b) = &src.body else {
+        return (String::new(), Some(false));
+    };
+    let history: HashSet<&str> = resolved
+        .parameters
+        .iter()
+        .filter(|p| p.messages)
+        .map(|p| p.name.as_str())
+        .collect();
+    let compiled: CompiledBody = body::compile_body(&b.text, &|n| history.contains(n));
+    let at = |offset: usize| {
+        let (l, c) = line_col(&b.text, offset);
+        Location::at(&src.path, l + b.first_line - 1, Some(c))
+    };
+    if let Some(pos) = compiled.extends_tag {
+        errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "write `extends: NAME@REQ` in the front matter instead of `{% extends %}`",
+            )
+            .with_location(at(pos)),
+        );
+    }
+    // Line 1 of the file (`---`) is free: the prefix goes there, so every
+    // body line keeps its number.
+    let mut out = String::new();
+    let standalone = resolved.extends.is_none() || compiled.roles_outside_blocks;
+    let implicit_user = standalone.then_some(!compiled.has_role_lines);
+    if standalone {
+        if let Some(pos) = compiled.text_before_first_role {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "text before the first role line (`system:`, `user:`, `assistant:` or `tool:` alone on a line)",
+                )
+                .with_location(at(pos)),
+            );
+        }
+    } else if let Some((pname, pver)) = &resolved.extends {
+        if let Some(pos) = compiled.text_outside_blocks {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "text outside `{% block %}` in a template that extends a parent would be ignored; put it in a block, or write role lines to replace the parent's messages",
+                )
+                .with_location(at(pos)),
+            );
+        }
+        out.push_str(&format!("{{% extends {:?} %}}", exact_ref(pname, pver)));
+    }
+    // Pad with a comment so the padding renders to nothing (trim_blocks
+    // eats the newline after it) and an included partial adds no blank lines.
+    if b.first_line >= 3 {
+        out.push_str("{#");
+        out.extend(std::iter::repeat_n('\n', b.first_line as usize - 2));
+        out.push_str("#}\n");
+    } else {
+        out.extend(std::iter::repeat_n('\n', b.first_line as usize - 1));
+    }
+    out.push_str(&compiled.source);
+    (out, implicit_user)
+}
+
+/// Names that are not template variables: globals, and the names Jinja
+/// defines inside loops, macros and blocks.
+const BUILTIN_NAMES: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "loop",
+    "self",
+    "super",
+    "caller",
+    "varargs",
+    "kwargs",
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+];
+
+/// Analyses a root: everything `load` and `lint` report.
+pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let files = read_files(root, &mut errors)?;
+
+    // Parse.
+    let mut sources: HashMap<Key, SourceFile> = HashMap::new();
+    for (path, rel, bytes) in files {
+        match template::parse_file(&path, &rel, bytes) {
+            Ok(src) => {
+                let key = (src.name.clone(), src.version.clone());
+                if let Some(prev) = sources.get(&key) {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Conflict,
+                            format!(
+                                "`{}@{}` is also defined in {}",
+                                key.0,
+                                key.1,
+                                prev.path.display()
+                            ),
+                        )
+                        .with_location(src.at_span(&src.manifest.version)),
+                    );
+                    continue;
+                }
+                sources.insert(key, src);
+            }
+            Err(mut errs) => errors.append(&mut errs),
+        }
+    }
+
+    // Versions and labels per name.
+    let mut versions: BTreeMap<String, Vec<(Version, Vec<String>)>> = BTreeMap::new();
+    let mut keys: Vec<Key> = sources.keys().cloned().collect();
+    keys.sort();
+    let mut label_owner: HashMap<(String, String), Key> = HashMap::new();
+    for key in &keys {
+        let src = &sources[key];
+        let labels = src
+            .manifest
+            .labels
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default();
+        for label in &labels {
+            if let Some(prev) = label_owner.get(&(key.0.clone(), label.clone())) {
+                let prev_src = &sources[prev];
+                errors.push(
+                    Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "label `{label}` of `{}` is on both {}@{} ({}) and {}@{} ({})",
+                            key.0,
+                            prev.0,
+                            prev.1,
+                            prev_src.path.display(),
+                            key.0,
+                            key.1,
+                            src.path.display()
+                        ),
+                    )
+                    .with_location(
+                        src.manifest
+                            .labels
+                            .as_ref()
+                            .map_or_else(|| Location::file(&src.path), |l| src.at_span(l)),
+                    ),
+                );
+            } else {
+                label_owner.insert((key.0.clone(), label.clone()), key.clone());
+            }
+        }
+        versions
+            .entry(key.0.clone())
+            .or_default()
+            .push((key.1.clone(), labels));
+    }
+
+    // Inheritance.
+    let mut loader = Loader {
+        sources: &sources,
+        versions,
+        resolved: HashMap::new(),
+        order: Vec::new(),
+        errors: Vec::new(),
+    };
+    for key in &keys {
+        loader.resolve(key, &mut Vec::new());
+    }
+    let resolved = std::mem::take(&mut loader.resolved);
+    let loader_order = std::mem::take(&mut loader.order);
+    errors.append(&mut loader.errors);
+
+    // Compile sources and schemas, parents first.
+    let mut index = Index::default();
+    let mut implicit: HashMap<Key, bool> = HashMap::new();
+    for key in &loader_order {
+        let Some(Some(res)) = resolved.get(key) else {
+            continue;
+        };
+        let src = &sources[key];
+        let mut errs = Vec::new();
+        let (source, own_implicit) = match src.form {
+            FileForm::Manifest => {
+                let s = synthesize_manifest(src, res, &mut errs);
+                (s, src.manifest.messages.as_ref().map(|_| false))
+            }
+            FileForm::Body => compile_jinja_body(src, res, &mut errs),
+        };
+        let implicit_user = own_implicit.unwrap_or_else(|| {
+            res.extends
+                .as_ref()
+                .and_then(|p| implicit.get(p).copied())
+                .unwrap_or(false)
+        });
+        implicit.insert(key.clone(), implicit_user);
+        let model = res.model.as_ref().and_then(|v| {
+            typed::<ModelConfig>(v, "model", src, src.manifest.model.as_ref(), &mut errs)
+        });
+        let context = res.context.as_ref().and_then(|v| {
+            typed::<ContextConfig>(v, "context", src, src.manifest.context.as_ref(), &mut errs)
+        });
+        let validator = match schema::compile(&res.input_schema) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                errs.push(
+                    Error::new(ErrorKind::Schema, msg).with_location(Location::file(&src.path)),
+                );
+                None
+            }
+        };
+        if !errs.is_empty() {
+            errors.append(&mut errs);
+            continue;
+        }
+        let Some(validator) = validator else { continue };
+        let template = Template {
+            name: key.0.clone(),
+            version: key.1.clone(),
+            path: src.path.clone(),
+            description: src.manifest.description.clone(),
+            labels: src
+                .manifest
+                .labels
+                .as_ref()
+                .map(|l| l.value.clone())
+                .unwrap_or_default(),
+            extends: res.extends.as_ref().map(|(n, v)| format!("{n}@{v}")),
+            parameters: res.parameters.clone(),
+            input_schema: res.input_schema.clone(),
+            model,
+            context,
+        };
+        index
+            .by_name
+            .entry(key.0.clone())
+            .or_default()
+            .push(Arc::new(Entry {
+                schema: InputSchema {
+                    schema: res.input_schema.clone(),
+                    validator,
+                    parameters: res.parameters.clone(),
+                },
+                template,
+                source,
+                form: src.form,
+                implicit_user,
+            }));
+    }
+    for v in index.by_name.values_mut() {
+        v.sort_by(|a, b| a.template.version.cmp(&b.template.version));
+    }
+    let index = Arc::new(index);
+    let env = environment(index.clone());
+
+    // Compile every template and lint its variables.
+    let mut used_cache: HashMap<String, Option<HashSet<String>>> = HashMap::new();
+    let mut broken = HashSet::new();
+    for entries in index.by_name.values() {
+        for entry in entries {
+            let t = &entry.template;
+            let name = exact_ref(&t.name, &t.version);
+            if let Err(e) = env.get_template(&name) {
+                errors.push(jinja_error(&e, &index));
+                broken.insert(name);
+            }
+        }
+    }
+    for entries in index.by_name.values() {
+        for entry in entries {
+            let t = &entry.template;
+            let name = exact_ref(&t.name, &t.version);
+            if broken.contains(&name) {
+                continue;
+            }
+            let src = &sources[&(t.name.clone(), t.version.clone())];
+            let res = resolved[&(t.name.clone(), t.version.clone())].as_ref();
+            let Some(res) = res else { continue };
+            let declared: HashSet<&str> = t.parameters.iter().map(|p| p.name.as_str()).collect();
+            let own = own_variables(&env, &name);
+            let mut undeclared: Vec<&String> = own
+                .iter()
+                .filter(|v| !declared.contains(v.as_str()) && !BUILTIN_NAMES.contains(&v.as_str()))
+                .collect();
+            undeclared.sort();
+            for var in undeclared {
+                let location = find_use(&entry.source, var)
+                    .map(|(l, c)| {
+                        Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c))
+                    })
+                    .unwrap_or_else(|| Location::file(&src.path));
+                errors.push(
+                    Error::new(
+                        ErrorKind::Lint,
+                        format!(
+                            "`{var}` is used but is neither a parameter nor set in the template"
+                        ),
+                    )
+                    .with_location(location),
+                );
+            }
+            // Static includes must resolve.
+            for (target, offset) in static_refs(&entry.source) {
+                if let Err(e) = index.resolve(&target) {
+                    let (l, c) = line_col(&entry.source, offset);
+                    errors.push(Error::new(e.kind(), e.message().to_owned()).with_location(
+                        Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c)),
+                    ));
+                }
+            }
+            // Unused parameters (only those this file declares).
+            let used = used_variables(&env, &index, &name, &mut used_cache, 0).unwrap_or_default();
+            let spliced: HashSet<String> = static_splices(&entry.source);
+            for (pname, at) in &res.own_params {
+                if !used.contains(pname) && !spliced.contains(pname) {
+                    warnings.push(Diagnostic::new(
+                        Severity::Warning,
+                        at.clone(),
+                        format!("parameter `{pname}` is declared but never used"),
+                    ));
+                }
+            }
+        }
+    }
+
+    let registry = Registry {
+        inner: Arc::new(Inner {
+            root: root.to_owned(),
+            index,
+            env,
+            warnings: warnings.clone(),
+        }),
+    };
+    Ok(Analysis {
+        registry: Some(registry),
+        errors,
+        warnings,
+    })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    what: &str,
+    src: &SourceFile,
+    span: Option<&serde_saphyr::Spanned<Value>>,
+    errors: &mut Vec<Error>,
+) -> Option<T> {
+    match serde_json::from_value::<T>(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(
+                Error::new(ErrorKind::Syntax, format!("`{what}:` {e}")).with_location(
+                    span.map_or_else(|| Location::file(&src.path), |s| src.at_span(s)),
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Variables a compiled template reads without setting them.
+fn own_variables(env: &Environment<'static>, name: &str) -> HashSet<String> {
+    env.get_template(name)
+        .map(|t| t.undeclared_variables(false))
+        .unwrap_or_default()
+}
+
+/// Variables read by a template, its parent and its static includes.
+fn used_variables(
+    env: &Environment<'static>,
+    index: &Index,
+    name: &str,
+    cache: &mut HashMap<String, Option<HashSet<String>>>,
+    depth: usize,
+) -> Option<HashSet<String>> {
+    if let Some(hit) = cache.get(name) {
+        return hit.clone();
+    }
+    if depth > 32 {
+        return None;
+    }
+    cache.insert(name.to_owned(), None); // cycle guard
+    let entry = index.resolve(name).ok()?;
+    let mut used = own_variables(env, name);
+    let mut targets: Vec<String> = static_refs(&entry.source)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    if let Some(parent) = &entry.template.extends {
+        if let Some((n, v)) = parent.split_once('@') {
+            targets.push(format!("{n}@={v}"));
+        }
+    }
+    for target in targets {
+        if let Some(more) = used_variables(env, index, &target, cache, depth + 1) {
+            used.extend(more);
+        }
+    }
+    cache.insert(name.to_owned(), Some(used.clone()));
+    Some(used)
+}
+
+/// `(reference, offset)` of every `{% include/import/from "..." %}` with a
+/// literal name, and of `{% extends "..." %}`.
+fn static_refs(source: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut rest = 0;
+    while let Some(p) = source[rest..].find("{%") {
+        let start = rest + p;
+        let end = source[start..]
+            .find("%}")
+            .map_or(source.len(), |e| start + e + 2);
+        let inner = source[start + 2..end.saturating_sub(2).max(start + 2)]
+            .trim_matches(['-', '+', '~'])
+            .trim();
+        let keyword = inner.split_whitespace().next().unwrap_or_default();
+        if matches!(keyword, "include" | "import" | "from" | "extends") {
+            let arg = inner[keyword.len()..].trim_start();
+            if let Some(q) = arg.chars().next().filter(|c| *c == '"' || *c == '\'') {
+                if let Some(close) = arg[1..].find(q) {
+                    out.push((arg[1..1 + close].to_owned(), start));
+                }
+            }
+        }
+        rest = end;
+    }
+    out
+}
+
+/// Parameters spliced by markers in a compiled source.
+fn static_splices(source: &str) -> HashSet<String> {
+    let open = format!("{}h:", body::MARK_OPEN);
+    source
+        .match_indices(&open)
+        .filter_map(|(i, _)| {
+            let rest = &source[i + open.len()..];
+            rest.find(body::MARK_CLOSE).map(|e| rest[..e].to_owned())
+        })
+        .collect()
+}
+
+/// First line and column where `var` appears inside a Jinja tag.
+fn find_use(source: &str, var: &str) -> Option<(u32, u32)> {
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(p) = source[from..].find(var) {
+        let i = from + p;
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + var.len()).copied();
+        let word = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
+        let in_tag = {
+            let open = source[..i].rfind("{{").max(source[..i].rfind("{%"));
+            let close = source[..i].rfind("}}").max(source[..i].rfind("%}"));
+            open.is_some() && open > close
+        };
+        if !word(before) && !word(after) && before != Some(b'.') && in_tag {
+            return Some(line_col(source, i));
+        }
+        from = i + var.len();
+    }
+    None
+}
+
+/// The Jinja environment: strict undefined, trim and lstrip blocks, no
+/// auto-escaping, templates loaded from the in-memory index.
+fn environment(index: Arc<Index>) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build();
+    if let Ok(syntax) = syntax {
+        env.set_syntax(syntax);
+    }
+    env.set_debug(true);
+    env.set_loader(move |name| match index.resolve(name) {
+        Ok(entry) => Ok(Some(entry.source.clone())),
+        Err(e) => Err(minijinja::Error::new(
+            minijinja::ErrorKind::TemplateNotFound,
+            e.message().to_owned(),
+        )),
+    });
+    env
+}
+
+/// Maps a Jinja error to the file and line it comes from.
+pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
+    let entry = e.name().and_then(|n| index.resolve(n).ok());
+    let mut message = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    let span = e.range().zip(entry).and_then(|(r, entry)| {
+        entry
+            .source
+            .get(r.clone())
+            .map(|snippet| (snippet.to_owned(), r.start))
+    });
+    if let (Some((snippet, _)), minijinja::ErrorKind::UndefinedError, None) =
+        (&span, e.kind(), e.detail())
+    {
+        if !snippet.is_empty() && snippet.len() < 80 {
+            message.push_str(&format!(" (`{snippet}`)"));
+        }
+    }
+    let mut err = Error::new(ErrorKind::Template, message);
+    if let Some(entry) = entry {
+        let line = e.line().map(|l| l as u32);
+        let column = match (&span, entry.form) {
+            (Some((_, start)), FileForm::Body) => Some(line_col(&entry.source, *start).1),
+            _ => None,
+        };
+        err = err.with_location(match line {
+            Some(l) => Location::at(&entry.template.path, l, column),
+            None => Location::file(&entry.template.path),
+        });
+    }
+    // Errors raised inside an include carry the include's error as source.
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if let Some(inner) = inner.downcast_ref::<minijinja::Error>() {
+            return jinja_error(inner, index);
+        }
+        cause = inner.source();
+    }
+    err
+}

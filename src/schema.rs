@@ -1,0 +1,381 @@
+//! Input schemas: built from declared parameters, checked against inputs, and
+//! compared with Rust types.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, ErrorKind};
+use crate::message::history_item_schema;
+use crate::template::Parameter;
+
+const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// A compiled input schema with what rendering needs from it.
+pub(crate) struct InputSchema {
+    pub schema: Value,
+    pub validator: jsonschema::Validator,
+    pub parameters: Vec<Parameter>,
+}
+
+impl fmt::Debug for InputSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputSchema")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expands one declared parameter to JSON Schema: `type: messages` becomes a
+/// list of chat messages, and a bare string (`name: string`) is short for
+/// `{type: string}`.
+///
+/// # Errors
+/// A message when the fragment is neither an object nor a type name.
+pub(crate) fn expand_parameter(fragment: &Value) -> Result<(Value, bool), String> {
+    let mut obj = match fragment {
+        Value::Object(map) => map.clone(),
+        Value::String(t) => {
+            let mut m = Map::new();
+            m.insert("type".into(), Value::String(t.clone()));
+            m
+        }
+        other => {
+            return Err(format!(
+                "a parameter is a JSON Schema object or a type name, not {}",
+                json_kind(other)
+            ));
+        }
+    };
+    let is_messages = obj.get("type") == Some(&Value::String("messages".into()));
+    if is_messages {
+        obj.insert("type".into(), Value::String("array".into()));
+        obj.insert("items".into(), history_item_schema());
+    }
+    Ok((Value::Object(obj), is_messages))
+}
+
+/// Rewrites `type: messages` inside a whole `input_schema`'s properties.
+pub(crate) fn expand_properties(schema: &mut Value) -> Vec<String> {
+    let mut history = Vec::new();
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for (name, prop) in props.iter_mut() {
+            if let Ok((expanded, true)) = expand_parameter(prop) {
+                *prop = expanded;
+                history.push(name.clone());
+            }
+        }
+    }
+    history
+}
+
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Compiles a JSON Schema.
+///
+/// # Errors
+/// A message saying where in the schema it is invalid.
+pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|e| {
+        let at = e.instance_path().as_str();
+        if at.is_empty() {
+            format!("invalid JSON Schema: {e}")
+        } else {
+            format!("invalid JSON Schema at `{at}`: {e}")
+        }
+    })
+}
+
+/// Builds the object schema of a parameter list.
+pub(crate) fn object_schema(params: &[Parameter]) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for p in params {
+        properties.insert(p.name.clone(), p.schema.clone());
+        if p.required {
+            required.push(Value::String(p.name.clone()));
+        }
+    }
+    json!({
+        "$schema": DRAFT,
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// Derives the parameter list of a whole `input_schema`.
+pub(crate) fn parameters_of(schema: &Value, history: &[String]) -> Vec<Parameter> {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .map(|(name, s)| Parameter {
+                    name: name.clone(),
+                    schema: s.clone(),
+                    required: required.contains(&name.as_str()),
+                    default: s.get("default").cloned(),
+                    messages: history.contains(name),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl InputSchema {
+    /// Checks `inputs` (already an object with defaults applied). Every
+    /// violation becomes one error naming the parameter path and the rule.
+    pub(crate) fn validate(&self, inputs: &Value, template: &str) -> Result<(), Error> {
+        let mut problems: Vec<Error> = self
+            .validator
+            .iter_errors(inputs)
+            .flat_map(violation)
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        problems.sort_by(|a, b| a.parameter().cmp(&b.parameter()));
+        if problems.len() == 1 {
+            let only = problems.remove(0);
+            let (pointer, rule) = (
+                only.parameter().unwrap_or_default().to_owned(),
+                only.rule().unwrap_or_default().to_owned(),
+            );
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid input for {template}: {}", only.message()),
+            )
+            .with_parameter(pointer, &rule));
+        }
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("invalid input for {template}: {} problems", problems.len()),
+        )
+        .with_related(problems))
+    }
+}
+
+/// Turns one validation error into errors naming a parameter path: a
+/// missing property or an unexpected one is named by its own path.
+fn violation(e: jsonschema::ValidationError<'_>) -> Vec<Error> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let at = e.instance_path().as_str().to_owned();
+    let rule = e.kind().keyword().to_owned();
+    match e.kind() {
+        K::Required { property } => {
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned);
+            let pointer = format!("{at}/{}", escape_pointer(&name));
+            vec![
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("{pointer}: missing required value (rule `required`)"),
+                )
+                .with_parameter(pointer, &rule),
+            ]
+        }
+        K::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|name| {
+                let pointer = format!("{at}/{}", escape_pointer(name));
+                let what = if at.is_empty() {
+                    "not a parameter of this template"
+                } else {
+                    "not an allowed field here"
+                };
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("{pointer}: {what} (rule `additionalProperties`)"),
+                )
+                .with_parameter(pointer, &rule)
+            })
+            .collect(),
+        _ => {
+            let shown = e.to_string();
+            let text = if shown.len() > 160 {
+                e.masked().to_string()
+            } else {
+                shown
+            };
+            let place = if at.is_empty() { "/" } else { &at };
+            vec![
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("{place}: {text} (rule `{rule}`)"),
+                )
+                .with_parameter(at, &rule),
+            ]
+        }
+    }
+}
+
+fn escape_pointer(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// One way a Rust type's schema disagrees with a template's input schema,
+/// found by [`Template::check_input_type`](crate::Template::check_input_type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaMismatch {
+    /// JSON pointer of the field (`/examples/items/answer`).
+    pub pointer: String,
+    /// What disagrees.
+    pub message: String,
+}
+
+impl fmt::Display for SchemaMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
+        write!(f, "{at}: {}", self.message)
+    }
+}
+
+/// Compares the schema of `T` with a template's input schema.
+pub(crate) fn compare_type<T: JsonSchema>(template: &Value) -> Vec<SchemaMismatch> {
+    let generated = schemars::schema_for!(T);
+    let ty = serde_json::to_value(&generated).unwrap_or(Value::Null);
+    let defs = ty
+        .get("$defs")
+        .or_else(|| ty.get("definitions"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    compare(template, &ty, &defs, String::new(), &mut out, 0);
+    out
+}
+
+fn resolve<'a>(schema: &'a Value, defs: &'a Value) -> &'a Value {
+    let mut s = schema;
+    for _ in 0..16 {
+        let Some(r) = s.get("$ref").and_then(Value::as_str) else {
+            break;
+        };
+        let name = r.rsplit('/').next().unwrap_or_default();
+        match defs.get(name) {
+            Some(d) => s = d,
+            None => break,
+        }
+    }
+    s
+}
+
+fn types_of(schema: &Value) -> Option<Vec<String>> {
+    match schema.get("type")? {
+        Value::String(t) => Some(vec![t.clone()]),
+        Value::Array(ts) => Some(
+            ts.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn compare(
+    tpl: &Value,
+    ty: &Value,
+    defs: &Value,
+    at: String,
+    out: &mut Vec<SchemaMismatch>,
+    depth: usize,
+) {
+    if depth > 32 {
+        return;
+    }
+    let ty = resolve(ty, defs);
+    let mut push = |message: String| {
+        out.push(SchemaMismatch {
+            pointer: at.clone(),
+            message,
+        })
+    };
+    if let (Some(want), Some(have)) = (types_of(tpl), types_of(ty)) {
+        // An integer is a number; null in the type means Option<_>.
+        let accepted = |t: &str| {
+            want.iter()
+                .any(|w| w == t || (w == "number" && t == "integer"))
+        };
+        let bad: Vec<&String> = have.iter().filter(|t| !accepted(t)).collect();
+        if !bad.is_empty() {
+            let bad: Vec<&str> = bad.iter().map(|s| s.as_str()).collect();
+            push(format!(
+                "the Rust type allows {} but the template wants {}",
+                bad.join(" or "),
+                want.join(" or ")
+            ));
+            return;
+        }
+    }
+    if let (Some(tp), Some(yp)) = (
+        tpl.get("properties").and_then(Value::as_object),
+        ty.get("properties").and_then(Value::as_object),
+    ) {
+        let required = |s: &Value| -> Vec<String> {
+            s.get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (t_req, y_req) = (required(tpl), required(ty));
+        for (name, sub) in tp {
+            let path = format!("{at}/{}", escape_pointer(name));
+            match yp.get(name) {
+                None if t_req.contains(name) => out.push(SchemaMismatch {
+                    pointer: path,
+                    message: "required by the template, missing from the Rust type".into(),
+                }),
+                None => {}
+                Some(ysub) => {
+                    if t_req.contains(name) && !y_req.contains(name) {
+                        out.push(SchemaMismatch {
+                            pointer: path.clone(),
+                            message: "required by the template, optional in the Rust type".into(),
+                        });
+                    }
+                    compare(sub, ysub, defs, path, out, depth + 1);
+                }
+            }
+        }
+        let closed = tpl.get("additionalProperties") == Some(&Value::Bool(false));
+        if closed {
+            for name in yp.keys().filter(|n| !tp.contains_key(*n)) {
+                out.push(SchemaMismatch {
+                    pointer: format!("{at}/{}", escape_pointer(name)),
+                    message: "in the Rust type, but the template does not accept it".into(),
+                });
+            }
+        }
+    }
+    if let (Some(ti), Some(yi)) = (tpl.get("items"), ty.get("items")) {
+        compare(ti, yi, defs, format!("{at}/items"), out, depth + 1);
+    }
+}
