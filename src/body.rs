@@ -233,19 +233,20 @@ pub(crate) fn compile_body(body: &str, is_history: &dyn Fn(&str) -> bool) -> Com
                     out.roles_outside_blocks = true;
                 }
             }
-        } else if trimmed.starts_with("{{") && trimmed.ends_with("}}") && trimmed.len() >= 4 {
-            if let Some(t) = token_at(&tokens, at)
-                && t.kind == Tok::Expr
-                && t.start == at
-                && t.end == at + trimmed.len()
-            {
-                let inner = trimmed[2..trimmed.len() - 2]
-                    .trim_matches(['-', '+', '~'])
-                    .trim();
-                if is_identifier(inner) && is_history(inner) {
-                    replaced = Some(splice_marker(inner));
-                    out.splices.push((inner.to_owned(), at));
-                }
+        } else if trimmed.starts_with("{{")
+            && trimmed.ends_with("}}")
+            && trimmed.len() >= 4
+            && let Some(t) = token_at(&tokens, at)
+            && t.kind == Tok::Expr
+            && t.start == at
+            && t.end == at + trimmed.len()
+        {
+            let inner = trimmed[2..trimmed.len() - 2]
+                .trim_matches(['-', '+', '~'])
+                .trim();
+            if is_identifier(inner) && is_history(inner) {
+                replaced = Some(splice_marker(inner));
+                out.splices.push((inner.to_owned(), at));
             }
         }
         match replaced {

@@ -83,6 +83,11 @@ pub use render::{Origin, Rendered};
 pub use schema::SchemaMismatch;
 pub use template::{ContextConfig, ModelConfig, Parameter, Template, template_file_schema};
 
+/// The README's Rust examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[allow(dead_code)]
 fn _assert_impls() {
     fn assert_send_sync<T: Send + Sync>() {}

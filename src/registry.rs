@@ -625,18 +625,18 @@ fn declare(name: &str, fragment: &Value) -> Result<Parameter, String> {
         schema::expand_parameter(fragment).map_err(|m| format!("parameter `{name}`: {m}"))?;
     let validator = schema::compile(&schema).map_err(|m| format!("parameter `{name}`: {m}"))?;
     let default = schema.get("default").cloned();
-    if let Some(d) = &default {
-        if let Some(e) = validator.iter_errors(d).next() {
-            let at = e.instance_path().as_str();
-            let at = if at.is_empty() {
-                String::new()
-            } else {
-                format!(" at `{at}`")
-            };
-            return Err(format!(
-                "the default of `{name}` does not satisfy its own schema{at}: {e}"
-            ));
-        }
+    if let Some(d) = &default
+        && let Some(e) = validator.iter_errors(d).next()
+    {
+        let at = e.instance_path().as_str();
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{at}`")
+        };
+        return Err(format!(
+            "the default of `{name}` does not satisfy its own schema{at}: {e}"
+        ));
     }
     Ok(Parameter {
         name: name.to_owned(),
@@ -1166,6 +1166,8 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         }
     }
 
+    errors.sort_by(|a, b| a.location().cmp(&b.location()));
+    warnings.sort_by(|a, b| a.location().cmp(b.location()));
     let registry = Registry {
         inner: Arc::new(Inner {
             root: root.to_owned(),
@@ -1229,10 +1231,10 @@ fn used_variables(
         .into_iter()
         .map(|(t, _)| t)
         .collect();
-    if let Some(parent) = &entry.template.extends {
-        if let Some((n, v)) = parent.split_once('@') {
-            targets.push(format!("{n}@={v}"));
-        }
+    if let Some(parent) = &entry.template.extends
+        && let Some((n, v)) = parent.split_once('@')
+    {
+        targets.push(format!("{n}@={v}"));
     }
     for target in targets {
         if let Some(more) = used_variables(env, index, &target, cache, depth + 1) {
@@ -1259,10 +1261,10 @@ fn static_refs(source: &str) -> Vec<(String, usize)> {
         let keyword = inner.split_whitespace().next().unwrap_or_default();
         if matches!(keyword, "include" | "import" | "from" | "extends") {
             let arg = inner[keyword.len()..].trim_start();
-            if let Some(q) = arg.chars().next().filter(|c| *c == '"' || *c == '\'') {
-                if let Some(close) = arg[1..].find(q) {
-                    out.push((arg[1..1 + close].to_owned(), start));
-                }
+            if let Some(q) = arg.chars().next().filter(|c| *c == '"' || *c == '\'')
+                && let Some(close) = arg[1..].find(q)
+            {
+                out.push((arg[1..1 + close].to_owned(), start));
             }
         }
         rest = end;
@@ -1318,10 +1320,14 @@ fn environment(index: Arc<Index>) -> Environment<'static> {
         env.set_syntax(syntax);
     }
     env.set_debug(true);
+    // A name that parses but matches nothing is "not found" (so Jinja's
+    // `ignore missing` works); a malformed one is an error of its own.
+    // Static includes were already checked at load, with version lists.
     env.set_loader(move |name| match index.resolve(name) {
         Ok(entry) => Ok(Some(entry.source.clone())),
+        Err(_) if Reference::parse(name).is_ok() => Ok(None),
         Err(e) => Err(minijinja::Error::new(
-            minijinja::ErrorKind::TemplateNotFound,
+            minijinja::ErrorKind::InvalidOperation,
             e.message().to_owned(),
         )),
     });
@@ -1343,10 +1349,10 @@ pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
     });
     if let (Some((snippet, _)), minijinja::ErrorKind::UndefinedError, None) =
         (&span, e.kind(), e.detail())
+        && !snippet.is_empty()
+        && snippet.len() < 80
     {
-        if !snippet.is_empty() && snippet.len() < 80 {
-            message.push_str(&format!(" (`{snippet}`)"));
-        }
+        message.push_str(&format!(" (`{snippet}`)"));
     }
     let mut err = Error::new(ErrorKind::Template, message);
     if let Some(entry) = entry {

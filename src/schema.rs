@@ -263,7 +263,7 @@ pub(crate) fn compare_type<T: JsonSchema>(template: &Value) -> Vec<SchemaMismatc
         .cloned()
         .unwrap_or(Value::Null);
     let mut out = Vec::new();
-    compare(template, &ty, &defs, String::new(), &mut out, 0);
+    compare(template, &ty, &defs, String::new(), &mut out, 0, false);
     out
 }
 
@@ -302,6 +302,7 @@ fn compare(
     at: String,
     out: &mut Vec<SchemaMismatch>,
     depth: usize,
+    optional_reported: bool,
 ) {
     if depth > 32 {
         return;
@@ -319,7 +320,11 @@ fn compare(
             want.iter()
                 .any(|w| w == t || (w == "number" && t == "integer"))
         };
-        let bad: Vec<&String> = have.iter().filter(|t| !accepted(t)).collect();
+        // `Option<T>` already reported as "optional" need not also say "null".
+        let bad: Vec<&String> = have
+            .iter()
+            .filter(|t| !(accepted(t) || (optional_reported && *t == "null")))
+            .collect();
         if !bad.is_empty() {
             let bad: Vec<&str> = bad.iter().map(|s| s.as_str()).collect();
             push(format!(
@@ -355,13 +360,14 @@ fn compare(
                 }),
                 None => {}
                 Some(ysub) => {
-                    if t_req.contains(name) && !y_req.contains(name) {
+                    let optional = t_req.contains(name) && !y_req.contains(name);
+                    if optional {
                         out.push(SchemaMismatch {
                             pointer: path.clone(),
                             message: "required by the template, optional in the Rust type".into(),
                         });
                     }
-                    compare(sub, ysub, defs, path, out, depth + 1);
+                    compare(sub, ysub, defs, path, out, depth + 1, optional);
                 }
             }
         }
@@ -376,6 +382,6 @@ fn compare(
         }
     }
     if let (Some(ti), Some(yi)) = (tpl.get("items"), ty.get("items")) {
-        compare(ti, yi, defs, format!("{at}/items"), out, depth + 1);
+        compare(ti, yi, defs, format!("{at}/items"), out, depth + 1, false);
     }
 }

@@ -337,19 +337,19 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
             .with_source(e),
         ),
     }
-    if let (Some(stem), true) = (&stem_version, errors.is_empty()) {
-        if Version::parse(stem).ok().as_ref() != Some(&source.version) {
-            errors.push(
-                Error::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "file name says version `{stem}` but the `version:` field says `{}`",
-                        source.version
-                    ),
-                )
-                .with_location(source.at_span(&source.manifest.version)),
-            );
-        }
+    if let (Some(stem), true) = (&stem_version, errors.is_empty())
+        && Version::parse(stem).ok().as_ref() != Some(&source.version)
+    {
+        errors.push(
+            Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "file name says version `{stem}` but the `version:` field says `{}`",
+                    source.version
+                ),
+            )
+            .with_location(source.at_span(&source.manifest.version)),
+        );
     }
     if let Some(labels) = &source.manifest.labels {
         for label in &labels.value {
@@ -415,18 +415,18 @@ fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
 }
 
 /// The message of a YAML error without serde-saphyr's own location suffix
-/// (we print `path:line:col:` in front).
+/// (we print `path:line:col:` in front) or its advice about parser options.
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     let mut msg = e.without_snippet().to_string();
-    if let Some(pos) = msg.rfind(" at line ") {
-        if msg[pos..].contains(", column ") {
-            msg.truncate(pos);
-        }
+    if let Some(pos) = msg.rfind(" at line ")
+        && msg[pos..].contains(", column ")
+    {
+        msg.truncate(pos);
     }
     if let Some(pos) = msg.find(", set DuplicateKeyPolicy") {
         msg.truncate(pos);
     }
-    format!("invalid YAML: {msg}")
+    msg
 }
 
 /// 1-based line and column of byte `offset` in `text`.

@@ -1,0 +1,356 @@
+//! Loading, references, inheritance and the public API, on real files.
+
+use std::fs;
+use std::path::Path;
+
+use promptbook::{ErrorKind, Origin, Registry, Role};
+use serde_json::json;
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+#[test]
+fn shipped_templates_load_lint_clean_and_render() {
+    let registry = Registry::load("templates").unwrap();
+    assert!(registry.warnings().is_empty(), "{:?}", registry.warnings());
+    assert!(promptbook::lint("templates").unwrap().is_empty());
+
+    let triage = registry
+        .render("support/triage", &json!({"ticket": "I was charged twice."}))
+        .unwrap();
+    assert_eq!(triage.template, "support/triage@2.1.0");
+    let roles: Vec<Role> = triage.messages.iter().map(|m| m.role).collect();
+    use Role::*;
+    assert_eq!(roles, [System, User, Assistant, User, Assistant, User]);
+    assert!(
+        triage.messages[0].content.contains("Be concise, warm"),
+        "partial included"
+    );
+    assert_eq!(triage.messages[5].content, "I was charged twice.");
+
+    let chat = registry
+        .render(
+            "chat/assistant",
+            &json!({"question": "And now?", "history": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello! How can I help?"}
+            ]}),
+        )
+        .unwrap();
+    assert_eq!(chat.messages.len(), 4);
+    assert_eq!(
+        chat.origin(1),
+        Some(&Origin::History {
+            parameter: "history".into()
+        })
+    );
+    assert_eq!(chat.origin(3), Some(&Origin::Template));
+    assert!(
+        chat.messages[0].content.contains("Be concise, warm"),
+        "partial included"
+    );
+
+    let summary = registry
+        .render(
+            "summarize/article",
+            &json!({"article": "Rust 2.0 shipped.", "bullets": 2}),
+        )
+        .unwrap();
+    assert!(summary.messages[0].content.contains("careful analyst"));
+    assert!(
+        summary.messages[0]
+            .content
+            .contains("at most 2 bullet points")
+    );
+    assert!(summary.messages[1].content.ends_with("Rust 2.0 shipped."));
+}
+
+#[test]
+fn references_resolve_through_the_registry() {
+    let registry = Registry::load("templates").unwrap();
+    let id = |r: &str| registry.get(r).map(|t| t.id());
+    assert_eq!(id("support/triage").unwrap(), "support/triage@2.1.0");
+    assert_eq!(id("support/triage@^1").unwrap(), "support/triage@1.0.0");
+    assert_eq!(id("support/triage@legacy").unwrap(), "support/triage@1.0.0");
+    assert_eq!(
+        id("support/triage@production").unwrap(),
+        "support/triage@2.1.0"
+    );
+    assert_eq!(
+        id("support/triage@>=1, <3").unwrap(),
+        "support/triage@2.1.0"
+    );
+
+    let err = id("support/triage@^3").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reference);
+    assert!(
+        err.to_string()
+            .contains("available: 1.0.0 [legacy], 2.1.0 [production]"),
+        "{err}"
+    );
+    let err = id("support/triage@nightly").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no version of `support/triage` matches"),
+        "{err}"
+    );
+    let err = id("support/traige").unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `support/triage`"),
+        "{err}"
+    );
+    assert!(id("../etc/passwd").is_err());
+}
+
+#[test]
+fn children_inherit_parameters_model_and_context() {
+    let registry = Registry::load("templates").unwrap();
+    let t = registry.get("summarize/article").unwrap();
+    assert_eq!(t.extends(), Some("personas/analyst@1.0.0"));
+    let names: Vec<&str> = t.parameters().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["audience", "article", "bullets"]);
+    let model = t.model().unwrap();
+    assert_eq!(model.provider.as_deref(), Some("anthropic"));
+    assert_eq!(model.parameters["max_tokens"], 400, "child overrides");
+    assert_eq!(model.parameters["temperature"], 0.2, "parent's value kept");
+    assert!(
+        t.input_schema()["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("article"))
+    );
+}
+
+#[test]
+fn loading_reports_every_bad_file_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ok.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: user, content: fine}\n",
+    );
+    write(
+        dir.path(),
+        "a/bad_yaml.prompt.yaml",
+        "version: 1.0.0\nmessages: [\n",
+    );
+    write(
+        dir.path(),
+        "b/bad_jinja.prompt.jinja",
+        "---\nversion: 1.0.0\n---\nuser:\n{{ oops( }}\n",
+    );
+    write(
+        dir.path(),
+        "c/bad_role.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: wizard, content: x}\n",
+    );
+    fs::write(dir.path().join("d.prompt.yaml"), b"version: 1.0.0\n\xff\n").unwrap();
+    write(dir.path(), "notes.md", "not a template, ignored");
+
+    let err = Registry::load(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Load);
+    let problems = err.problems();
+    assert_eq!(problems.len(), 4, "{err}");
+    let at: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let loc = p.location().unwrap();
+            format!(
+                "{}:{}",
+                loc.path().strip_prefix(dir.path()).unwrap().display(),
+                loc.line().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "a/bad_yaml.prompt.yaml:2",
+            "b/bad_jinja.prompt.jinja:5",
+            "c/bad_role.prompt.yaml:3",
+            "d.prompt.yaml:2"
+        ]
+    );
+}
+
+#[test]
+fn invalid_input_names_the_parameter_and_rule() {
+    let registry = Registry::load("templates").unwrap();
+    let err = registry
+        .render(
+            "support/triage",
+            &json!({"ticket": "x", "examples": [{"ticket": "t", "answer": {"queue": "q", "priority": "asap"}}]}),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.parameter(), Some("/examples/0/answer/priority"));
+    assert_eq!(err.rule(), Some("enum"));
+
+    let err = registry.render("support/triage", &json!({})).unwrap_err();
+    assert_eq!(err.parameter(), Some("/ticket"));
+    assert_eq!(err.rule(), Some("required"));
+
+    let err = registry
+        .render("support/triage", &json!(["not", "a", "map"]))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn nothing_is_read_from_disk_after_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p/part.prompt.jinja",
+        "---\nversion: 1.0.0\n---\npart text\n",
+    );
+    write(
+        dir.path(),
+        "main.prompt.jinja",
+        "---\nversion: 1.0.0\nparameters:\n  which: {type: string, default: p/part@^1}\n---\nuser:\n{% include which %}\n",
+    );
+    let registry = Registry::load(dir.path()).unwrap();
+    fs::remove_dir_all(dir.path().join("p")).unwrap();
+    fs::remove_file(dir.path().join("main.prompt.jinja")).unwrap();
+    let r = registry.render("main", &json!({})).unwrap();
+    assert_eq!(r.messages[0].content, "part text");
+    // A dynamic include still resolves only through the registry.
+    let err = registry
+        .render("main", &json!({"which": "../secrets"}))
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid reference"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_out_of_the_root_are_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    write(
+        outside.path(),
+        "x.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: user, content: secret}\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("x.prompt.yaml"),
+        dir.path().join("x.prompt.yaml"),
+    )
+    .unwrap();
+    let err = Registry::load(dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("symlink leads outside the template root"),
+        "{err}"
+    );
+
+    // A symlink that stays inside is fine.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "real/y.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: user, content: hi}\n",
+    );
+    std::os::unix::fs::symlink(
+        dir.path().join("real/y.prompt.yaml"),
+        dir.path().join("alias.prompt.yaml"),
+    )
+    .unwrap();
+    let registry = Registry::load(dir.path()).unwrap();
+    assert_eq!(registry.names().collect::<Vec<_>>(), ["alias", "real/y"]);
+}
+
+#[test]
+fn a_missing_root_is_an_io_error() {
+    let err = Registry::load("does/not/exist").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(err.to_string().contains("does/not/exist"), "{err}");
+}
+
+#[test]
+fn the_checked_in_template_schema_is_current() {
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string("schemas/template.schema.json").unwrap()).unwrap();
+    assert_eq!(
+        on_disk,
+        promptbook::template_file_schema(),
+        "schemas/template.schema.json is stale: run `cargo run -- schema > schemas/template.schema.json`"
+    );
+}
+
+#[test]
+fn shipped_templates_satisfy_the_template_schema() {
+    // Editors validate files against the schema: it must accept ours.
+    let schema = promptbook::template_file_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for entry in walkdir::WalkDir::new("templates") {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let yaml = if path.to_string_lossy().ends_with(".prompt.yaml") {
+            text
+        } else if path.to_string_lossy().ends_with(".prompt.jinja") {
+            text.split("\n---\n")
+                .next()
+                .unwrap()
+                .trim_start_matches("---\n")
+                .to_owned()
+        } else {
+            continue;
+        };
+        let value: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+    }
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[allow(dead_code)]
+struct TriageInput {
+    ticket: String,
+    queues: Vec<String>,
+}
+
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct DriftedInput {
+    ticket: Option<String>,
+    queues: Vec<u32>,
+    urgency: String,
+}
+
+#[test]
+fn typed_inputs_are_checked_against_the_template() {
+    let registry = Registry::load("templates").unwrap();
+    assert_eq!(
+        registry
+            .check_input_type::<TriageInput>("support/triage")
+            .unwrap(),
+        []
+    );
+    let input = TriageInput {
+        ticket: "Card declined".into(),
+        queues: vec!["billing".into()],
+    };
+    assert!(registry.render("support/triage", &input).is_ok());
+
+    let drift: Vec<String> = registry
+        .check_input_type::<DriftedInput>("support/triage")
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        drift,
+        [
+            "/ticket: required by the template, optional in the Rust type",
+            "/queues/items: the Rust type allows integer but the template wants string",
+            "/urgency: in the Rust type, but the template does not accept it",
+        ]
+    );
+}
