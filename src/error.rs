@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// Loading a template root found one or more problems; see
     /// [`Error::related`].
     Load,
+    /// The rendered prompt does not fit its token budget even with all the
+    /// history it may drop dropped.
+    Budget,
 }
 
 impl ErrorKind {
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid input",
             ErrorKind::Lint => "lint error",
             ErrorKind::Load => "load error",
+            ErrorKind::Budget => "over token budget",
         }
     }
 }

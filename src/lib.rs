@@ -74,14 +74,21 @@ mod registry;
 mod render;
 mod schema;
 mod template;
+mod tokens;
+mod truncate;
 
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use message::{Message, Role};
 pub use reference::{Reference, Selector};
 pub use registry::{Registry, lint};
-pub use render::{Origin, Rendered};
+pub use render::{Origin, RenderOptions, Rendered};
 pub use schema::SchemaMismatch;
 pub use template::{ContextConfig, ModelConfig, Parameter, Template, template_file_schema};
+pub use tokens::{
+    Approximate, Encoding, ModelInfo, REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
+    TokenCounter, TokenReport, count_messages, counter_for_model, message_tokens, model_info,
+};
+pub use truncate::{Strategy, TruncationReport};
 
 /// The README's Rust examples run as doc tests.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use promptbook::{Registry, Rendered, Severity, Template};
+use promptbook::{Registry, RenderOptions, Rendered, Severity, Template};
 use serde_json::{Map, Value, json};
 
 /// Versioned prompt templates: list, lint and render them.
@@ -59,9 +59,25 @@ enum Command {
         /// Print the rendered result as JSON.
         #[arg(long)]
         json: bool,
+        /// Render for this model instead of the template's (`name` or `provider:name`):
+        /// sets the tokenizer and the context window.
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
     },
     /// Print the JSON Schema of template files.
     Schema,
+    /// Count the tokens of a text (no chat overhead) and print the bare number.
+    Tokens {
+        /// Count with this model's tokenizer (approximate when it is not public).
+        #[arg(long, value_name = "MODEL", conflicts_with = "encoding")]
+        model: Option<String>,
+        /// Count with this encoding: o200k_base (the default) or cl100k_base.
+        #[arg(long, value_name = "ENCODING")]
+        encoding: Option<promptbook::Encoding>,
+        /// The file to count; `-` or nothing reads stdin.
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,10 +135,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             vars,
             json,
+            model,
         } => {
             let inputs = read_inputs(input.as_deref(), &vars)?;
             let registry = Registry::load(&dir.dir)?;
-            let rendered = registry.render(&reference, &inputs)?;
+            let mut options = RenderOptions::new();
+            if let Some(model) = model {
+                options = options.model(model);
+            }
+            let rendered = registry.render_with(&reference, &inputs, &options)?;
             let mut out = io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &rendered)?;
@@ -131,6 +152,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_messages(&mut out, &rendered)?;
             }
         }
+        Command::Tokens {
+            model,
+            encoding,
+            file,
+        } => {
+            let text = match file.as_deref() {
+                None => read_stdin()?,
+                Some(p) if p.as_os_str() == "-" => read_stdin()?,
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+            };
+            let n = match (model, encoding) {
+                (Some(model), _) => promptbook::counter_for_model(Some(&model)).count(&text),
+                (None, Some(encoding)) => encoding.count(&text),
+                (None, None) => promptbook::Encoding::O200kBase.count(&text),
+            };
+            writeln!(io::stdout().lock(), "{n}")?;
+        }
         Command::Schema => {
             let mut out = io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &promptbook::template_file_schema())?;
@@ -138,6 +177,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read stdin (is it UTF-8 text?)")?;
+    Ok(s)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -260,18 +307,37 @@ fn print_table(out: &mut impl Write, registry: &Registry) -> io::Result<()> {
 }
 
 fn print_messages(out: &mut impl Write, rendered: &Rendered) -> io::Result<()> {
-    writeln!(out, "# {}", rendered.template)?;
+    let tokens = &rendered.tokens;
+    writeln!(
+        out,
+        "# {} | {}{} tokens ({})",
+        rendered.template,
+        if tokens.approximate { "~" } else { "" },
+        tokens.total,
+        tokens.encoding
+    )?;
+    if let Some(t) = &rendered.truncation {
+        writeln!(
+            out,
+            "# dropped the {} oldest history message{} to fit a budget of {} tokens",
+            t.dropped,
+            plural(t.dropped),
+            t.budget
+        )?;
+    }
     for (i, (m, origin)) in rendered.messages_with_origin().enumerate() {
-        let mut head = format!("[{}]", m.role);
+        let mut head = format!("[{}", m.role);
         if let Some(name) = &m.name {
-            head = format!("[{} name={name}]", m.role);
+            head.push_str(&format!(" name={name}"));
         }
+        head.push(']');
         if let promptbook::Origin::History { parameter } = origin {
             head.push_str(&format!(" (from {parameter})"));
         }
-        if i > 0 {
-            writeln!(out)?;
+        if let Some(n) = tokens.messages.get(i) {
+            head.push_str(&format!(" {n} tokens"));
         }
+        writeln!(out)?;
         writeln!(out, "{head}")?;
         if !m.content.is_empty() {
             writeln!(out, "{}", m.content)?;

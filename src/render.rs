@@ -1,5 +1,7 @@
 //! Rendering: inputs in, role-tagged messages out.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -8,6 +10,56 @@ use crate::error::{Error, ErrorKind};
 use crate::message::{Message, Role};
 use crate::registry::{Registry, jinja_error};
 use crate::template::{ContextConfig, ModelConfig};
+use crate::tokens::{self, TokenCounter, TokenReport};
+use crate::truncate::{self, Item, Strategy, TruncationReport};
+
+/// Options of [`Registry::render_with`].
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct RenderOptions {
+    model: Option<String>,
+    counter: Option<Arc<dyn TokenCounter>>,
+    strategy: Strategy,
+}
+
+impl std::fmt::Debug for RenderOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderOptions")
+            .field("model", &self.model)
+            .field(
+                "counter",
+                &self.counter.as_ref().map(|c| c.name().to_owned()),
+            )
+            .field("strategy", &self.strategy)
+            .finish()
+    }
+}
+
+impl RenderOptions {
+    /// Default options: the template's model, its tokenizer, drop-oldest.
+    pub fn new() -> RenderOptions {
+        RenderOptions::default()
+    }
+
+    /// Renders for another model than the template's: `name` or
+    /// `provider:name`. Picks the tokenizer and the context window.
+    pub fn model(mut self, model: impl Into<String>) -> RenderOptions {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Counts with this tokenizer instead of the model's.
+    pub fn counter(mut self, counter: Arc<dyn TokenCounter>) -> RenderOptions {
+        self.counter = Some(counter);
+        self
+    }
+
+    /// How history is dropped when the prompt is over budget.
+    pub fn strategy(mut self, strategy: Strategy) -> RenderOptions {
+        self.strategy = strategy;
+        self
+    }
+}
 
 /// Where a rendered message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +93,11 @@ pub struct Rendered {
     /// The template's `context:` block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextConfig>,
+    /// Token counts of the messages (after truncation).
+    pub tokens: TokenReport,
+    /// What truncation dropped; present only when it dropped something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<TruncationReport>,
     #[serde(skip)]
     origins: Vec<Origin>,
 }
@@ -72,6 +129,27 @@ impl Registry {
     ///   [`Error::parameter`] and [`Error::rule`]);
     /// - [`ErrorKind::Template`] with file and line when Jinja fails.
     pub fn render(&self, reference: &str, inputs: &impl Serialize) -> Result<Rendered, Error> {
+        self.render_with(reference, inputs, &RenderOptions::default())
+    }
+
+    /// Renders with options: another model, another tokenizer, another
+    /// truncation strategy.
+    ///
+    /// Every render counts its tokens (see [`TokenReport`]). When the
+    /// template's `context:` (or the model's known window) gives a budget of
+    /// `max_tokens - reserve_output` and the prompt exceeds it, history
+    /// messages are dropped as [`Strategy`] says.
+    ///
+    /// # Errors
+    /// As [`render`](Registry::render), and [`ErrorKind::Budget`] when the
+    /// prompt cannot fit even with all droppable history dropped; the
+    /// message gives the tokens needed and the budget.
+    pub fn render_with(
+        &self,
+        reference: &str,
+        inputs: &impl Serialize,
+        options: &RenderOptions,
+    ) -> Result<Rendered, Error> {
         let entry = self.entry(reference)?;
         let t = &entry.template;
         let id = t.id();
@@ -129,13 +207,118 @@ impl Registry {
                 Error::new(ErrorKind::Template, msg)
                     .with_location(crate::error::Location::file(&t.path))
             })?;
-        Ok(Rendered {
+
+        let model_name = options
+            .model
+            .clone()
+            .or_else(|| t.model.as_ref().and_then(|m| m.name.clone()));
+        let counter = options
+            .counter
+            .clone()
+            .unwrap_or_else(|| tokens::counter_for_model(model_name.as_deref()));
+        let mut rendered = Rendered {
             template: id,
             messages,
             model: t.model.clone(),
             context: t.context.clone(),
+            tokens: TokenReport::empty(),
+            truncation: None,
             origins,
+        };
+        rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
+        if let Some(budget) = budget(t.model.as_ref(), t.context.as_ref(), model_name.as_deref()) {
+            rendered.fit(budget, options.strategy)?;
+        }
+        Ok(rendered)
+    }
+}
+
+/// The prompt's budget: `max_tokens` (from `context:`, else the model's
+/// known window) minus `reserve_output` (from `context:`, else the model's
+/// `max_tokens` / `max_completion_tokens` parameter, else 0).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    max_tokens: u64,
+    reserve_output: u64,
+}
+
+fn budget(
+    model: Option<&ModelConfig>,
+    context: Option<&ContextConfig>,
+    model_name: Option<&str>,
+) -> Option<Budget> {
+    let max_tokens = context
+        .and_then(|c| c.max_tokens)
+        .or_else(|| model_name.and_then(|n| tokens::model_info(n).context_window))?;
+    let reserve_output = context
+        .and_then(|c| c.reserve_output)
+        .or_else(|| {
+            let params = &model?.parameters;
+            params
+                .get("max_tokens")
+                .or_else(|| params.get("max_completion_tokens"))
+                .and_then(Value::as_u64)
         })
+        .unwrap_or(0);
+    Some(Budget {
+        max_tokens,
+        reserve_output,
+    })
+}
+
+impl Rendered {
+    /// Drops history until the prompt fits, then recounts the report from
+    /// the per-message counts already made.
+    fn fit(&mut self, budget: Budget, strategy: Strategy) -> Result<(), Error> {
+        let limit = usize::try_from(budget.max_tokens.saturating_sub(budget.reserve_output))
+            .unwrap_or(usize::MAX);
+        let items: Vec<Item> = self
+            .messages
+            .iter()
+            .zip(&self.origins)
+            .zip(&self.tokens.messages)
+            .map(|((m, o), &n)| Item {
+                tokens: n,
+                history: matches!(o, Origin::History { .. }),
+                role: m.role,
+                calls_tools: m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()),
+            })
+            .collect();
+        let (keep, dropped) =
+            truncate::fit(&items, tokens::REPLY_PRIMING, limit, strategy).map_err(|e| {
+                let all = if e.droppable > 0 {
+                    format!(
+                        ", even with all {} droppable history messages dropped",
+                        e.droppable
+                    )
+                } else {
+                    String::new()
+                };
+                Error::new(
+                    ErrorKind::Budget,
+                    format!(
+                        "{} needs {} tokens but its budget is {limit} (max_tokens {} - reserve_output {}){all}",
+                        self.template, e.needed, budget.max_tokens, budget.reserve_output,
+                    ),
+                )
+            })?;
+        if dropped == 0 {
+            return Ok(());
+        }
+        let mut keep_iter = keep.iter().copied();
+        self.messages.retain(|_| keep_iter.next().unwrap_or(true));
+        let mut keep_iter = keep.iter().copied();
+        self.origins.retain(|_| keep_iter.next().unwrap_or(true));
+        let mut keep_iter = keep.iter().copied();
+        self.tokens
+            .messages
+            .retain(|_| keep_iter.next().unwrap_or(true));
+        self.tokens.total = self.tokens.messages.iter().sum::<usize>() + tokens::REPLY_PRIMING;
+        self.truncation = Some(TruncationReport {
+            budget: limit,
+            dropped,
+        });
+        Ok(())
     }
 }
 

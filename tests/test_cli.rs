@@ -166,3 +166,106 @@ fn a_broken_root_reports_every_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tokens_prints_the_bare_count_tiktoken_gives() {
+    let corpus: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/tokens/corpus.json").unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for t in corpus["texts"].as_array().unwrap().iter().take(12) {
+        let text = t["text"].as_str().unwrap();
+        let file = dir.path().join("text.txt");
+        std::fs::write(&file, text).unwrap();
+        for (args, key) in [
+            (vec!["tokens", "--encoding", "cl100k_base"], "cl100k_base"),
+            (vec!["tokens", "--model", "gpt-4o-mini"], "o200k_base"),
+            (vec!["tokens"], "o200k_base"),
+        ] {
+            let (code, stdout, stderr) = run(cli().args(&args).arg(&file));
+            assert_eq!(code, 0, "{stderr}");
+            assert_eq!(stdout, format!("{}\n", t[key]), "{args:?} on {}", t["name"]);
+        }
+    }
+    let out = std::process::Command::new(get_cargo_bin("promptbook"))
+        .args(["tokens", "--encoding", "cl100k_base", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"hello <|endoftext|> world")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    // OpenAI's tiktoken (`encode_ordinary`) gives 8: the look-alike is plain text.
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "8\n");
+
+    let (code, _, stderr) = run(cli().args(["tokens", "--encoding", "p50k_base", "Cargo.toml"]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unknown encoding `p50k_base`"), "{stderr}");
+}
+
+#[test]
+fn render_reports_tokens_and_truncation() {
+    let (code, stdout, stderr) = run(cli().args([
+        "render",
+        "chat",
+        "--dir",
+        "tests/cases/truncate_drop_oldest",
+        "--input",
+        "tests/cases/truncate_drop_oldest/render.json",
+        "--var",
+        "q=What about Rome?",
+    ]));
+    // render.json nests the inputs; --input wants them flat, so this fails...
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stderr.contains("/inputs: not a parameter"), "{stderr}");
+
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/cases/truncate_drop_oldest/render.json").unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in.json");
+    std::fs::write(&inputs, spec["inputs"].to_string()).unwrap();
+    let (code, stdout, stderr) = run(cli()
+        .args([
+            "render",
+            "chat",
+            "--dir",
+            "tests/cases/truncate_drop_oldest",
+            "--input",
+        ])
+        .arg(&inputs));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("# chat@1.0.0 | 48 tokens (o200k_base)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("# dropped the 2 oldest history messages to fit a budget of 60 tokens"),
+        "{stdout}"
+    );
+
+    // Another model: another tokenizer, marked approximate.
+    let (code, stdout, _) = run(cli()
+        .args([
+            "render",
+            "chat",
+            "--dir",
+            "tests/cases/truncate_drop_oldest",
+            "--model",
+            "anthropic:claude-3-5-haiku-latest",
+            "--json",
+            "--input",
+        ])
+        .arg(&inputs));
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["tokens"]["approximate"], true);
+}

@@ -1,0 +1,448 @@
+//! Token counting: OpenAI's BPE encodings, the model table, chat overhead,
+//! and a per-process cache of message counts.
+//!
+//! Counts equal OpenAI's `tiktoken` `encode_ordinary` exactly: text that
+//! looks like a special token (`<|endoftext|>`) is ordinary text. The
+//! engine is GitHub's `bpe-openai`; its tables are built into the binary and
+//! loaded once per process on first use.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use serde::Serialize;
+
+use crate::message::Message;
+
+/// An OpenAI BPE encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// GPT-4, GPT-3.5-turbo and their embeddings.
+    Cl100kBase,
+    /// GPT-4o, GPT-4.1, GPT-5 and the o-series.
+    O200kBase,
+}
+
+impl Encoding {
+    /// The encoding's name as tiktoken spells it (`o200k_base`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Cl100kBase => "cl100k_base",
+            Encoding::O200kBase => "o200k_base",
+        }
+    }
+
+    /// Counts the tokens of `text`. Special-token look-alikes count as
+    /// ordinary text.
+    pub fn count(self, text: &str) -> usize {
+        match self {
+            Encoding::Cl100kBase => bpe_openai::cl100k_base().count(text),
+            Encoding::O200kBase => bpe_openai::o200k_base().count(text),
+        }
+    }
+
+    /// Counts tokens, stopping early: `None` as soon as `text` is known to
+    /// need more than `limit` tokens.
+    pub fn count_till_limit(self, text: &str, limit: usize) -> Option<usize> {
+        let tokenizer = match self {
+            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+            Encoding::O200kBase => bpe_openai::o200k_base(),
+        };
+        tokenizer.count_till_limit(&tokenizer.normalize(text), limit)
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Encoding, String> {
+        match s {
+            "cl100k_base" => Ok(Encoding::Cl100kBase),
+            "o200k_base" => Ok(Encoding::O200kBase),
+            _ => Err(format!(
+                "unknown encoding `{s}` (expected cl100k_base or o200k_base)"
+            )),
+        }
+    }
+}
+
+/// What promptbook knows of a model: its tokenizer (when public) and its
+/// context window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelInfo {
+    /// The model's encoding, when its tokenizer is public.
+    pub encoding: Option<Encoding>,
+    /// The context window in tokens, when known.
+    pub context_window: Option<u64>,
+}
+
+/// The one table of models: name prefix, encoding, context window. The
+/// first matching prefix wins, so longer prefixes come first.
+const MODELS: &[(&str, Option<Encoding>, Option<u64>)] = {
+    use Encoding::{Cl100kBase as C, O200kBase as O};
+    &[
+        ("gpt-4o", Some(O), Some(128_000)),
+        ("chatgpt-4o", Some(O), Some(128_000)),
+        ("gpt-4.1", Some(O), Some(1_047_576)),
+        ("gpt-4.5", Some(O), Some(128_000)),
+        ("gpt-5", Some(O), Some(400_000)),
+        ("o1-mini", Some(O), Some(128_000)),
+        ("o1", Some(O), Some(200_000)),
+        ("o3", Some(O), Some(200_000)),
+        ("o4", Some(O), Some(200_000)),
+        ("gpt-4-turbo", Some(C), Some(128_000)),
+        ("gpt-4-1106", Some(C), Some(128_000)),
+        ("gpt-4-0125", Some(C), Some(128_000)),
+        ("gpt-4-32k", Some(C), Some(32_768)),
+        ("gpt-4", Some(C), Some(8_192)),
+        ("gpt-3.5-turbo-instruct", Some(C), Some(4_096)),
+        ("gpt-3.5", Some(C), Some(16_385)),
+        ("text-embedding-3", Some(C), Some(8_191)),
+        ("text-embedding-ada-002", Some(C), Some(8_191)),
+        ("claude-3-5-haiku", None, Some(200_000)),
+        ("claude", None, Some(200_000)),
+        ("qwen-turbo", None, Some(1_000_000)),
+        ("qwen-plus", None, Some(131_072)),
+        ("qwen-max", None, Some(32_768)),
+        ("qwen", None, None),
+    ]
+};
+
+/// Looks a model up in the table (`gpt-4o-mini`, `openai:gpt-4o`,
+/// `claude-sonnet-4-5`). Unknown models have neither encoding nor window.
+pub fn model_info(model: &str) -> ModelInfo {
+    let name = model.rsplit_once(':').map_or(model, |(_, n)| n);
+    let name = name.rsplit('/').next().unwrap_or(name); // `openai/gpt-4o` style ids
+    MODELS
+        .iter()
+        .find(|(prefix, _, _)| name.starts_with(prefix))
+        .map_or(
+            ModelInfo {
+                encoding: None,
+                context_window: None,
+            },
+            |(_, encoding, context_window)| ModelInfo {
+                encoding: *encoding,
+                context_window: *context_window,
+            },
+        )
+}
+
+/// Counts tokens. Implement it to plug in another tokenizer.
+pub trait TokenCounter: Send + Sync {
+    /// Tokens in `text`.
+    fn count(&self, text: &str) -> usize;
+
+    /// A name for the report (`o200k_base`).
+    fn name(&self) -> &str;
+
+    /// Whether counts only estimate the model's real tokenizer.
+    fn approximate(&self) -> bool {
+        false
+    }
+
+    /// A key under which counts may be cached for the life of the process,
+    /// or `None` (the default) to never cache. Two counters that return the
+    /// same key must count alike.
+    fn cache_key(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl TokenCounter for Encoding {
+    fn count(&self, text: &str) -> usize {
+        Encoding::count(*self, text)
+    }
+
+    fn name(&self) -> &str {
+        Encoding::name(*self)
+    }
+
+    fn cache_key(&self) -> Option<&str> {
+        Some(Encoding::name(*self))
+    }
+}
+
+/// The estimate used for models whose tokenizer is not public (Claude,
+/// Qwen, unknown models): the `cl100k_base` count times 1.25, rounded up.
+/// It errs high on purpose, so a prompt that fits by this count fits the
+/// real window; the report marks it `approximate`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Approximate;
+
+impl TokenCounter for Approximate {
+    fn count(&self, text: &str) -> usize {
+        let exact = Encoding::Cl100kBase.count(text);
+        exact + exact.div_ceil(4)
+    }
+
+    fn name(&self) -> &str {
+        "approximate (cl100k_base x 1.25)"
+    }
+
+    fn approximate(&self) -> bool {
+        true
+    }
+
+    fn cache_key(&self) -> Option<&str> {
+        Some("approximate-cl100k-1.25")
+    }
+}
+
+/// The counter for a model name: its encoding when public, else
+/// [`Approximate`]. No model at all counts with `o200k_base`, marked
+/// approximate since the model is unknown.
+pub fn counter_for_model(model: Option<&str>) -> Arc<dyn TokenCounter> {
+    match model.map(model_info) {
+        Some(ModelInfo {
+            encoding: Some(e), ..
+        }) => Arc::new(e),
+        Some(_) => Arc::new(Approximate),
+        None => Arc::new(Unspecified),
+    }
+}
+
+/// `o200k_base`, reported as approximate because no model was named.
+#[derive(Debug, Clone, Copy)]
+struct Unspecified;
+
+impl TokenCounter for Unspecified {
+    fn count(&self, text: &str) -> usize {
+        Encoding::O200kBase.count(text)
+    }
+
+    fn name(&self) -> &str {
+        "o200k_base"
+    }
+
+    fn approximate(&self) -> bool {
+        true
+    }
+
+    fn cache_key(&self) -> Option<&str> {
+        Some("o200k_base")
+    }
+}
+
+/// Tokens a chat adds around each message (OpenAI's published formula:
+/// `<|start|>{role}<|message|>...<|end|>` costs 3 plus the role).
+pub const TOKENS_PER_MESSAGE: usize = 3;
+/// Tokens a `name` field adds beyond its own text.
+pub const TOKENS_PER_NAME: usize = 1;
+/// Tokens that prime the reply (`<|start|>assistant<|message|>`).
+pub const REPLY_PRIMING: usize = 3;
+
+/// The token counts of a rendered prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TokenReport {
+    /// The counter's name (`o200k_base`).
+    pub encoding: String,
+    /// Whether counts estimate a tokenizer that is not public.
+    pub approximate: bool,
+    /// Each message's tokens, overhead included.
+    pub messages: Vec<usize>,
+    /// All messages plus the reply priming.
+    pub total: usize,
+}
+
+impl TokenReport {
+    pub(crate) fn empty() -> TokenReport {
+        TokenReport {
+            encoding: String::new(),
+            approximate: false,
+            messages: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+/// Cost of one message by OpenAI's published formula (the cookbook's
+/// `num_tokens_from_messages`): 3, plus the tokens of every field's text
+/// (role, content, name, tool_call_id), plus 1 for a name. Tool calls count
+/// as their JSON text, an estimate the formula does not cover.
+pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
+    let mut n = TOKENS_PER_MESSAGE + counter.count(m.role.as_str()) + counter.count(&m.content);
+    if let Some(name) = &m.name {
+        n += counter.count(name) + TOKENS_PER_NAME;
+    }
+    if let Some(id) = &m.tool_call_id {
+        n += counter.count(id);
+    }
+    if let Some(calls) = &m.tool_calls {
+        n += counter.count(&serde_json::Value::Array(calls.clone()).to_string());
+    }
+    n
+}
+
+/// Counts of recently seen messages, keyed by counter and a 128-bit hash of
+/// the message, so a conversation that grew by one message costs one count.
+struct Cache {
+    /// Counter key -> message hash -> count.
+    map: HashMap<String, HashMap<u128, u32>>,
+    len: usize,
+}
+
+const CACHE_LIMIT: usize = 250_000;
+
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
+    Mutex::new(Cache {
+        map: HashMap::new(),
+        len: 0,
+    })
+});
+
+fn message_hash(m: &Message) -> u128 {
+    use xxhash_rust::xxh3::Xxh3;
+    let mut h = Xxh3::new();
+    let mut field = |tag: u8, s: &str| {
+        h.update(&[tag]);
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(0, m.role.as_str());
+    field(1, &m.content);
+    if let Some(name) = &m.name {
+        field(2, name);
+    }
+    if let Some(id) = &m.tool_call_id {
+        field(3, id);
+    }
+    if let Some(calls) = &m.tool_calls {
+        field(4, &serde_json::Value::Array(calls.clone()).to_string());
+    }
+    h.digest128()
+}
+
+/// Counts every message (using and filling the cache when the counter
+/// allows it) and totals them with the reply priming.
+pub fn count_messages(counter: &dyn TokenCounter, messages: &[Message]) -> TokenReport {
+    let counts = match counter.cache_key() {
+        None => messages
+            .iter()
+            .map(|m| message_tokens(counter, m))
+            .collect(),
+        Some(key) => cached_counts(counter, key, messages),
+    };
+    let total = counts.iter().sum::<usize>() + REPLY_PRIMING;
+    TokenReport {
+        encoding: counter.name().to_owned(),
+        approximate: counter.approximate(),
+        messages: counts,
+        total,
+    }
+}
+
+fn cached_counts(counter: &dyn TokenCounter, key: &str, messages: &[Message]) -> Vec<usize> {
+    let hashes: Vec<u128> = messages.iter().map(message_hash).collect();
+    let mut counts: Vec<Option<usize>> = {
+        let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.map.get(key) {
+            Some(known) => hashes
+                .iter()
+                .map(|h| known.get(h).map(|&n| n as usize))
+                .collect(),
+            None => vec![None; hashes.len()],
+        }
+    };
+    let mut fresh = Vec::new();
+    for (i, slot) in counts.iter_mut().enumerate() {
+        if slot.is_none() {
+            let n = message_tokens(counter, &messages[i]);
+            *slot = Some(n);
+            fresh.push((hashes[i], n));
+        }
+    }
+    if !fresh.is_empty() {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len + fresh.len() > CACHE_LIMIT {
+            cache.map.clear();
+            cache.len = 0;
+        }
+        let known = cache.map.entry(key.to_owned()).or_default();
+        let before = known.len();
+        for (h, n) in fresh {
+            known.insert(h, u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        let added = known.len() - before;
+        cache.len += added;
+    }
+    counts.into_iter().map(|n| n.unwrap_or(0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Role;
+
+    #[test]
+    fn model_table_picks_encodings() {
+        let enc = |m: &str| model_info(m).encoding;
+        assert_eq!(enc("gpt-4o-mini"), Some(Encoding::O200kBase));
+        assert_eq!(enc("gpt-4.1-nano"), Some(Encoding::O200kBase));
+        assert_eq!(enc("gpt-5"), Some(Encoding::O200kBase));
+        assert_eq!(enc("o3-mini"), Some(Encoding::O200kBase));
+        assert_eq!(enc("o4-mini"), Some(Encoding::O200kBase));
+        assert_eq!(enc("gpt-4"), Some(Encoding::Cl100kBase));
+        assert_eq!(enc("gpt-4-turbo-2024-04-09"), Some(Encoding::Cl100kBase));
+        assert_eq!(enc("gpt-3.5-turbo"), Some(Encoding::Cl100kBase));
+        assert_eq!(enc("openai:gpt-4o"), Some(Encoding::O200kBase));
+        assert_eq!(enc("claude-sonnet-4-5"), None);
+        assert_eq!(enc("qwen-max"), None);
+        assert_eq!(enc("llama3"), None);
+        assert_eq!(model_info("gpt-4").context_window, Some(8_192));
+        assert_eq!(model_info("claude-3-opus").context_window, Some(200_000));
+    }
+
+    #[test]
+    fn special_token_lookalikes_are_text() {
+        // `<|endoftext|>` as ordinary text is several tokens, never one.
+        assert!(Encoding::Cl100kBase.count("<|endoftext|>") > 1);
+        assert!(Encoding::O200kBase.count("<|endoftext|>") > 1);
+    }
+
+    #[test]
+    fn chat_overhead_follows_the_published_formula() {
+        let c = Encoding::O200kBase;
+        let plain = Message::new(Role::User, "hello world");
+        assert_eq!(message_tokens(&c, &plain), 3 + 1 + 2);
+        let mut named = plain.clone();
+        named.name = Some("ann".into());
+        assert_eq!(message_tokens(&c, &named), 3 + 1 + 2 + c.count("ann") + 1);
+        let report = count_messages(&c, &[plain.clone(), plain]);
+        assert_eq!(report.total, 6 + 6 + 3);
+        assert!(!report.approximate);
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_counts() {
+        let msgs: Vec<Message> = (0..50)
+            .map(|i| Message::new(Role::User, format!("message number {i} 你好")))
+            .collect();
+        let first = count_messages(&Encoding::Cl100kBase, &msgs);
+        let second = count_messages(&Encoding::Cl100kBase, &msgs);
+        assert_eq!(first, second);
+        let direct: Vec<usize> = msgs
+            .iter()
+            .map(|m| message_tokens(&Encoding::Cl100kBase, m))
+            .collect();
+        assert_eq!(first.messages, direct);
+    }
+
+    #[test]
+    fn approximate_errs_high() {
+        let text = "The quick brown fox jumps over the lazy dog.";
+        assert!(Approximate.count(text) > Encoding::Cl100kBase.count(text));
+        assert!(counter_for_model(Some("claude-3-5-sonnet")).approximate());
+        assert!(!counter_for_model(Some("gpt-4o")).approximate());
+    }
+}
