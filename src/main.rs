@@ -164,9 +164,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", p.display()))?,
             };
             let n = match (model, encoding) {
-                (Some(model), _) => promptbook::counter_for_model(Some(&model)).count(&text),
-                (None, Some(encoding)) => encoding.count(&text),
-                (None, None) => promptbook::Encoding::O200kBase.count(&text),
+                (Some(model), _) => match promptbook::model_info(&model).encoding {
+                    Some(encoding) => encoding.count_parallel(&text, threads()),
+                    None => promptbook::counter_for_model(Some(&model)).count(&text),
+                },
+                (None, Some(encoding)) => encoding.count_parallel(&text, threads()),
+                (None, None) => promptbook::Encoding::O200kBase.count_parallel(&text, threads()),
             };
             writeln!(io::stdout().lock(), "{n}")?;
         }
@@ -177,6 +180,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn read_stdin() -> Result<String> {

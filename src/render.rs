@@ -70,7 +70,7 @@ pub enum Origin {
     /// Spliced from a `messages` parameter (conversation history).
     History {
         /// The parameter's name.
-        parameter: String,
+        parameter: Arc<str>,
     },
 }
 
@@ -227,7 +227,7 @@ impl Registry {
         };
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
         if let Some(budget) = budget(t.model.as_ref(), t.context.as_ref(), model_name.as_deref()) {
-            rendered.fit(budget, options.strategy)?;
+            rendered.fit_budget(budget, options.strategy)?;
         }
         Ok(rendered)
     }
@@ -267,11 +267,43 @@ fn budget(
 }
 
 impl Rendered {
-    /// Drops history until the prompt fits, then recounts the report from
-    /// the per-message counts already made.
-    fn fit(&mut self, budget: Budget, strategy: Strategy) -> Result<(), Error> {
+    fn fit_budget(&mut self, budget: Budget, strategy: Strategy) -> Result<(), Error> {
         let limit = usize::try_from(budget.max_tokens.saturating_sub(budget.reserve_output))
             .unwrap_or(usize::MAX);
+        let detail = format!(
+            " (max_tokens {} - reserve_output {})",
+            budget.max_tokens, budget.reserve_output
+        );
+        self.fit_inner(limit, strategy, &detail).map(|_| ())
+    }
+
+    /// Recounts every message with `counter` (cached counts are reused).
+    pub fn recount(&mut self, counter: &dyn TokenCounter) {
+        self.tokens = tokens::count_messages(counter, &self.messages);
+    }
+
+    /// Drops history messages until the prompt fits `budget` tokens, as
+    /// `strategy` says, using the counts in [`tokens`](Rendered::tokens).
+    /// Rendering already does this with the template's budget; call it to
+    /// fit another budget. Returns what was dropped, if anything.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Budget`] with the tokens needed and the budget when the
+    /// prompt cannot fit; the messages are then left as they were.
+    pub fn fit(
+        &mut self,
+        budget: usize,
+        strategy: Strategy,
+    ) -> Result<Option<TruncationReport>, Error> {
+        self.fit_inner(budget, strategy, "")
+    }
+
+    fn fit_inner(
+        &mut self,
+        budget: usize,
+        strategy: Strategy,
+        detail: &str,
+    ) -> Result<Option<TruncationReport>, Error> {
         let items: Vec<Item> = self
             .messages
             .iter()
@@ -284,8 +316,8 @@ impl Rendered {
                 calls_tools: m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()),
             })
             .collect();
-        let (keep, dropped) =
-            truncate::fit(&items, tokens::REPLY_PRIMING, limit, strategy).map_err(|e| {
+        let (keep, dropped) = truncate::fit(&items, tokens::REPLY_PRIMING, budget, strategy)
+            .map_err(|e| {
                 let all = if e.droppable > 0 {
                     format!(
                         ", even with all {} droppable history messages dropped",
@@ -297,13 +329,13 @@ impl Rendered {
                 Error::new(
                     ErrorKind::Budget,
                     format!(
-                        "{} needs {} tokens but its budget is {limit} (max_tokens {} - reserve_output {}){all}",
-                        self.template, e.needed, budget.max_tokens, budget.reserve_output,
+                        "{} needs {} tokens but its budget is {budget}{detail}{all}",
+                        self.template, e.needed
                     ),
                 )
             })?;
         if dropped == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let mut keep_iter = keep.iter().copied();
         self.messages.retain(|_| keep_iter.next().unwrap_or(true));
@@ -314,11 +346,9 @@ impl Rendered {
             .messages
             .retain(|_| keep_iter.next().unwrap_or(true));
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + tokens::REPLY_PRIMING;
-        self.truncation = Some(TruncationReport {
-            budget: limit,
-            dropped,
-        });
-        Ok(())
+        let report = TruncationReport { budget, dropped };
+        self.truncation = Some(report);
+        Ok(Some(report))
     }
 }
 
@@ -378,10 +408,11 @@ fn assemble(
                     other => serde_json::from_value(other)
                         .map_err(|e| format!("history parameter `{param}`: {e}"))?,
                 };
+                let parameter: Arc<str> = Arc::from(param);
                 for m in history {
                     messages.push(m);
                     origins.push(Origin::History {
-                        parameter: param.to_owned(),
+                        parameter: parameter.clone(),
                     });
                 }
             }

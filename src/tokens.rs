@@ -37,21 +37,105 @@ impl Encoding {
     /// Counts the tokens of `text`. Special-token look-alikes count as
     /// ordinary text.
     pub fn count(self, text: &str) -> usize {
+        count_memoized(self.tokenizer(), text)
+    }
+
+    fn tokenizer(self) -> &'static bpe_openai::Tokenizer {
         match self {
-            Encoding::Cl100kBase => bpe_openai::cl100k_base().count(text),
-            Encoding::O200kBase => bpe_openai::o200k_base().count(text),
+            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+            Encoding::O200kBase => bpe_openai::o200k_base(),
         }
+    }
+
+    /// Counts the tokens of `text` on up to `threads` threads. The result is
+    /// exactly [`count`](Encoding::count)'s: the text is cut only after a
+    /// newline that an ASCII letter follows, where no pre-token can span the
+    /// cut, and pieces count independently. Texts under 1 MiB, or with no
+    /// such cut, are counted on the calling thread.
+    pub fn count_parallel(self, text: &str, threads: usize) -> usize {
+        const MIN_CHUNK: usize = 1 << 20;
+        let parts = threads.clamp(1, 64).min(text.len() / MIN_CHUNK).max(1);
+        if parts == 1 {
+            return self.count(text);
+        }
+        let chunks = split_safely(text, parts);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks[1..]
+                .iter()
+                .map(|chunk| scope.spawn(move || self.count(chunk)))
+                .collect();
+            let first = self.count(chunks[0]);
+            first
+                + handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .sum::<usize>()
+        })
     }
 
     /// Counts tokens, stopping early: `None` as soon as `text` is known to
     /// need more than `limit` tokens.
     pub fn count_till_limit(self, text: &str, limit: usize) -> Option<usize> {
-        let tokenizer = match self {
-            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
-            Encoding::O200kBase => bpe_openai::o200k_base(),
-        };
+        let tokenizer = self.tokenizer();
         tokenizer.count_till_limit(&tokenizer.normalize(text), limit)
     }
+}
+
+/// Counts pre-token by pre-token, remembering the count of each short
+/// pre-token seen in this call: text repeats words, and a hash lookup is
+/// cheaper than encoding a word again. Exact: a pre-token's count does not
+/// depend on its neighbours. (cl100k_base and o200k_base do no Unicode
+/// normalisation, so pre-tokenizing the raw text is what `count` does.)
+fn count_memoized(tokenizer: &bpe_openai::Tokenizer, text: &str) -> usize {
+    const SMALL_TEXT: usize = 2048;
+    const LONG_PIECE: usize = 48;
+    const MEMO_LIMIT: usize = 1 << 17;
+    if text.len() < SMALL_TEXT {
+        return tokenizer.count(text);
+    }
+    let mut memo: HashMap<&str, u32, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(4096, foldhash::fast::RandomState::default());
+    let mut total = 0;
+    for piece in tokenizer.split(text) {
+        if piece.len() > LONG_PIECE {
+            total += tokenizer.bpe.count(piece.as_bytes());
+            continue;
+        }
+        total += match memo.get(piece) {
+            Some(&n) => n as usize,
+            None => {
+                let n = tokenizer.bpe.count(piece.as_bytes());
+                if memo.len() < MEMO_LIMIT {
+                    memo.insert(piece, n as u32);
+                }
+                n
+            }
+        };
+    }
+    total
+}
+
+/// Cuts `text` into about `parts` pieces, each cut just after a `\n` that
+/// an ASCII letter follows. Every pre-token pattern of cl100k_base and
+/// o200k_base that can match a newline ends at the last newline before a
+/// letter, and the letter starts a fresh pre-token, so counts add up.
+pub(crate) fn split_safely(text: &str, parts: usize) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut cuts = vec![0];
+    for k in 1..parts {
+        let target = (text.len() * k / parts).max(*cuts.last().unwrap_or(&0));
+        let found = bytes[target..]
+            .windows(2)
+            .position(|w| w[0] == b'\n' && w[1].is_ascii_alphabetic())
+            .map(|p| target + p + 1);
+        match found {
+            Some(cut) if cut < text.len() => cuts.push(cut),
+            _ => break,
+        }
+    }
+    cuts.push(text.len());
+    cuts.dedup();
+    cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect()
 }
 
 impl fmt::Display for Encoding {
@@ -288,7 +372,7 @@ pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
 /// the message, so a conversation that grew by one message costs one count.
 struct Cache {
     /// Counter key -> message hash -> count.
-    map: HashMap<String, HashMap<u128, u32>>,
+    map: HashMap<String, HashMap<u128, u32, foldhash::fast::RandomState>>,
     len: usize,
 }
 
@@ -302,25 +386,29 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
 });
 
 fn message_hash(m: &Message) -> u128 {
-    use xxhash_rust::xxh3::Xxh3;
-    let mut h = Xxh3::new();
-    let mut field = |tag: u8, s: &str| {
-        h.update(&[tag]);
-        h.update(&(s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
+    use xxhash_rust::xxh3::xxh3_128_with_seed;
+    // One pass over the content, seeded by the role; the rarer fields mix in
+    // their own hashes.
+    let role = m.role as u64;
+    let mut h = xxh3_128_with_seed(m.content.as_bytes(), role);
+    let mut mix = |tag: u64, bytes: &[u8]| {
+        h = h.rotate_left(17) ^ xxh3_128_with_seed(bytes, tag);
     };
-    field(0, m.role.as_str());
-    field(1, &m.content);
     if let Some(name) = &m.name {
-        field(2, name);
+        mix(0x6e61_6d65, name.as_bytes());
     }
     if let Some(id) = &m.tool_call_id {
-        field(3, id);
+        mix(0x6964, id.as_bytes());
     }
     if let Some(calls) = &m.tool_calls {
-        field(4, &serde_json::Value::Array(calls.clone()).to_string());
+        mix(
+            0x7463,
+            serde_json::Value::Array(calls.clone())
+                .to_string()
+                .as_bytes(),
+        );
     }
-    h.digest128()
+    h
 }
 
 /// Counts every message (using and filling the cache when the counter
@@ -436,6 +524,49 @@ mod tests {
             .map(|m| message_tokens(&Encoding::Cl100kBase, m))
             .collect();
         assert_eq!(first.messages, direct);
+    }
+
+    #[test]
+    fn safe_splits_keep_counts() {
+        let unit = "fn main() {\n    let x = 1;  \n}\n\nHello, world!\r\nAnother line: 你好 🚀\n  \nzeta\n";
+        let text = unit.repeat(60_000);
+        for parts in [2, 3, 7] {
+            let chunks = split_safely(&text, parts);
+            assert!(chunks.len() > 1);
+            assert_eq!(chunks.concat(), text);
+            for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
+                let split: usize = chunks.iter().map(|c| enc.count(c)).sum();
+                assert_eq!(split, enc.count(&text), "{enc} in {parts} parts");
+            }
+        }
+        assert_eq!(
+            Encoding::O200kBase.count_parallel(&text, 2),
+            Encoding::O200kBase.count(&text)
+        );
+        assert_eq!(split_safely("no newline at all", 4), ["no newline at all"]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        #[test]
+        fn safe_splits_keep_counts_on_generated_text(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-zA-Z]{1,6}", "[0-9]{1,4}", "[ \t]{1,3}", "[\r\n]{1,3}",
+                    "[.,;:!?'/(){}-]{1,3}", "[\u{4e00}-\u{4e20}]{1,3}", "[\u{1f600}-\u{1f610}]",
+                ],
+                1..80,
+            ),
+            n in 2usize..6,
+        ) {
+            let text: String = parts.concat();
+            let chunks = split_safely(&text, n);
+            proptest::prop_assert_eq!(chunks.concat(), text.clone());
+            for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
+                let split: usize = chunks.iter().map(|c| enc.count(c)).sum();
+                proptest::prop_assert_eq!(split, enc.count(&text));
+            }
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn shipped_templates_load_lint_clean_and_render() {
     assert_eq!(
         chat.origin(1),
         Some(&Origin::History {
-            parameter: "history".into()
+            parameter: "history".into(),
         })
     );
     assert_eq!(chat.origin(3), Some(&Origin::Template));
@@ -353,4 +353,43 @@ fn typed_inputs_are_checked_against_the_template() {
             "/urgency: in the Rust type, but the template does not accept it",
         ]
     );
+}
+
+/// Counts words, and how often it was asked to count.
+struct CountingCounter(std::sync::atomic::AtomicUsize);
+
+impl promptbook::TokenCounter for CountingCounter {
+    fn count(&self, text: &str) -> usize {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        text.split_whitespace().count()
+    }
+    fn name(&self) -> &str {
+        "words"
+    }
+    fn cache_key(&self) -> Option<&str> {
+        Some("test-words-counter")
+    }
+}
+
+#[test]
+fn a_grown_conversation_counts_only_its_new_message() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let registry = Registry::load("templates").unwrap();
+    let counter = Arc::new(CountingCounter(Default::default()));
+    let options = promptbook::RenderOptions::new().counter(counter.clone());
+    let mut history = vec![];
+    for i in 0..50 {
+        history.push(json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("turn {i} of the chat")}));
+    }
+    let inputs = |h: &Vec<serde_json::Value>| json!({"question": "and now?", "history": h});
+    let first = registry.render_with("chat/assistant", &inputs(&history), &options).unwrap();
+    assert_eq!(first.tokens.encoding, "words");
+    let calls_before = counter.0.load(Ordering::SeqCst);
+    history.push(json!({"role": "user", "content": "one more turn"}));
+    let second = registry.render_with("chat/assistant", &inputs(&history), &options).unwrap();
+    // One new message: its role and its content are counted, nothing else.
+    assert_eq!(counter.0.load(Ordering::SeqCst) - calls_before, 2);
+    assert_eq!(second.tokens.messages.len(), first.tokens.messages.len() + 1);
+    assert_eq!(second.tokens.total, first.tokens.total + 3 + 1 + 3);
 }

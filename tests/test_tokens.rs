@@ -92,4 +92,15 @@ proptest! {
         prop_assert_eq!(Encoding::Cl100kBase.count(&text), cl.encode_ordinary(&text).len());
         prop_assert_eq!(Encoding::O200kBase.count(&text), o.encode_ordinary(&text).len());
     }
+
+    // Long texts take the memoised path: repeat the parts past 2 KiB.
+    #[test]
+    fn long_counts_equal_tiktoken_rs(parts in prop::collection::vec(fragment(), 1..24), reps in 1usize..40) {
+        let unit: String = parts.concat();
+        let text = unit.repeat(reps.max(2048 / unit.len().max(1) + 1));
+        let cl = tiktoken_rs::cl100k_base_singleton();
+        let o = tiktoken_rs::o200k_base_singleton();
+        prop_assert_eq!(Encoding::Cl100kBase.count(&text), cl.encode_ordinary(&text).len());
+        prop_assert_eq!(Encoding::O200kBase.count(&text), o.encode_ordinary(&text).len());
+    }
 }
