@@ -89,9 +89,6 @@ def main():
             ours = criterion_mibps(f"promptbook_{enc_name}", size, group)
             rs = criterion_mibps(f"tiktoken-rs_{enc_name}", size, group)
             rows.append((label, enc_name, ours, rs, py))
-            if enc_name == "o200k_base":
-                par = criterion_mibps("promptbook_o200k_base_2-threads", size, group)
-                rows.append((label, "o200k_base, 2 threads", par, None, py))
 
     binary = ROOT / "target" / "release" / "promptbook"
     ours_t, ours_n = median_seconds([str(binary), "tokens", str(CORPUS)])

@@ -78,9 +78,6 @@ fn count_corpus(c: &mut Criterion, group_name: &str, text: &str) {
     group.bench_function("promptbook/o200k_base", |b| {
         b.iter(|| Encoding::O200kBase.count(black_box(text)))
     });
-    group.bench_function("promptbook/o200k_base/2-threads", |b| {
-        b.iter(|| Encoding::O200kBase.count_parallel(black_box(text), 2))
-    });
     group.bench_function("tiktoken-rs/o200k_base", |b| {
         b.iter(|| tk_o200k.encode_ordinary(black_box(text)).len())
     });

@@ -165,11 +165,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let n = match (model, encoding) {
                 (Some(model), _) => match promptbook::model_info(&model).encoding {
-                    Some(encoding) => encoding.count_parallel(&text, threads()),
+                    Some(encoding) => encoding.count(&text),
                     None => promptbook::counter_for_model(Some(&model)).count(&text),
                 },
-                (None, Some(encoding)) => encoding.count_parallel(&text, threads()),
-                (None, None) => promptbook::Encoding::O200kBase.count_parallel(&text, threads()),
+                (None, Some(encoding)) => encoding.count(&text),
+                (None, None) => promptbook::Encoding::O200kBase.count(&text),
             };
             writeln!(io::stdout().lock(), "{n}")?;
         }
@@ -180,10 +180,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn read_stdin() -> Result<String> {

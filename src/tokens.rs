@@ -47,32 +47,6 @@ impl Encoding {
         }
     }
 
-    /// Counts the tokens of `text` on up to `threads` threads. The result is
-    /// exactly [`count`](Encoding::count)'s: the text is cut only after a
-    /// newline that an ASCII letter follows, where no pre-token can span the
-    /// cut, and pieces count independently. Texts under 1 MiB, or with no
-    /// such cut, are counted on the calling thread.
-    pub fn count_parallel(self, text: &str, threads: usize) -> usize {
-        const MIN_CHUNK: usize = 1 << 20;
-        let parts = threads.clamp(1, 64).min(text.len() / MIN_CHUNK).max(1);
-        if parts == 1 {
-            return self.count(text);
-        }
-        let chunks = split_safely(text, parts);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks[1..]
-                .iter()
-                .map(|chunk| scope.spawn(move || self.count(chunk)))
-                .collect();
-            let first = self.count(chunks[0]);
-            first
-                + handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .sum::<usize>()
-        })
-    }
-
     /// Counts tokens, stopping early: `None` as soon as `text` is known to
     /// need more than `limit` tokens.
     pub fn count_till_limit(self, text: &str, limit: usize) -> Option<usize> {
@@ -113,29 +87,6 @@ fn count_memoized(tokenizer: &bpe_openai::Tokenizer, text: &str) -> usize {
         };
     }
     total
-}
-
-/// Cuts `text` into about `parts` pieces, each cut just after a `\n` that
-/// an ASCII letter follows. Every pre-token pattern of cl100k_base and
-/// o200k_base that can match a newline ends at the last newline before a
-/// letter, and the letter starts a fresh pre-token, so counts add up.
-pub(crate) fn split_safely(text: &str, parts: usize) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut cuts = vec![0];
-    for k in 1..parts {
-        let target = (text.len() * k / parts).max(*cuts.last().unwrap_or(&0));
-        let found = bytes[target..]
-            .windows(2)
-            .position(|w| w[0] == b'\n' && w[1].is_ascii_alphabetic())
-            .map(|p| target + p + 1);
-        match found {
-            Some(cut) if cut < text.len() => cuts.push(cut),
-            _ => break,
-        }
-    }
-    cuts.push(text.len());
-    cuts.dedup();
-    cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect()
 }
 
 impl fmt::Display for Encoding {
@@ -524,49 +475,6 @@ mod tests {
             .map(|m| message_tokens(&Encoding::Cl100kBase, m))
             .collect();
         assert_eq!(first.messages, direct);
-    }
-
-    #[test]
-    fn safe_splits_keep_counts() {
-        let unit = "fn main() {\n    let x = 1;  \n}\n\nHello, world!\r\nAnother line: 你好 🚀\n  \nzeta\n";
-        let text = unit.repeat(60_000);
-        for parts in [2, 3, 7] {
-            let chunks = split_safely(&text, parts);
-            assert!(chunks.len() > 1);
-            assert_eq!(chunks.concat(), text);
-            for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
-                let split: usize = chunks.iter().map(|c| enc.count(c)).sum();
-                assert_eq!(split, enc.count(&text), "{enc} in {parts} parts");
-            }
-        }
-        assert_eq!(
-            Encoding::O200kBase.count_parallel(&text, 2),
-            Encoding::O200kBase.count(&text)
-        );
-        assert_eq!(split_safely("no newline at all", 4), ["no newline at all"]);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
-        #[test]
-        fn safe_splits_keep_counts_on_generated_text(
-            parts in proptest::collection::vec(
-                proptest::prop_oneof![
-                    "[a-zA-Z]{1,6}", "[0-9]{1,4}", "[ \t]{1,3}", "[\r\n]{1,3}",
-                    "[.,;:!?'/(){}-]{1,3}", "[\u{4e00}-\u{4e20}]{1,3}", "[\u{1f600}-\u{1f610}]",
-                ],
-                1..80,
-            ),
-            n in 2usize..6,
-        ) {
-            let text: String = parts.concat();
-            let chunks = split_safely(&text, n);
-            proptest::prop_assert_eq!(chunks.concat(), text.clone());
-            for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
-                let split: usize = chunks.iter().map(|c| enc.count(c)).sum();
-                proptest::prop_assert_eq!(split, enc.count(&text));
-            }
-        }
     }
 
     #[test]

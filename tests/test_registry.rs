@@ -383,13 +383,20 @@ fn a_grown_conversation_counts_only_its_new_message() {
         history.push(json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("turn {i} of the chat")}));
     }
     let inputs = |h: &Vec<serde_json::Value>| json!({"question": "and now?", "history": h});
-    let first = registry.render_with("chat/assistant", &inputs(&history), &options).unwrap();
+    let first = registry
+        .render_with("chat/assistant", &inputs(&history), &options)
+        .unwrap();
     assert_eq!(first.tokens.encoding, "words");
     let calls_before = counter.0.load(Ordering::SeqCst);
     history.push(json!({"role": "user", "content": "one more turn"}));
-    let second = registry.render_with("chat/assistant", &inputs(&history), &options).unwrap();
+    let second = registry
+        .render_with("chat/assistant", &inputs(&history), &options)
+        .unwrap();
     // One new message: its role and its content are counted, nothing else.
     assert_eq!(counter.0.load(Ordering::SeqCst) - calls_before, 2);
-    assert_eq!(second.tokens.messages.len(), first.tokens.messages.len() + 1);
+    assert_eq!(
+        second.tokens.messages.len(),
+        first.tokens.messages.len() + 1
+    );
     assert_eq!(second.tokens.total, first.tokens.total + 3 + 1 + 3);
 }
