@@ -1247,15 +1247,16 @@ fn used_variables(
 
 /// `(reference, offset)` of every `{% include/import/from "..." %}` with a
 /// literal name, and of `{% extends "..." %}`.
-fn static_refs(source: &str) -> Vec<(String, usize)> {
+pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     let mut rest = 0;
     while let Some(p) = source[rest..].find("{%") {
         let start = rest + p;
-        let end = source[start..]
-            .find("%}")
-            .map_or(source.len(), |e| start + e + 2);
-        let inner = source[start + 2..end.saturating_sub(2).max(start + 2)]
+        let (inner_end, end) = match source[start + 2..].find("%}") {
+            Some(e) => (start + 2 + e, start + 2 + e + 2),
+            None => (source.len(), source.len()),
+        };
+        let inner = source[start + 2..inner_end]
             .trim_matches(['-', '+', '~'])
             .trim();
         let keyword = inner.split_whitespace().next().unwrap_or_default();
@@ -1375,4 +1376,25 @@ pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
         cause = inner.source();
     }
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_refs_finds_literal_names_and_survives_unclosed_tags() {
+        let src = "{% include \"a@^1\" %}{%- import 'm' as m -%}{% from \"f\" import x %}{% include var %}";
+        let refs: Vec<String> = static_refs(src).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(refs, ["a@^1", "m", "f"]);
+        assert_eq!(static_refs("{% include \"x"), []);
+        assert_eq!(static_refs("{% include \"x\" 你"), [("x".to_owned(), 0)]);
+        assert_eq!(static_refs("{%"), []);
+    }
+
+    #[test]
+    fn did_you_mean_uses_edit_distance() {
+        assert_eq!(strsim("triage", "traige"), 2);
+        assert_eq!(strsim("", "abc"), 3);
+    }
 }
