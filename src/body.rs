@@ -479,3 +479,54 @@ mod tests {
         assert_eq!(v["n"], 1);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn jinja_soup() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("{{".to_owned()),
+                Just("}}".to_owned()),
+                Just("{%".to_owned()),
+                Just("%}".to_owned()),
+                Just("{#".to_owned()),
+                Just("#}".to_owned()),
+                Just("{% raw %}".to_owned()),
+                Just("{% endraw %}".to_owned()),
+                Just("{% block b %}".to_owned()),
+                Just("{% endblock %}".to_owned()),
+                Just("\nuser:\n".to_owned()),
+                Just("\n  system:  \n".to_owned()),
+                Just("\n{{ history }}\n".to_owned()),
+                Just("\"".to_owned()),
+                Just("'".to_owned()),
+                Just("\\".to_owned()),
+                "[a-z \n]{0,5}",
+                "[\u{80}-\u{10ffff}]{0,2}",
+            ],
+            0..30,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        /// Any source scans without panicking, keeps its line count, and
+        /// its markers always cut back into the roles found.
+        #[test]
+        fn scanning_never_panics_and_keeps_lines(src in jinja_soup()) {
+            let c = compile_body(&src, &|n| n == "history");
+            prop_assert_eq!(c.source.matches('\n').count(), src.matches('\n').count());
+            let pieces = split_output(&c.source).unwrap();
+            let roles = pieces.iter().filter(|p| matches!(p, Piece::Role(_))).count();
+            prop_assert_eq!(roles > 0, c.has_role_lines);
+        }
+
+        #[test]
+        fn split_output_never_panics(s in "[\u{fdd0}\u{fdd1}r:hsystemuser a]{0,40}") {
+            let _ = split_output(&s);
+        }
+    }
+}

@@ -577,3 +577,34 @@ mod tests {
         assert_eq!(line_col("x", 0), (1, 1));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes under either suffix give a file or errors, never a
+        /// panic, and every error says where.
+        #[test]
+        fn parsing_never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            prefix in prop_oneof![
+                Just(b"".to_vec()),
+                Just(b"---\nversion: 1.0.0\n---\n".to_vec()),
+                Just(b"version: 1.0.0\nmessages:\n  - ".to_vec()),
+            ],
+            jinja in any::<bool>(),
+        ) {
+            let mut data = prefix;
+            data.extend(bytes);
+            let rel = if jinja { "t.prompt.jinja" } else { "t.prompt.yaml" };
+            if let Err(errors) = parse_file(Path::new(rel), rel, data) {
+                prop_assert!(!errors.is_empty());
+                for e in errors {
+                    prop_assert!(e.location().is_some());
+                }
+            }
+        }
+    }
+}

@@ -400,3 +400,64 @@ fn a_grown_conversation_counts_only_its_new_message() {
     );
     assert_eq!(second.tokens.total, first.tokens.total + 3 + 1 + 3);
 }
+
+mod arbitrary_templates {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("{{ x }}"),
+                Just("{{ x|upper }}"),
+                Just("{% for i in [1, 2] %}"),
+                Just("{% endfor %}"),
+                Just("{% if x %}"),
+                Just("{% endif %}"),
+                Just("{% raw %}"),
+                Just("{% endraw %}"),
+                Just("{# c #}"),
+                Just("{{"),
+                Just("%}"),
+                Just("\nuser:\n"),
+                Just("\nassistant:\n"),
+                Just("\n{{ history }}\n"),
+                Just("{% include \"p\" %}"),
+                Just("text "),
+                Just("\n"),
+            ],
+            0..16,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// Whatever the body, loading and rendering give a result or an
+        /// error with a location; never a panic.
+        #[test]
+        fn loading_and_rendering_never_panic(body in body(), x in ".{0,12}") {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), "p.prompt.jinja", "---\nversion: 1.0.0\nparameters:\n  x: {type: string, default: ''}\n---\npartial {{ x }}\n");
+            write(
+                dir.path(),
+                "t.prompt.jinja",
+                &format!("---\nversion: 1.0.0\nparameters:\n  x: string\n  history: {{type: messages, default: []}}\n---\n{body}"),
+            );
+            match Registry::load(dir.path()) {
+                Ok(registry) => {
+                    let history = json!([{"role": "user", "content": x}]);
+                    match registry.render("t", &json!({"x": x, "history": history})) {
+                        Ok(r) => prop_assert_eq!(r.tokens.messages.len(), r.messages.len()),
+                        Err(e) => prop_assert!(e.location().is_some() || e.kind() == ErrorKind::InvalidInput, "{e}"),
+                    }
+                }
+                Err(e) => {
+                    for p in e.problems() {
+                        prop_assert!(p.location().is_some(), "{p}");
+                    }
+                }
+            }
+        }
+    }
+}
