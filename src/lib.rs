@@ -62,6 +62,8 @@
 //! - `cli` (default): the `promptbook` binary (clap). The library itself
 //!   needs none of it: `default-features = false` builds the rendering core
 //!   alone.
+//! - `watch`: `WatchedRegistry`, a registry that
+//!   reloads itself when its files change (notify).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -76,6 +78,8 @@ mod schema;
 mod template;
 mod tokens;
 mod truncate;
+#[cfg(feature = "watch")]
+mod watch;
 
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use message::{Message, Role};
@@ -89,6 +93,8 @@ pub use tokens::{
     TokenCounter, TokenReport, count_messages, counter_for_model, message_tokens, model_info,
 };
 pub use truncate::{Strategy, TruncationReport};
+#[cfg(feature = "watch")]
+pub use watch::{ReloadEvent, WatchedRegistry};
 
 /// The README's Rust examples run as doc tests.
 #[cfg(doctest)]
@@ -103,4 +109,6 @@ fn _assert_impls() {
     assert_send_sync::<Error>();
     assert_send_sync::<Rendered>();
     assert_clone::<Registry>();
+    #[cfg(feature = "watch")]
+    assert_send_sync::<WatchedRegistry>();
 }

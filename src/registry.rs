@@ -214,6 +214,55 @@ impl Registry {
         &self.inner.warnings
     }
 
+    /// One hash per version of `name` covering everything that affects a
+    /// render: version, labels, description, compiled source, schema, model
+    /// and context.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    pub(crate) fn fingerprints(&self, name: &str) -> Vec<u128> {
+        use xxhash_rust::xxh3::xxh3_128;
+        let entries = self.inner.index.by_name.get(name);
+        entries
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let t = &e.template;
+                let meta = serde_json::json!([
+                    t.version.to_string(),
+                    t.labels,
+                    t.description,
+                    t.input_schema,
+                    t.model,
+                    t.context,
+                ]);
+                xxh3_128(e.source.as_bytes()) ^ xxh3_128(meta.to_string().as_bytes()).rotate_left(1)
+            })
+            .collect()
+    }
+
+    /// Names that any version of `name` extends or includes literally.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    pub(crate) fn dependencies(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.inner.index.by_name.get(name).into_iter().flatten() {
+            if let Some((parent, _)) = e
+                .template
+                .extends
+                .as_deref()
+                .and_then(|p| p.split_once('@'))
+            {
+                out.push(parent.to_owned());
+            }
+            for (target, _) in static_refs(&e.source) {
+                if let Ok(r) = Reference::parse(&target) {
+                    out.push(r.name().to_owned());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub(crate) fn entry(&self, reference: &str) -> Result<&Arc<Entry>, Error> {
         self.inner.index.resolve(reference)
     }

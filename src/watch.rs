@@ -1,0 +1,296 @@
+//! A registry that reloads itself when its files change.
+//!
+//! [`WatchedRegistry`] watches a template root recursively (notify; file
+//! events are debounced for 40 ms so that an editor's save, whether
+//! write-to-temp-then-rename, truncate-then-write or delete-then-create,
+//! lands as one reload), loads the whole root again, and swaps the new
+//! [`Registry`] in atomically. Readers
+//! take a snapshot with [`WatchedRegistry::registry`]; a render in progress
+//! keeps the snapshot it started with. A load that fails never replaces the
+//! last good registry: its errors are kept (and sent to subscribers) until a
+//! later save loads cleanly.
+//!
+//! Every reload reloads the whole root. That is simple and always correct
+//! (a parent or partial change reaches its dependants); see the README for
+//! its cost.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+
+use crate::error::{Diagnostic, Error, ErrorKind};
+use crate::registry::Registry;
+
+/// How long the watcher waits for a burst of file events to end.
+const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// What a reload did, sent to every subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadEvent {
+    /// The generation now served. It grows by one with every good reload and
+    /// stays the same when a reload failed.
+    pub generation: u64,
+    /// Names of templates that were added, removed or changed, with every
+    /// template that extends or includes one of them.
+    pub changed: Vec<String>,
+    /// The problems of a failed reload (the last good registry is still
+    /// served); empty for a good one.
+    pub errors: Vec<Diagnostic>,
+}
+
+impl ReloadEvent {
+    /// Whether the reload succeeded.
+    pub fn is_good(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+struct Shared {
+    root: PathBuf,
+    current: ArcSwap<Registry>,
+    state: Mutex<State>,
+}
+
+struct State {
+    generation: u64,
+    errors: Vec<Diagnostic>,
+    subscribers: Vec<Sender<ReloadEvent>>,
+}
+
+/// A [`Registry`] kept in step with its files. Cheap to clone; `Send` and
+/// `Sync`.
+#[derive(Clone)]
+pub struct WatchedRegistry {
+    shared: Arc<Shared>,
+    _watcher: Arc<Mutex<RecommendedWatcher>>,
+}
+
+impl std::fmt::Debug for WatchedRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedRegistry")
+            .field("root", &self.shared.root)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchedRegistry {
+    /// Loads `dir` and starts watching it.
+    ///
+    /// # Errors
+    /// The load errors when the first load fails (there is nothing to
+    /// serve yet), or [`ErrorKind::Io`] when the directory cannot be
+    /// watched.
+    pub fn watch(dir: impl AsRef<Path>) -> Result<WatchedRegistry, Error> {
+        let root = dir.as_ref().to_owned();
+        let registry = Registry::load(&root)?;
+        let shared = Arc::new(Shared {
+            root: root.clone(),
+            current: ArcSwap::from_pointee(registry),
+            state: Mutex::new(State {
+                generation: 1,
+                errors: Vec::new(),
+                subscribers: Vec::new(),
+            }),
+        });
+        let (tx, rx) = channel::<notify::Result<notify::Event>>();
+        let mut watcher = notify::recommended_watcher(tx).map_err(|e| watch_error(&root, e))?;
+        watcher
+            .watch(&root, RecursiveMode::Recursive)
+            .map_err(|e| watch_error(&root, e))?;
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("promptbook-watch".into())
+            .spawn(move || debounce_loop(&rx, &weak))
+            .map_err(|e| {
+                Error::new(ErrorKind::Io, "cannot start the watcher thread").with_source(e)
+            })?;
+        Ok(WatchedRegistry {
+            shared,
+            _watcher: Arc::new(Mutex::new(watcher)),
+        })
+    }
+
+    /// A snapshot of the current registry. It stays valid, and unchanged,
+    /// however many reloads happen while you use it.
+    pub fn registry(&self) -> Registry {
+        Registry::clone(&self.shared.current.load())
+    }
+
+    /// The generation served: 1 after the first load, one more per good
+    /// reload.
+    pub fn generation(&self) -> u64 {
+        self.shared.lock().generation
+    }
+
+    /// The problems of the last reload when it failed; empty when the files
+    /// on disk are what is served.
+    pub fn errors(&self) -> Vec<Diagnostic> {
+        self.shared.lock().errors.clone()
+    }
+
+    /// Receives one [`ReloadEvent`] per reload from now on.
+    pub fn subscribe(&self) -> Receiver<ReloadEvent> {
+        let (tx, rx) = channel();
+        self.shared.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Reloads now, without waiting for a file event, and returns what
+    /// happened (subscribers get it too).
+    pub fn reload(&self) -> ReloadEvent {
+        self.shared.reload()
+    }
+
+    /// The watched directory.
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reload(&self) -> ReloadEvent {
+        // Loading happens outside the lock; reloads come one at a time from
+        // the watcher thread, and `reload()` callers serialise on the swap.
+        let result = Registry::load(&self.root);
+        let mut state = self.lock();
+        let event = match result {
+            Ok(new) => {
+                let old = self.current.load_full();
+                let changed = changed_names(&old, &new);
+                self.current.store(Arc::new(new));
+                state.generation += 1;
+                state.errors.clear();
+                ReloadEvent {
+                    generation: state.generation,
+                    changed,
+                    errors: Vec::new(),
+                }
+            }
+            Err(e) => {
+                let errors: Vec<Diagnostic> = e
+                    .problems()
+                    .into_iter()
+                    .map(|p| Diagnostic::from_error(p, &self.root))
+                    .collect();
+                state.errors = errors.clone();
+                ReloadEvent {
+                    generation: state.generation,
+                    changed: Vec::new(),
+                    errors,
+                }
+            }
+        };
+        state
+            .subscribers
+            .retain(|tx| tx.send(event.clone()).is_ok());
+        event
+    }
+}
+
+/// Waits for a file event that matters, then for the burst to end (no such
+/// event for [`DEBOUNCE`]), then reloads. Reading files raises access
+/// events, so those are ignored: that is why we debounce by hand rather than
+/// with notify-debouncer-mini, which does not say what kind an event was.
+/// Ends when the watcher is dropped (the channel closes) or the registry is.
+fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::sync::Weak<Shared>) {
+    let matters = |event: &notify::Result<notify::Event>, root: &Path| match event {
+        Ok(e) => {
+            !matches!(e.kind, EventKind::Access(_))
+                && (e.paths.is_empty() || e.paths.iter().any(|p| !is_hidden(root, p)))
+        }
+        Err(_) => true, // the watcher lost track: reload to be safe
+    };
+    loop {
+        let Ok(event) = rx.recv() else { return };
+        let Some(root) = shared.upgrade().map(|s| s.root.clone()) else {
+            return;
+        };
+        if !matters(&event, &root) {
+            continue;
+        }
+        let mut deadline = std::time::Instant::now() + DEBOUNCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(event) => {
+                    if matters(&event, &root) {
+                        deadline = std::time::Instant::now() + DEBOUNCE;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        match shared.upgrade() {
+            Some(shared) => {
+                shared.reload();
+            }
+            None => return,
+        }
+    }
+}
+
+fn watch_error(root: &Path, e: notify::Error) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("cannot watch template root {}", root.display()),
+    )
+    .with_source(e)
+}
+
+/// Files and folders starting with `.` are not templates (editors' swap
+/// files, `.git`).
+fn is_hidden(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .any(|c| {
+            c.as_os_str()
+                .to_str()
+                .is_some_and(|s| s.starts_with('.') && s != "." && s != "..")
+        })
+}
+
+/// Names whose templates differ between two registries, plus everything
+/// that extends or includes them, transitively.
+fn changed_names(old: &Registry, new: &Registry) -> Vec<String> {
+    let fingerprints = |r: &Registry| -> BTreeMap<String, Vec<u128>> {
+        r.names()
+            .map(|n| (n.to_owned(), r.fingerprints(n)))
+            .collect()
+    };
+    let (a, b) = (fingerprints(old), fingerprints(new));
+    let mut changed: BTreeSet<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|n| a.get(*n) != b.get(*n))
+        .cloned()
+        .collect();
+    // Dependants in the new registry: who extends or includes whom.
+    let mut users: HashMap<String, Vec<String>> = HashMap::new();
+    for name in new.names() {
+        for dep in new.dependencies(name) {
+            users.entry(dep).or_default().push(name.to_owned());
+        }
+    }
+    let mut queue: Vec<String> = changed.iter().cloned().collect();
+    while let Some(name) = queue.pop() {
+        for user in users.get(&name).into_iter().flatten() {
+            if changed.insert(user.clone()) {
+                queue.push(user.clone());
+            }
+        }
+    }
+    changed.into_iter().collect()
+}

@@ -1,0 +1,260 @@
+//! The watched registry, with real files and the real file watcher.
+#![cfg(feature = "watch")]
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use promptbook::{ReloadEvent, WatchedRegistry};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn manifest(version: &str, text: &str) -> String {
+    format!("version: {version}\nmessages:\n  - role: user\n    content: \"{text}\"\n")
+}
+
+fn content(w: &WatchedRegistry, reference: &str) -> String {
+    w.registry()
+        .render(reference, &json!({}))
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .content
+        .clone()
+}
+
+/// Waits (bounded) for the next event that satisfies `pred`.
+fn wait_for(rx: &Receiver<ReloadEvent>, pred: impl Fn(&ReloadEvent) -> bool) -> ReloadEvent {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(e) if pred(&e) => return e,
+            Ok(_) => continue,
+            Err(e) => panic!("no matching reload event within {WAIT:?}: {e}"),
+        }
+    }
+}
+
+/// After the event we waited for, no further good reload arrives while the
+/// watcher has time to deliver one.
+fn assert_quiet(rx: &Receiver<ReloadEvent>) {
+    if let Ok(e) = rx.recv_timeout(Duration::from_millis(400)) {
+        assert!(!e.is_good(), "an extra good reload arrived: {e:?}");
+    }
+}
+
+fn setup() -> (tempfile::TempDir, WatchedRegistry, Receiver<ReloadEvent>) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("t.prompt.yaml"), manifest("1.0.0", "one")).unwrap();
+    let w = WatchedRegistry::watch(dir.path()).unwrap();
+    let rx = w.subscribe();
+    assert_eq!(w.generation(), 1);
+    assert_eq!(content(&w, "t"), "one");
+    (dir, w, rx)
+}
+
+#[test]
+fn write_to_temp_then_rename_is_one_good_reload() {
+    let (dir, w, rx) = setup();
+    let tmp = dir.path().join(".t.prompt.yaml.swp");
+    fs::write(&tmp, manifest("1.0.1", "two")).unwrap();
+    fs::rename(&tmp, dir.path().join("t.prompt.yaml")).unwrap();
+    let e = wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(
+        (e.generation, e.changed.as_slice()),
+        (2, &["t".to_owned()][..])
+    );
+    assert_eq!(content(&w, "t"), "two");
+    assert_quiet(&rx);
+    assert_eq!(w.generation(), 2);
+}
+
+#[test]
+fn truncate_then_write_is_one_good_reload() {
+    let (dir, w, rx) = setup();
+    let path = dir.path().join("t.prompt.yaml");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&path).unwrap(); // truncates
+        f.flush().unwrap();
+        f.write_all(manifest("1.0.1", "two").as_bytes()).unwrap();
+    }
+    wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(content(&w, "t"), "two");
+    assert_quiet(&rx);
+    assert_eq!(w.generation(), 2);
+}
+
+#[test]
+fn delete_then_create_is_one_good_reload() {
+    let (dir, w, rx) = setup();
+    let path = dir.path().join("t.prompt.yaml");
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, manifest("1.0.1", "two")).unwrap();
+    let e = wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(e.generation, 2);
+    assert_eq!(content(&w, "t"), "two");
+    assert_quiet(&rx);
+}
+
+#[test]
+fn a_broken_save_keeps_the_last_good_registry_until_fixed() {
+    let (dir, w, rx) = setup();
+    let path = dir.path().join("t.prompt.yaml");
+    fs::write(&path, "version: 1.0.1\nmessages: [\n").unwrap();
+    let e = wait_for(&rx, |e| !e.is_good());
+    assert_eq!(
+        e.generation, 1,
+        "a failed reload serves the same generation"
+    );
+    let err = &e.errors[0];
+    assert!(err.location().path().ends_with("t.prompt.yaml"), "{err}");
+    assert!(err.location().line().is_some(), "{err}");
+    assert_eq!(
+        content(&w, "t"),
+        "one",
+        "the last good version still renders"
+    );
+    assert_eq!(w.errors(), e.errors);
+
+    fs::write(&path, manifest("1.0.2", "fixed")).unwrap();
+    let e = wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(e.generation, 2);
+    assert!(w.errors().is_empty());
+    assert_eq!(content(&w, "t"), "fixed");
+}
+
+#[test]
+fn a_parent_change_reaches_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_base = |text: &str| {
+        fs::write(
+            dir.path().join("base.prompt.jinja"),
+            format!("---\nversion: 1.0.0\n---\nsystem:\n{{% block persona %}}{text}{{% endblock %}}\nuser:\nhi\n"),
+        )
+        .unwrap()
+    };
+    write_base("You are terse.");
+    fs::write(
+        dir.path().join("child.prompt.jinja"),
+        "---\nversion: 1.0.0\nextends: base@^1\n---\n{% block persona %}{{ super() }} And kind.{% endblock %}\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("other.prompt.yaml"),
+        manifest("1.0.0", "unrelated"),
+    )
+    .unwrap();
+    let w = WatchedRegistry::watch(dir.path()).unwrap();
+    let rx = w.subscribe();
+    let system = |w: &WatchedRegistry| {
+        w.registry().render("child", &json!({})).unwrap().messages[0]
+            .content
+            .clone()
+    };
+    assert_eq!(system(&w), "You are terse. And kind.");
+
+    write_base("You are verbose.");
+    let e = wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(
+        e.changed,
+        ["base", "child"],
+        "dependants are reported, others are not"
+    );
+    assert_eq!(system(&w), "You are verbose. And kind.");
+}
+
+#[test]
+fn readers_never_see_a_failed_render_or_torn_state_during_200_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.prompt.yaml");
+    let write = |i: u64| {
+        let text = if i % 7 == 3 {
+            format!("version: 1.0.{i}\nmessages: [ broken\n") // invalid on purpose
+        } else {
+            manifest(&format!("1.0.{i}"), &format!("value {i}"))
+        };
+        // Atomic replace, as editors do, so a reader never loads a torn file.
+        let tmp = dir.path().join(format!(".tmp{i}"));
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+    };
+    write(0);
+    let w = WatchedRegistry::watch(dir.path()).unwrap();
+    let rx = w.subscribe();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(5));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (w, stop, start) = (w.clone(), stop.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut renders = 0u64;
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let registry = w.registry();
+                    let r = registry
+                        .render("t", &json!({}))
+                        .expect("a valid version always renders");
+                    // The content must belong to the version that rendered it.
+                    let patch = r.template.rsplit('.').next().unwrap().to_owned();
+                    assert_eq!(
+                        r.messages[0].content,
+                        format!("value {patch}"),
+                        "torn state"
+                    );
+                    seen.insert(patch.parse::<u64>().unwrap());
+                    renders += 1;
+                }
+                (renders, seen)
+            })
+        })
+        .collect();
+    start.wait();
+    for i in 1..=200 {
+        write(i);
+        if i % 20 == 0 {
+            // Let the watcher catch up now and then, so reloads interleave
+            // with the edits rather than all landing at the end.
+            wait_for(&rx, |_| true);
+        }
+    }
+    // The last edit (200) is valid: wait until it is served.
+    let deadline = Instant::now() + WAIT;
+    while content(&w, "t") != "value 200" {
+        assert!(Instant::now() < deadline, "edit 200 never became visible");
+        let _ = rx.recv_timeout(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for r in readers {
+        let (renders, seen) = r.join().expect("a reader failed");
+        total += renders;
+        versions.extend(seen);
+    }
+    assert!(total > 0);
+    assert!(
+        versions.len() > 1,
+        "readers saw reloads happen: {versions:?}"
+    );
+    assert!(
+        versions.iter().all(|v| v % 7 != 3),
+        "an invalid version was served"
+    );
+    assert!(w.errors().is_empty());
+}
+
+#[test]
+fn the_first_load_must_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("t.prompt.yaml"), "nonsense: [").unwrap();
+    assert!(WatchedRegistry::watch(dir.path()).is_err());
+    assert!(WatchedRegistry::watch(Path::new("/definitely/not/here")).is_err());
+}
