@@ -70,6 +70,7 @@
 
 mod body;
 mod error;
+mod memo;
 mod message;
 mod reference;
 mod registry;

@@ -450,7 +450,7 @@ struct Resolved {
 type Key = (String, Version);
 
 struct Loader<'a> {
-    sources: &'a HashMap<Key, SourceFile>,
+    sources: &'a HashMap<Key, Arc<SourceFile>>,
     versions: BTreeMap<String, Vec<(Version, Vec<String>)>>,
     resolved: HashMap<Key, Option<Arc<Resolved>>>,
     /// Keys resolved successfully, parents before children.
@@ -947,6 +947,36 @@ fn compile_jinja_body(
     (out, implicit_user)
 }
 
+/// Parses a file, or reuses the parse of the very same path and bytes.
+fn parse_memoized(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Arc<SourceFile>, Vec<Error>> {
+    static PARSED: crate::memo::Memo<Arc<SourceFile>> = crate::memo::Memo::new(20_000);
+    let key = crate::memo::key(&[path.as_os_str().as_encoded_bytes(), rel.as_bytes(), &bytes]);
+    if let Some(src) = PARSED.get(key) {
+        return Ok(src);
+    }
+    let src = Arc::new(template::parse_file(path, rel, bytes)?);
+    PARSED.put(key, src.clone());
+    Ok(src)
+}
+
+/// Compiles a template's Jinja source and returns the variables it reads
+/// without setting them; memoised by source, since neither depends on
+/// anything else.
+fn check_jinja(
+    env: &Environment<'static>,
+    name: &str,
+    source: &str,
+) -> Result<Arc<HashSet<String>>, minijinja::Error> {
+    static CHECKED: crate::memo::Memo<Arc<HashSet<String>>> = crate::memo::Memo::new(20_000);
+    let key = crate::memo::key(&[source.as_bytes()]);
+    if let Some(vars) = CHECKED.get(key) {
+        return Ok(vars);
+    }
+    let vars = Arc::new(env.get_template(name)?.undeclared_variables(false));
+    CHECKED.put(key, vars.clone());
+    Ok(vars)
+}
+
 /// Names that are not template variables: globals, and the names Jinja
 /// defines inside loops, macros and blocks.
 const BUILTIN_NAMES: &[&str] = &[
@@ -975,9 +1005,9 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
     let files = read_files(root, &mut errors)?;
 
     // Parse.
-    let mut sources: HashMap<Key, SourceFile> = HashMap::new();
+    let mut sources: HashMap<Key, Arc<SourceFile>> = HashMap::new();
     for (path, rel, bytes) in files {
-        match template::parse_file(&path, &rel, bytes) {
+        match parse_memoized(&path, &rel, bytes) {
             Ok(src) => {
                 let key = (src.name.clone(), src.version.clone());
                 if let Some(prev) = sources.get(&key) {
@@ -1128,11 +1158,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             .entry(key.0.clone())
             .or_default()
             .push(Arc::new(Entry {
-                schema: InputSchema {
-                    schema: res.input_schema.clone(),
-                    validator,
-                    parameters: res.parameters.clone(),
-                },
+                schema: InputSchema { validator },
                 template,
                 source,
                 form: src.form,
@@ -1152,7 +1178,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         for entry in entries {
             let t = &entry.template;
             let name = exact_ref(&t.name, &t.version);
-            if let Err(e) = env.get_template(&name) {
+            if let Err(e) = check_jinja(&env, &name, &entry.source) {
                 errors.push(jinja_error(&e, &index));
                 broken.insert(name);
             }
@@ -1169,7 +1195,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             let res = resolved[&(t.name.clone(), t.version.clone())].as_ref();
             let Some(res) = res else { continue };
             let declared: HashSet<&str> = t.parameters.iter().map(|p| p.name.as_str()).collect();
-            let own = own_variables(&env, &name);
+            let own = own_variables(&env, &name, &entry.source);
             let mut undeclared: Vec<&String> = own
                 .iter()
                 .filter(|v| !declared.contains(v.as_str()) && !BUILTIN_NAMES.contains(&v.as_str()))
@@ -1253,9 +1279,9 @@ fn typed<T: serde::de::DeserializeOwned>(
 }
 
 /// Variables a compiled template reads without setting them.
-fn own_variables(env: &Environment<'static>, name: &str) -> HashSet<String> {
-    env.get_template(name)
-        .map(|t| t.undeclared_variables(false))
+fn own_variables(env: &Environment<'static>, name: &str, source: &str) -> HashSet<String> {
+    check_jinja(env, name, source)
+        .map(|v| HashSet::clone(&v))
         .unwrap_or_default()
 }
 
@@ -1275,7 +1301,7 @@ fn used_variables(
     }
     cache.insert(name.to_owned(), None); // cycle guard
     let entry = index.resolve(name).ok()?;
-    let mut used = own_variables(env, name);
+    let mut used = own_variables(env, name, &entry.source);
     let mut targets: Vec<String> = static_refs(&entry.source)
         .into_iter()
         .map(|(t, _)| t)

@@ -174,7 +174,7 @@ impl Registry {
                 .with_source(e));
             }
         };
-        for p in &entry.schema.parameters {
+        for p in &t.parameters {
             if let (Some(d), false) = (&p.default, inputs.contains_key(&p.name)) {
                 inputs.insert(p.name.clone(), d.clone());
             }
@@ -186,7 +186,7 @@ impl Registry {
         // optional and absent), and no string able to carry a role marker.
         let mut ctx = inputs.clone();
         if let Value::Object(map) = &mut ctx {
-            for p in &entry.schema.parameters {
+            for p in &t.parameters {
                 map.entry(p.name.clone()).or_insert(Value::Null);
             }
         }

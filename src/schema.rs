@@ -2,9 +2,10 @@
 //! compared with Rust types.
 
 use std::fmt;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::message::history_item_schema;
@@ -14,16 +15,12 @@ const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// A compiled input schema with what rendering needs from it.
 pub(crate) struct InputSchema {
-    pub schema: Value,
-    pub validator: jsonschema::Validator,
-    pub parameters: Vec<Parameter>,
+    pub validator: Arc<jsonschema::Validator>,
 }
 
 impl fmt::Debug for InputSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InputSchema")
-            .field("schema", &self.schema)
-            .finish_non_exhaustive()
+        f.debug_struct("InputSchema").finish_non_exhaustive()
     }
 }
 
@@ -81,19 +78,28 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Compiles a JSON Schema.
+/// Compiles a JSON Schema (memoised: the same schema compiles once per
+/// process).
 ///
 /// # Errors
 /// A message saying where in the schema it is invalid.
-pub(crate) fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::validator_for(schema).map_err(|e| {
+pub(crate) fn compile(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+    static COMPILED: crate::memo::Memo<Arc<jsonschema::Validator>> = crate::memo::Memo::new(20_000);
+    let key = crate::memo::value_key(schema);
+    if let Some(v) = COMPILED.get(key) {
+        return Ok(v);
+    }
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
         let at = e.instance_path().as_str();
         if at.is_empty() {
             format!("invalid JSON Schema: {e}")
         } else {
             format!("invalid JSON Schema at `{at}`: {e}")
         }
-    })
+    })?;
+    let validator = Arc::new(validator);
+    COMPILED.put(key, validator.clone());
+    Ok(validator)
 }
 
 /// Builds the object schema of a parameter list.
@@ -106,13 +112,14 @@ pub(crate) fn object_schema(params: &[Parameter]) -> Value {
             required.push(Value::String(p.name.clone()));
         }
     }
-    json!({
-        "$schema": DRAFT,
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": false,
-    })
+    // Built by hand: `json!` would serialise `properties` into a copy.
+    let mut schema = Map::new();
+    schema.insert("$schema".into(), Value::String(DRAFT.into()));
+    schema.insert("type".into(), Value::String("object".into()));
+    schema.insert("properties".into(), Value::Object(properties));
+    schema.insert("required".into(), Value::Array(required));
+    schema.insert("additionalProperties".into(), Value::Bool(false));
+    Value::Object(schema)
 }
 
 /// Derives the parameter list of a whole `input_schema`.

@@ -1,7 +1,7 @@
 //! A registry that reloads itself when its files change.
 //!
 //! [`WatchedRegistry`] watches a template root recursively (notify; file
-//! events are debounced for 40 ms so that an editor's save, whether
+//! events are debounced for 25 ms so that an editor's save, whether
 //! write-to-temp-then-rename, truncate-then-write or delete-then-create,
 //! lands as one reload), loads the whole root again, and swaps the new
 //! [`Registry`] in atomically. Readers
@@ -27,7 +27,7 @@ use crate::error::{Diagnostic, Error, ErrorKind};
 use crate::registry::Registry;
 
 /// How long the watcher waits for a burst of file events to end.
-const DEBOUNCE: Duration = Duration::from_millis(40);
+const DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// What a reload did, sent to every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
