@@ -214,28 +214,19 @@ impl Registry {
         &self.inner.warnings
     }
 
-    /// One hash per version of `name` covering everything that affects a
-    /// render: version, labels, description, compiled source, schema, model
-    /// and context.
+    /// One identity per version of `name`. Entries are shared between
+    /// loads while their file and ancestors are unchanged (see `memo`), so
+    /// equal identities mean an unchanged template; a different identity
+    /// almost always means a changed one (or a forgotten memo).
     #[cfg_attr(not(feature = "watch"), allow(dead_code))]
-    pub(crate) fn fingerprints(&self, name: &str) -> Vec<u128> {
-        use xxhash_rust::xxh3::xxh3_128;
-        let entries = self.inner.index.by_name.get(name);
-        entries
+    pub(crate) fn fingerprints(&self, name: &str) -> Vec<usize> {
+        self.inner
+            .index
+            .by_name
+            .get(name)
             .into_iter()
             .flatten()
-            .map(|e| {
-                let t = &e.template;
-                let meta = serde_json::json!([
-                    t.version.to_string(),
-                    t.labels,
-                    t.description,
-                    t.input_schema,
-                    t.model,
-                    t.context,
-                ]);
-                xxh3_128(e.source.as_bytes()) ^ xxh3_128(meta.to_string().as_bytes()).rotate_left(1)
-            })
+            .map(|e| Arc::as_ptr(e) as usize)
             .collect()
     }
 
@@ -438,6 +429,9 @@ fn merge(base: &mut Value, over: &Value) {
 
 /// Effective settings of a template after inheritance, before compiling.
 struct Resolved {
+    /// Identifies this result by its inputs: the file's content key and the
+    /// parent's memo key. Equal keys, equal results.
+    memo_key: u128,
     parameters: Vec<Parameter>,
     /// Where each parameter is declared in this file (for lint).
     own_params: Vec<(String, Location)>,
@@ -451,6 +445,8 @@ type Key = (String, Version);
 
 struct Loader<'a> {
     sources: &'a HashMap<Key, Arc<SourceFile>>,
+    /// Hash of each file's path and bytes.
+    content_keys: &'a HashMap<Key, u128>,
     versions: BTreeMap<String, Vec<(Version, Vec<String>)>>,
     resolved: HashMap<Key, Option<Arc<Resolved>>>,
     /// Keys resolved successfully, parents before children.
@@ -542,11 +538,27 @@ impl Loader<'_> {
             }
             None => None,
         };
-        let result = self.resolve_own(src, parent.as_deref(), parent_key);
+        // The same file under the same parent resolves the same: reuse it.
+        static RESOLVED: crate::memo::Memo<Arc<Resolved>> = crate::memo::Memo::new(20_000);
+        let memo_key = crate::memo::key(&[
+            &self.content_keys[key].to_le_bytes(),
+            &parent.as_ref().map_or(0, |p| p.memo_key).to_le_bytes(),
+        ]);
+        let result = match RESOLVED.get(memo_key) {
+            Some(hit) => Ok(hit),
+            None => self
+                .resolve_own(src, parent.as_deref(), parent_key)
+                .map(|mut r| {
+                    r.memo_key = memo_key;
+                    let r = Arc::new(r);
+                    RESOLVED.put(memo_key, r.clone());
+                    r
+                }),
+        };
         let result = match result {
             Ok(r) => {
                 self.order.push(key.clone());
-                Some(Arc::new(r))
+                Some(r)
             }
             Err(mut errs) => {
                 self.errors.append(&mut errs);
@@ -647,6 +659,7 @@ impl Loader<'_> {
         }
         if errors.is_empty() {
             Ok(Resolved {
+                memo_key: 0,
                 parameters,
                 own_params,
                 input_schema,
@@ -948,9 +961,17 @@ fn compile_jinja_body(
 }
 
 /// Parses a file, or reuses the parse of the very same path and bytes.
-fn parse_memoized(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Arc<SourceFile>, Vec<Error>> {
+fn file_key(path: &Path, rel: &str, bytes: &[u8]) -> u128 {
+    crate::memo::key(&[path.as_os_str().as_encoded_bytes(), rel.as_bytes(), bytes])
+}
+
+fn parse_memoized(
+    path: &Path,
+    rel: &str,
+    bytes: Vec<u8>,
+    key: u128,
+) -> Result<Arc<SourceFile>, Vec<Error>> {
     static PARSED: crate::memo::Memo<Arc<SourceFile>> = crate::memo::Memo::new(20_000);
-    let key = crate::memo::key(&[path.as_os_str().as_encoded_bytes(), rel.as_bytes(), &bytes]);
     if let Some(src) = PARSED.get(key) {
         return Ok(src);
     }
@@ -1006,8 +1027,10 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
 
     // Parse.
     let mut sources: HashMap<Key, Arc<SourceFile>> = HashMap::new();
+    let mut content_keys: HashMap<Key, u128> = HashMap::new();
     for (path, rel, bytes) in files {
-        match parse_memoized(&path, &rel, bytes) {
+        let content_key = file_key(&path, &rel, &bytes);
+        match parse_memoized(&path, &rel, bytes, content_key) {
             Ok(src) => {
                 let key = (src.name.clone(), src.version.clone());
                 if let Some(prev) = sources.get(&key) {
@@ -1025,6 +1048,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
                     );
                     continue;
                 }
+                content_keys.insert(key.clone(), content_key);
                 sources.insert(key, src);
             }
             Err(mut errs) => errors.append(&mut errs),
@@ -1081,6 +1105,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
     // Inheritance.
     let mut loader = Loader {
         sources: &sources,
+        content_keys: &content_keys,
         versions,
         resolved: HashMap::new(),
         order: Vec::new(),
@@ -1100,6 +1125,13 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         let Some(Some(res)) = resolved.get(key) else {
             continue;
         };
+        // Same resolved inputs, same entry: reuse it whole.
+        static ENTRIES: crate::memo::Memo<Arc<Entry>> = crate::memo::Memo::new(20_000);
+        if let Some(entry) = ENTRIES.get(res.memo_key) {
+            implicit.insert(key.clone(), entry.implicit_user);
+            index.by_name.entry(key.0.clone()).or_default().push(entry);
+            continue;
+        }
         let src = &sources[key];
         let mut errs = Vec::new();
         let (source, own_implicit) = match src.form {
@@ -1153,17 +1185,15 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             model,
             context,
         };
-        index
-            .by_name
-            .entry(key.0.clone())
-            .or_default()
-            .push(Arc::new(Entry {
-                schema: InputSchema { validator },
-                template,
-                source,
-                form: src.form,
-                implicit_user,
-            }));
+        let entry = Arc::new(Entry {
+            schema: InputSchema { validator },
+            template,
+            source,
+            form: src.form,
+            implicit_user,
+        });
+        ENTRIES.put(res.memo_key, entry.clone());
+        index.by_name.entry(key.0.clone()).or_default().push(entry);
     }
     for v in index.by_name.values_mut() {
         v.sort_by(|a, b| a.template.version.cmp(&b.template.version));

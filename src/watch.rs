@@ -54,6 +54,7 @@ impl ReloadEvent {
 struct Shared {
     root: PathBuf,
     current: ArcSwap<Registry>,
+    reloading: Mutex<()>,
     state: Mutex<State>,
 }
 
@@ -93,6 +94,7 @@ impl WatchedRegistry {
         let shared = Arc::new(Shared {
             root: root.clone(),
             current: ArcSwap::from_pointee(registry),
+            reloading: Mutex::new(()),
             state: Mutex::new(State {
                 generation: 1,
                 errors: Vec::new(),
@@ -160,41 +162,53 @@ impl Shared {
     }
 
     fn reload(&self) -> ReloadEvent {
-        // Loading happens outside the lock; reloads come one at a time from
-        // the watcher thread, and `reload()` callers serialise on the swap.
-        let result = Registry::load(&self.root);
-        let mut state = self.lock();
-        let event = match result {
-            Ok(new) => {
-                let old = self.current.load_full();
-                let changed = changed_names(&old, &new);
-                self.current.store(Arc::new(new));
-                state.generation += 1;
-                state.errors.clear();
-                ReloadEvent {
-                    generation: state.generation,
-                    changed,
-                    errors: Vec::new(),
-                }
-            }
-            Err(e) => {
-                let errors: Vec<Diagnostic> = e
-                    .problems()
-                    .into_iter()
-                    .map(|p| Diagnostic::from_error(p, &self.root))
-                    .collect();
-                state.errors = errors.clone();
-                ReloadEvent {
-                    generation: state.generation,
-                    changed: Vec::new(),
-                    errors,
-                }
-            }
+        // One reload at a time, so events go out in generation order.
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let event = match Registry::load(&self.root) {
+            Ok(new) => self.swap_in(new),
+            Err(e) => self.keep_last_good(&e),
         };
-        state
+        self.notify(&event);
+        event
+    }
+
+    /// Serves `new` at once, then works out what changed.
+    fn swap_in(&self, new: Registry) -> ReloadEvent {
+        let new = Arc::new(new);
+        let (generation, old) = {
+            let mut state = self.lock();
+            let old = self.current.swap(new.clone());
+            state.generation += 1;
+            state.errors.clear();
+            (state.generation, old)
+        };
+        ReloadEvent {
+            generation,
+            changed: changed_names(&old, &new),
+            errors: Vec::new(),
+        }
+    }
+
+    /// A failed load: keep serving what we had, remember why.
+    fn keep_last_good(&self, e: &Error) -> ReloadEvent {
+        let errors: Vec<Diagnostic> = e
+            .problems()
+            .into_iter()
+            .map(|p| Diagnostic::from_error(p, &self.root))
+            .collect();
+        let mut state = self.lock();
+        state.errors = errors.clone();
+        ReloadEvent {
+            generation: state.generation,
+            changed: Vec::new(),
+            errors,
+        }
+    }
+
+    fn notify(&self, event: &ReloadEvent) {
+        self.lock()
             .subscribers
             .retain(|tx| tx.send(event.clone()).is_ok());
-        event
     }
 }
 
@@ -265,7 +279,7 @@ fn is_hidden(root: &Path, path: &Path) -> bool {
 /// Names whose templates differ between two registries, plus everything
 /// that extends or includes them, transitively.
 fn changed_names(old: &Registry, new: &Registry) -> Vec<String> {
-    let fingerprints = |r: &Registry| -> BTreeMap<String, Vec<u128>> {
+    let fingerprints = |r: &Registry| -> BTreeMap<String, Vec<usize>> {
         r.names()
             .map(|n| (n.to_owned(), r.fingerprints(n)))
             .collect()
