@@ -191,13 +191,12 @@ impl Registry {
 
     /// The versions of one template, ascending (empty when unknown).
     pub fn versions(&self, name: &str) -> impl Iterator<Item = &Template> + '_ {
-        self.inner
-            .index
-            .by_name
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(|e| &e.template)
+        self.entries(name).map(|e| &e.template)
+    }
+
+    /// The entries of one template name, versions ascending.
+    fn entries(&self, name: &str) -> impl Iterator<Item = &Arc<Entry>> + '_ {
+        self.inner.index.by_name.get(name).into_iter().flatten()
     }
 
     /// Resolves `NAME`, `NAME@REQ` or `NAME@LABEL` to a template.
@@ -220,12 +219,7 @@ impl Registry {
     /// almost always means a changed one (or a forgotten memo).
     #[cfg_attr(not(feature = "watch"), allow(dead_code))]
     pub(crate) fn fingerprints(&self, name: &str) -> Vec<usize> {
-        self.inner
-            .index
-            .by_name
-            .get(name)
-            .into_iter()
-            .flatten()
+        self.entries(name)
             .map(|e| Arc::as_ptr(e) as usize)
             .collect()
     }
@@ -234,7 +228,7 @@ impl Registry {
     #[cfg_attr(not(feature = "watch"), allow(dead_code))]
     pub(crate) fn dependencies(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for e in self.inner.index.by_name.get(name).into_iter().flatten() {
+        for e in self.entries(name) {
             if let Some((parent, _)) = e
                 .template
                 .extends
@@ -673,6 +667,17 @@ impl Loader<'_> {
     }
 }
 
+impl Resolved {
+    /// Names of the `messages` parameters (spliceable history).
+    fn history_params(&self) -> HashSet<&str> {
+        self.parameters
+            .iter()
+            .filter(|p| p.messages)
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut c = s.chars();
     c.next()
@@ -758,12 +763,7 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
             *line += 1;
         }
     };
-    let history: HashSet<&str> = resolved
-        .parameters
-        .iter()
-        .filter(|p| p.messages)
-        .map(|p| p.name.as_str())
-        .collect();
+    let history = resolved.history_params();
 
     match (&m.messages, &m.blocks, &resolved.extends) {
         (Some(_), Some(b), _) => {
@@ -900,12 +900,7 @@ fn compile_jinja_body(
     let Some(b) = &src.body else {
         return (String::new(), Some(false));
     };
-    let history: HashSet<&str> = resolved
-        .parameters
-        .iter()
-        .filter(|p| p.messages)
-        .map(|p| p.name.as_str())
-        .collect();
+    let history = resolved.history_params();
     let compiled: CompiledBody = body::compile_body(&b.text, &|n| history.contains(n));
     let at = |offset: usize| {
         let (l, c) = line_col(&b.text, offset);
