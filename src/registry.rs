@@ -136,7 +136,7 @@ fn describe_versions<'a>(templates: impl Iterator<Item = &'a Template>) -> Strin
 }
 
 /// The exact-version reference the compiler uses for `name@version`.
-fn exact_ref(name: &str, version: &Version) -> String {
+pub(crate) fn exact_ref(name: &str, version: &impl std::fmt::Display) -> String {
     format!("{name}@={version}")
 }
 
@@ -1334,7 +1334,7 @@ fn used_variables(
     if let Some(parent) = &entry.template.extends
         && let Some((n, v)) = parent.split_once('@')
     {
-        targets.push(format!("{n}@={v}"));
+        targets.push(exact_ref(n, &v));
     }
     for target in targets {
         if let Some(more) = used_variables(env, index, &target, cache, depth + 1) {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::body::{self, Piece};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Message, Role};
-use crate::registry::{Registry, jinja_error};
+use crate::registry::{Registry, exact_ref, jinja_error};
 use crate::template::{ContextConfig, ModelConfig};
 use crate::tokens::{self, TokenCounter, TokenReport};
 use crate::truncate::{self, Item, Strategy, TruncationReport};
@@ -193,7 +193,7 @@ impl Registry {
         body::sanitize(&mut ctx);
         let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
 
-        let name = format!("{}@={}", t.name, t.version);
+        let name = exact_ref(&t.name, &t.version);
         let template = self
             .env()
             .get_template(&name)
@@ -337,19 +337,20 @@ impl Rendered {
         if dropped == 0 {
             return Ok(None);
         }
-        let mut keep_iter = keep.iter().copied();
-        self.messages.retain(|_| keep_iter.next().unwrap_or(true));
-        let mut keep_iter = keep.iter().copied();
-        self.origins.retain(|_| keep_iter.next().unwrap_or(true));
-        let mut keep_iter = keep.iter().copied();
-        self.tokens
-            .messages
-            .retain(|_| keep_iter.next().unwrap_or(true));
+        retain_kept(&mut self.messages, &keep);
+        retain_kept(&mut self.origins, &keep);
+        retain_kept(&mut self.tokens.messages, &keep);
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + tokens::REPLY_PRIMING;
         let report = TruncationReport { budget, dropped };
         self.truncation = Some(report);
         Ok(Some(report))
     }
+}
+
+/// Keeps the items whose flag in `keep` is set (same order, same length).
+fn retain_kept<T>(items: &mut Vec<T>, keep: &[bool]) {
+    let mut flags = keep.iter().copied();
+    items.retain(|_| flags.next().unwrap_or(true));
 }
 
 /// Cuts rendered output into messages and splices history.

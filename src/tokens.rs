@@ -314,7 +314,7 @@ pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
         n += counter.count(id);
     }
     if let Some(calls) = &m.tool_calls {
-        n += counter.count(&serde_json::Value::Array(calls.clone()).to_string());
+        n += counter.count(&serde_json::to_string(calls).unwrap_or_default());
     }
     n
 }
@@ -354,9 +354,7 @@ fn message_hash(m: &Message) -> u128 {
     if let Some(calls) = &m.tool_calls {
         mix(
             0x7463,
-            serde_json::Value::Array(calls.clone())
-                .to_string()
-                .as_bytes(),
+            serde_json::to_string(calls).unwrap_or_default().as_bytes(),
         );
     }
     h
