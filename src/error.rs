@@ -354,6 +354,21 @@ impl Diagnostic {
     }
 }
 
+/// A diagnostic serialises as `{"severity": "error"|"warning", "message",
+/// "file", "line", "column"}` (line and column `null` when unknown).
+impl serde::Serialize for Diagnostic {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("severity", &self.severity.to_string())?;
+        map.serialize_entry("message", &self.message)?;
+        map.serialize_entry("file", &self.location.path)?;
+        map.serialize_entry("line", &self.location.line)?;
+        map.serialize_entry("column", &self.location.column)?;
+        map.end()
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let loc = &self.location;

@@ -64,6 +64,8 @@
 //!   alone.
 //! - `watch`: `WatchedRegistry`, a registry that
 //!   reloads itself when its files change (notify).
+//! - `server` (default; implies `watch`): the dev server behind
+//!   `promptbook serve`, as [`server::router`] (axum on tokio).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -76,6 +78,8 @@ mod reference;
 mod registry;
 mod render;
 mod schema;
+#[cfg(feature = "server")]
+pub mod server;
 mod template;
 mod tokens;
 mod truncate;

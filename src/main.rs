@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use promptbook::{Registry, RenderOptions, Rendered, Severity, Template};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// Versioned prompt templates: list, lint and render them.
 #[derive(Parser)]
@@ -66,6 +66,20 @@ enum Command {
     },
     /// Print the JSON Schema of template files.
     Schema,
+    /// Serve the playground page and the JSON API, reloading templates as
+    /// their files change.
+    #[cfg(feature = "server")]
+    Serve {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Address to listen on (`IP:PORT`; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "IP:PORT")]
+        addr: std::net::SocketAddr,
+        /// Allow a non-loopback `--addr`. The server has no authentication:
+        /// anyone who can reach it can read every template.
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// Count the tokens of a text (no chat overhead) and print the bare number.
     Tokens {
         /// Count with this model's tokenizer (approximate when it is not public).
@@ -103,7 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let registry = Registry::load(&dir.dir)?;
             let mut out = io::stdout().lock();
             if json {
-                serde_json::to_writer_pretty(&mut out, &list_json(&registry))?;
+                serde_json::to_writer_pretty(&mut out, &registry)?;
                 writeln!(out)?;
             } else {
                 print_table(&mut out, &registry)?;
@@ -173,6 +187,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             writeln!(io::stdout().lock(), "{n}")?;
         }
+        #[cfg(feature = "server")]
+        Command::Serve {
+            dir,
+            addr,
+            allow_remote,
+        } => return serve(&dir.dir, addr, allow_remote),
         Command::Schema => {
             let mut out = io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &promptbook::template_file_schema())?;
@@ -180,6 +200,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "server")]
+fn serve(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    allow_remote: bool,
+) -> Result<ExitCode> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "refusing to listen on {addr}: the dev server has no authentication. \
+             Pass --allow-remote to expose it beyond this machine"
+        );
+    }
+    let registry = promptbook::WatchedRegistry::watch_lenient(dir)?;
+    for d in registry.errors() {
+        eprintln!("{d}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let scope = if local.ip().is_loopback() {
+            "loopback only"
+        } else {
+            "reachable from other machines"
+        };
+        {
+            let mut out = io::stdout().lock();
+            writeln!(
+                out,
+                "serving {} at http://{local}/ ({scope}); Ctrl-C stops",
+                dir.display()
+            )?;
+            out.flush()?;
+        }
+        let app = promptbook::server::router(registry)?;
+        tokio::select! {
+            served = axum::serve(listener, app) => served.context("the server stopped")?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn read_stdin() -> Result<String> {
@@ -243,34 +311,6 @@ fn read_inputs(input: Option<&str>, vars: &[String]) -> Result<Value> {
         inputs.insert(key.to_owned(), value);
     }
     Ok(Value::Object(inputs))
-}
-
-fn template_json(t: &Template) -> Value {
-    json!({
-        "version": t.version().to_string(),
-        "labels": t.labels(),
-        "description": t.description(),
-        "path": t.path(),
-        "extends": t.extends(),
-        "parameters": t.parameters(),
-        "input_schema": t.input_schema(),
-        "model": t.model(),
-        "context": t.context(),
-    })
-}
-
-fn list_json(registry: &Registry) -> Value {
-    Value::Array(
-        registry
-            .names()
-            .map(|name| {
-                json!({
-                    "name": name,
-                    "versions": registry.versions(name).map(template_json).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    )
 }
 
 fn print_table(out: &mut impl Write, registry: &Registry) -> io::Result<()> {

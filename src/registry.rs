@@ -52,6 +52,36 @@ pub(crate) struct Entry {
     pub implicit_user: bool,
 }
 
+/// A registry serialises as its catalog, the JSON of `promptbook list
+/// --json` and of the dev server's `GET /api/templates`: an array of
+/// `{"name", "versions": [template, ...]}`, names sorted, versions
+/// ascending (see [`Template`]'s serialisation).
+impl serde::Serialize for Registry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Versions<'a>(&'a Registry, &'a str);
+        impl serde::Serialize for Versions<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.versions(self.1))
+            }
+        }
+        struct Name<'a>(&'a Registry, &'a str);
+        impl serde::Serialize for Name<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("name", self.1)?;
+                map.serialize_entry("versions", &Versions(self.0, self.1))?;
+                map.end()
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.inner.index.by_name.len()))?;
+        for name in self.names() {
+            seq.serialize_element(&Name(self, name))?;
+        }
+        seq.end()
+    }
+}
+
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
@@ -166,6 +196,20 @@ impl Registry {
                 )
                 .with_related(analysis.errors))
             }
+        }
+    }
+
+    /// A registry with no templates, for `root`: what a server serves
+    /// before its first good load.
+    pub fn empty(root: impl Into<PathBuf>) -> Registry {
+        let index = Arc::new(Index::default());
+        Registry {
+            inner: Arc::new(Inner {
+                root: root.into(),
+                env: environment(index.clone()),
+                index,
+                warnings: Vec::new(),
+            }),
         }
     }
 

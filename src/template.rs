@@ -476,6 +476,26 @@ pub struct Template {
     pub(crate) context: Option<ContextConfig>,
 }
 
+/// A template serialises as one version in the catalog: `version`,
+/// `labels`, `description`, `path`, `extends`, `parameters`,
+/// `input_schema`, `model` and `context` (absent ones as `null`).
+impl Serialize for Template {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(9))?;
+        map.serialize_entry("version", &self.version.to_string())?;
+        map.serialize_entry("labels", &self.labels)?;
+        map.serialize_entry("description", &self.description)?;
+        map.serialize_entry("path", &self.path)?;
+        map.serialize_entry("extends", &self.extends)?;
+        map.serialize_entry("parameters", &self.parameters)?;
+        map.serialize_entry("input_schema", &self.input_schema)?;
+        map.serialize_entry("model", &self.model)?;
+        map.serialize_entry("context", &self.context)?;
+        map.end()
+    }
+}
+
 impl Template {
     /// The name (`support/triage`).
     pub fn name(&self) -> &str {

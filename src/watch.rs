@@ -10,9 +10,10 @@
 //! last good registry: its errors are kept (and sent to subscribers) until a
 //! later save loads cleanly.
 //!
-//! Every reload reloads the whole root. That is simple and always correct
-//! (a parent or partial change reaches its dependants); see the README for
-//! its cost.
+//! Every reload loads the whole root again, which is always correct (a
+//! parent or partial change reaches its dependants), and cheap: parsing,
+//! inheritance, schemas and Jinja checks are memoised by content, so only
+//! changed files and their dependants are redone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,8 +30,9 @@ use crate::registry::Registry;
 /// How long the watcher waits for a burst of file events to end.
 const DEBOUNCE: Duration = Duration::from_millis(25);
 
-/// What a reload did, sent to every subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a reload did, sent to every subscriber. Serialises as
+/// `{"generation", "changed", "errors"}` (the dev server's `reload` event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ReloadEvent {
     /// The generation now served. It grows by one with every good reload and
@@ -91,13 +93,50 @@ impl WatchedRegistry {
     pub fn watch(dir: impl AsRef<Path>) -> Result<WatchedRegistry, Error> {
         let root = dir.as_ref().to_owned();
         let registry = Registry::load(&root)?;
+        WatchedRegistry::start(root, registry, 1, Vec::new())
+    }
+
+    /// Like [`watch`](WatchedRegistry::watch), but a root that does not
+    /// load yet is not an error: until its first good save the registry is
+    /// [empty](Registry::empty), the generation is 0, and
+    /// [`errors`](WatchedRegistry::errors) says what is wrong. This is what a
+    /// dev server wants: it comes up, shows the problem, and serves the
+    /// templates as soon as they are fixed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the directory does not exist or cannot be
+    /// watched.
+    pub fn watch_lenient(dir: impl AsRef<Path>) -> Result<WatchedRegistry, Error> {
+        let root = dir.as_ref().to_owned();
+        if !root.is_dir() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("template root {} is not a directory", root.display()),
+            ));
+        }
+        match Registry::load(&root) {
+            Ok(registry) => WatchedRegistry::start(root, registry, 1, Vec::new()),
+            Err(e) if e.kind() == ErrorKind::Io => Err(e),
+            Err(e) => {
+                let errors = diagnostics(&e, &root);
+                WatchedRegistry::start(root.clone(), Registry::empty(root), 0, errors)
+            }
+        }
+    }
+
+    fn start(
+        root: PathBuf,
+        registry: Registry,
+        generation: u64,
+        errors: Vec<Diagnostic>,
+    ) -> Result<WatchedRegistry, Error> {
         let shared = Arc::new(Shared {
             root: root.clone(),
             current: ArcSwap::from_pointee(registry),
             reloading: Mutex::new(()),
             state: Mutex::new(State {
-                generation: 1,
-                errors: Vec::new(),
+                generation,
+                errors,
                 subscribers: Vec::new(),
             }),
         });
@@ -126,7 +165,8 @@ impl WatchedRegistry {
     }
 
     /// The generation served: 1 after the first load, one more per good
-    /// reload.
+    /// reload (0 while a [lenient](WatchedRegistry::watch_lenient) root has
+    /// never loaded).
     pub fn generation(&self) -> u64 {
         self.shared.lock().generation
     }
@@ -191,11 +231,7 @@ impl Shared {
 
     /// A failed load: keep serving what we had, remember why.
     fn keep_last_good(&self, e: &Error) -> ReloadEvent {
-        let errors: Vec<Diagnostic> = e
-            .problems()
-            .into_iter()
-            .map(|p| Diagnostic::from_error(p, &self.root))
-            .collect();
+        let errors = diagnostics(e, &self.root);
         let mut state = self.lock();
         state.errors = errors.clone();
         ReloadEvent {
@@ -253,6 +289,14 @@ fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::syn
             None => return,
         }
     }
+}
+
+/// One diagnostic per problem of a failed load.
+fn diagnostics(e: &Error, root: &Path) -> Vec<Diagnostic> {
+    e.problems()
+        .into_iter()
+        .map(|p| Diagnostic::from_error(p, root))
+        .collect()
 }
 
 fn watch_error(root: &Path, e: notify::Error) -> Error {

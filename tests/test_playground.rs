@@ -1,0 +1,291 @@
+//! The playground page in a real browser: headless Chromium driven over
+//! WebDriver (chromedriver), against `promptbook serve` on 127.0.0.1.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
+//! Without them the test says so and passes, unless
+//! `PROMPTBOOK_REQUIRE_BROWSER` is set, as CI sets it. Set
+//! `PROMPTBOOK_SCREENSHOT=path.png` to keep a screenshot of the page.
+#![cfg(feature = "server")]
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use support::{Server, WAIT, copy_tree, eventually};
+
+fn find(env: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    path.exists().then_some(path)
+}
+
+/// chromedriver on a free loopback port; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    http: Client,
+}
+
+impl Driver {
+    fn start(chromedriver: &Path) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: Client::builder().timeout(WAIT).build().unwrap(),
+        };
+        eventually("chromedriver to be ready", || {
+            let res = driver
+                .http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .ok()?;
+            let v: Value = res.json().ok()?;
+            v["value"]["ready"].as_bool().filter(|r| *r)
+        });
+        driver
+    }
+
+    fn session(&self, chromium: &Path, profile: &Path) -> Session<'_> {
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1000",
+            &format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        }}});
+        let v = self.call("POST", "/session", Some(&caps));
+        let id = v["sessionId"].as_str().expect("a session id").to_owned();
+        Session { driver: self, id }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}{path}", self.url);
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).json(body.unwrap_or(&json!({}))),
+        };
+        let v: Value = req.send().unwrap().json().unwrap();
+        let value = v["value"].clone();
+        if let Some(e) = value.get("error") {
+            panic!("WebDriver {method} {path}: {e}: {}", value["message"]);
+        }
+        value
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Session<'a> {
+    driver: &'a Driver,
+    id: String,
+}
+
+impl Session<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.driver.call(
+            method,
+            &format!("/session/{}{path}", self.id),
+            body.as_ref(),
+        )
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({"url": url})));
+    }
+
+    /// The element for a CSS selector, waiting (bounded) for it to exist.
+    fn element(&self, css: &str) -> String {
+        eventually(&format!("element {css}"), || {
+            let found = self.script(
+                "return document.querySelector(arguments[0]) !== null",
+                json!([css]),
+            );
+            found.as_bool().filter(|f| *f)
+        });
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("an element id")
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/click"), None);
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+
+    fn script(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// The rendered messages as the page shows them: (role, tokens label,
+    /// content).
+    fn messages(&self) -> Vec<(String, String, String)> {
+        let v = self.script(
+            "return [...document.querySelectorAll('#messages .message')].map(m => \
+             [m.dataset.role, m.querySelector('.tokens').textContent, \
+              m.querySelector('.content').textContent])",
+            json!([]),
+        );
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    fn screenshot(&self, path: &Path) {
+        let v = self.call("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .driver
+            .http
+            .delete(format!("{}/session/{}", self.driver.url, self.id))
+            .send();
+    }
+}
+
+#[test]
+fn the_playground_renders_and_follows_edits_live() {
+    let (Some(chromedriver), Some(chromium)) = (
+        find("CHROMEDRIVER", "/usr/bin/chromedriver"),
+        find("CHROMIUM", "/usr/bin/chromium"),
+    ) else {
+        assert!(
+            std::env::var_os("PROMPTBOOK_REQUIRE_BROWSER").is_none(),
+            "PROMPTBOOK_REQUIRE_BROWSER is set but chromium or chromedriver is missing"
+        );
+        eprintln!(
+            "skipped: no /usr/bin/chromium and /usr/bin/chromedriver (apt install chromium chromium-driver)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(Path::new("templates"), dir.path());
+    let profile = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let driver = Driver::start(&chromedriver);
+    let page = driver.session(&chromium, profile.path());
+    page.goto(&format!("{}/", server.url));
+
+    // Pick the template and fill its one required input.
+    page.click("#template option[value='support/triage']");
+    page.type_into("#input-ticket", "My invoice shows the wrong VAT number");
+    let messages = eventually("the rendered messages", || {
+        let m = page.messages();
+        m.last()
+            .filter(|(_, _, content)| content == "My invoice shows the wrong VAT number")
+            .map(|_| m.clone())
+    });
+    let roles: Vec<&str> = messages.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user", "assistant", "user"]
+    );
+    assert!(messages[0].2.contains("support triage assistant"));
+    for (_, tokens, _) in &messages {
+        let n: u32 = tokens.trim_end_matches(" tokens").parse().unwrap();
+        assert!(n > 0, "{tokens}");
+    }
+    let summary = page.script(
+        "return document.getElementById('summary').textContent",
+        json!([]),
+    );
+    assert!(
+        summary.as_str().unwrap().contains("support/triage@2.1.0"),
+        "{summary}"
+    );
+    // Nothing reloads the page from here on: this stays set.
+    page.script("window.notReloaded = true", json!([]));
+
+    // Edit the file on disk: the page shows the new text by itself.
+    let file = dir.path().join("support/triage@2.1.0.prompt.jinja");
+    let source = fs::read_to_string(&file).unwrap();
+    fs::write(
+        &file,
+        source.replace(
+            "You are a support triage assistant",
+            "You are the night-shift triage desk",
+        ),
+    )
+    .unwrap();
+    eventually("the edited system message", || {
+        page.messages()
+            .first()
+            .filter(|(_, _, c)| c.contains("night-shift triage desk"))
+            .map(|_| ())
+    });
+    let kept = page.script(
+        "return [window.notReloaded, document.getElementById('input-ticket').value]",
+        json!([]),
+    );
+    assert_eq!(kept, json!([true, "My invoice shows the wrong VAT number"]));
+    if let Some(path) = std::env::var_os("PROMPTBOOK_SCREENSHOT") {
+        page.screenshot(Path::new(&path));
+    }
+
+    // A broken save shows the load error, file and line, on the page.
+    fs::write(&file, source.replace("version: 2.1.0", "version: [")).unwrap();
+    let shown = eventually("the load error", || {
+        let v = page.script(
+            "const e = document.getElementById('errors'); \
+             return e.hidden ? null : e.textContent",
+            json!([]),
+        );
+        v.as_str().map(str::to_owned)
+    });
+    assert!(shown.contains("triage@2.1.0.prompt.jinja:"), "{shown}");
+}

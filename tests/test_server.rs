@@ -1,0 +1,381 @@
+//! `promptbook serve`: the JSON API over real HTTP on 127.0.0.1, with real
+//! files and the real file watcher behind it.
+#![cfg(feature = "server")]
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use support::{Server, WAIT, copy_tree};
+
+fn client() -> Client {
+    Client::builder().timeout(WAIT).build().unwrap()
+}
+
+fn cli_json(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args(args)
+        .env_remove("PROMPTBOOK_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn post_render(server: &Server, body: &Value) -> (StatusCode, Value) {
+    let res = client()
+        .post(format!("{}/api/render", server.url))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = res.status();
+    (status, res.json().unwrap())
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    let res = client()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "GET {path}");
+    res.json().unwrap()
+}
+
+/// Asserts the shape every error answer has.
+fn assert_error_shape(body: &Value) -> &Value {
+    let e = &body["error"];
+    assert!(e["message"].is_string(), "{body}");
+    for key in ["file", "line", "column", "parameter", "rule", "kind"] {
+        assert!(e.get(key).is_some(), "error without `{key}`: {body}");
+    }
+    e
+}
+
+#[test]
+fn templates_and_renders_match_the_cli() {
+    let server = Server::start(Path::new("templates"));
+    assert_eq!(
+        get(&server, "/api/templates"),
+        cli_json(&["list", "--json", "--dir", "templates"])
+    );
+
+    let history = json!([
+        {"role": "user", "content": "My VM will not boot."},
+        {"role": "assistant", "content": "Which region is it in?"}
+    ]);
+    let cases = [
+        (
+            json!({"template": "support/triage", "inputs": {"ticket": "Refund me"}}),
+            vec![
+                "render",
+                "support/triage",
+                "--json",
+                "--var",
+                "ticket=Refund me",
+            ],
+        ),
+        (
+            json!({"template": "support/triage@legacy", "inputs": {"ticket": "Hi"}}),
+            vec![
+                "render",
+                "support/triage@legacy",
+                "--json",
+                "--var",
+                "ticket=Hi",
+            ],
+        ),
+        (
+            json!({"template": "chat/assistant", "inputs": {"question": "eu-west", "history": history},
+                   "model": "anthropic:claude-sonnet-4-5"}),
+            vec![
+                "render",
+                "chat/assistant",
+                "--json",
+                "--model",
+                "anthropic:claude-sonnet-4-5",
+                "--var",
+                "question=eu-west",
+                "--var",
+            ],
+        ),
+    ];
+    for (request, mut args) in cases {
+        let history_arg = format!("history:={history}");
+        if args.last() == Some(&"--var") {
+            args.push(&history_arg);
+        }
+        args.extend(["--dir", "templates"]);
+        let (status, body) = post_render(&server, &request);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, cli_json(&args), "{request}");
+    }
+}
+
+#[test]
+fn bad_requests_get_json_errors_that_say_what_and_where() {
+    let server = Server::start(Path::new("templates"));
+
+    // An input that breaks the schema: 422, naming the parameter and rule.
+    let (status, body) = post_render(
+        &server,
+        &json!({"template": "support/triage", "inputs": {"ticket": 5}}),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let e = assert_error_shape(&body);
+    assert_eq!(e["parameter"], "/ticket");
+    assert_eq!(e["rule"], "type");
+    assert!(e["message"].as_str().unwrap().contains("/ticket"), "{body}");
+
+    // A missing required input.
+    let (status, body) = post_render(&server, &json!({"template": "support/triage"}));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(assert_error_shape(&body)["parameter"], "/ticket");
+
+    // Unknown template: 404 listing what exists.
+    let (status, body) = post_render(&server, &json!({"template": "support/triag"}));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let message = assert_error_shape(&body)["message"].as_str().unwrap();
+    assert!(message.contains("support/triage"), "{message}");
+
+    // A version that does not exist.
+    let (status, body) = post_render(&server, &json!({"template": "support/triage@^9"}));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        assert_error_shape(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("2.1.0")
+    );
+
+    // Not JSON, or not the request shape: 400.
+    for raw in [
+        "{\"template\": ",
+        "[]",
+        "{\"template\": \"x\", \"input\": {}}",
+    ] {
+        let res = client()
+            .post(format!("{}/api/render", server.url))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{raw}");
+        assert_error_shape(&res.json().unwrap());
+    }
+
+    // Too big: 413, still JSON, and the server keeps serving.
+    let res = client()
+        .post(format!("{}/api/render", server.url))
+        .body(vec![b' '; promptbook::server::MAX_BODY + 1])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_shape(&res.json().unwrap());
+
+    // Unknown route: 404 JSON.
+    let res = client()
+        .get(format!("{}/api/nope", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_error_shape(&res.json().unwrap());
+
+    let (status, _) = post_render(
+        &server,
+        &json!({"template": "support/triage", "inputs": {"ticket": "still up"}}),
+    );
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn a_template_error_at_render_time_names_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("calc@1.0.0.prompt.jinja"),
+        "---\nversion: 1.0.0\nparameters:\n  n: integer\n---\nuser:\nline two\n{{ 10 // n }}\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path());
+    let (status, body) = post_render(&server, &json!({"template": "calc", "inputs": {"n": 0}}));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let e = assert_error_shape(&body);
+    assert!(
+        e["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("calc@1.0.0.prompt.jinja"),
+        "{body}"
+    );
+    assert_eq!(e["line"], 8, "{body}");
+}
+
+/// Reads server-sent events on a thread: (event name, data) pairs.
+fn subscribe(server: &Server) -> mpsc::Receiver<(String, Value)> {
+    let res = Client::builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/api/events", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in BufReader::new(res).lines() {
+            let Ok(line) = line else { return };
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if tx.send((std::mem::take(&mut name), value)).is_err() {
+                    return;
+                }
+                data.clear();
+            }
+        }
+    });
+    rx
+}
+
+fn next_reload(rx: &mpsc::Receiver<(String, Value)>) -> Value {
+    let (name, data) = rx.recv_timeout(WAIT).expect("a reload event");
+    assert_eq!(name, "reload");
+    data
+}
+
+#[test]
+fn edits_reach_status_events_and_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(Path::new("templates"), dir.path());
+    let server = Server::start(dir.path());
+    let status = get(&server, "/api/status");
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["errors"], json!([]));
+    let events = subscribe(&server);
+
+    let file = dir.path().join("chat/assistant.prompt.yaml");
+    let original = fs::read_to_string(&file).unwrap();
+    let render = |server: &Server| {
+        post_render(
+            server,
+            &json!({"template": "chat/assistant", "inputs": {"question": "Hi"}}),
+        )
+    };
+
+    // A broken save: an event with the error, status says so, renders go on
+    // with the last good version.
+    fs::write(&file, original.replace("messages:", "messages: [")).unwrap();
+    let event = next_reload(&events);
+    assert_eq!(event["generation"], 1);
+    let errors = event["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{event}");
+    assert!(
+        errors[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("assistant.prompt.yaml")
+    );
+    assert!(errors[0]["line"].as_u64().is_some(), "{event}");
+    let status = get(&server, "/api/status");
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["errors"], event["errors"]);
+    let (code, body) = render(&server);
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("customer assistant")
+    );
+
+    // A good save: generation 2, no errors, the new text renders.
+    fs::write(
+        &file,
+        original.replace("customer assistant", "night-shift assistant"),
+    )
+    .unwrap();
+    let event = next_reload(&events);
+    assert_eq!(event["generation"], 2, "{event}");
+    assert_eq!(event["errors"], json!([]));
+    assert_eq!(event["changed"], json!(["chat/assistant"]));
+    assert_eq!(get(&server, "/api/status")["errors"], json!([]));
+    let (code, body) = render(&server);
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("night-shift assistant"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_root_that_does_not_load_yet_is_served_empty_until_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.prompt.yaml");
+    fs::write(&file, "version: 1.0.0\nmessages: {\n").unwrap();
+    let server = Server::start(dir.path());
+    let status = get(&server, "/api/status");
+    assert_eq!(status["generation"], 0);
+    assert_eq!(status["errors"][0]["file"], json!(file));
+    assert_eq!(get(&server, "/api/templates"), json!([]));
+
+    let events = subscribe(&server);
+    fs::write(
+        &file,
+        "version: 1.0.0\nmessages:\n  - role: user\n    content: hello\n",
+    )
+    .unwrap();
+    assert_eq!(next_reload(&events)["generation"], 1);
+    let (code, body) = post_render(&server, &json!({"template": "hello"}));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["messages"][0]["content"], "hello");
+}
+
+#[test]
+fn the_playground_page_is_served_self_contained() {
+    let server = Server::start(Path::new("templates"));
+    let res = client().get(format!("{}/", server.url)).send().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let page = res.text().unwrap();
+    assert!(page.contains("api/render") && page.contains("EventSource"));
+    // Nothing is fetched from elsewhere.
+    assert!(!page.contains("http://") && !page.contains("https://"));
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args(["serve", "--addr", "0.0.0.0:0", "--dir", "templates"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+}
