@@ -64,6 +64,9 @@
 //!   alone.
 //! - `watch`: `WatchedRegistry`, a registry that
 //!   reloads itself when its files change (notify).
+//! - `dispatch` (default): [`Client`], which sends rendered prompts to
+//!   OpenAI, Anthropic and OpenAI-compatible servers (reqwest with rustls,
+//!   tokio), and `promptbook send`.
 //! - `server` (default; implies `watch`): the dev server behind
 //!   `promptbook serve`, as [`server::router`] (axum on tokio).
 
@@ -71,6 +74,8 @@
 #![forbid(unsafe_code)]
 
 mod body;
+#[cfg(feature = "dispatch")]
+pub mod dispatch;
 mod error;
 mod memo;
 mod message;
@@ -86,6 +91,8 @@ mod truncate;
 #[cfg(feature = "watch")]
 mod watch;
 
+#[cfg(feature = "dispatch")]
+pub use dispatch::{Client, DispatchError, Response, StreamEvent};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use message::{Message, Role};
 pub use reference::{Reference, Selector};

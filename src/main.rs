@@ -64,6 +64,29 @@ enum Command {
         #[arg(long, value_name = "MODEL")]
         model: Option<String>,
     },
+    /// Render a template and send it to its model; print the reply.
+    #[cfg(feature = "dispatch")]
+    Send {
+        /// `NAME`, `NAME@REQ` or `NAME@LABEL`.
+        reference: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Inputs as a JSON (or YAML) file; `-` reads JSON from stdin.
+        #[arg(long, value_name = "FILE|-")]
+        input: Option<String>,
+        /// Set one input: `k=v` sets a string, `k:=JSON` a JSON value.
+        #[arg(long = "var", value_name = "K=V")]
+        vars: Vec<String>,
+        /// Send to this model instead of the template's (`provider:name`).
+        #[arg(long, value_name = "PROVIDER:NAME")]
+        model: Option<String>,
+        /// Print the reply as it arrives.
+        #[arg(long)]
+        stream: bool,
+        /// Print the normalised response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of template files.
     Schema,
     /// Serve the playground page and the JSON API, reloading templates as
@@ -96,6 +119,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `PROMPTBOOK_LOG=debug` (or info, warn, trace) shows the library's
+    // tracing events on stderr.
+    if let Some(level) = std::env::var("PROMPTBOOK_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+    {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(io::stderr)
+            .init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -193,6 +227,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             addr,
             allow_remote,
         } => return serve(&dir.dir, addr, allow_remote),
+        #[cfg(feature = "dispatch")]
+        Command::Send {
+            reference,
+            dir,
+            input,
+            vars,
+            model,
+            stream,
+            json,
+        } => {
+            let inputs = read_inputs(input.as_deref(), &vars)?;
+            return send(&dir.dir, &reference, &inputs, model, stream, json);
+        }
         Command::Schema => {
             let mut out = io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &promptbook::template_file_schema())?;
@@ -248,6 +295,85 @@ fn serve(
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(feature = "dispatch")]
+fn send(
+    dir: &std::path::Path,
+    reference: &str,
+    inputs: &Value,
+    model: Option<String>,
+    stream: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    use futures_util::StreamExt;
+    use promptbook::dispatch::{ClientBuilder, SendOptions};
+
+    let registry = Registry::load(dir)?;
+    let mut render = RenderOptions::new();
+    let mut send = SendOptions::new();
+    if let Some(model) = model {
+        render = render.model(model.clone());
+        send = send.model(model);
+    }
+    let rendered = registry.render_with(reference, inputs, &render)?;
+    let client = ClientBuilder::new().template_root(dir)?.build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let response = runtime.block_on(async {
+        if !stream {
+            return client.send_with(&rendered, &send).await;
+        }
+        let mut events = client.stream_with(&rendered, &send);
+        let mut out = io::stdout();
+        let mut done = None;
+        while let Some(event) = events.next().await {
+            match event? {
+                promptbook::StreamEvent::Text(text) if !json => {
+                    // Shown as it comes; a closed pipe is the reader's choice.
+                    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                }
+                promptbook::StreamEvent::Done(r) => done = Some(r),
+                _ => {}
+            }
+        }
+        done.ok_or_else(|| promptbook::DispatchError::Config {
+            message: "the stream ended without an answer".into(),
+        })
+    })?;
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &response)?;
+        writeln!(out)?;
+    } else {
+        if !stream {
+            write!(out, "{}", response.text)?;
+        }
+        if !response.text.is_empty() && !response.text.ends_with('\n') {
+            writeln!(out)?;
+        }
+        for call in &response.tool_calls {
+            writeln!(
+                out,
+                "tool call {} {}({})",
+                call.id, call.name, call.arguments
+            )?;
+        }
+    }
+    let usage = response
+        .usage
+        .map(|u| format!(", {} in / {} out tokens", u.input_tokens, u.output_tokens))
+        .unwrap_or_default();
+    eprintln!(
+        "# {}:{}{}{}",
+        response.provider,
+        response.model,
+        if response.fallback { " (fallback)" } else { "" },
+        usage
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_stdin() -> Result<String> {

@@ -100,6 +100,9 @@ pub struct Rendered {
     pub truncation: Option<TruncationReport>,
     #[serde(skip)]
     origins: Vec<Origin>,
+    /// The model name the counts and budget were computed for.
+    #[serde(skip)]
+    rendered_for: Option<String>,
 }
 
 impl Rendered {
@@ -224,6 +227,7 @@ impl Registry {
             tokens: TokenReport::empty(),
             truncation: None,
             origins,
+            rendered_for: model_name.clone(),
         };
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
         if let Some(budget) = budget(t.model.as_ref(), t.context.as_ref(), model_name.as_deref()) {
@@ -267,6 +271,27 @@ fn budget(
 }
 
 impl Rendered {
+    /// This prompt as it must go to `model_name`: the same when it was
+    /// rendered for that model; otherwise recounted with that model's
+    /// tokenizer and fitted (oldest history first) to its budget.
+    #[cfg_attr(not(feature = "dispatch"), allow(dead_code))]
+    pub(crate) fn for_model(
+        &self,
+        model_name: &str,
+    ) -> Result<std::borrow::Cow<'_, Rendered>, Error> {
+        let bare = |m: &str| m.rsplit_once(':').map_or(m, |(_, n)| n).to_owned();
+        if self.rendered_for.as_deref().map(bare) == Some(bare(model_name)) {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let mut r = self.clone();
+        r.recount(tokens::counter_for_model(Some(model_name)).as_ref());
+        if let Some(b) = budget(self.model.as_ref(), self.context.as_ref(), Some(model_name)) {
+            r.fit_budget(b, Strategy::default())?;
+        }
+        r.rendered_for = Some(model_name.to_owned());
+        Ok(std::borrow::Cow::Owned(r))
+    }
+
     fn fit_budget(&mut self, budget: Budget, strategy: Strategy) -> Result<(), Error> {
         let limit = usize::try_from(budget.max_tokens.saturating_sub(budget.reserve_output))
             .unwrap_or(usize::MAX);

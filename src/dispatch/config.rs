@@ -1,0 +1,331 @@
+//! Providers, retries, timeouts and limits.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::DispatchError;
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// OpenAI's chat completions (`POST {base}/chat/completions`): OpenAI
+    /// and every compatible server (DashScope, vLLM, Ollama, Azure, ...).
+    Openai,
+    /// Anthropic's messages API (`POST {base}/v1/messages`).
+    Anthropic,
+}
+
+/// Client-side limits for one provider: requests wait rather than fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Requests started per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Prompt tokens sent per minute (the rendered prompt's counted
+    /// tokens).
+    pub tokens_per_minute: Option<u32>,
+    /// Requests in flight at once (a stream counts until it ends).
+    pub concurrent: Option<u32>,
+}
+
+impl Limits {
+    /// No limits.
+    pub fn new() -> Limits {
+        Limits::default()
+    }
+
+    /// At most `n` requests started per minute.
+    pub fn requests_per_minute(mut self, n: u32) -> Limits {
+        self.requests_per_minute = Some(n);
+        self
+    }
+
+    /// At most `n` prompt tokens sent per minute.
+    pub fn tokens_per_minute(mut self, n: u32) -> Limits {
+        self.tokens_per_minute = Some(n);
+        self
+    }
+
+    /// At most `n` requests in flight.
+    pub fn concurrent(mut self, n: u32) -> Limits {
+        self.concurrent = Some(n);
+        self
+    }
+}
+
+/// Where and how to reach one provider. Holds the *name* of the variable
+/// with the key, never the key: keys are read from the environment at
+/// call time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProviderConfig {
+    /// The wire format.
+    pub kind: ProviderKind,
+    /// The API base: `https://api.openai.com/v1` (the chat completions path
+    /// is appended), `https://api.anthropic.com` (`/v1/messages` is
+    /// appended).
+    pub base_url: String,
+    /// The environment variable holding the key. `None`: send no key (a
+    /// local Ollama or vLLM).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Send the key in this header, as is, instead of the kind's usual one
+    /// (`Authorization: Bearer` for OpenAI, `x-api-key` for Anthropic):
+    /// `api-key` for Azure OpenAI.
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// Extra query parameters on every request (Azure's `api-version`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra headers on every request. Not for secrets: they are shown by
+    /// `Debug`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Client-side rate limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl ProviderConfig {
+    /// A provider of `kind` at `base_url`, keyed by the variable
+    /// `api_key_env` (or no key).
+    pub fn new(
+        kind: ProviderKind,
+        base_url: impl Into<String>,
+        api_key_env: Option<&str>,
+    ) -> ProviderConfig {
+        ProviderConfig {
+            kind,
+            base_url: base_url.into(),
+            api_key_env: api_key_env.map(str::to_owned),
+            auth_header: None,
+            query: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The same provider with client-side limits.
+    pub fn with_limits(mut self, limits: Limits) -> ProviderConfig {
+        self.limits = limits;
+        self
+    }
+
+    /// OpenAI: `OPENAI_BASE_URL` (default `https://api.openai.com/v1`),
+    /// key from `OPENAI_API_KEY`.
+    pub fn openai_from_env() -> ProviderConfig {
+        ProviderConfig::new(
+            ProviderKind::Openai,
+            env_or("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            Some("OPENAI_API_KEY"),
+        )
+    }
+
+    /// Anthropic: `ANTHROPIC_BASE_URL` (default `https://api.anthropic.com`),
+    /// key from `ANTHROPIC_API_KEY`.
+    pub fn anthropic_from_env() -> ProviderConfig {
+        ProviderConfig::new(
+            ProviderKind::Anthropic,
+            env_or("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+            Some("ANTHROPIC_API_KEY"),
+        )
+    }
+
+    pub(crate) fn endpoint(&self) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        match self.kind {
+            ProviderKind::Openai => format!("{base}/chat/completions"),
+            ProviderKind::Anthropic => format!("{base}/v1/messages"),
+        }
+    }
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// When and how often to retry.
+///
+/// Defaults follow the official OpenAI and Anthropic SDKs: 2 retries (3
+/// attempts), exponential backoff from 0.5 s up to 8 s with full jitter
+/// (each wait is uniform in `[0, min(max_delay, initial_delay * 2^n)]`),
+/// and a provider's `retry-after-ms`/`retry-after` honoured up to 60 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The backoff's first ceiling.
+    pub initial_delay: Duration,
+    /// The backoff's largest ceiling.
+    pub max_delay: Duration,
+    /// The longest `retry-after` honoured; longer ones are cut to this.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 2,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `max_retries` retries, other settings as default.
+    pub fn retries(max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Sets the backoff's first and largest ceilings.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> RetryPolicy {
+        self.initial_delay = initial;
+        self.max_delay = max.max(initial);
+        self
+    }
+
+    /// Sets the longest `retry-after` honoured.
+    pub fn max_retry_after(mut self, max: Duration) -> RetryPolicy {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// The wait before retry number `retry` (1-based): the provider's
+    /// `retry_after` (capped) when it gave one, else full jitter.
+    pub(crate) fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.max_retry_after);
+        }
+        let ceiling = self
+            .initial_delay
+            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
+            .min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// How long to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// Opening a connection (default 10 s).
+    pub connect: Duration,
+    /// A whole request; for a stream, until the response headers arrive
+    /// (default 600 s, as the official SDKs).
+    pub request: Duration,
+    /// Between two events of a stream (default 60 s).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(600),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Sets all three.
+    pub fn new(connect: Duration, request: Duration, idle: Duration) -> Timeouts {
+        Timeouts {
+            connect,
+            request,
+            idle,
+        }
+    }
+}
+
+/// One entry of `providers.yaml`: everything optional for the built-in
+/// names (`openai`, `anthropic`), which it then adjusts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderEntry {
+    kind: Option<ProviderKind>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    auth_header: Option<String>,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// Reads `providers.yaml`: a map of provider name to
+/// `{kind, base_url, api_key_env, auth_header, query, headers, limits}`.
+pub(crate) fn read_providers_file(
+    path: &Path,
+    builtin: &BTreeMap<String, ProviderConfig>,
+) -> Result<BTreeMap<String, ProviderConfig>, DispatchError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DispatchError::config(format!("cannot read {}: {e}", path.display())))?;
+    let entries: BTreeMap<String, ProviderEntry> = serde_saphyr::from_str(&text).map_err(|e| {
+        DispatchError::config(format!("{}: {}", path.display(), e.without_snippet()))
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, entry) in entries {
+        if name.is_empty() || name.contains(':') {
+            return Err(DispatchError::config(format!(
+                "{}: provider name `{name}` must be non-empty and have no `:`",
+                path.display()
+            )));
+        }
+        let base = builtin.get(&name);
+        let kind = entry.kind.or(base.map(|b| b.kind)).ok_or_else(|| {
+            DispatchError::config(format!(
+                "{}: provider `{name}` needs `kind: openai` or `kind: anthropic`",
+                path.display()
+            ))
+        })?;
+        let base_url = entry
+            .base_url
+            .or_else(|| base.filter(|b| b.kind == kind).map(|b| b.base_url.clone()))
+            .ok_or_else(|| {
+                DispatchError::config(format!(
+                    "{}: provider `{name}` needs a `base_url`",
+                    path.display()
+                ))
+            })?;
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(DispatchError::config(format!(
+                "{}: provider `{name}`: base_url `{base_url}` must start with http:// or https://",
+                path.display()
+            )));
+        }
+        out.insert(
+            name.clone(),
+            ProviderConfig {
+                kind,
+                base_url,
+                api_key_env: entry
+                    .api_key_env
+                    .or_else(|| base.and_then(|b| b.api_key_env.clone())),
+                auth_header: entry.auth_header,
+                query: entry.query,
+                headers: entry.headers,
+                limits: entry.limits,
+            },
+        );
+    }
+    Ok(out)
+}

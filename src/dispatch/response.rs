@@ -1,0 +1,117 @@
+//! The normalised answer of any provider, and stream events.
+
+use serde::Serialize;
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// A natural end, or a stop sequence (OpenAI `stop`; Anthropic
+    /// `end_turn`, `stop_sequence`).
+    Stop,
+    /// The output token limit (OpenAI `length`; Anthropic `max_tokens`).
+    Length,
+    /// The model wants tools called (OpenAI `tool_calls`/`function_call`;
+    /// Anthropic `tool_use`).
+    ToolCalls,
+    /// Filtered or refused (OpenAI `content_filter`; Anthropic `refusal`).
+    ContentFilter,
+    /// Anything else, as the provider said it.
+    Other(String),
+}
+
+impl FinishReason {
+    pub(crate) fn from_openai(s: &str) -> FinishReason {
+        match s {
+            "stop" => FinishReason::Stop,
+            "length" => FinishReason::Length,
+            "tool_calls" | "function_call" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            other => FinishReason::Other(other.to_owned()),
+        }
+    }
+
+    pub(crate) fn from_anthropic(s: &str) -> FinishReason {
+        match s {
+            "end_turn" | "stop_sequence" => FinishReason::Stop,
+            "max_tokens" => FinishReason::Length,
+            "tool_use" => FinishReason::ToolCalls,
+            "refusal" => FinishReason::ContentFilter,
+            other => FinishReason::Other(other.to_owned()),
+        }
+    }
+}
+
+/// A tool call the model asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    /// The provider's id for it (answer with a `tool` message carrying it).
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments, as the JSON text the model wrote.
+    pub arguments: String,
+}
+
+/// Token usage as the provider reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Prompt tokens (OpenAI `prompt_tokens`, Anthropic `input_tokens`).
+    pub input_tokens: u64,
+    /// Reply tokens (OpenAI `completion_tokens`, Anthropic
+    /// `output_tokens`).
+    pub output_tokens: u64,
+}
+
+/// A provider's answer, the same shape whoever answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Response {
+    /// The reply text (all text parts, concatenated).
+    pub text: String,
+    /// Tool calls, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// Why the model stopped, when it said.
+    pub finish_reason: Option<FinishReason>,
+    /// Token usage, when reported.
+    pub usage: Option<Usage>,
+    /// The provider that answered (`openai`, `anthropic`, a name from
+    /// `providers.yaml`).
+    pub provider: String,
+    /// The model that was asked (`gpt-4o-mini`): after a fallback, the
+    /// fallback's.
+    pub model: String,
+    /// The model id the provider reported (`gpt-4o-mini-2024-07-18`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<String>,
+    /// Whether a fallback answered because the primary model failed.
+    pub fallback: bool,
+    /// HTTP attempts made for this answer, over all models tried.
+    pub attempts: u32,
+    /// Whether the answer came from the response cache.
+    pub cached: bool,
+}
+
+/// One event of [`Client::stream`](super::Client::stream).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// More reply text.
+    Text(String),
+    /// A piece of a tool call: `id` and `name` come with the first piece of
+    /// call `index`, argument text in pieces after it.
+    ToolCall {
+        /// The call's position among this reply's calls.
+        index: usize,
+        /// The call's id (first piece only).
+        id: Option<String>,
+        /// The tool's name (first piece only).
+        name: Option<String>,
+        /// More argument JSON text.
+        arguments: String,
+    },
+    /// The end: everything received, put together, with finish reason and
+    /// usage. Always the last event of a successful stream.
+    Done(Response),
+}

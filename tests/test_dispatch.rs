@@ -1,0 +1,1024 @@
+//! Dispatch against a fake provider on 127.0.0.1 that speaks OpenAI's and
+//! Anthropic's wire formats and replays recorded SSE fixtures.
+#![cfg(feature = "dispatch")]
+
+mod fake;
+
+use std::fs;
+use std::time::Duration;
+
+use fake::{FakeProvider, Reply, fixture, recorded_body};
+use futures_util::StreamExt;
+use promptbook::dispatch::{
+    Client, ClientBuilder, DispatchError, FinishReason, Limits, ProviderConfig, ProviderKind,
+    Response, RetryPolicy, SendOptions, StreamEvent, TimeoutKind, Timeouts,
+};
+use promptbook::{Registry, Rendered};
+use serde_json::{Value, json};
+
+const KEY_ENV: &str = "PROMPTBOOK_TEST_KEY";
+
+fn key() -> String {
+    std::env::var(KEY_ENV).expect("PROMPTBOOK_TEST_KEY comes from .cargo/config.toml")
+}
+
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "oa.prompt.yaml",
+        "version: 1.0.0
+parameters:
+  q: string
+  history: {type: messages, default: []}
+model:
+  provider: openai
+  name: gpt-4o-mini
+  parameters: {temperature: 0.2, max_tokens: 50, top_k: 3}
+messages:
+  - role: system
+    content: Be brief.
+  - history: history
+  - role: user
+    content: '{{ q }}'
+",
+    ),
+    (
+        "an.prompt.yaml",
+        "version: 1.0.0
+parameters:
+  q: string
+  history: {type: messages, default: []}
+model:
+  provider: anthropic
+  name: claude-sonnet-4-5
+  parameters: {temperature: 0.5, stop: END, response_format: {type: json_object}}
+messages:
+  - role: system
+    content: Rule one.
+  - role: system
+    content: Rule two.
+  - history: history
+  - role: user
+    content: '{{ q }}'
+",
+    ),
+    (
+        "fb.prompt.yaml",
+        "version: 1.0.0
+parameters:
+  q: string
+model:
+  provider: openai
+  name: gpt-4o
+  parameters: {max_tokens: 20}
+  fallbacks: ['anthropic:claude-haiku-4-5']
+messages:
+  - role: user
+    content: '{{ q }}'
+",
+    ),
+    (
+        "det.prompt.yaml",
+        "version: 1.0.0
+model:
+  provider: openai
+  name: gpt-4o-mini
+  parameters: {temperature: 0}
+messages:
+  - role: user
+    content: Say hello.
+",
+    ),
+    (
+        "nomodel.prompt.yaml",
+        "version: 1.0.0
+messages:
+  - role: user
+    content: Hi.
+",
+    ),
+];
+
+fn registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in TEMPLATES {
+        fs::write(dir.path().join(name), text).unwrap();
+    }
+    let registry = Registry::load(dir.path()).unwrap();
+    (dir, registry)
+}
+
+fn render(name: &str, inputs: Value) -> Rendered {
+    let (_dir, registry) = registry();
+    registry.render(name, &inputs).unwrap()
+}
+
+fn builder(fake: &FakeProvider) -> ClientBuilder {
+    Client::builder()
+        .provider(
+            "openai",
+            ProviderConfig::new(
+                ProviderKind::Openai,
+                format!("{}/v1", fake.url),
+                Some(KEY_ENV),
+            ),
+        )
+        .provider(
+            "anthropic",
+            ProviderConfig::new(ProviderKind::Anthropic, fake.url.clone(), Some(KEY_ENV)),
+        )
+        .retry(
+            RetryPolicy::retries(2)
+                .backoff(Duration::from_millis(1), Duration::from_millis(5))
+                .max_retry_after(Duration::from_millis(50)),
+        )
+        .timeouts(Timeouts::new(
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        ))
+}
+
+fn client(fake: &FakeProvider) -> Client {
+    builder(fake).build().unwrap()
+}
+
+async fn collect(
+    client: &Client,
+    rendered: &Rendered,
+) -> (Vec<StreamEvent>, Option<DispatchError>) {
+    let mut events = Vec::new();
+    let mut stream = client.stream(rendered);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(e) => events.push(e),
+            Err(e) => return (events, Some(e)),
+        }
+    }
+    (events, None)
+}
+
+fn done(events: &[StreamEvent]) -> &Response {
+    match events.last() {
+        Some(StreamEvent::Done(r)) => r,
+        other => panic!("the stream did not end with Done: {other:?}"),
+    }
+}
+
+fn streamed_text(events: &[StreamEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------ wire format
+
+#[tokio::test]
+async fn openai_request_and_response_on_the_wire() {
+    let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json"))]);
+    let rendered = render(
+        "oa",
+        json!({"q": "Say hello", "history": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "12:00"}
+        ]}),
+    );
+    let response = client(&fake).send(&rendered).await.unwrap();
+
+    let [request] = fake.requests().try_into().unwrap();
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(
+        request.headers["authorization"],
+        format!("Bearer {}", key())
+    );
+    assert_eq!(request.headers["content-type"], "application/json");
+    assert_eq!(
+        request.body,
+        json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+                {"role": "tool", "content": "12:00", "tool_call_id": "call_1"},
+                {"role": "user", "content": "Say hello"}
+            ],
+            "temperature": 0.2,
+            "max_tokens": 50
+        }),
+        "top_k is Anthropic's and is not sent; content goes as plain strings"
+    );
+
+    assert_eq!(response.text, "Hello");
+    assert_eq!(response.finish_reason, Some(FinishReason::Stop));
+    let usage = response.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (10, 79));
+    assert_eq!(
+        (response.provider.as_str(), response.model.as_str()),
+        ("openai", "gpt-4o-mini")
+    );
+    assert_eq!(response.response_model.as_deref(), Some("frank/GLM-5.1"));
+    assert_eq!(response.attempts, 1);
+    assert!(!response.fallback && !response.cached);
+}
+
+#[tokio::test]
+async fn anthropic_request_is_adapted_and_its_answer_normalised() {
+    let fake = FakeProvider::start(vec![
+        Reply::json(&recorded_body("anthropic-recorded-text.json")),
+        Reply::json(&recorded_body("anthropic-recorded-tool.json")),
+    ]);
+    let rendered = render(
+        "an",
+        json!({"q": "And now?", "history": [
+            {"role": "assistant", "content": "Welcome back."},
+            {"role": "user", "content": "First"},
+            {"role": "user", "content": "Second"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "clock", "arguments": "{\"tz\":\"UTC\"}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "12:00"}
+        ]}),
+    );
+    let client = client(&fake);
+    let response = client.send(&rendered).await.unwrap();
+
+    let request = &fake.requests()[0];
+    assert_eq!(request.path, "/v1/messages");
+    assert_eq!(request.headers["x-api-key"], key());
+    assert_eq!(request.headers["anthropic-version"], "2023-06-01");
+    assert!(request.headers.get("authorization").is_none());
+    assert_eq!(
+        request.body,
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 4096,
+            "system": "Rule one.\n\nRule two.",
+            "messages": [
+                {"role": "user", "content": "(start of conversation)"},
+                {"role": "assistant", "content": "Welcome back."},
+                {"role": "user", "content": "First\n\nSecond"},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "clock", "input": {"tz": "UTC"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "12:00"},
+                    {"type": "text", "text": "And now?"}]}
+            ],
+            "temperature": 0.5,
+            "stop_sequences": ["END"]
+        }),
+        "system lifted out, same-role turns merged, a user turn first, max_tokens always, \
+         OpenAI-only response_format dropped"
+    );
+    assert!(response.text.starts_with("{\"items\""));
+    assert_eq!(response.finish_reason, Some(FinishReason::Stop));
+    let usage = response.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (406, 50));
+    assert_eq!(response.provider, "anthropic");
+
+    // A tool call in the answer is surfaced.
+    let response = client.send(&rendered).await.unwrap();
+    assert_eq!(response.finish_reason, Some(FinishReason::ToolCalls));
+    let [call] = response.tool_calls.try_into().unwrap();
+    assert_eq!(call.id, "toolu_01A9HHF5Ezy3oBrKmSgfASm9");
+    assert_eq!(call.name, "get_weather");
+    let args: Value = serde_json::from_str(&call.arguments).unwrap();
+    assert_eq!(args, json!({"location": "San Francisco, CA", "units": "f"}));
+}
+
+// -------------------------------------------------------------- streaming
+
+#[tokio::test]
+async fn openai_stream_replays_text_then_finish_and_usage() {
+    let fake = FakeProvider::start(vec![
+        Reply::Sse(fixture("openai-stream-length.sse")),
+        Reply::Sse(fixture("compatible-stream.sse")),
+    ]);
+    let rendered = render("oa", json!({"q": "Go"}));
+    let client = client(&fake);
+    let (events, error) = collect(&client, &rendered).await;
+    assert!(error.is_none(), "{error:?}");
+    let body = &fake.requests()[0].body;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    assert_eq!(streamed_text(&events), "{\"");
+    let r = done(&events);
+    assert_eq!(r.text, "{\"");
+    assert_eq!(r.finish_reason, Some(FinishReason::Length));
+    assert_eq!(
+        r.usage.map(|u| (u.input_tokens, u.output_tokens)),
+        Some((79, 1))
+    );
+
+    let (events, error) = collect(&client, &rendered).await;
+    assert!(error.is_none(), "{error:?}");
+    let r = done(&events);
+    assert_eq!(streamed_text(&events), r.text);
+    assert!(events.len() > 2, "text arrives in pieces: {events:?}");
+    assert_eq!(
+        r.usage.map(|u| (u.input_tokens, u.output_tokens)),
+        Some((15, 3))
+    );
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_are_surfaced_for_both_providers() {
+    let fake = FakeProvider::start(vec![
+        Reply::Sse(fixture("openai-stream-tool-call.sse")),
+        Reply::Sse(fixture("anthropic-stream-tool.sse")),
+    ]);
+    let client = client(&fake);
+    for template in ["oa", "an"] {
+        let rendered = render(template, json!({"q": "Weather in Paris?"}));
+        let (events, error) = collect(&client, &rendered).await;
+        assert!(error.is_none(), "{template}: {error:?}");
+        let r = done(&events);
+        assert_eq!(r.finish_reason, Some(FinishReason::ToolCalls), "{template}");
+        let [call] = r.tool_calls.clone().try_into().unwrap();
+        assert_eq!(call.name, "get_weather");
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args["city"], "Paris", "{template}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, StreamEvent::ToolCall { id: Some(_), .. })),
+            "{template}: the call's first piece carries its id"
+        );
+    }
+}
+
+#[tokio::test]
+async fn anthropic_stream_replays_the_sdk_fixture() {
+    let fake = FakeProvider::start(vec![Reply::Sse(fixture("anthropic-stream-basic.sse"))]);
+    let rendered = render("an", json!({"q": "Hi"}));
+    let (events, error) = collect(&client(&fake), &rendered).await;
+    assert!(error.is_none(), "{error:?}");
+    let texts: Vec<&StreamEvent> = events
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::Text(_)))
+        .collect();
+    assert_eq!(texts.len(), 3, "one event per delta: {events:?}");
+    let r = done(&events);
+    assert_eq!(r.text, "Hello there!");
+    assert_eq!(r.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(
+        r.usage.map(|u| (u.input_tokens, u.output_tokens)),
+        Some((11, 6))
+    );
+    assert_eq!(r.response_model.as_deref(), Some("claude-3-opus-latest"));
+    assert_eq!(fake.requests()[0].body["stream"], true);
+}
+
+// ----------------------------------------------------------------- faults
+
+#[tokio::test]
+async fn rate_limits_are_retried_honouring_retry_after() {
+    let fake = FakeProvider::start(vec![
+        Reply::Status(429, vec![("retry-after-ms", "5".into())], "{}".into()),
+        Reply::json(&fixture("openai-chat.json")),
+    ]);
+    let r = client(&fake)
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap();
+    assert_eq!((r.attempts, fake.count()), (2, 2));
+
+    // Always 429: three attempts, then the classified error with the wait
+    // the provider asked for (a long one is capped, so this test is quick).
+    let fake = FakeProvider::start(vec![
+        Reply::Status(
+            429,
+            vec![("retry-after", "30".into())],
+            r#"{"error":{"message":"slow down"}}"#.into()
+        );
+        3
+    ]);
+    let e = client(&fake)
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DispatchError::RateLimited { .. }), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+    assert!(e.to_string().contains("slow down"), "{e}");
+    assert_eq!(fake.count(), 3);
+}
+
+#[tokio::test]
+async fn server_errors_and_overload_are_retried_then_classified() {
+    let fake = FakeProvider::start(vec![Reply::error(500, "boom"); 3]);
+    let e = client(&fake)
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, DispatchError::Unavailable { status: 500, .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        fake.count(),
+        3,
+        "2 retries = 3 attempts, like the official SDKs"
+    );
+
+    let fake = FakeProvider::start(vec![
+        Reply::error(529, "Overloaded"),
+        Reply::json(&recorded_body("anthropic-recorded-text.json")),
+    ]);
+    let r = client(&fake)
+        .send(&render("an", json!({"q": "x"})))
+        .await
+        .unwrap();
+    assert_eq!((r.attempts, fake.count()), (2, 2));
+
+    for status in [408, 409] {
+        let fake = FakeProvider::start(vec![
+            Reply::error(status, "try again"),
+            Reply::json(&fixture("openai-chat.json")),
+        ]);
+        let r = client(&fake)
+            .send(&render("oa", json!({"q": "x"})))
+            .await
+            .unwrap();
+        assert_eq!(r.attempts, 2, "{status}");
+    }
+
+    // Retries are configurable.
+    let fake = FakeProvider::start(vec![Reply::error(503, "down"); 6]);
+    let client = builder(&fake)
+        .retry(RetryPolicy::retries(4).backoff(Duration::from_millis(1), Duration::from_millis(2)))
+        .build()
+        .unwrap();
+    let e = client
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DispatchError::Unavailable { status: 503, .. }));
+    assert_eq!(fake.count(), 5);
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let fake = FakeProvider::start(vec![Reply::error(400, "messages: too many roles")]);
+    let e = client(&fake)
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    match &e {
+        DispatchError::InvalidRequest {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 400);
+            assert_eq!(message, "messages: too many roles");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.count(), 1);
+
+    let fake = FakeProvider::start(vec![Reply::error(401, "Incorrect API key")]);
+    let e = client(&fake)
+        .send(&render("an", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, DispatchError::Authentication { status: 401, .. }),
+        "{e:?}"
+    );
+    assert_eq!(fake.count(), 1);
+}
+
+#[tokio::test]
+async fn a_hang_past_the_timeout_is_a_timeout() {
+    let fake = FakeProvider::start(vec![
+        Reply::Hang(Duration::from_secs(30), "{}".into()),
+        Reply::Hang(Duration::from_secs(30), "{}".into()),
+    ]);
+    let client = builder(&fake)
+        .retry(RetryPolicy::retries(1).backoff(Duration::from_millis(1), Duration::from_millis(1)))
+        .timeouts(Timeouts::new(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_millis(200),
+        ))
+        .build()
+        .unwrap();
+    let e = client
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DispatchError::Timeout {
+                kind: TimeoutKind::Request,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(fake.count(), 2, "a timeout is retried");
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_hits_the_idle_timeout() {
+    let basic = fixture("anthropic-stream-basic.sse");
+    let head: String = basic.split_inclusive("\n\n").take(4).collect(); // through "Hello"
+    let fake = FakeProvider::start(vec![Reply::Stall(head)]);
+    let client = builder(&fake)
+        .timeouts(Timeouts::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_millis(300),
+        ))
+        .build()
+        .unwrap();
+    let (events, error) = collect(&client, &render("an", json!({"q": "x"}))).await;
+    assert_eq!(streamed_text(&events), "Hello");
+    match error {
+        Some(DispatchError::Stream {
+            partial, message, ..
+        }) => {
+            assert_eq!(partial.text, "Hello");
+            assert!(message.contains("idle"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.count(), 1, "text was delivered: no silent retry");
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_message_surfaces_what_arrived_and_is_not_retried() {
+    let basic = fixture("anthropic-stream-basic.sse");
+    let head: String = basic.split_inclusive("\n\n").take(5).collect(); // "Hello", " there"
+    let fake = FakeProvider::start(vec![Reply::Cut(head), Reply::Sse(basic.clone())]);
+    let (events, error) = collect(&client(&fake), &render("an", json!({"q": "x"}))).await;
+    assert_eq!(streamed_text(&events), "Hello there");
+    match error {
+        Some(DispatchError::Stream { partial, .. }) => {
+            assert_eq!(partial.text, "Hello there");
+            assert_eq!(partial.usage.map(|u| u.input_tokens), Some(11));
+        }
+        other => panic!("expected a stream error, got {other:?} after {events:?}"),
+    }
+    assert_eq!(fake.count(), 1);
+
+    // Cut before any text: nothing was delivered, so it is retried.
+    let start: String = basic.split_inclusive("\n\n").take(1).collect();
+    let fake = FakeProvider::start(vec![Reply::Cut(start), Reply::Sse(basic)]);
+    let (events, error) = collect(&client(&fake), &render("an", json!({"q": "x"}))).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(done(&events).text, "Hello there!");
+    assert_eq!(done(&events).attempts, 2);
+    assert_eq!(fake.count(), 2);
+
+    // An OpenAI stream that ends without a finish reason is incomplete.
+    let full = fixture("compatible-stream.sse");
+    let head: String = full.split_inclusive("\n\n").take(2).collect();
+    let fake = FakeProvider::start(vec![Reply::Sse(head)]);
+    let (_, error) = collect(&client(&fake), &render("oa", json!({"q": "x"}))).await;
+    assert!(
+        matches!(error, Some(DispatchError::Stream { .. })),
+        "{error:?}"
+    );
+    assert_eq!(fake.count(), 1);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_classified_error_not_a_panic() {
+    let fake = FakeProvider::start(vec![Reply::json("{\"choices\": [")]);
+    let e = client(&fake)
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DispatchError::Stream { .. }), "{e:?}");
+    assert!(e.to_string().contains("not valid JSON"), "{e}");
+    assert_eq!(fake.count(), 1, "garbage is not retried");
+
+    let fake = FakeProvider::start(vec![Reply::Sse("data: {\"choices\": [\n\n".into())]);
+    let (_, error) = collect(&client(&fake), &render("oa", json!({"q": "x"}))).await;
+    match error {
+        Some(e @ DispatchError::Stream { .. }) => assert!(e.to_string().contains("malformed")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.count(), 1);
+}
+
+// ------------------------------------------------------------- fallbacks
+
+#[tokio::test]
+async fn fallbacks_answer_when_the_primary_stays_down() {
+    let mut script = vec![Reply::error(503, "down"); 3];
+    script.push(Reply::json(&recorded_body("anthropic-recorded-text.json")));
+    let fake = FakeProvider::start(script);
+    let r = client(&fake)
+        .send(&render("fb", json!({"q": "x"})))
+        .await
+        .unwrap();
+    assert!(r.fallback);
+    assert_eq!(
+        (r.provider.as_str(), r.model.as_str()),
+        ("anthropic", "claude-haiku-4-5")
+    );
+    assert_eq!(r.attempts, 4);
+    let requests = fake.requests();
+    assert_eq!(requests[2].path, "/v1/chat/completions");
+    assert_eq!(requests[3].path, "/v1/messages");
+    assert_eq!(requests[3].body["model"], "claude-haiku-4-5");
+    assert_eq!(
+        requests[3].body["max_tokens"], 20,
+        "the template's max_tokens"
+    );
+
+    // A bad request is the caller's problem: no fallback.
+    let fake = FakeProvider::start(vec![Reply::error(400, "bad")]);
+    let e = client(&fake)
+        .send(&render("fb", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DispatchError::InvalidRequest { .. }));
+    assert_eq!(fake.count(), 1);
+
+    // The same for streams, before any text.
+    let mut script = vec![Reply::error(500, "down"); 3];
+    script.push(Reply::Sse(fixture("anthropic-stream-basic.sse")));
+    let fake = FakeProvider::start(script);
+    let (events, error) = collect(&client(&fake), &render("fb", json!({"q": "x"}))).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(done(&events).fallback);
+}
+
+#[tokio::test]
+async fn the_model_can_be_overridden_per_call() {
+    let fake = FakeProvider::start(vec![Reply::json(&recorded_body(
+        "anthropic-recorded-text.json",
+    ))]);
+    let r = client(&fake)
+        .send_with(
+            &render("oa", json!({"q": "x"})),
+            &SendOptions::new().model("anthropic:claude-opus-4-5"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.provider.as_str(), r.model.as_str()),
+        ("anthropic", "claude-opus-4-5")
+    );
+    assert_eq!(fake.requests()[0].body["model"], "claude-opus-4-5");
+}
+
+// ---------------------------------------------------- config and secrets
+
+#[tokio::test]
+async fn missing_keys_and_unknown_providers_fail_before_any_request() {
+    let fake = FakeProvider::start(vec![]);
+    let client = builder(&fake)
+        .provider(
+            "openai",
+            ProviderConfig::new(
+                ProviderKind::Openai,
+                fake.url.clone(),
+                Some("PROMPTBOOK_SURELY_UNSET_KEY"),
+            ),
+        )
+        .build()
+        .unwrap();
+    let e = client
+        .send(&render("oa", json!({"q": "x"})))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DispatchError::Config { .. }));
+    assert!(e.to_string().contains("PROMPTBOOK_SURELY_UNSET_KEY"), "{e}");
+
+    let c = self::client(&fake);
+    for model in ["nosuch:gpt-4o", "openai:"] {
+        let e = c
+            .send_with(
+                &render("oa", json!({"q": "x"})),
+                &SendOptions::new().model(model),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DispatchError::Config { .. }), "{model}: {e:?}");
+    }
+    let e = c.send(&render("nomodel", json!({}))).await.unwrap_err();
+    assert!(e.to_string().contains("model"), "{e}");
+    assert_eq!(fake.count(), 0);
+}
+
+#[tokio::test]
+async fn providers_yaml_declares_compatible_endpoints() {
+    let fake = FakeProvider::start(vec![Reply::Sse(fixture("compatible-stream.sse"))]);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("providers.yaml"),
+        format!(
+            "qwen:\n  kind: openai\n  base_url: {}/compatible-mode/v1\n  api_key_env: {KEY_ENV}\n  \
+             query: {{api-version: '2024-10-21'}}\n  limits: {{concurrent: 2}}\n\
+             local:\n  kind: openai\n  base_url: {}/ollama/v1\n",
+            fake.url, fake.url
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("q.prompt.yaml"),
+        "version: 1.0.0\nmodel: {provider: qwen, name: qwen-plus}\nmessages:\n  - role: user\n    content: hi\n",
+    )
+    .unwrap();
+    let registry = Registry::load(dir.path()).unwrap();
+    let rendered = registry.render("q", &json!({})).unwrap();
+    let client = Client::builder()
+        .template_root(dir.path())
+        .unwrap()
+        .build()
+        .unwrap();
+    let (events, error) = collect(&client, &rendered).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(done(&events).provider, "qwen");
+    let request = &fake.requests()[0];
+    assert_eq!(
+        request.path,
+        "/compatible-mode/v1/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(
+        request.headers["authorization"],
+        format!("Bearer {}", key())
+    );
+
+    // A provider without a key sends none.
+    let fake2 = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json"))]);
+    fs::write(
+        dir.path().join("providers.yaml"),
+        format!(
+            "local:\n  kind: openai\n  base_url: {}/ollama/v1\n",
+            fake2.url
+        ),
+    )
+    .unwrap();
+    let client = Client::builder()
+        .template_root(dir.path())
+        .unwrap()
+        .build()
+        .unwrap();
+    client
+        .send_with(&rendered, &SendOptions::new().model("local:llama3.1:8b"))
+        .await
+        .unwrap();
+    let request = &fake2.requests()[0];
+    assert!(request.headers.get("authorization").is_none());
+    assert_eq!(request.body["model"], "llama3.1:8b");
+
+    // A bad file says which and why.
+    fs::write(
+        dir.path().join("providers.yaml"),
+        "qwen:\n  base_url: http://x\n",
+    )
+    .unwrap();
+    let e = Client::builder().template_root(dir.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("providers.yaml") && e.to_string().contains("kind"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn concurrency_limits_make_requests_wait_not_fail() {
+    let slow = || Reply::Hang(Duration::from_millis(100), fixture("openai-chat.json"));
+    let fake = FakeProvider::start(vec![slow(), slow(), slow(), slow()]);
+    let client = builder(&fake)
+        .provider(
+            "openai",
+            ProviderConfig::new(
+                ProviderKind::Openai,
+                format!("{}/v1", fake.url),
+                Some(KEY_ENV),
+            )
+            .with_limits(Limits::new().concurrent(1)),
+        )
+        .build()
+        .unwrap();
+    let rendered = render("oa", json!({"q": "x"}));
+    let results = futures_util::future::join_all((0..4).map(|_| client.send(&rendered))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(fake.count(), 4);
+    assert_eq!(fake.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn request_and_token_rate_limits_wait_for_their_turn() {
+    // One request a minute; ten prompt tokens a minute (less than one
+    // prompt, which then takes a whole minute's budget).
+    for limits in [
+        Limits::new().requests_per_minute(1),
+        Limits::new().tokens_per_minute(10),
+    ] {
+        let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json")); 2]);
+        let client = builder(&fake)
+            .provider(
+                "openai",
+                ProviderConfig::new(
+                    ProviderKind::Openai,
+                    format!("{}/v1", fake.url),
+                    Some(KEY_ENV),
+                )
+                .with_limits(limits),
+            )
+            .build()
+            .unwrap();
+        let rendered = render("oa", json!({"q": "x"}));
+        client.send(&rendered).await.unwrap();
+        // The second is a minute away: still waiting, not failed, long
+        // after the first went through.
+        let second = tokio::time::timeout(Duration::from_millis(300), client.send(&rendered)).await;
+        assert!(
+            second.is_err(),
+            "{limits:?}: the second request did not wait: {second:?}"
+        );
+        assert_eq!(fake.count(), 1, "{limits:?}");
+    }
+}
+
+#[tokio::test]
+async fn deterministic_calls_can_be_cached() {
+    let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json")); 3]);
+    let cached = builder(&fake)
+        .cache(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let det = render("det", json!({}));
+    let first = cached.send(&det).await.unwrap();
+    let second = cached.send(&det).await.unwrap();
+    assert_eq!(fake.count(), 1);
+    assert!(!first.cached && second.cached);
+    assert_eq!(first.text, second.text);
+    // temperature 0.2 is not deterministic: not cached.
+    let creative = render("oa", json!({"q": "x"}));
+    cached.send(&creative).await.unwrap();
+    cached.send(&creative).await.unwrap();
+    assert_eq!(fake.count(), 3);
+}
+
+// -------------------------------------------------------------------- CLI
+
+fn send_cli(fake: &FakeProvider, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args([
+            "send",
+            "support/triage",
+            "--var",
+            "ticket=My invoice is wrong",
+            "--dir",
+            "templates",
+        ])
+        .args(args)
+        .env("OPENAI_BASE_URL", format!("{}/v1", fake.url))
+        .env("ANTHROPIC_BASE_URL", &fake.url)
+        .env("OPENAI_API_KEY", key())
+        .env("ANTHROPIC_API_KEY", key())
+        .env_remove("PROMPTBOOK_DIR")
+        .env_remove("PROMPTBOOK_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn cli_send_prints_the_reply_its_json_or_its_stream() {
+    let fake = FakeProvider::start(vec![
+        Reply::json(&fixture("openai-chat.json")),
+        Reply::json(&fixture("openai-chat.json")),
+        Reply::Sse(fixture("compatible-stream.sse")),
+        Reply::Sse(fixture("anthropic-stream-basic.sse")),
+    ]);
+    let (ok, stdout, stderr) = send_cli(&fake, &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "Hello\n");
+    assert!(stderr.contains("openai:gpt-4o-mini"), "{stderr}");
+    let body = &fake.requests()[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["response_format"], json!({"type": "json_object"}));
+    assert_eq!(
+        body["messages"].as_array().unwrap().last().unwrap()["content"],
+        "My invoice is wrong"
+    );
+
+    let (ok, stdout, _) = send_cli(&fake, &["--json"]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["text"], "Hello");
+    assert_eq!(v["finish_reason"], "stop");
+    assert_eq!(v["usage"], json!({"input_tokens": 10, "output_tokens": 79}));
+    assert_eq!(
+        (v["provider"].as_str(), v["model"].as_str()),
+        (Some("openai"), Some("gpt-4o-mini"))
+    );
+
+    let (ok, stdout, stderr) = send_cli(&fake, &["--stream"]);
+    assert!(ok, "{stderr}");
+    let expected = {
+        fixture("compatible-stream.sse")
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect::<String>()
+    };
+    assert_eq!(stdout, format!("{expected}\n"));
+
+    let (ok, stdout, stderr) = send_cli(
+        &fake,
+        &["--stream", "--model", "anthropic:claude-haiku-4-5"],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "Hello there!\n");
+    assert_eq!(fake.requests()[3].path, "/v1/messages");
+    assert_eq!(fake.count(), 4);
+}
+
+#[test]
+fn cli_send_fails_cleanly_with_the_classified_error() {
+    let fake = FakeProvider::start(vec![Reply::error(400, "Invalid 'messages'")]);
+    let (ok, stdout, stderr) = send_cli(&fake, &[]);
+    assert!(!ok);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("invalid request (HTTP 400): Invalid 'messages'"),
+        "{stderr}"
+    );
+
+    // No key: nothing is sent.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args([
+            "send",
+            "support/triage",
+            "--var",
+            "ticket=x",
+            "--dir",
+            "templates",
+        ])
+        .env("OPENAI_BASE_URL", format!("{}/v1", fake.url))
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
+    assert_eq!(fake.count(), 1);
+}
+
+#[tokio::test]
+async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
+    let turn = "lorem ipsum dolor sit amet ".repeat(20); // ~100 tokens
+    let history: Vec<Value> = (0..200)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("{i}: {turn}")}))
+        .collect();
+    let rendered = render("oa", json!({"q": "Sum it up", "history": history}));
+    assert_eq!(
+        rendered.messages.len(),
+        202,
+        "gpt-4o-mini's 128k window holds it all"
+    );
+
+    let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json"))]);
+    client(&fake)
+        .send_with(&rendered, &SendOptions::new().model("openai:gpt-4"))
+        .await
+        .unwrap();
+    let sent = fake.requests()[0].body["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(sent.len() < 202, "not truncated for gpt-4's 8k window");
+    assert_eq!(
+        sent[0]["content"], "Be brief.",
+        "template messages are kept"
+    );
+    assert_eq!(sent[1]["role"], "user", "history restarts on a user turn");
+    assert_eq!(sent.last().unwrap()["content"], "Sum it up");
+    assert!(
+        sent[1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", 200 - (sent.len() - 2))),
+        "oldest dropped first"
+    );
+    let messages: Vec<promptbook::Message> = serde_json::from_value(Value::Array(sent)).unwrap();
+    let counted =
+        promptbook::count_messages(&*promptbook::counter_for_model(Some("gpt-4")), &messages);
+    assert!(
+        counted.total <= 8_192 - 50,
+        "{} tokens do not fit",
+        counted.total
+    );
+}
