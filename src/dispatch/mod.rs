@@ -407,10 +407,9 @@ impl Client {
         let timeout = self.inner.timeouts.request;
         let work = async {
             let res = self.post(target, prepared).await?;
-            let bytes = res
-                .bytes()
-                .await
-                .map_err(|e| transport_error(provider, &e, prepared.key.as_ref()))?;
+            let bytes = res.bytes().await.map_err(|e| {
+                transport_error(provider, &e, prepared.key.as_ref(), &self.inner.timeouts)
+            })?;
             let value: Value =
                 serde_json::from_slice(&bytes).map_err(|e| DispatchError::Stream {
                     provider: provider.clone(),
@@ -493,7 +492,9 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| transport_error(provider, &e, prepared.key.as_ref()))?;
+            .map_err(|e| {
+                transport_error(provider, &e, prepared.key.as_ref(), &self.inner.timeouts)
+            })?;
         let status = res.status();
         if status.is_success() {
             return Ok(res);
@@ -511,14 +512,19 @@ impl Client {
     /// failure ends the stream with [`DispatchError::Stream`] holding what
     /// was received.
     ///
-    /// Must be called within a tokio runtime (the request runs on a task of
-    /// its own, which stops when the stream is dropped).
+    /// The request runs on a tokio task of its own, which stops when the
+    /// stream is dropped; outside a tokio runtime the stream yields one
+    /// [`DispatchError::Config`].
     pub fn stream(&self, rendered: &Rendered) -> EventStream {
         self.stream_with(rendered, &SendOptions::new())
     }
 
     /// [`stream`](Client::stream) with overrides.
     pub fn stream_with(&self, rendered: &Rendered, options: &SendOptions) -> EventStream {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let e = DispatchError::config("Client::stream must be called within a tokio runtime");
+            return Box::pin(futures_util::stream::iter([Err(e)]));
+        };
         // Forward each event as it comes: a channel of one.
         let (tx, rx) = mpsc::channel(1);
         let client = self.clone();
@@ -526,7 +532,7 @@ impl Client {
         let options = options.clone();
         let span = call_span(&rendered, true);
         let started = Instant::now();
-        tokio::spawn(
+        runtime.spawn(
             async move {
                 let result = client.stream_inner(&rendered, &options, &tx).await;
                 let span = tracing::Span::current();
@@ -909,7 +915,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .or_else(|| number("retry-after").map(Duration::from_secs_f64))
 }
 
-fn transport_error(provider: &str, e: &reqwest::Error, key: Option<&ApiKey>) -> DispatchError {
+fn transport_error(
+    provider: &str,
+    e: &reqwest::Error,
+    key: Option<&ApiKey>,
+    timeouts: &Timeouts,
+) -> DispatchError {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -919,14 +930,15 @@ fn transport_error(provider: &str, e: &reqwest::Error, key: Option<&ApiKey>) -> 
     }
     let message = scrub(message, key);
     if e.is_timeout() {
+        let (kind, after) = if e.is_connect() {
+            (TimeoutKind::Connect, timeouts.connect)
+        } else {
+            (TimeoutKind::Request, timeouts.request)
+        };
         return DispatchError::Timeout {
             provider: provider.to_owned(),
-            kind: if e.is_connect() {
-                TimeoutKind::Connect
-            } else {
-                TimeoutKind::Request
-            },
-            after: Duration::ZERO,
+            kind,
+            after,
         };
     }
     DispatchError::Retryable {
