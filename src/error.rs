@@ -37,6 +37,10 @@ pub enum ErrorKind {
     /// The rendered prompt does not fit its token budget even with all the
     /// history it may drop dropped.
     Budget,
+    /// A render hit one of its [`RenderLimits`](crate::RenderLimits):
+    /// fuel, recursion, output size, input size or input depth. The message
+    /// names the limit.
+    Limit,
 }
 
 impl ErrorKind {
@@ -52,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Lint => "lint error",
             ErrorKind::Load => "load error",
             ErrorKind::Budget => "over token budget",
+            ErrorKind::Limit => "resource limit",
         }
     }
 }

@@ -77,6 +77,7 @@ mod body;
 #[cfg(feature = "dispatch")]
 pub mod dispatch;
 mod error;
+mod limits;
 mod memo;
 mod message;
 mod reference;
@@ -94,6 +95,7 @@ mod watch;
 #[cfg(feature = "dispatch")]
 pub use dispatch::{Client, DispatchError, Response, StreamEvent};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
+pub use limits::RenderLimits;
 pub use message::{Message, Role};
 pub use reference::{Reference, Selector};
 pub use registry::{Registry, lint};

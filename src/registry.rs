@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::body::{self, CompiledBody};
 use crate::error::{Diagnostic, Error, ErrorKind, Location, Severity};
+use crate::limits::RenderLimits;
 use crate::message::Role;
 use crate::reference::Reference;
 use crate::schema::{self, InputSchema, SchemaMismatch};
@@ -33,6 +34,7 @@ struct Inner {
     index: Arc<Index>,
     env: Environment<'static>,
     warnings: Vec<Diagnostic>,
+    limits: RenderLimits,
 }
 
 /// Templates by name, each name's versions in ascending order.
@@ -206,11 +208,31 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 root: root.into(),
-                env: environment(index.clone()),
+                env: environment(index.clone(), &RenderLimits::default()),
                 index,
                 warnings: Vec::new(),
+                limits: RenderLimits::default(),
             }),
         }
+    }
+
+    /// The same templates under other [`RenderLimits`]. Cheap: the loaded
+    /// templates are shared.
+    pub fn with_limits(&self, limits: RenderLimits) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                root: self.inner.root.clone(),
+                index: self.inner.index.clone(),
+                env: environment(self.inner.index.clone(), &limits),
+                warnings: self.inner.warnings.clone(),
+                limits,
+            }),
+        }
+    }
+
+    /// The limits every render of this registry runs under.
+    pub fn limits(&self) -> &RenderLimits {
+        &self.inner.limits
     }
 
     /// The directory the templates were loaded from.
@@ -765,8 +787,7 @@ fn load_input_schema(src: &SourceFile, value: &Value) -> Result<(Value, Vec<Stri
             if value.as_object().is_some_and(|o| o.len() > 1) {
                 return Err("a `$ref` input_schema must hold nothing but the `$ref`".into());
             }
-            let base = src.path.parent().unwrap_or(Path::new("."));
-            let path = base.join(r);
+            let path = schema_path(src, r)?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read input schema {}: {e}", path.display()))?;
             serde_json::from_str::<Value>(&text)
@@ -793,6 +814,33 @@ fn load_input_schema(src: &SourceFile, value: &Value) -> Result<(Value, Vec<Stri
         }
     }
     Ok((schema, history))
+}
+
+/// Where an `input_schema` `$ref` points: relative to the file, and never
+/// outside the template root (after resolving `..` and symlinks).
+fn schema_path(src: &SourceFile, r: &str) -> Result<PathBuf, String> {
+    let refuse = || format!("input schema `$ref: {r}` leads outside the template root; refused");
+    if r.contains(['\\', '\0']) || Path::new(r).is_absolute() {
+        return Err(refuse());
+    }
+    let base = src.path.parent().unwrap_or(Path::new("."));
+    // The root is as many folders above the file as its name has segments
+    // beyond the first.
+    let mut root = base.to_path_buf();
+    for _ in 1..src.name.split('/').count() {
+        root.pop();
+    }
+    let path = base.join(r);
+    let (Ok(real_root), Ok(real)) = (root.canonicalize(), path.canonicalize()) else {
+        return Err(format!(
+            "cannot read input schema {}: no such file",
+            path.display()
+        ));
+    };
+    if !real.starts_with(&real_root) {
+        return Err(refuse());
+    }
+    Ok(path)
 }
 
 /// Builds the Jinja source of a manifest's `messages:`/`blocks:`, keeping
@@ -1238,7 +1286,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         v.sort_by(|a, b| a.template.version.cmp(&b.template.version));
     }
     let index = Arc::new(index);
-    let env = environment(index.clone());
+    let env = environment(index.clone(), &RenderLimits::default());
 
     // Compile every template and lint its variables.
     let mut used_cache: HashMap<String, Option<HashSet<String>>> = HashMap::new();
@@ -1318,6 +1366,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             index,
             env,
             warnings: warnings.clone(),
+            limits: RenderLimits::default(),
         }),
     };
     Ok(Analysis {
@@ -1453,8 +1502,10 @@ fn find_use(source: &str, var: &str) -> Option<(u32, u32)> {
 
 /// The Jinja environment: strict undefined, trim and lstrip blocks, no
 /// auto-escaping, templates loaded from the in-memory index.
-fn environment(index: Arc<Index>) -> Environment<'static> {
+fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(limits.fuel);
+    env.set_recursion_limit(limits.recursion);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -1499,7 +1550,25 @@ pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
     {
         message.push_str(&format!(" (`{snippet}`)"));
     }
-    let mut err = Error::new(ErrorKind::Template, message);
+    let kind = match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => {
+            message =
+                "the render ran out of fuel: it did more work than RenderLimits::fuel allows \
+                       (a runaway loop, or strings built too large?)"
+                    .to_owned();
+            ErrorKind::Limit
+        }
+        minijinja::ErrorKind::InvalidOperation
+            if e.detail().is_some_and(|d| d.contains("recursion limit")) =>
+        {
+            message = "the render nested macro calls, includes or blocks deeper than \
+                       RenderLimits::recursion allows (runaway recursion?)"
+                .to_owned();
+            ErrorKind::Limit
+        }
+        _ => ErrorKind::Template,
+    };
+    let mut err = Error::new(kind, message);
     if let Some(entry) = entry {
         let line = e.line().map(|l| l as u32);
         let column = match (&span, entry.form) {

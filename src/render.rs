@@ -156,6 +156,7 @@ impl Registry {
         let entry = self.entry(reference)?;
         let t = &entry.template;
         let id = t.id();
+        let limits = *self.limits();
         let mut inputs = match serde_json::to_value(inputs) {
             Ok(Value::Object(map)) => map,
             Ok(Value::Null) => Map::new(),
@@ -177,6 +178,7 @@ impl Registry {
                 .with_source(e));
             }
         };
+        check_input_size(&inputs, &limits, &id)?;
         for p in &t.parameters {
             if let (Some(d), false) = (&p.default, inputs.contains_key(&p.name)) {
                 inputs.insert(p.name.clone(), d.clone());
@@ -205,6 +207,17 @@ impl Registry {
             .render(ctx)
             .map_err(|e| jinja_error(&e, self.index()))?;
 
+        if output.len() > limits.max_output_bytes {
+            return Err(Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "{id} rendered {} bytes, over RenderLimits::max_output_bytes ({})",
+                    output.len(),
+                    limits.max_output_bytes
+                ),
+            )
+            .with_location(crate::error::Location::file(&t.path)));
+        }
         let (messages, origins) =
             assemble(&output, &inputs, entry.implicit_user).map_err(|msg| {
                 Error::new(ErrorKind::Template, msg)
@@ -235,6 +248,46 @@ impl Registry {
         }
         Ok(rendered)
     }
+}
+
+/// Inputs deeper or larger than the limits are refused before anything
+/// walks them recursively.
+fn check_input_size(
+    inputs: &Map<String, Value>,
+    limits: &crate::RenderLimits,
+    id: &str,
+) -> Result<(), Error> {
+    let (mut depth, mut bytes) = (0, 0);
+    for (k, v) in inputs {
+        let (d, b) = crate::limits::measure(
+            v,
+            limits.max_input_depth,
+            limits.max_input_bytes.saturating_sub(bytes),
+        );
+        depth = depth.max(d + 1);
+        bytes += b + k.len();
+        if depth > limits.max_input_depth {
+            return Err(Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "invalid input for {id}: /{k} nests deeper than RenderLimits::max_input_depth ({})",
+                    limits.max_input_depth
+                ),
+            )
+            .with_parameter(format!("/{k}"), "maxDepth"));
+        }
+        if bytes > limits.max_input_bytes {
+            return Err(Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "invalid input for {id}: the inputs are larger than RenderLimits::max_input_bytes ({} bytes; /{k} passes it)",
+                    limits.max_input_bytes
+                ),
+            )
+            .with_parameter(format!("/{k}"), "maxBytes"));
+        }
+    }
+    Ok(())
 }
 
 /// The prompt's budget: `max_tokens` (from `context:`, else the model's

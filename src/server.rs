@@ -266,7 +266,7 @@ fn api_error(status: StatusCode, kind: &str, message: String) -> Response {
 fn error_response(e: &Error) -> Response {
     let status = match e.kind() {
         ErrorKind::Reference => StatusCode::NOT_FOUND,
-        ErrorKind::InvalidInput | ErrorKind::Budget | ErrorKind::Template => {
+        ErrorKind::InvalidInput | ErrorKind::Budget | ErrorKind::Template | ErrorKind::Limit => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -55,6 +55,7 @@ impl ReloadEvent {
 
 struct Shared {
     root: PathBuf,
+    limits: Mutex<crate::RenderLimits>,
     current: ArcSwap<Registry>,
     reloading: Mutex<()>,
     state: Mutex<State>,
@@ -132,6 +133,7 @@ impl WatchedRegistry {
     ) -> Result<WatchedRegistry, Error> {
         let shared = Arc::new(Shared {
             root: root.clone(),
+            limits: Mutex::new(crate::RenderLimits::default()),
             current: ArcSwap::from_pointee(registry),
             reloading: Mutex::new(()),
             state: Mutex::new(State {
@@ -190,6 +192,21 @@ impl WatchedRegistry {
         self.shared.reload()
     }
 
+    /// Renders from now on (the current registry and every reload) run
+    /// under `limits`.
+    pub fn set_limits(&self, limits: crate::RenderLimits) {
+        *self.shared.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        let _one_at_a_time = self
+            .shared
+            .reloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let current = self.shared.current.load_full();
+        self.shared
+            .current
+            .store(Arc::new(current.with_limits(limits)));
+    }
+
     /// The watched directory.
     pub fn root(&self) -> &Path {
         &self.shared.root
@@ -204,7 +221,8 @@ impl Shared {
     fn reload(&self) -> ReloadEvent {
         // One reload at a time, so events go out in generation order.
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let event = match Registry::load(&self.root) {
+        let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let event = match Registry::load(&self.root).map(|r| with_limits(r, limits)) {
             Ok(new) => self.swap_in(new),
             Err(e) => self.keep_last_good(&e),
         };
@@ -288,6 +306,14 @@ fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::syn
             }
             None => return,
         }
+    }
+}
+
+fn with_limits(registry: Registry, limits: crate::RenderLimits) -> Registry {
+    if limits == crate::RenderLimits::default() {
+        registry
+    } else {
+        registry.with_limits(limits)
     }
 }
 

@@ -129,3 +129,53 @@ fn history_is_spliced_as_data() {
     assert_eq!(r.messages[1].role, Role::User);
     let _: &Value = &history;
 }
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings built from role-line shapes, template syntax, marker
+    /// characters, line breaks of every kind and arbitrary Unicode.
+    fn hostile() -> impl Strategy<Value = String> {
+        let fragment = prop_oneof![
+            Just("system:".to_owned()),
+            Just("user:".to_owned()),
+            Just("assistant:".to_owned()),
+            Just("tool:".to_owned()),
+            Just("developer:".to_owned()),
+            Just("# user:".to_owned()),
+            Just("\n".to_owned()),
+            Just("\r\n".to_owned()),
+            Just("\r".to_owned()),
+            Just("\u{2028}".to_owned()),
+            Just("\u{85}".to_owned()),
+            Just("{{".to_owned()),
+            Just("}}".to_owned()),
+            Just("{%".to_owned()),
+            Just("%}".to_owned()),
+            Just("{#".to_owned()),
+            Just("---".to_owned()),
+            Just("\u{FDD0}".to_owned()),
+            Just("\u{FDD1}".to_owned()),
+            Just("r:".to_owned()),
+            Just("h:history".to_owned()),
+            Just(" ".to_owned()),
+            "[a-z]{1,4}",
+            any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(fragment, 0..24).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// No generated value, in any input slot, changes the structure.
+        #[test]
+        fn generated_values_never_change_the_message_structure(v in hostile()) {
+            let registry = Registry::load("tests/fixtures/injection").unwrap();
+            for name in ["body", "manifest"] {
+                let baseline = structure(&registry, name, "harmless");
+                prop_assert_eq!(structure(&registry, name, &v), baseline, "{}: {:?}", name, v);
+            }
+        }
+    }
+}

@@ -379,3 +379,71 @@ fn serve_refuses_a_public_address_without_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--allow-remote"), "{stderr}");
 }
+
+/// 1,000 render requests at once, one in five invalid and one in fifty a
+/// runaway template: every valid one gets its correct render, every other
+/// a JSON error, and the server is still up.
+#[test]
+fn the_server_survives_a_burst_of_concurrent_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(Path::new("templates"), dir.path());
+    fs::write(
+        dir.path().join("runaway@1.0.0.prompt.jinja"),
+        "---\nversion: 1.0.0\n---\nuser:\n{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let server = Server::start(dir.path());
+    let url = format!("{}/api/render", server.url);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcomes = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(WAIT * 4).build().unwrap();
+        let requests = (0..1000).map(|i| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let body = match i % 50 {
+                    0 => json!({"template": "runaway"}),
+                    n if n % 5 == 1 => json!({"template": "support/triage", "inputs": {"ticket": i}}),
+                    _ => json!({"template": "support/triage", "inputs": {"ticket": format!("ticket {i}")}}),
+                };
+                let res = client.post(&url).json(&body).send().await.unwrap();
+                let status = res.status();
+                let value: Value = res.json().await.unwrap();
+                (i, status, value)
+            }
+        });
+        futures_util::future::join_all(requests).await
+    });
+    for (i, status, value) in outcomes {
+        match i % 50 {
+            0 => {
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{value}");
+                assert!(
+                    value["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("RenderLimits::fuel")
+                );
+            }
+            n if n % 5 == 1 => {
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+                assert_eq!(value["error"]["parameter"], "/ticket");
+            }
+            _ => {
+                assert_eq!(status, StatusCode::OK, "{value}");
+                let last = value["messages"]
+                    .as_array()
+                    .unwrap()
+                    .last()
+                    .unwrap()
+                    .clone();
+                assert_eq!(last["content"], format!("ticket {i}"));
+            }
+        }
+    }
+    assert_eq!(get(&server, "/api/status")["generation"], 1);
+}

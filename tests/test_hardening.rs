@@ -1,0 +1,350 @@
+//! Hostile templates, hostile inputs and bad files: errors, never hangs,
+//! crashes or escapes.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use promptbook::{ErrorKind, Registry, RenderLimits};
+use serde_json::json;
+
+fn root(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn body(text: &str) -> String {
+    format!("---\nversion: 1.0.0\n---\n{text}")
+}
+
+/// Runs `f` on a thread with a default-sized (2 MiB) stack, as servers'
+/// worker threads have, and fails if it takes unreasonably long.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap();
+    handle.join().expect("the render thread crashed")
+}
+
+const RUNAWAY: &[(&str, &str)] = &[
+    (
+        "loop",
+        "user:\n{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
+    ),
+    (
+        "recursion",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}user:\n{{ f(0) }}",
+    ),
+    (
+        "doubling",
+        "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}user:\n{{ ns.s|length }}",
+    ),
+    ("repeat", "user:\n{{ 'ab' * 1000000000 }}"),
+    (
+        "recursive_include",
+        "user:\n{% include 'recursive_include@1' %}",
+    ),
+];
+
+#[test]
+fn runaway_templates_fail_fast_naming_the_limit_and_the_registry_keeps_serving() {
+    let mut files: Vec<(String, String)> = RUNAWAY
+        .iter()
+        .map(|(name, text)| (format!("{name}@1.0.0.prompt.jinja"), body(text)))
+        .collect();
+    files.push(("ok@1.0.0.prompt.jinja".into(), body("user:\nhello")));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = root(&files);
+    let registry = Registry::load(dir.path()).unwrap();
+    for (name, _) in RUNAWAY {
+        let r = registry.clone();
+        let started = Instant::now();
+        let owned = name.to_string();
+        let result = on_small_stack(move || r.render(&owned, &json!({})).map(|_| ()));
+        let elapsed = started.elapsed();
+        let e = result.expect_err(name);
+        let text = e.to_string();
+        assert!(
+            matches!(e.kind(), ErrorKind::Limit | ErrorKind::Template),
+            "{name}: {text}"
+        );
+        assert!(
+            text.contains("RenderLimits::")
+                || text.contains("too large")
+                || text.contains("too many"),
+            "{name}: the error does not name the limit: {text}"
+        );
+        eprintln!("{name}: {elapsed:?}: {text}");
+        assert_eq!(
+            registry.render("ok", &json!({})).unwrap().messages[0].content,
+            "hello"
+        );
+    }
+}
+
+#[test]
+fn input_documents_have_size_and_depth_limits() {
+    let dir = root(&[(
+        "t@1.0.0.prompt.jinja",
+        "---\nversion: 1.0.0\nparameters:\n  doc: {}\n---\nuser:\n{{ doc|tojson }}",
+    )]);
+    let registry = Registry::load(dir.path()).unwrap();
+
+    // Nested deeper than the limit: refused before anything recurses.
+    let mut deep = json!("leaf");
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    let e = registry.render("t", &json!({"doc": deep})).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit, "{e}");
+    assert!(
+        e.to_string().contains("RenderLimits::max_input_depth"),
+        "{e}"
+    );
+    assert_eq!(e.parameter(), Some("/doc"));
+
+    // Bigger than the limit.
+    let small = registry.with_limits(RenderLimits::new().max_input_bytes(1000));
+    let e = small
+        .render("t", &json!({"doc": "x".repeat(2000)}))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit);
+    assert!(
+        e.to_string().contains("RenderLimits::max_input_bytes"),
+        "{e}"
+    );
+    assert!(small.render("t", &json!({"doc": "x".repeat(100)})).is_ok());
+
+    // Output over its limit.
+    let small = registry.with_limits(RenderLimits::new().max_output_bytes(50));
+    let e = small
+        .render("t", &json!({"doc": "x".repeat(100)}))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Limit);
+    assert!(
+        e.to_string().contains("RenderLimits::max_output_bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn limits_are_configurable() {
+    let dir = root(&[(
+        "t@1.0.0.prompt.jinja",
+        &body("user:\n{% for i in range(1000) %}{{ i }}{% endfor %}"),
+    )]);
+    let registry = Registry::load(dir.path()).unwrap();
+    assert!(registry.render("t", &json!({})).is_ok());
+    let tight = registry.with_limits(RenderLimits::new().fuel(Some(500)));
+    assert_eq!(tight.limits().fuel, Some(500));
+    assert_eq!(
+        tight.render("t", &json!({})).unwrap_err().kind(),
+        ErrorKind::Limit
+    );
+    let unlimited = registry.with_limits(RenderLimits::new().fuel(None));
+    assert!(unlimited.render("t", &json!({})).is_ok());
+}
+
+#[cfg(unix)]
+#[test]
+fn the_loader_never_reads_outside_the_root() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(
+        outside.path().join("secret.prompt.yaml"),
+        "version: 1.0.0\nmessages:\n  - role: user\n    content: TOP-SECRET\n",
+    )
+    .unwrap();
+    let dir = root(&[(
+        "ok.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - role: user\n    content: hi\n",
+    )]);
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.prompt.yaml"),
+        dir.path().join("leak.prompt.yaml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("linked")).unwrap();
+    match Registry::load(dir.path()) {
+        Ok(registry) => {
+            let names: Vec<&str> = registry.names().collect();
+            assert_eq!(names, ["ok"], "a symlink out of the root was followed");
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!text.contains("TOP-SECRET"));
+            assert!(text.contains("outside"), "{text}");
+        }
+    }
+
+    // An input schema `$ref` stays inside the root too.
+    fs::write(
+        outside.path().join("schema.json"),
+        r#"{"type": "object", "properties": {"stolen": {"type": "string"}}}"#,
+    )
+    .unwrap();
+    let rel = format!("{}/schema.json", pathdiff(outside.path(), dir.path()));
+    for r in [
+        rel.as_str(),
+        outside.path().join("schema.json").to_str().unwrap(),
+    ] {
+        let d = root(&[
+            (
+                "ok.prompt.yaml",
+                "version: 1.0.0\nmessages:\n  - role: user\n    content: hi\n",
+            ),
+            (
+                "s.prompt.yaml",
+                &format!(
+                    "version: 1.0.0\ninput_schema: {{$ref: '{r}'}}\nmessages:\n  - role: user\n    content: hi\n"
+                ),
+            ),
+        ]);
+        let e = Registry::load(d.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("outside the template root"),
+            "{r}: {e}"
+        );
+    }
+
+    // References and includes resolve only through the registry.
+    let registry = Registry::load(
+        root(&[(
+            "ok.prompt.yaml",
+            "version: 1.0.0\nmessages:\n  - role: user\n    content: hi\n",
+        )])
+        .path(),
+    )
+    .unwrap();
+    for bad in [
+        "../ok",
+        "/etc/passwd",
+        "a\\b",
+        "ok\0",
+        "./ok",
+        "ok/..",
+        "C:\\x",
+    ] {
+        let e = registry.render(bad, &json!({})).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Reference, "{bad:?}: {e}");
+    }
+    for include in ["../../etc/passwd", "/etc/passwd", "..\\\\x"] {
+        let dir = root(&[(
+            "t@1.0.0.prompt.jinja",
+            &body(&format!("user:\n{{% include '{include}' %}}")),
+        )]);
+        let e = Registry::load(dir.path()).unwrap_err();
+        assert!(!e.to_string().contains("root:x:0:0"), "{e}");
+        assert!(e.problems()[0].location().is_some(), "{e}");
+    }
+}
+
+/// `to` relative to `from`'s folder, with `..`s (both absolute).
+fn pathdiff(to: &std::path::Path, from: &std::path::Path) -> String {
+    let depth = from.components().count() - 1;
+    let mut out = "../".repeat(depth);
+    out.push_str(to.strip_prefix("/").unwrap().to_str().unwrap());
+    out
+}
+
+#[test]
+fn malformed_files_are_errors_with_their_file() {
+    let cases: &[(&str, &[u8])] = &[
+        ("utf8.prompt.yaml", b"version: 1.0.0\nmessages:\n  - role: user\n    content: \xff\xfe\n"),
+        ("nul.prompt.jinja", b"---\nversion: 1.0.0\n---\nuser:\nhello\0world\n"),
+        ("bom_only.prompt.yaml", b"\xef\xbb\xbf"),
+        ("empty.prompt.jinja", b""),
+        (
+            "bomb.prompt.yaml",
+            b"version: 1.0.0\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\ni: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\nmessages: *i\n",
+        ),
+        ("deep.prompt.yaml", &[b'['; 100_000]),
+        (
+            "nested_if.prompt.jinja",
+            format!("---\nversion: 1.0.0\n---\nuser:\n{}x{}", "{% if true %}".repeat(5000), "{% endif %}".repeat(5000)).leak().as_bytes(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(name), bytes).unwrap();
+        let path = dir.path().to_owned();
+        let started = Instant::now();
+        let result = on_small_stack(move || Registry::load(&path).map(|_| ()));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+        let e = result.expect_err(name);
+        let problem = e.problems()[0].to_string();
+        assert!(problem.contains(name), "{name}: {problem}");
+    }
+}
+
+#[test]
+fn odd_unicode_in_inputs_is_data() {
+    let registry = Registry::load("templates").unwrap();
+    for odd in [
+        "\u{202E}gnp.exe\u{202C}",
+        "zero\u{200B}width\u{FEFF}joiner\u{200D}",
+        "\u{FFFD}\u{FFFF}\u{10FFFF}",
+        "line\u{2028}sep\u{2029}para\u{85}nel",
+        "e\u{301}\u{301}\u{301}",
+    ] {
+        let r = registry
+            .render("support/triage", &json!({"ticket": odd}))
+            .unwrap();
+        assert_eq!(r.messages.last().unwrap().content, odd.trim());
+        assert_eq!(r.messages.len(), 6);
+    }
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn lone_surrogates_and_bad_json_inputs_are_errors_not_panics() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    for input in [
+        r#"{"ticket": "\ud800"}"#,
+        r#"{"ticket": "\udc00x"}"#,
+        "{\"ticket\": \"a\u{0}b\"}",
+        &format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)),
+        "\u{feff}{}",
+        "",
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+            .args([
+                "render",
+                "support/triage",
+                "--dir",
+                "templates",
+                "--input",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{input:?}: {stderr}");
+        assert!(out.status.code().is_some(), "{input:?}: killed by a signal");
+        if !out.status.success() {
+            assert!(stderr.starts_with("error:"), "{input:?}: {stderr}");
+        }
+    }
+}
