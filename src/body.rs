@@ -22,8 +22,23 @@ pub(crate) const MARK_OPEN: char = '\u{FDD0}';
 /// Closes a marker.
 pub(crate) const MARK_CLOSE: char = '\u{FDD1}';
 
-pub(crate) fn role_marker(role: Role) -> String {
-    format!("{MARK_OPEN}r:{role}{MARK_CLOSE}")
+pub(crate) fn role_marker(role: Role, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{MARK_OPEN}r:{role}:{name}{MARK_CLOSE}"),
+        None => format!("{MARK_OPEN}r:{role}{MARK_CLOSE}"),
+    }
+}
+
+/// Which role-line grammar a body is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) enum Grammar {
+    /// `system:`, `user:`, `assistant:`, `tool:` or `developer:` alone on a
+    /// line, lowercase.
+    #[default]
+    Native,
+    /// Prompty's markers: optionally after `#`, any case, with optional
+    /// attributes (`user[name="Bob"]:`).
+    Prompty,
 }
 
 pub(crate) fn splice_marker(param: &str) -> String {
@@ -186,7 +201,17 @@ pub(crate) struct CompiledBody {
 
 /// Replaces role and splice lines with markers; see the module docs.
 /// `is_history` tells whether a name is a `messages` parameter.
+#[cfg(test)]
 pub(crate) fn compile_body(body: &str, is_history: &dyn Fn(&str) -> bool) -> CompiledBody {
+    compile_body_as(body, is_history, Grammar::Native)
+}
+
+/// [`compile_body`] in a given role-line grammar.
+pub(crate) fn compile_body_as(
+    body: &str,
+    is_history: &dyn Fn(&str) -> bool,
+    grammar: Grammar,
+) -> CompiledBody {
     let tokens = tokenize(body);
     let mut out = CompiledBody {
         source: String::with_capacity(body.len() + 64),
@@ -219,13 +244,17 @@ pub(crate) fn compile_body(body: &str, is_history: &dyn Fn(&str) -> bool) -> Com
         let lead = content.len() - content.trim_start().len();
         let at = offset + lead;
         let mut replaced = None;
-        if let Some(role) = role_line(trimmed) {
+        let found = match grammar {
+            Grammar::Native => role_line(trimmed).map(|r| (r, None)),
+            Grammar::Prompty => prompty_role_line(trimmed),
+        };
+        if let Some((role, name)) = found {
             let i = tokens.partition_point(|t| t.end <= at);
             if tokens
                 .get(i)
                 .is_some_and(|t| t.kind == Tok::Text && t.start <= at)
             {
-                replaced = Some(role_marker(role));
+                replaced = Some(role_marker(role, name.as_deref()));
                 out.has_role_lines = true;
                 first_role.get_or_insert(at);
                 role_lines.push(at);
@@ -298,6 +327,30 @@ fn role_line(trimmed: &str) -> Option<Role> {
     trimmed.strip_suffix(':')?.parse().ok()
 }
 
+/// Prompty's role markers: `system:`, `# User:`, `assistant[name="Bob"]:`.
+/// Returns the role and the `name` attribute, if any.
+pub(crate) fn prompty_role_line(trimmed: &str) -> Option<(Role, Option<String>)> {
+    let s = trimmed.strip_prefix('#').unwrap_or(trimmed).trim_start();
+    let s = s.strip_suffix(':')?.trim_end();
+    let (role, attrs) = match s.split_once('[') {
+        Some((role, rest)) => (role.trim_end(), Some(rest.strip_suffix(']')?)),
+        None => (s, None),
+    };
+    let role: Role = role.to_ascii_lowercase().parse().ok()?;
+    let name = attrs.and_then(|attrs| {
+        attrs.split(',').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim() == "name").then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+        })
+    });
+    // Marker characters cannot occur (files may not hold them); keep the
+    // marker well-formed anyway.
+    Some((
+        role,
+        name.filter(|n| !n.is_empty() && !n.contains([MARK_OPEN, MARK_CLOSE])),
+    ))
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -310,7 +363,7 @@ fn is_identifier(s: &str) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Piece<'a> {
     Text(&'a str),
-    Role(Role),
+    Role(Role, Option<&'a str>),
     Splice(&'a str),
 }
 
@@ -332,7 +385,10 @@ pub(crate) fn split_output(out: &str) -> Result<Vec<Piece<'_>>, String> {
             .ok_or("a role marker is not closed (a template wrote U+FDD0 by hand)")?;
         let code = &after[..close];
         pieces.push(match code.split_once(':') {
-            Some(("r", role)) => Piece::Role(role.parse::<Role>()?),
+            Some(("r", role)) => match role.split_once(':') {
+                Some((role, name)) => Piece::Role(role.parse::<Role>()?, Some(name)),
+                None => Piece::Role(role.parse::<Role>()?, None),
+            },
             Some(("h", param)) => Piece::Splice(param),
             _ => return Err(format!("unknown role marker {code:?}")),
         });
@@ -393,7 +449,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .filter_map(|p| match p {
-                Piece::Role(r) => Some(r.to_string()),
+                Piece::Role(r, _) => Some(r.to_string()),
                 Piece::Splice(h) => Some(format!("<{h}>")),
                 Piece::Text(_) => None,
             })
@@ -408,6 +464,24 @@ mod tests {
         );
         let c = compile("system:\nx\n");
         assert_eq!(c.source.lines().count(), 2, "lines are preserved");
+    }
+
+    #[test]
+    fn prompty_markers_follow_its_grammar() {
+        let role = |s: &str| prompty_role_line(s).map(|(r, n)| (r.to_string(), n));
+        assert_eq!(role("# User:"), Some(("user".into(), None)));
+        assert_eq!(role("ASSISTANT:"), Some(("assistant".into(), None)));
+        assert_eq!(role("developer:"), Some(("developer".into(), None)));
+        assert_eq!(
+            role("user[name=\"Alice\"]:"),
+            Some(("user".into(), Some("Alice".into())))
+        );
+        assert_eq!(
+            role("user[name=Bob, id=7]:"),
+            Some(("user".into(), Some("Bob".into())))
+        );
+        assert_eq!(role("The user: said"), None);
+        assert_eq!(role("user: hi"), None);
     }
 
     #[test]
@@ -520,7 +594,7 @@ mod proptests {
             let c = compile_body(&src, &|n| n == "history");
             prop_assert_eq!(c.source.matches('\n').count(), src.matches('\n').count());
             let pieces = split_output(&c.source).unwrap();
-            let roles = pieces.iter().filter(|p| matches!(p, Piece::Role(_))).count();
+            let roles = pieces.iter().filter(|p| matches!(p, Piece::Role(..))).count();
             prop_assert_eq!(roles > 0, c.has_role_lines);
         }
 

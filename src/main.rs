@@ -87,6 +87,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a Prompty file to a native `.prompt.jinja` template.
+    Convert {
+        /// The `.prompty` file.
+        file: PathBuf,
+        /// Where to write: a path, or `-` for stdout. Default: next to the
+        /// input, as `STEM@VERSION.prompt.jinja`.
+        #[arg(short, long, value_name = "FILE|-")]
+        output: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the JSON Schema of template files.
     Schema,
     /// Serve the playground page and the JSON API, reloading templates as
@@ -239,6 +251,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let inputs = read_inputs(input.as_deref(), &vars)?;
             return send(&dir.dir, &reference, &inputs, model, stream, json);
+        }
+        Command::Convert {
+            file,
+            output,
+            force,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let converted = promptbook::convert_prompty(&text)
+                .with_context(|| format!("cannot convert {}", file.display()))?;
+            for w in &converted.warnings {
+                eprintln!("warning: {}: {w}", file.display());
+            }
+            let target = output.unwrap_or_else(|| {
+                let stem = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(|n| n.strip_suffix(".prompty").unwrap_or(n))
+                    .unwrap_or("converted");
+                let stem = stem.split_once('@').map_or(stem, |(s, _)| s);
+                file.with_file_name(format!("{stem}@{}.prompt.jinja", converted.version))
+            });
+            if target.as_os_str() == "-" {
+                io::stdout().lock().write_all(converted.text.as_bytes())?;
+            } else {
+                if target.exists() && !force {
+                    bail!("{} exists; pass --force to overwrite it", target.display());
+                }
+                std::fs::write(&target, &converted.text)
+                    .with_context(|| format!("cannot write {}", target.display()))?;
+                eprintln!(
+                    "wrote {}; remove {} once you have checked it (both define the same template)",
+                    target.display(),
+                    file.display()
+                );
+            }
         }
         Command::Schema => {
             let mut out = io::stdout().lock();

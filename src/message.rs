@@ -18,11 +18,21 @@ pub enum Role {
     Assistant,
     /// The result of a tool call.
     Tool,
+    /// Instructions from the application developer: OpenAI's name for a
+    /// system message to its reasoning models, and a Prompty role. Sent to
+    /// OpenAI as is, to Anthropic as system text.
+    Developer,
 }
 
 impl Role {
     /// All roles, in the order they are documented.
-    pub const ALL: [Role; 4] = [Role::System, Role::User, Role::Assistant, Role::Tool];
+    pub const ALL: [Role; 5] = [
+        Role::System,
+        Role::User,
+        Role::Assistant,
+        Role::Tool,
+        Role::Developer,
+    ];
 
     /// The lowercase name used in files and on the wire.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +41,7 @@ impl Role {
             Role::User => "user",
             Role::Assistant => "assistant",
             Role::Tool => "tool",
+            Role::Developer => "developer",
         }
     }
 }
@@ -48,7 +59,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role `{s}` (expected system, user, assistant or tool)"))
+            .ok_or_else(|| {
+                format!("unknown role `{s}` (expected system, user, assistant, tool or developer)")
+            })
     }
 }
 
@@ -102,7 +115,7 @@ pub(crate) fn history_item_schema() -> serde_json::Value {
         "type": "object",
         "required": ["role", "content"],
         "properties": {
-            "role": {"enum": ["system", "user", "assistant", "tool"]},
+            "role": {"enum": ["system", "user", "assistant", "tool", "developer"]},
             "content": {"type": ["string", "null"]},
             "name": {"type": "string"},
             "tool_call_id": {"type": "string"},

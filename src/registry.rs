@@ -13,6 +13,7 @@ use crate::body::{self, CompiledBody};
 use crate::error::{Diagnostic, Error, ErrorKind, Location, Severity};
 use crate::limits::RenderLimits;
 use crate::message::Role;
+use crate::prompty::Dialect;
 use crate::reference::Reference;
 use crate::schema::{self, InputSchema, SchemaMismatch};
 use crate::template::{
@@ -33,6 +34,8 @@ struct Inner {
     root: PathBuf,
     index: Arc<Index>,
     env: Environment<'static>,
+    /// Prompty's rendering rules, for `.prompty` templates.
+    prompty_env: Environment<'static>,
     warnings: Vec<Diagnostic>,
     limits: RenderLimits,
 }
@@ -52,6 +55,8 @@ pub(crate) struct Entry {
     pub form: FileForm,
     /// The body has no role line: its text is one `user` message.
     pub implicit_user: bool,
+    /// Native or Prompty rules.
+    pub dialect: Dialect,
 }
 
 /// A registry serialises as its catalog, the JSON of `promptbook list
@@ -209,6 +214,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 root: root.into(),
                 env: environment(index.clone(), &RenderLimits::default()),
+                prompty_env: prompty_environment(index.clone(), &RenderLimits::default()),
                 index,
                 warnings: Vec::new(),
                 limits: RenderLimits::default(),
@@ -224,6 +230,7 @@ impl Registry {
                 root: self.inner.root.clone(),
                 index: self.inner.index.clone(),
                 env: environment(self.inner.index.clone(), &limits),
+                prompty_env: prompty_environment(self.inner.index.clone(), &limits),
                 warnings: self.inner.warnings.clone(),
                 limits,
             }),
@@ -318,8 +325,12 @@ impl Registry {
         self.inner.index.resolve(reference)
     }
 
-    pub(crate) fn env(&self) -> &Environment<'static> {
-        &self.inner.env
+    pub(crate) fn env_for(&self, dialect: Dialect) -> &Environment<'static> {
+        if dialect.is_prompty() {
+            &self.inner.prompty_env
+        } else {
+            &self.inner.env
+        }
     }
 
     pub(crate) fn index(&self) -> &Index {
@@ -904,20 +915,9 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                         );
                         continue;
                     };
-                    if e.name.is_some() {
-                        // Names ride along in the marker-less form: rare
-                        // enough that we keep the structure simple.
-                        errors.push(
-                            Error::new(
-                                ErrorKind::Syntax,
-                                "`name:` on a template message is not supported yet",
-                            )
-                            .with_location(at.clone()),
-                        );
-                    }
                     let content_line = content.referenced.line() + src.span_line_offset;
                     pad_to(&mut out, &mut line, content_line);
-                    out.push_str(&body::role_marker(r));
+                    out.push_str(&body::role_marker(r, e.name.as_deref()));
                     out.push_str(&content.value);
                     line += content.value.matches('\n').count() as u64;
                 }
@@ -993,7 +993,12 @@ fn compile_jinja_body(
         return (String::new(), Some(false));
     };
     let history = resolved.history_params();
-    let compiled: CompiledBody = body::compile_body(&b.text, &|n| history.contains(n));
+    let grammar = if src.dialect.is_prompty() {
+        body::Grammar::Prompty
+    } else {
+        body::Grammar::Native
+    };
+    let compiled: CompiledBody = body::compile_body_as(&b.text, &|n| history.contains(n), grammar);
     let at = |offset: usize| {
         let (l, c) = line_col(&b.text, offset);
         Location::at(&src.path, l + b.first_line - 1, Some(c))
@@ -1011,8 +1016,11 @@ fn compile_jinja_body(
     // body line keeps its number.
     let mut out = String::new();
     let standalone = resolved.extends.is_none() || compiled.roles_outside_blocks;
-    let implicit_user = standalone.then_some(!compiled.has_role_lines);
-    if standalone {
+    // Prompty: text before the first marker is system, never user.
+    let implicit_user = standalone.then_some(!compiled.has_role_lines && !src.dialect.is_prompty());
+    if src.dialect.is_prompty() {
+        // Prompty: text before the first marker is a system message.
+    } else if standalone {
         if let Some(pos) = compiled.text_before_first_role {
             errors.push(
                 Error::new(
@@ -1134,6 +1142,13 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
                         .with_location(src.at_span(&src.manifest.version)),
                     );
                     continue;
+                }
+                for (at, message) in &src.warnings {
+                    warnings.push(Diagnostic::new(
+                        Severity::Warning,
+                        at.clone(),
+                        message.clone(),
+                    ));
                 }
                 content_keys.insert(key.clone(), content_key);
                 sources.insert(key, src);
@@ -1278,6 +1293,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             source,
             form: src.form,
             implicit_user,
+            dialect: src.dialect,
         });
         ENTRIES.put(res.memo_key, entry.clone());
         index.by_name.entry(key.0.clone()).or_default().push(entry);
@@ -1324,15 +1340,18 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
                         Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c))
                     })
                     .unwrap_or_else(|| Location::file(&src.path));
-                errors.push(
-                    Error::new(
-                        ErrorKind::Lint,
-                        format!(
-                            "`{var}` is used but is neither a parameter nor set in the template"
-                        ),
-                    )
-                    .with_location(location),
-                );
+                let message =
+                    format!("`{var}` is used but is neither a parameter nor set in the template");
+                if entry.dialect.is_strict() {
+                    errors.push(Error::new(ErrorKind::Lint, message).with_location(location));
+                } else {
+                    // Prompty renders an undeclared variable empty.
+                    warnings.push(Diagnostic::new(
+                        Severity::Warning,
+                        location,
+                        format!("{message} (it renders empty)"),
+                    ));
+                }
             }
             // Static includes must resolve.
             for (target, offset) in static_refs(&entry.source) {
@@ -1363,6 +1382,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
     let registry = Registry {
         inner: Arc::new(Inner {
             root: root.to_owned(),
+            prompty_env: prompty_environment(index.clone(), &RenderLimits::default()),
             index,
             env,
             warnings: warnings.clone(),
@@ -1526,6 +1546,33 @@ fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static>
             minijinja::ErrorKind::InvalidOperation,
             e.message().to_owned(),
         )),
+    });
+    env
+}
+
+/// Prompty's rendering rules: no `trim_blocks`/`lstrip_blocks`, undefined
+/// values (and attributes of them) render empty, `none` renders empty,
+/// booleans render `true`/`false` and a float without a fraction renders as
+/// an integer (as Prompty's runtimes print them).
+fn prompty_environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static> {
+    let mut env = environment(index, limits);
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_syntax(minijinja::syntax::SyntaxConfig::default());
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            return Ok(());
+        }
+        if value.kind() == minijinja::value::ValueKind::Bool {
+            let text = if value.is_true() { "true" } else { "false" };
+            return out.write_str(text).map_err(minijinja::Error::from);
+        }
+        if value.kind() == minijinja::value::ValueKind::Number {
+            let text = value.to_string();
+            if let Some(int) = text.strip_suffix(".0") {
+                return out.write_str(int).map_err(minijinja::Error::from);
+            }
+        }
+        minijinja::escape_formatter(out, state, value)
     });
     env
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::body::{self, Piece};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Message, Role};
+use crate::prompty::Dialect;
 use crate::registry::{Registry, exact_ref, jinja_error};
 use crate::template::{ContextConfig, ModelConfig};
 use crate::tokens::{self, TokenCounter, TokenReport};
@@ -185,7 +186,10 @@ impl Registry {
             }
         }
         let inputs = Value::Object(inputs);
-        entry.schema.validate(&inputs, &id)?;
+        // Prompty files render what they are given, unless strict.
+        if entry.dialect.is_strict() {
+            entry.schema.validate(&inputs, &id)?;
+        }
 
         // What Jinja sees: every declared parameter present (null when
         // optional and absent), and no string able to carry a role marker.
@@ -200,7 +204,7 @@ impl Registry {
 
         let name = exact_ref(&t.name, &t.version);
         let template = self
-            .env()
+            .env_for(entry.dialect)
             .get_template(&name)
             .map_err(|e| jinja_error(&e, self.index()))?;
         let output = template
@@ -218,8 +222,8 @@ impl Registry {
             )
             .with_location(crate::error::Location::file(&t.path)));
         }
-        let (messages, origins) =
-            assemble(&output, &inputs, entry.implicit_user).map_err(|msg| {
+        let (messages, origins) = assemble(&output, &inputs, entry.implicit_user, entry.dialect)
+            .map_err(|msg| {
                 Error::new(ErrorKind::Template, msg)
                     .with_location(crate::error::Location::file(&t.path))
             })?;
@@ -436,39 +440,83 @@ fn assemble(
     output: &str,
     inputs: &Value,
     implicit_user: bool,
+    dialect: Dialect,
 ) -> Result<(Vec<Message>, Vec<Origin>), String> {
+    /// A message being written: role, name, text, and whether a role line
+    /// opened it (Prompty keeps such a message even when empty).
+    struct Open {
+        role: Role,
+        name: Option<String>,
+        text: String,
+        explicit: bool,
+    }
+    let prompty = dialect.is_prompty();
     let mut messages = Vec::new();
     let mut origins = Vec::new();
-    let mut current: Option<(Role, String)> = implicit_user.then(|| (Role::User, String::new()));
+    let mut current: Option<Open> = implicit_user.then(|| Open {
+        role: Role::User,
+        name: None,
+        text: String::new(),
+        explicit: false,
+    });
     // The role text continues with after a splice that no role line follows.
     let mut resume: Option<Role> = None;
 
-    fn flush(
-        current: &mut Option<(Role, String)>,
-        messages: &mut Vec<Message>,
-        origins: &mut Vec<Origin>,
-    ) {
-        if let Some((role, text)) = current.take() {
-            let content = text.trim();
-            if !content.is_empty() {
-                messages.push(Message::new(role, content));
-                origins.push(Origin::Template);
+    let flush =
+        |current: &mut Option<Open>, messages: &mut Vec<Message>, origins: &mut Vec<Origin>| {
+            if let Some(open) = current.take() {
+                let content = if prompty {
+                    crate::prompty::trim_newlines(&open.text)
+                } else {
+                    open.text.trim()
+                };
+                let keep = if prompty {
+                    open.explicit || !content.trim().is_empty()
+                } else {
+                    !content.is_empty()
+                };
+                if keep {
+                    let mut m = Message::new(open.role, content);
+                    m.name = open.name;
+                    messages.push(m);
+                    origins.push(Origin::Template);
+                }
             }
-        }
-    }
+        };
 
     for piece in body::split_output(output)? {
         match piece {
-            Piece::Role(role) => {
+            Piece::Role(role, name) => {
                 flush(&mut current, &mut messages, &mut origins);
-                current = Some((role, String::new()));
+                current = Some(Open {
+                    role,
+                    name: name.map(str::to_owned),
+                    text: String::new(),
+                    explicit: true,
+                });
                 resume = None;
             }
             Piece::Text(text) => match &mut current {
-                Some((_, buf)) => buf.push_str(text),
+                Some(open) => open.text.push_str(text),
                 None => match resume {
-                    Some(role) => current = Some((role, text.to_owned())),
+                    Some(role) => {
+                        current = Some(Open {
+                            role,
+                            name: None,
+                            text: text.to_owned(),
+                            explicit: false,
+                        });
+                    }
                     None if text.trim().is_empty() => {}
+                    // Prompty: text before the first marker is system.
+                    None if prompty => {
+                        current = Some(Open {
+                            role: Role::System,
+                            name: None,
+                            text: text.to_owned(),
+                            explicit: false,
+                        });
+                    }
                     None => {
                         return Err(
                             "the template wrote text before its first role line (an include or macro may be the cause)"
@@ -478,7 +526,7 @@ fn assemble(
                 },
             },
             Piece::Splice(param) => {
-                let role = current.as_ref().map(|(r, _)| *r).or(resume);
+                let role = current.as_ref().map(|o| o.role).or(resume);
                 flush(&mut current, &mut messages, &mut origins);
                 resume = role;
                 let list = inputs.get(param).cloned().unwrap_or(Value::Null);

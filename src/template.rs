@@ -17,13 +17,16 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::error::{Error, ErrorKind, Location};
+use crate::prompty::Dialect;
 use crate::reference::validate_name;
 
 /// File suffixes of template files, longest first.
-pub(crate) const SUFFIXES: [(&str, FileForm); 3] = [
+pub(crate) const SUFFIXES: [(&str, FileForm); 4] = [
     (".prompt.yaml", FileForm::Manifest),
     (".prompt.yml", FileForm::Manifest),
     (".prompt.jinja", FileForm::Body),
+    // Prompty: front matter and a body too, read by `crate::prompty`.
+    (".prompty", FileForm::Body),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +196,10 @@ pub(crate) struct SourceFile {
     pub body: Option<Body>,
     /// Spans in front matter count from its own first line: add this.
     pub span_line_offset: u64,
+    /// Native, or a `.prompty` file and its mode.
+    pub dialect: Dialect,
+    /// Lint warnings found while reading the file.
+    pub warnings: Vec<(Location, String)>,
 }
 
 #[derive(Debug)]
@@ -275,8 +282,62 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
         ]);
     }
 
+    let prompty = rel.ends_with(".prompty");
+    let prompty_manifest: String;
+    let mut dialect = Dialect::Native;
+    let mut file_warnings = Vec::new();
     let (yaml, yaml_first_line, body) = match form {
         FileForm::Manifest => (text, 1, None),
+        FileForm::Body if prompty => {
+            // Prompty allows a file without front matter: all body.
+            let (fm_text, body, first) = split_front_matter(text).unwrap_or(("", text, 1));
+            let options = serde_saphyr::options! { with_snippet: false };
+            let fm: Value = if fm_text.trim().is_empty() {
+                Value::Object(serde_json::Map::new())
+            } else {
+                serde_saphyr::from_str_with_options(fm_text, options).map_err(|e| {
+                    let location = match e.location() {
+                        Some(l) if l.line() > 0 => Location::at(
+                            path,
+                            (l.line() as u32).saturating_add(1),
+                            Some(l.column() as u32),
+                        ),
+                        _ => Location::file(path),
+                    };
+                    vec![
+                        Error::new(ErrorKind::Syntax, yaml_message(&e))
+                            .with_location(location)
+                            .with_source(e),
+                    ]
+                })?
+            };
+            let mapped =
+                crate::prompty::map_front_matter(&fm, stem_version.as_deref()).map_err(|msg| {
+                    vec![
+                        Error::new(ErrorKind::Syntax, msg).with_location(Location::at(
+                            path,
+                            1,
+                            Some(1),
+                        )),
+                    ]
+                })?;
+            dialect = mapped.dialect;
+            file_warnings = mapped
+                .warnings
+                .into_iter()
+                .map(|w| (Location::at(path, 1, Some(1)), w))
+                .collect();
+            // JSON is YAML: the mapped manifest goes through the same parser.
+            prompty_manifest = mapped.manifest.to_string();
+            (
+                prompty_manifest.as_str(),
+                1,
+                Some(Body {
+                    text: body.to_owned(),
+                    first_line: first,
+                }),
+            )
+        }
         FileForm::Body => {
             let (yaml, body, first) = split_front_matter(text).ok_or_else(|| {
                 vec![
@@ -322,6 +383,8 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
         manifest,
         body,
         span_line_offset: u64::from(yaml_first_line - 1),
+        dialect,
+        warnings: file_warnings,
     };
 
     let mut errors = Vec::new();
@@ -393,7 +456,7 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
 
 /// Splits `---\nYAML\n---\nBODY`. Returns the YAML, the body and the 1-based
 /// line the body starts on.
-fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
+pub(crate) fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
     let mut lines = text.split_inclusive('\n');
     let first = lines.next()?;
     if first.trim_end() != "---" {

@@ -146,7 +146,7 @@ pub fn anthropic_body(
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for m in messages {
         let (role, blocks) = match m.role {
-            Role::System => {
+            Role::System | Role::Developer => {
                 if !m.content.is_empty() {
                     system.push(&m.content);
                 }

@@ -1,0 +1,511 @@
+//! Microsoft Prompty (`.prompty`) files: front matter mapped to a
+//! promptbook manifest, the body rendered with Prompty's rules.
+//!
+//! A `.prompty` file is YAML front matter between `---` lines and a Jinja
+//! body with Prompty's role markers. We map the front matter (Prompty v2:
+//! `name`, `description`, `metadata`, `model` or its string shorthand,
+//! `inputs` as a list or a map with `kind`, `default`, `required`,
+//! `enumValues`; and the v1 shape: `model: {api, configuration, parameters}`,
+//! `inputs: {name: {type, default}}`, `sample`) to the fields of a native
+//! template, keep every other key as it is (unused), and never resolve
+//! `${env:...}` or `${file:...}` at load or render time.
+//!
+//! Rendering follows Prompty unless the file opts into strict mode
+//! (`metadata: {promptbook: {strict: true}}`): missing inputs render empty,
+//! undeclared variables are allowed (lint warns), Jinja runs without
+//! `trim_blocks`/`lstrip_blocks`, `none` renders empty and a float with no
+//! fraction renders as an integer; text before the first role marker is a
+//! system message; message content loses its leading and trailing newlines
+//! only. The one deliberate difference: a role marker inside an input value
+//! is inert text (Prompty raises "nonce mismatch").
+
+use serde_json::{Map, Value, json};
+
+/// How a template's body and inputs are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) enum Dialect {
+    /// promptbook's own rules.
+    #[default]
+    Native,
+    /// Prompty's rules; `strict` turns on input validation and makes
+    /// undeclared variables errors.
+    Prompty {
+        /// `metadata.promptbook.strict`.
+        strict: bool,
+    },
+}
+
+impl Dialect {
+    pub(crate) fn is_prompty(self) -> bool {
+        matches!(self, Dialect::Prompty { .. })
+    }
+
+    /// Whether inputs are validated and undeclared variables are errors.
+    pub(crate) fn is_strict(self) -> bool {
+        match self {
+            Dialect::Native => true,
+            Dialect::Prompty { strict } => strict,
+        }
+    }
+}
+
+/// A `.prompty` front matter mapped to a native manifest.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    /// The native manifest, as a JSON object (fed to the manifest parser).
+    pub manifest: Value,
+    pub dialect: Dialect,
+    /// Problems worth a lint warning, with the 1-based front matter line
+    /// when known.
+    pub warnings: Vec<String>,
+}
+
+/// Maps parsed Prompty front matter (`yaml`) to a native manifest.
+/// `file_version` is the `@VERSION` of the file name, if any.
+pub(crate) fn map_front_matter(fm: &Value, file_version: Option<&str>) -> Result<Mapped, String> {
+    let Some(fm) = fm.as_object() else {
+        return Err("Prompty front matter must be a YAML mapping".into());
+    };
+    let mut warnings = Vec::new();
+    let metadata = fm.get("metadata").and_then(Value::as_object);
+    let ours = metadata
+        .and_then(|m| m.get("promptbook"))
+        .and_then(Value::as_object);
+    let strict = ours
+        .and_then(|o| o.get("strict"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    // Version: metadata.version, else version, else the file name's, else
+    // 0.0.0 (a warning).
+    let version = metadata
+        .and_then(|m| m.get("version"))
+        .or_else(|| fm.get("version"))
+        .map(version_text)
+        .or_else(|| file_version.map(str::to_owned));
+    let version = match version {
+        Some(v) => v,
+        None => {
+            warnings.push(
+                "no `version` (in `metadata.version` or at the top level): treated as 0.0.0".into(),
+            );
+            "0.0.0".into()
+        }
+    };
+
+    let mut manifest = Map::new();
+    manifest.insert("version".into(), version.into());
+    if let Some(d) = fm.get("description").and_then(Value::as_str) {
+        manifest.insert("description".into(), d.into());
+    }
+    if let Some(labels) = ours.and_then(|o| o.get("labels")) {
+        manifest.insert("labels".into(), labels.clone());
+    }
+    check_template_format(fm.get("template"))?;
+    let parameters = map_inputs(fm.get("inputs"), strict)?;
+    if !parameters.is_empty() {
+        manifest.insert("parameters".into(), Value::Object(parameters));
+    }
+    if let Some(model) = map_model(fm.get("model")) {
+        manifest.insert("model".into(), model);
+    }
+    Ok(Mapped {
+        manifest: Value::Object(manifest),
+        dialect: Dialect::Prompty { strict },
+        warnings,
+    })
+}
+
+/// `1` -> `1.0.0`, `1.2` -> `1.2.0`, strings as they are.
+fn version_text(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.trim().to_owned(),
+        other => other.to_string(),
+    };
+    let numeric = text
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    match (numeric, text.matches('.').count()) {
+        (true, 0) => format!("{text}.0.0"),
+        (true, 1) => format!("{text}.0"),
+        _ => text,
+    }
+}
+
+/// Only Jinja bodies with Prompty's parser are supported.
+fn check_template_format(template: Option<&Value>) -> Result<(), String> {
+    let kind = |v: Option<&Value>| -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.to_ascii_lowercase()),
+            Value::Object(o) => o
+                .get("kind")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase),
+            _ => None,
+        }
+    };
+    let (format, parser) = match template {
+        None => (None, None),
+        Some(Value::String(s)) => (Some(s.to_ascii_lowercase()), None),
+        Some(Value::Object(o)) => (
+            kind(o.get("format").or(o.get("type"))),
+            kind(o.get("parser")),
+        ),
+        Some(_) => return Err("`template` must be a format name or a mapping".into()),
+    };
+    if let Some(f) = format.filter(|f| !matches!(f.as_str(), "jinja2" | "jinja")) {
+        return Err(format!(
+            "template format `{f}` is not supported: promptbook renders Prompty's jinja2 format"
+        ));
+    }
+    if let Some(p) = parser.filter(|p| p != "prompty") {
+        return Err(format!(
+            "template parser `{p}` is not supported (only `prompty`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Prompty inputs (a list of `{name, kind, ...}` or a map of name to
+/// properties; v1 uses `type`) to native parameters.
+fn map_inputs(inputs: Option<&Value>, strict: bool) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    let entries: Vec<(String, Value)> = match inputs {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|item| {
+                let name = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or("every entry of `inputs` needs a `name`")?;
+                Ok((name.to_owned(), item.clone()))
+            })
+            .collect::<Result<_, String>>()?,
+        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(_) => return Err("`inputs` must be a list or a mapping".into()),
+    };
+    for (name, props) in entries {
+        // `name: value` shorthand (v1 sometimes writes a bare default).
+        let props = match props {
+            Value::Object(o) => o,
+            other => {
+                let mut o = Map::new();
+                o.insert("default".into(), other);
+                o
+            }
+        };
+        let kind = props
+            .get("kind")
+            .or_else(|| props.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut schema = Map::new();
+        match kind.as_str() {
+            "thread" | "messages" => {
+                schema.insert("type".into(), "messages".into());
+            }
+            "" | "any" => {}
+            other => {
+                let t = match other {
+                    "string" | "str" | "image" | "file" | "audio" | "text" => "string",
+                    "integer" | "int" => "integer",
+                    "number" | "float" | "double" => "number",
+                    "boolean" | "bool" => "boolean",
+                    "array" | "list" => "array",
+                    "object" | "dict" | "map" => "object",
+                    unknown => return Err(format!("input `{name}`: unknown kind `{unknown}`")),
+                };
+                schema.insert("type".into(), t.into());
+            }
+        }
+        if let Some(d) = props.get("description").and_then(Value::as_str) {
+            schema.insert("description".into(), d.into());
+        }
+        if let Some(e) = props.get("enumValues").or_else(|| props.get("enum"))
+            && e.is_array()
+        {
+            schema.insert("enum".into(), e.clone());
+        }
+        let required = props.get("required").and_then(Value::as_bool);
+        match props.get("default") {
+            Some(d) => {
+                schema.insert("default".into(), d.clone());
+            }
+            None if kind == "thread" || kind == "messages" => {
+                schema.insert("default".into(), json!([]));
+            }
+            // Without a default a native parameter is required. Prompty's
+            // inputs are optional unless `required: true`: an optional
+            // string defaults to "" (it renders empty, as in Prompty), other
+            // optional ones to null (allowed by their type).
+            None if (required != Some(true) || !strict)
+                && schema.get("type") == Some(&Value::from("string"))
+                && !schema.contains_key("enum") =>
+            {
+                schema.insert("default".into(), "".into());
+            }
+            None if required != Some(true) || !strict => {
+                if let Some(t) = schema.get("type").cloned() {
+                    schema.insert("type".into(), json!([t, "null"]));
+                }
+                if let Some(e) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+                    e.push(Value::Null);
+                }
+                schema.insert("default".into(), Value::Null);
+            }
+            None => {}
+        }
+        out.insert(name, Value::Object(schema));
+    }
+    Ok(out)
+}
+
+/// Prompty's `model` to a native `model:` block.
+fn map_model(model: Option<&Value>) -> Option<Value> {
+    let model = model?;
+    let mut out = Map::new();
+    match model {
+        Value::String(id) => {
+            out.insert("name".into(), id.clone().into());
+        }
+        Value::Object(m) => {
+            // v2: {id, provider, apiType, connection, options}
+            // v1: {api, configuration: {type, name|model|azure_deployment}, parameters}
+            let config = m.get("configuration").and_then(Value::as_object);
+            let name = m
+                .get("id")
+                .or_else(|| config.and_then(|c| c.get("name")))
+                .or_else(|| config.and_then(|c| c.get("model")))
+                .or_else(|| config.and_then(|c| c.get("azure_deployment")))
+                .and_then(Value::as_str);
+            if let Some(name) = name.filter(|n| !n.contains("${")) {
+                out.insert("name".into(), name.into());
+            }
+            let provider = m
+                .get("provider")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| {
+                    config
+                        .and_then(|c| c.get("type"))
+                        .and_then(Value::as_str)
+                        .map(|t| match t {
+                            "azure_openai" | "azure" => "azure".to_owned(),
+                            other => other.to_owned(),
+                        })
+                });
+            if let Some(p) = provider.filter(|p| !p.contains("${")) {
+                out.insert("provider".into(), p.into());
+            }
+            let mut parameters = Map::new();
+            if let Some(options) = m.get("options").and_then(Value::as_object) {
+                for (k, v) in options {
+                    let key = match k.as_str() {
+                        "maxOutputTokens" | "maxTokens" => "max_tokens",
+                        "topP" => "top_p",
+                        "topK" => "top_k",
+                        "stopSequences" => "stop",
+                        "frequencyPenalty" => "frequency_penalty",
+                        "presencePenalty" => "presence_penalty",
+                        "additionalProperties" => continue,
+                        other => other,
+                    };
+                    parameters.insert(key.to_owned(), v.clone());
+                }
+            }
+            if let Some(p) = m.get("parameters").and_then(Value::as_object) {
+                for (k, v) in p {
+                    parameters.insert(k.clone(), v.clone());
+                }
+            }
+            if !parameters.is_empty() {
+                out.insert("parameters".into(), Value::Object(parameters));
+            }
+        }
+        _ => return None,
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+/// Prompty's message content rule: leading and trailing newlines go,
+/// spaces stay.
+pub(crate) fn trim_newlines(s: &str) -> &str {
+    s.trim_matches(['\n', '\r'])
+}
+
+/// A Prompty body as a native `.prompt.jinja` body: role markers written
+/// the native way (`# User:` -> `user:`; a `name` attribute is kept as
+/// `user[name="x"]:` is not native, so it is dropped with a warning), and
+/// leading text before the first marker under an explicit `system:`.
+pub(crate) fn native_body(body: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(body.len() + 16);
+    let mut warnings = Vec::new();
+    let mut seen_role = false;
+    let mut pending_text = false;
+    for line in body.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\n', '\r']);
+        match crate::body::prompty_role_line(content.trim()) {
+            Some((role, name)) => {
+                if let Some(name) = name {
+                    warnings.push(format!(
+                        "the name `{name}` of a `{role}` marker is dropped: native role lines carry no attributes"
+                    ));
+                }
+                seen_role = true;
+                out.push_str(&format!("{role}:"));
+                out.push_str(&line[content.len()..]);
+            }
+            None => {
+                if !seen_role && !pending_text && !content.trim().is_empty() {
+                    out.push_str("system:\n");
+                    pending_text = true;
+                }
+                out.push_str(line);
+            }
+        }
+    }
+    (out, warnings)
+}
+
+/// A `.prompty` file converted to a native `.prompt.jinja` file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Converted {
+    /// The native file's text.
+    pub text: String,
+    /// The version it carries (`0.0.0` when the Prompty file had none).
+    pub version: semver::Version,
+    /// What the conversion could not carry over.
+    pub warnings: Vec<String>,
+}
+
+/// Converts the text of a `.prompty` file to the equivalent native
+/// `.prompt.jinja` file: version, description, labels, parameters (mapped
+/// from Prompty's input kinds) and model in the front matter; the body with
+/// native role lines. The result renders the same messages under
+/// promptbook's rules, except for blank lines around Jinja block tags
+/// (native templates trim them) and the newline-only trimming of message
+/// content (native messages are trimmed of all surrounding whitespace).
+///
+/// # Errors
+/// [`ErrorKind::Syntax`](crate::ErrorKind::Syntax) when the front matter is
+/// not YAML or not a Prompty front matter.
+pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
+    use crate::error::{Error, ErrorKind};
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (fm_text, body) = match crate::template::split_front_matter(text) {
+        Some((fm, body, _)) => (fm, body),
+        None => ("", text),
+    };
+    let fm: Value = if fm_text.trim().is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_saphyr::from_str(fm_text).map_err(|e| {
+            Error::new(
+                ErrorKind::Syntax,
+                format!(
+                    "the front matter is not valid YAML: {}",
+                    e.without_snippet()
+                ),
+            )
+        })?
+    };
+    let mapped = map_front_matter(&fm, None).map_err(|m| Error::new(ErrorKind::Syntax, m))?;
+    let version = mapped.manifest["version"]
+        .as_str()
+        .and_then(|v| semver::Version::parse(v).ok())
+        .unwrap_or(semver::Version::new(0, 0, 0));
+    let mut manifest = mapped.manifest;
+    if let Some(m) = manifest.as_object_mut() {
+        m.insert("version".into(), version.to_string().into());
+    }
+    let yaml = serde_saphyr::to_string(&manifest).map_err(|e| {
+        Error::new(
+            ErrorKind::Syntax,
+            format!("cannot write the front matter: {e}"),
+        )
+    })?;
+    let (body, mut warnings) = native_body(body);
+    let mut all = mapped.warnings;
+    all.append(&mut warnings);
+    let mut out = String::from("---\n");
+    out.push_str(&yaml);
+    if !yaml.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("---\n");
+    out.push_str(&body);
+    Ok(Converted {
+        text: out,
+        version,
+        warnings: all,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_completed() {
+        assert_eq!(version_text(&json!(1)), "1.0.0");
+        assert_eq!(version_text(&json!("1.2")), "1.2.0");
+        assert_eq!(version_text(&json!("2.0.0-beta.1")), "2.0.0-beta.1");
+    }
+
+    #[test]
+    fn inputs_map_to_parameters() {
+        let p = map_inputs(
+            Some(&json!([
+                {"name": "q", "kind": "string", "default": "hi"},
+                {"name": "n", "kind": "integer", "required": true},
+                {"name": "t", "kind": "thread"},
+                {"name": "c", "kind": "string", "enumValues": ["a", "b"]}
+            ])),
+            true,
+        )
+        .unwrap();
+        assert_eq!(p["q"], json!({"type": "string", "default": "hi"}));
+        assert_eq!(p["n"], json!({"type": "integer"}));
+        assert_eq!(p["t"], json!({"type": "messages", "default": []}));
+        assert_eq!(
+            p["c"],
+            json!({"type": ["string", "null"], "enum": ["a", "b", null], "default": null})
+        );
+    }
+
+    #[test]
+    fn models_map_from_both_shapes() {
+        assert_eq!(
+            map_model(Some(&json!("gpt-4o"))),
+            Some(json!({"name": "gpt-4o"}))
+        );
+        assert_eq!(
+            map_model(Some(&json!({"id": "gpt-4", "provider": "openai",
+                "options": {"temperature": 0.7, "maxOutputTokens": 1000}}))),
+            Some(json!({"name": "gpt-4", "provider": "openai",
+                "parameters": {"temperature": 0.7, "max_tokens": 1000}}))
+        );
+        assert_eq!(
+            map_model(Some(
+                &json!({"api": "chat", "configuration": {"type": "azure_openai",
+                "azure_deployment": "gpt-35-turbo"}, "parameters": {"max_tokens": 128}})
+            )),
+            Some(json!({"name": "gpt-35-turbo", "provider": "azure",
+                "parameters": {"max_tokens": 128}}))
+        );
+    }
+
+    #[test]
+    fn bodies_convert_to_native_role_lines() {
+        let (body, warnings) =
+            native_body("Intro text\n# User:\n{{q}}\nASSISTANT:\nok\nuser[name=\"Bob\"]:\nhi\n");
+        assert_eq!(
+            body,
+            "system:\nIntro text\nuser:\n{{q}}\nassistant:\nok\nuser:\nhi\n"
+        );
+        assert_eq!(warnings.len(), 1);
+    }
+}
