@@ -402,7 +402,8 @@ pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
     let fm: Value = if fm_text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
-        serde_saphyr::from_str(fm_text).map_err(|e| {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        serde_saphyr::from_str_with_options(fm_text, options).map_err(|e| {
             Error::new(
                 ErrorKind::Syntax,
                 format!(

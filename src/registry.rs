@@ -1557,7 +1557,14 @@ fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static>
 fn prompty_environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static> {
     let mut env = environment(index, limits);
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
-    env.set_syntax(minijinja::syntax::SyntaxConfig::default());
+    // Prompty keeps the body's trailing newline (a marker on the last line
+    // with nothing after it is then an absent message, not an empty one).
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
     env.set_formatter(|out, state, value| {
         if value.is_none() || value.is_undefined() {
             return Ok(());

@@ -21,6 +21,7 @@ pub struct RenderOptions {
     model: Option<String>,
     counter: Option<Arc<dyn TokenCounter>>,
     strategy: Strategy,
+    skip_tokens: bool,
 }
 
 impl std::fmt::Debug for RenderOptions {
@@ -32,6 +33,7 @@ impl std::fmt::Debug for RenderOptions {
                 &self.counter.as_ref().map(|c| c.name().to_owned()),
             )
             .field("strategy", &self.strategy)
+            .field("count_tokens", &!self.skip_tokens)
             .finish()
     }
 }
@@ -52,6 +54,14 @@ impl RenderOptions {
     /// Counts with this tokenizer instead of the model's.
     pub fn counter(mut self, counter: Arc<dyn TokenCounter>) -> RenderOptions {
         self.counter = Some(counter);
+        self
+    }
+
+    /// Whether to count tokens (on by default). Off, the render's
+    /// [`tokens`](Rendered::tokens) report is empty and nothing is
+    /// truncated: for callers that count elsewhere, or not at all.
+    pub fn count_tokens(mut self, yes: bool) -> RenderOptions {
+        self.skip_tokens = !yes;
         self
     }
 
@@ -136,24 +146,13 @@ impl Registry {
         self.render_with(reference, inputs, &RenderOptions::default())
     }
 
-    /// Renders with options: another model, another tokenizer, another
-    /// truncation strategy.
-    ///
-    /// Every render counts its tokens (see [`TokenReport`]). When the
-    /// template's `context:` (or the model's known window) gives a budget of
-    /// `max_tokens - reserve_output` and the prompt exceeds it, history
-    /// messages are dropped as [`Strategy`] says.
-    ///
-    /// # Errors
-    /// As [`render`](Registry::render), and [`ErrorKind::Budget`] when the
-    /// prompt cannot fit even with all droppable history dropped; the
-    /// message gives the tokens needed and the budget.
-    pub fn render_with(
+    /// Resolves the template, turns `inputs` into JSON, applies defaults
+    /// and validates (unless a lenient Prompty file).
+    fn prepare_inputs(
         &self,
         reference: &str,
         inputs: &impl Serialize,
-        options: &RenderOptions,
-    ) -> Result<Rendered, Error> {
+    ) -> Result<(&Arc<crate::registry::Entry>, String, Value), Error> {
         let entry = self.entry(reference)?;
         let t = &entry.template;
         let id = t.id();
@@ -191,6 +190,42 @@ impl Registry {
             entry.schema.validate(&inputs, &id)?;
         }
 
+        Ok((entry, id, inputs))
+    }
+
+    /// Checks `inputs` against the template's input schema (defaults
+    /// applied first) without rendering: what [`render`](Registry::render)
+    /// checks before it renders. Prompty templates not in strict mode accept
+    /// anything.
+    ///
+    /// # Errors
+    /// As [`render`](Registry::render) for unknown templates and invalid
+    /// inputs.
+    pub fn validate(&self, reference: &str, inputs: &impl Serialize) -> Result<(), Error> {
+        self.prepare_inputs(reference, inputs).map(|_| ())
+    }
+
+    /// Renders with options: another model, another tokenizer, another
+    /// truncation strategy.
+    ///
+    /// Every render counts its tokens (see [`TokenReport`]). When the
+    /// template's `context:` (or the model's known window) gives a budget of
+    /// `max_tokens - reserve_output` and the prompt exceeds it, history
+    /// messages are dropped as [`Strategy`] says.
+    ///
+    /// # Errors
+    /// As [`render`](Registry::render), and [`ErrorKind::Budget`] when the
+    /// prompt cannot fit even with all droppable history dropped; the
+    /// message gives the tokens needed and the budget.
+    pub fn render_with(
+        &self,
+        reference: &str,
+        inputs: &impl Serialize,
+        options: &RenderOptions,
+    ) -> Result<Rendered, Error> {
+        let (entry, id, inputs) = self.prepare_inputs(reference, inputs)?;
+        let t = &entry.template;
+        let limits = *self.limits();
         // What Jinja sees: every declared parameter present (null when
         // optional and absent), and no string able to carry a role marker.
         let mut ctx = inputs.clone();
@@ -232,10 +267,6 @@ impl Registry {
             .model
             .clone()
             .or_else(|| t.model.as_ref().and_then(|m| m.name.clone()));
-        let counter = options
-            .counter
-            .clone()
-            .unwrap_or_else(|| tokens::counter_for_model(model_name.as_deref()));
         let mut rendered = Rendered {
             template: id,
             messages,
@@ -246,6 +277,13 @@ impl Registry {
             origins,
             rendered_for: model_name.clone(),
         };
+        if options.skip_tokens {
+            return Ok(rendered);
+        }
+        let counter = options
+            .counter
+            .clone()
+            .unwrap_or_else(|| tokens::counter_for_model(model_name.as_deref()));
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
         if let Some(budget) = budget(t.model.as_ref(), t.context.as_ref(), model_name.as_deref()) {
             rendered.fit_budget(budget, options.strategy)?;
@@ -471,7 +509,19 @@ fn assemble(
                     open.text.trim()
                 };
                 let keep = if prompty {
-                    open.explicit || !content.trim().is_empty()
+                    // Prompty keeps a marked message whose text is blank,
+                    // but not one with no text at all (a marker on the last
+                    // line). The marker line's own newline is in the text.
+                    let raw = open
+                        .text
+                        .strip_prefix("\r\n")
+                        .or_else(|| open.text.strip_prefix('\n'))
+                        .unwrap_or(&open.text);
+                    if open.explicit {
+                        !raw.is_empty()
+                    } else {
+                        !content.trim().is_empty()
+                    }
                 } else {
                     !content.is_empty()
                 };

@@ -291,7 +291,9 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
         FileForm::Body if prompty => {
             // Prompty allows a file without front matter: all body.
             let (fm_text, body, first) = split_front_matter(text).unwrap_or(("", text, 1));
-            let options = serde_saphyr::options! { with_snippet: false };
+            // YAML 1.2 booleans, as Prompty's runtimes read them: `n` and
+            // `yes` are strings.
+            let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
             let fm: Value = if fm_text.trim().is_empty() {
                 Value::Object(serde_json::Map::new())
             } else {

@@ -466,3 +466,50 @@ fn convert_writes_a_native_template_that_renders_the_same_messages() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
+
+/// Cases checked against Prompty's Python runtime 2.1.0 (`prompty.prepare`,
+/// see `scripts/prompty_crosscheck.py`): blank marked messages stay, a
+/// marker with nothing after it (last line) does not, the body keeps its
+/// trailing newline, and text before the first marker is system.
+#[test]
+fn edge_cases_match_prompty_runtime() {
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            "system:\n\nuser:\nhi\nassistant:\n\nuser:\nagain\n",
+            &[
+                ("system", ""),
+                ("user", "hi"),
+                ("assistant", ""),
+                ("user", "again"),
+            ],
+        ),
+        ("user:\nhi\nassistant:\n", &[("user", "hi")]),
+        (
+            "user:\nhi\nassistant:\n\n\n",
+            &[("user", "hi"), ("assistant", "")],
+        ),
+        ("user:\nhi\n\nassistant:", &[("user", "hi")]),
+        (
+            "\nLeading text becomes system.\nuser:\n\n",
+            &[("system", "Leading text becomes system."), ("user", "")],
+        ),
+        (
+            "# System:\nIntro.\n{% for it in ['a', 'b'] %}\n- {{ it }}\n{% endfor %}\n{% if true %}\n  Indented.\n{% endif %}\n\nUSER:\n  Hello   \n\nassistant[name=\"Bot\"]:\nReply.\ndeveloper:\nDev note.\n",
+            &[
+                ("system", "Intro.\n\n- a\n\n- b\n\n\n  Indented."),
+                ("user", "  Hello   "),
+                ("assistant", "Reply."),
+                ("developer", "Dev note."),
+            ],
+        ),
+    ];
+    for (body, want) in cases {
+        let (_dir, registry) = prompty("name: t\n", body);
+        let got = messages(&registry, &json!({}));
+        let got: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(r, c, _)| (r.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(&got, want, "{body:?}");
+    }
+}
