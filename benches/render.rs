@@ -124,6 +124,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("minijinja (prebuilt value)", |b| {
         b.iter(|| bare.render(&prebuilt).unwrap())
     });
+
+    // The same prompt as a Prompty file: what `bench/compare` times
+    // Prompty's own `prepare()` on.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        "benches/data/triage.prompty",
+        dir.path().join("triage.prompty"),
+    )
+    .unwrap();
+    let prompty = Registry::load(dir.path()).unwrap();
+    let out = prompty.render_with("triage", &inputs, &no_tokens).unwrap();
+    assert_eq!(out.messages.len(), 18);
+    g.bench_function("promptbook .prompty (no tokens)", |b| {
+        b.iter(|| prompty.render_with("triage", &inputs, &no_tokens).unwrap())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("validate");

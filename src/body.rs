@@ -375,7 +375,7 @@ pub(crate) enum Piece<'a> {
 pub(crate) fn split_output(out: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut rest = out;
-    while let Some(open) = rest.find(MARK_OPEN) {
+    while let Some(open) = find_mark(rest, MARK_OPEN) {
         if open > 0 {
             pieces.push(Piece::Text(&rest[..open]));
         }
@@ -400,9 +400,22 @@ pub(crate) fn split_output(out: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(pieces)
 }
 
+/// The byte offset of `mark` (U+FDD0 or U+FDD1) in `s`. Both encode as
+/// EF B7 9x in UTF-8: memchr for the rare lead byte, then compare, which is
+/// much faster than a generic char search on the long strings rendering
+/// passes around.
+pub(crate) fn find_mark(s: &str, mark: char) -> Option<usize> {
+    let mut buf = [0u8; 3];
+    let needle = mark.encode_utf8(&mut buf).as_bytes();
+    let b = s.as_bytes();
+    memchr::memchr_iter(needle[0], b).find(|&i| b[i..].starts_with(needle))
+}
+
 /// Replaces the two marker characters in `s` by U+FFFD.
 pub(crate) fn sanitize_str(s: &str) -> Option<String> {
-    if s.contains([MARK_OPEN, MARK_CLOSE]) {
+    // U+FDD0 and U+FDD1 are EF B7 90 and EF B7 91 in UTF-8: look for the
+    // two lead bytes (memchr-fast) before scanning characters.
+    if find_mark(s, MARK_OPEN).is_some() || find_mark(s, MARK_CLOSE).is_some() {
         Some(s.replace([MARK_OPEN, MARK_CLOSE], "\u{FFFD}"))
     } else {
         None

@@ -80,6 +80,7 @@ mod error;
 mod limits;
 mod memo;
 mod message;
+mod par;
 mod prompty;
 mod reference;
 mod registry;

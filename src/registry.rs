@@ -38,6 +38,8 @@ struct Inner {
     prompty_env: Environment<'static>,
     warnings: Vec<Diagnostic>,
     limits: RenderLimits,
+    /// Reference strings already resolved.
+    refs: std::sync::RwLock<FastMap<String, Arc<Entry>>>,
 }
 
 /// Templates by name, each name's versions in ascending order.
@@ -218,6 +220,7 @@ impl Registry {
                 index,
                 warnings: Vec::new(),
                 limits: RenderLimits::default(),
+                refs: Default::default(),
             }),
         }
     }
@@ -233,6 +236,7 @@ impl Registry {
                 prompty_env: prompty_environment(self.inner.index.clone(), &limits),
                 warnings: self.inner.warnings.clone(),
                 limits,
+                refs: Default::default(),
             }),
         }
     }
@@ -321,8 +325,25 @@ impl Registry {
         out
     }
 
-    pub(crate) fn entry(&self, reference: &str) -> Result<&Arc<Entry>, Error> {
-        self.inner.index.resolve(reference)
+    /// The entry a reference names; resolutions are cached per registry
+    /// (its templates never change), so a hot path pays one lookup.
+    pub(crate) fn entry(&self, reference: &str) -> Result<Arc<Entry>, Error> {
+        if let Some(entry) = self
+            .inner
+            .refs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reference)
+        {
+            return Ok(entry.clone());
+        }
+        let entry = self.inner.index.resolve(reference)?.clone();
+        let mut cache = self.inner.refs.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(reference.to_owned(), entry.clone());
+        Ok(entry)
     }
 
     pub(crate) fn env_for(&self, dialect: Dialect) -> &Environment<'static> {
@@ -469,16 +490,22 @@ fn read_files(
                 }
             }
         }
-        match std::fs::read(path) {
-            Ok(bytes) => files.push((path.to_owned(), rel, bytes)),
+        files.push((path.to_owned(), rel));
+    }
+    // Reading is per file: all cores.
+    let read = crate::par::map(&files, |(path, _)| std::fs::read(path));
+    let mut out = Vec::with_capacity(files.len());
+    for ((path, rel), bytes) in files.into_iter().zip(read) {
+        match bytes {
+            Ok(bytes) => out.push((path, rel, bytes)),
             Err(e) => errors.push(
                 Error::new(ErrorKind::Io, "cannot read")
-                    .with_location(Location::file(path))
+                    .with_location(Location::file(&path))
                     .with_source(e),
             ),
         }
     }
-    Ok(files)
+    Ok(out)
 }
 
 /// Deep merge: objects merge key by key, anything else in `over` wins.
@@ -503,10 +530,10 @@ struct Resolved {
     /// Identifies this result by its inputs: the file's content key and the
     /// parent's memo key. Equal keys, equal results.
     memo_key: u128,
-    parameters: Vec<Parameter>,
+    parameters: Arc<[Parameter]>,
     /// Where each parameter is declared in this file (for lint).
     own_params: Vec<(String, Location)>,
-    input_schema: Value,
+    input_schema: Arc<Value>,
     model: Option<Value>,
     context: Option<Value>,
     extends: Option<(String, Version)>,
@@ -514,12 +541,28 @@ struct Resolved {
 
 type Key = (String, Version);
 
+/// A hash map with foldhash (fast, randomly seeded): loading hashes
+/// template keys a great deal.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Resolved templates by file content and parent: the same file under the
+/// same parent resolves the same.
+static RESOLVED: crate::memo::Memo<Arc<Resolved>> = crate::memo::Memo::new(20_000);
+
+/// The memo key of a template resolved under `parent`.
+fn resolved_key(content_key: u128, parent: Option<&Resolved>) -> u128 {
+    crate::memo::key(&[
+        &content_key.to_le_bytes(),
+        &parent.map_or(0, |p| p.memo_key).to_le_bytes(),
+    ])
+}
+
 struct Loader<'a> {
-    sources: &'a HashMap<Key, Arc<SourceFile>>,
+    sources: &'a FastMap<Key, Arc<SourceFile>>,
     /// Hash of each file's path and bytes.
-    content_keys: &'a HashMap<Key, u128>,
+    content_keys: &'a FastMap<Key, u128>,
     versions: BTreeMap<String, Vec<(Version, Vec<String>)>>,
-    resolved: HashMap<Key, Option<Arc<Resolved>>>,
+    resolved: FastMap<Key, Option<Arc<Resolved>>>,
     /// Keys resolved successfully, parents before children.
     order: Vec<Key>,
     errors: Vec<Error>,
@@ -610,11 +653,7 @@ impl Loader<'_> {
             None => None,
         };
         // The same file under the same parent resolves the same: reuse it.
-        static RESOLVED: crate::memo::Memo<Arc<Resolved>> = crate::memo::Memo::new(20_000);
-        let memo_key = crate::memo::key(&[
-            &self.content_keys[key].to_le_bytes(),
-            &parent.as_ref().map_or(0, |p| p.memo_key).to_le_bytes(),
-        ]);
+        let memo_key = resolved_key(self.content_keys[key], parent.as_deref());
         let result = match RESOLVED.get(memo_key) {
             Some(hit) => Ok(hit),
             None => self
@@ -649,7 +688,7 @@ impl Loader<'_> {
         let mut errors = Vec::new();
         let m = &src.manifest;
         let mut parameters: Vec<Parameter> =
-            parent.map(|p| p.parameters.clone()).unwrap_or_default();
+            parent.map(|p| p.parameters.to_vec()).unwrap_or_default();
         let mut own_params = Vec::new();
         let mut input_schema = None;
 
@@ -731,9 +770,9 @@ impl Loader<'_> {
         if errors.is_empty() {
             Ok(Resolved {
                 memo_key: 0,
-                parameters,
+                parameters: parameters.into(),
                 own_params,
-                input_schema,
+                input_schema: Arc::new(input_schema),
                 model,
                 context,
                 extends: parent_key,
@@ -762,14 +801,70 @@ fn is_identifier(s: &str) -> bool {
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Builds one parameter from its declaration, checking the fragment is a
-/// valid schema and that its default satisfies it.
+/// Builds one parameter from its declaration. Whether the fragment is a
+/// valid schema and its default satisfies it is [`check_parameter`]'s job,
+/// done later on all cores.
 fn declare(name: &str, fragment: &Value) -> Result<Parameter, String> {
     let (schema, messages) =
         schema::expand_parameter(fragment).map_err(|m| format!("parameter `{name}`: {m}"))?;
-    let validator = schema::compile(&schema).map_err(|m| format!("parameter `{name}`: {m}"))?;
     let default = schema.get("default").cloned();
-    if let Some(d) = &default
+    Ok(Parameter {
+        name: name.to_owned(),
+        required: default.is_none(),
+        default,
+        schema,
+        messages,
+    })
+}
+
+/// Checks the defaults a template declares against its compiled input
+/// schema: one error per parameter whose default breaks its own schema.
+fn check_defaults(validator: &jsonschema::Validator, res: &Resolved, errs: &mut Vec<Error>) {
+    let mut defaults = serde_json::Map::new();
+    for (pname, _) in &res.own_params {
+        if let Some(d) = res
+            .parameters
+            .iter()
+            .find(|p| p.name == *pname)
+            .and_then(|p| p.default.as_ref())
+        {
+            defaults.insert(pname.clone(), d.clone());
+        }
+    }
+    if defaults.is_empty() {
+        return;
+    }
+    let instance = Value::Object(defaults);
+    let mut reported = HashSet::new();
+    for e in validator.iter_errors(&instance) {
+        let path = e.instance_path().as_str();
+        let mut parts = path.splitn(3, '/').skip(1);
+        let Some(name) = parts.next() else { continue }; // `required` at the root
+        let Some((_, at)) = res.own_params.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if !reported.insert(name.to_owned()) {
+            continue;
+        }
+        let inner = parts
+            .next()
+            .map_or_else(String::new, |rest| format!(" at `/{rest}`"));
+        errs.push(
+            Error::new(
+                ErrorKind::Schema,
+                format!("the default of `{name}` does not satisfy its own schema{inner}: {e}"),
+            )
+            .with_location(at.clone()),
+        );
+    }
+}
+
+/// Checks that a declared parameter's schema is valid and that its default
+/// satisfies it.
+fn check_parameter(p: &Parameter) -> Result<(), String> {
+    let name = &p.name;
+    let validator = schema::compile(&p.schema).map_err(|m| format!("parameter `{name}`: {m}"))?;
+    if let Some(d) = &p.default
         && let Some(e) = validator.iter_errors(d).next()
     {
         let at = e.instance_path().as_str();
@@ -782,13 +877,7 @@ fn declare(name: &str, fragment: &Value) -> Result<Parameter, String> {
             "the default of `{name}` does not satisfy its own schema{at}: {e}"
         ));
     }
-    Ok(Parameter {
-        name: name.to_owned(),
-        required: default.is_none(),
-        default,
-        schema,
-        messages,
-    })
+    Ok(())
 }
 
 /// Reads an `input_schema:` (inline, or `{$ref: PATH}` relative to the file).
@@ -1063,14 +1152,14 @@ fn file_key(path: &Path, rel: &str, bytes: &[u8]) -> u128 {
 fn parse_memoized(
     path: &Path,
     rel: &str,
-    bytes: Vec<u8>,
+    bytes: &[u8],
     key: u128,
 ) -> Result<Arc<SourceFile>, Vec<Error>> {
     static PARSED: crate::memo::Memo<Arc<SourceFile>> = crate::memo::Memo::new(20_000);
     if let Some(src) = PARSED.get(key) {
         return Ok(src);
     }
-    let src = Arc::new(template::parse_file(path, rel, bytes)?);
+    let src = Arc::new(template::parse_file(path, rel, bytes.to_vec())?);
     PARSED.put(key, src.clone());
     Ok(src)
 }
@@ -1121,11 +1210,15 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
     let files = read_files(root, &mut errors)?;
 
     // Parse.
-    let mut sources: HashMap<Key, Arc<SourceFile>> = HashMap::new();
-    let mut content_keys: HashMap<Key, u128> = HashMap::new();
-    for (path, rel, bytes) in files {
-        let content_key = file_key(&path, &rel, &bytes);
-        match parse_memoized(&path, &rel, bytes, content_key) {
+    let mut sources: FastMap<Key, Arc<SourceFile>> = FastMap::default();
+    let mut content_keys: FastMap<Key, u128> = FastMap::default();
+    // Parsing is per file: all cores.
+    let parsed = crate::par::map(&files, |(path, rel, bytes)| {
+        let content_key = file_key(path, rel, bytes);
+        (content_key, parse_memoized(path, rel, bytes, content_key))
+    });
+    for (content_key, result) in parsed {
+        match result {
             Ok(src) => {
                 let key = (src.name.clone(), src.version.clone());
                 if let Some(prev) = sources.get(&key) {
@@ -1209,10 +1302,26 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         sources: &sources,
         content_keys: &content_keys,
         versions,
-        resolved: HashMap::new(),
+        resolved: FastMap::default(),
         order: Vec::new(),
         errors: Vec::new(),
     };
+    // Templates without a parent resolve on their own: on all cores into
+    // the memo, which the (sequential, parents-first) pass below then hits.
+    // Failures are not memoised; that pass reports them.
+    let roots: Vec<&Key> = keys
+        .iter()
+        .filter(|k| sources[*k].manifest.extends.is_none())
+        .collect();
+    crate::par::map(&roots, |key| {
+        let memo_key = resolved_key(content_keys[*key], None);
+        if RESOLVED.get(memo_key).is_none()
+            && let Ok(mut r) = loader.resolve_own(&sources[*key], None, None)
+        {
+            r.memo_key = memo_key;
+            RESOLVED.put(memo_key, Arc::new(r));
+        }
+    });
     for key in &keys {
         loader.resolve(key, &mut Vec::new());
     }
@@ -1222,18 +1331,14 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
 
     // Compile sources and schemas, parents first.
     let mut index = Index::default();
-    let mut implicit: HashMap<Key, bool> = HashMap::new();
-    for key in &loader_order {
-        let Some(Some(res)) = resolved.get(key) else {
-            continue;
-        };
-        // Same resolved inputs, same entry: reuse it whole.
-        static ENTRIES: crate::memo::Memo<Arc<Entry>> = crate::memo::Memo::new(20_000);
-        if let Some(entry) = ENTRIES.get(res.memo_key) {
-            implicit.insert(key.clone(), entry.implicit_user);
-            index.by_name.entry(key.0.clone()).or_default().push(entry);
-            continue;
-        }
+    let mut implicit: FastMap<Key, bool> = FastMap::default();
+    // Same resolved inputs, same entry: reused whole across loads.
+    static ENTRIES: crate::memo::Memo<Arc<Entry>> = crate::memo::Memo::new(20_000);
+    // The per-template work (compiling the source, typing the model and
+    // context, compiling the input schema) on all cores; only inheriting
+    // `implicit_user` from the parent is sequential.
+    let prepare = |key: &Key| {
+        let res = resolved.get(key)?.as_ref()?;
         let src = &sources[key];
         let mut errs = Vec::new();
         let (source, own_implicit) = match src.form {
@@ -1243,6 +1348,69 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             }
             FileForm::Body => compile_jinja_body(src, res, &mut errs),
         };
+        let model = res.model.as_ref().and_then(|v| {
+            typed::<ModelConfig>(v, "model", src, src.manifest.model.as_ref(), &mut errs)
+        });
+        let context = res.context.as_ref().and_then(|v| {
+            typed::<ContextConfig>(v, "context", src, src.manifest.context.as_ref(), &mut errs)
+        });
+        // One compile per template: the object schema of its parameters.
+        // The defaults it declares are checked against it in one pass; a
+        // bad parameter schema is traced back to the parameter only when
+        // that compile fails.
+        let declares = src.manifest.parameters.is_some();
+        let validator = match schema::compile(&res.input_schema) {
+            Ok(v) => {
+                if declares {
+                    check_defaults(&v, res, &mut errs);
+                }
+                Some(v)
+            }
+            Err(msg) => {
+                let mut traced = false;
+                if declares {
+                    for (pname, at) in &res.own_params {
+                        if let Some(p) = res.parameters.iter().find(|p| p.name == *pname)
+                            && let Err(m) = check_parameter(p)
+                        {
+                            errs.push(Error::new(ErrorKind::Schema, m).with_location(at.clone()));
+                            traced = true;
+                        }
+                    }
+                }
+                if !traced {
+                    errs.push(
+                        Error::new(ErrorKind::Schema, msg).with_location(Location::file(&src.path)),
+                    );
+                }
+                None
+            }
+        };
+        Some((source, own_implicit, model, context, validator, errs))
+    };
+    let prepared = crate::par::map(&loader_order, |key| {
+        let res = resolved.get(key)?.as_ref()?;
+        if ENTRIES.get(res.memo_key).is_some() {
+            return None;
+        }
+        prepare(key)
+    });
+    for (key, prepared) in loader_order.iter().zip(prepared) {
+        let Some(Some(res)) = resolved.get(key) else {
+            continue;
+        };
+        if let Some(entry) = ENTRIES.get(res.memo_key) {
+            implicit.insert(key.clone(), entry.implicit_user);
+            index.by_name.entry(key.0.clone()).or_default().push(entry);
+            continue;
+        }
+        // (A memo that filled up meanwhile forgot the entry: do it here.)
+        let Some((source, own_implicit, model, context, validator, mut errs)) =
+            prepared.or_else(|| prepare(key))
+        else {
+            continue;
+        };
+        let src = &sources[key];
         let implicit_user = own_implicit.unwrap_or_else(|| {
             res.extends
                 .as_ref()
@@ -1250,21 +1418,6 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
                 .unwrap_or(false)
         });
         implicit.insert(key.clone(), implicit_user);
-        let model = res.model.as_ref().and_then(|v| {
-            typed::<ModelConfig>(v, "model", src, src.manifest.model.as_ref(), &mut errs)
-        });
-        let context = res.context.as_ref().and_then(|v| {
-            typed::<ContextConfig>(v, "context", src, src.manifest.context.as_ref(), &mut errs)
-        });
-        let validator = match schema::compile(&res.input_schema) {
-            Ok(v) => Some(v),
-            Err(msg) => {
-                errs.push(
-                    Error::new(ErrorKind::Schema, msg).with_location(Location::file(&src.path)),
-                );
-                None
-            }
-        };
         if !errs.is_empty() {
             errors.append(&mut errs);
             continue;
@@ -1305,76 +1458,85 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
     let env = environment(index.clone(), &RenderLimits::default());
 
     // Compile every template and lint its variables.
-    let mut used_cache: HashMap<String, Option<HashSet<String>>> = HashMap::new();
     let mut broken = HashSet::new();
-    for entries in index.by_name.values() {
-        for entry in entries {
-            let t = &entry.template;
-            let name = exact_ref(&t.name, &t.version);
-            if let Err(e) = check_jinja(&env, &name, &entry.source) {
-                errors.push(jinja_error(&e, &index));
-                broken.insert(name);
-            }
-        }
+    let all: Vec<&Arc<Entry>> = index.by_name.values().flatten().collect();
+    let checked = crate::par::map(&all, |entry| {
+        let t = &entry.template;
+        let name = exact_ref(&t.name, &t.version);
+        check_jinja(&env, &name, &entry.source)
+            .err()
+            .map(|e| (name, e))
+    });
+    for (name, e) in checked.into_iter().flatten() {
+        errors.push(jinja_error(&e, &index));
+        broken.insert(name);
     }
-    for entries in index.by_name.values() {
-        for entry in entries {
-            let t = &entry.template;
-            let name = exact_ref(&t.name, &t.version);
-            if broken.contains(&name) {
-                continue;
-            }
-            let src = &sources[&(t.name.clone(), t.version.clone())];
-            let res = resolved[&(t.name.clone(), t.version.clone())].as_ref();
-            let Some(res) = res else { continue };
-            let declared: HashSet<&str> = t.parameters.iter().map(|p| p.name.as_str()).collect();
-            let own = own_variables(&env, &name, &entry.source);
-            let mut undeclared: Vec<&String> = own
-                .iter()
-                .filter(|v| !declared.contains(v.as_str()) && !BUILTIN_NAMES.contains(&v.as_str()))
-                .collect();
-            undeclared.sort();
-            for var in undeclared {
-                let location = find_use(&entry.source, var)
-                    .map(|(l, c)| {
-                        Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c))
-                    })
-                    .unwrap_or_else(|| Location::file(&src.path));
-                let message =
-                    format!("`{var}` is used but is neither a parameter nor set in the template");
-                if entry.dialect.is_strict() {
-                    errors.push(Error::new(ErrorKind::Lint, message).with_location(location));
-                } else {
-                    // Prompty renders an undeclared variable empty.
-                    warnings.push(Diagnostic::new(
-                        Severity::Warning,
-                        location,
-                        format!("{message} (it renders empty)"),
-                    ));
-                }
-            }
-            // Static includes must resolve.
-            for (target, offset) in static_refs(&entry.source) {
-                if let Err(e) = index.resolve(&target) {
-                    let (l, c) = line_col(&entry.source, offset);
-                    errors.push(Error::new(e.kind(), e.message().to_owned()).with_location(
-                        Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c)),
-                    ));
-                }
-            }
-            // Unused parameters (only those this file declares).
-            let used = used_variables(&env, &index, &name, &mut used_cache, 0).unwrap_or_default();
-            let spliced: HashSet<String> = static_splices(&entry.source);
-            for (pname, at) in &res.own_params {
-                if !used.contains(pname) && !spliced.contains(pname) {
-                    warnings.push(Diagnostic::new(
-                        Severity::Warning,
-                        at.clone(),
-                        format!("parameter `{pname}` is declared but never used"),
-                    ));
-                }
+    // Lint each template on all cores; findings are merged in order.
+    let findings = crate::par::map(&all, |entry| {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let t = &entry.template;
+        let name = exact_ref(&t.name, &t.version);
+        let key = (t.name.clone(), t.version.clone());
+        let (Some(src), Some(Some(res))) = (sources.get(&key), resolved.get(&key)) else {
+            return (errors, warnings);
+        };
+        if broken.contains(&name) {
+            return (errors, warnings);
+        }
+        let declared: HashSet<&str> = t.parameters.iter().map(|p| p.name.as_str()).collect();
+        let own = own_variables(&env, &name, &entry.source);
+        let mut undeclared: Vec<&String> = own
+            .iter()
+            .filter(|v| !declared.contains(v.as_str()) && !BUILTIN_NAMES.contains(&v.as_str()))
+            .collect();
+        undeclared.sort();
+        for var in undeclared {
+            let location = find_use(&entry.source, var)
+                .map(|(l, c)| {
+                    Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c))
+                })
+                .unwrap_or_else(|| Location::file(&src.path));
+            let message =
+                format!("`{var}` is used but is neither a parameter nor set in the template");
+            if entry.dialect.is_strict() {
+                errors.push(Error::new(ErrorKind::Lint, message).with_location(location));
+            } else {
+                // Prompty renders an undeclared variable empty.
+                warnings.push(Diagnostic::new(
+                    Severity::Warning,
+                    location,
+                    format!("{message} (it renders empty)"),
+                ));
             }
         }
+        // Static includes must resolve.
+        for (target, offset) in static_refs(&entry.source) {
+            if let Err(e) = index.resolve(&target) {
+                let (l, c) = line_col(&entry.source, offset);
+                errors.push(Error::new(e.kind(), e.message().to_owned()).with_location(
+                    Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c)),
+                ));
+            }
+        }
+        // Unused parameters (only those this file declares).
+        let mut used_cache = HashMap::new();
+        let used = used_variables(&env, &index, &name, &mut used_cache, 0).unwrap_or_default();
+        let spliced: HashSet<String> = static_splices(&entry.source);
+        for (pname, at) in &res.own_params {
+            if !used.contains(pname) && !spliced.contains(pname) {
+                warnings.push(Diagnostic::new(
+                    Severity::Warning,
+                    at.clone(),
+                    format!("parameter `{pname}` is declared but never used"),
+                ));
+            }
+        }
+        (errors, warnings)
+    });
+    for (mut e, mut w) in findings {
+        errors.append(&mut e);
+        warnings.append(&mut w);
     }
 
     errors.sort_by(|a, b| a.location().cmp(&b.location()));
@@ -1387,6 +1549,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             env,
             warnings: warnings.clone(),
             limits: RenderLimits::default(),
+            refs: Default::default(),
         }),
     };
     Ok(Analysis {

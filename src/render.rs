@@ -152,7 +152,7 @@ impl Registry {
         &self,
         reference: &str,
         inputs: &impl Serialize,
-    ) -> Result<(&Arc<crate::registry::Entry>, String, Value), Error> {
+    ) -> Result<(Arc<crate::registry::Entry>, String, Value), Error> {
         let entry = self.entry(reference)?;
         let t = &entry.template;
         let id = t.id();
@@ -179,7 +179,7 @@ impl Registry {
             }
         };
         check_input_size(&inputs, &limits, &id)?;
-        for p in &t.parameters {
+        for p in t.parameters.iter() {
             if let (Some(d), false) = (&p.default, inputs.contains_key(&p.name)) {
                 inputs.insert(p.name.clone(), d.clone());
             }
@@ -223,19 +223,22 @@ impl Registry {
         inputs: &impl Serialize,
         options: &RenderOptions,
     ) -> Result<Rendered, Error> {
-        let (entry, id, inputs) = self.prepare_inputs(reference, inputs)?;
+        let (entry, id, mut inputs) = self.prepare_inputs(reference, inputs)?;
         let t = &entry.template;
         let limits = *self.limits();
-        // What Jinja sees: every declared parameter present (null when
-        // optional and absent), and no string able to carry a role marker.
-        let mut ctx = inputs.clone();
-        if let Value::Object(map) = &mut ctx {
-            for p in &t.parameters {
-                map.entry(p.name.clone()).or_insert(Value::Null);
+        // What Jinja sees (and history is spliced from): every declared
+        // parameter present (null when optional and absent), and no string
+        // able to carry a role marker.
+        if let Value::Object(map) = &mut inputs {
+            for p in t.parameters.iter() {
+                if !map.contains_key(&p.name) {
+                    map.insert(p.name.clone(), Value::Null);
+                }
             }
         }
-        body::sanitize(&mut ctx);
-        let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
+        // Strings are sanitised as they are converted (and history
+        // messages as they are spliced), in one pass.
+        let ctx = to_jinja(&inputs);
 
         let name = exact_ref(&t.name, &t.version);
         let template = self
@@ -289,6 +292,44 @@ impl Registry {
             rendered.fit_budget(budget, options.strategy)?;
         }
         Ok(rendered)
+    }
+}
+
+/// A history message as spliced: no marker characters anywhere in it.
+fn sanitize_message(m: &mut Message) {
+    if let Some(clean) = body::sanitize_str(&m.content) {
+        m.content = clean;
+    }
+    for field in [&mut m.name, &mut m.tool_call_id].into_iter().flatten() {
+        if let Some(clean) = body::sanitize_str(field) {
+            *field = clean;
+        }
+    }
+    for call in m.tool_calls.iter_mut().flatten() {
+        body::sanitize(call);
+    }
+}
+
+/// A JSON value as a Jinja value, built directly (no serde round trip),
+/// with every string and key unable to carry a role marker.
+fn to_jinja(v: &Value) -> minijinja::Value {
+    let text = |s: &str| match body::sanitize_str(s) {
+        Some(clean) => minijinja::Value::from(clean),
+        None => minijinja::Value::from(s),
+    };
+    match v {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(u)) => minijinja::Value::from(u),
+            _ => minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => text(s),
+        Value::Array(items) => items.iter().map(to_jinja).collect(),
+        Value::Object(map) => {
+            minijinja::Value::from_pairs(map.iter().map(|(k, v)| (text(k), to_jinja(v))))
+        }
     }
 }
 
@@ -579,11 +620,15 @@ fn assemble(
                 let role = current.as_ref().map(|o| o.role).or(resume);
                 flush(&mut current, &mut messages, &mut origins);
                 resume = role;
-                let list = inputs.get(param).cloned().unwrap_or(Value::Null);
-                let history: Vec<Message> = match list {
-                    Value::Null => Vec::new(),
-                    other => serde_json::from_value(other)
-                        .map_err(|e| format!("history parameter `{param}`: {e}"))?,
+                let history: Vec<Message> = match inputs.get(param) {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(list) => {
+                        let mut history =
+                            <Vec<Message> as serde::Deserialize>::deserialize(list)
+                                .map_err(|e| format!("history parameter `{param}`: {e}"))?;
+                        history.iter_mut().for_each(sanitize_message);
+                        history
+                    }
                 };
                 let parameter: Arc<str> = Arc::from(param);
                 for m in history {

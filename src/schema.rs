@@ -151,6 +151,10 @@ impl InputSchema {
     /// Checks `inputs` (already an object with defaults applied). Every
     /// violation becomes one error naming the parameter path and the rule.
     pub(crate) fn validate(&self, inputs: &Value, template: &str) -> Result<(), Error> {
+        // The common case, valid inputs, without collecting errors.
+        if self.validator.is_valid(inputs) {
+            return Ok(());
+        }
         let mut problems: Vec<Error> = self
             .validator
             .iter_errors(inputs)

@@ -535,8 +535,8 @@ pub struct Template {
     pub(crate) description: Option<String>,
     pub(crate) labels: Vec<String>,
     pub(crate) extends: Option<String>,
-    pub(crate) parameters: Vec<Parameter>,
-    pub(crate) input_schema: Value,
+    pub(crate) parameters: std::sync::Arc<[Parameter]>,
+    pub(crate) input_schema: std::sync::Arc<Value>,
     pub(crate) model: Option<ModelConfig>,
     pub(crate) context: Option<ContextConfig>,
 }
@@ -553,8 +553,8 @@ impl Serialize for Template {
         map.serialize_entry("description", &self.description)?;
         map.serialize_entry("path", &self.path)?;
         map.serialize_entry("extends", &self.extends)?;
-        map.serialize_entry("parameters", &self.parameters)?;
-        map.serialize_entry("input_schema", &self.input_schema)?;
+        map.serialize_entry("parameters", &*self.parameters)?;
+        map.serialize_entry("input_schema", &*self.input_schema)?;
         map.serialize_entry("model", &self.model)?;
         map.serialize_entry("context", &self.context)?;
         map.end()
