@@ -336,9 +336,9 @@ pub(crate) fn trim_newlines(s: &str) -> &str {
 }
 
 /// A Prompty body as a native `.prompt.jinja` body: role markers written
-/// the native way (`# User:` -> `user:`; a `name` attribute is kept as
-/// `user[name="x"]:` is not native, so it is dropped with a warning), and
-/// leading text before the first marker under an explicit `system:`.
+/// the native way (`# User:` -> `user:`), and text before the first marker
+/// under an explicit `system:`. Native role lines carry no attributes, so a
+/// marker's `name` is dropped, with a warning.
 pub(crate) fn native_body(body: &str) -> (String, Vec<String>) {
     let mut out = String::with_capacity(body.len() + 16);
     let mut warnings = Vec::new();
