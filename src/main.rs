@@ -29,6 +29,16 @@ struct DirArg {
     dir: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct InputArgs {
+    /// Inputs as a JSON (or, for `.yaml`/`.yml`, YAML) file; `-` reads JSON from stdin.
+    #[arg(long, value_name = "FILE|-")]
+    input: Option<String>,
+    /// Set one input: `k=v` sets a string, `k:=JSON` a JSON value. Wins over --input.
+    #[arg(long = "var", value_name = "K=V")]
+    vars: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// List templates with their versions and labels.
@@ -50,12 +60,8 @@ enum Command {
         reference: String,
         #[command(flatten)]
         dir: DirArg,
-        /// Inputs as a JSON (or, for `.yaml`/`.yml`, YAML) file; `-` reads JSON from stdin.
-        #[arg(long, value_name = "FILE|-")]
-        input: Option<String>,
-        /// Set one input: `k=v` sets a string, `k:=JSON` a JSON value. Wins over --input.
-        #[arg(long = "var", value_name = "K=V")]
-        vars: Vec<String>,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Print the rendered result as JSON.
         #[arg(long)]
         json: bool,
@@ -71,12 +77,8 @@ enum Command {
         reference: String,
         #[command(flatten)]
         dir: DirArg,
-        /// Inputs as a JSON (or YAML) file; `-` reads JSON from stdin.
-        #[arg(long, value_name = "FILE|-")]
-        input: Option<String>,
-        /// Set one input: `k=v` sets a string, `k:=JSON` a JSON value.
-        #[arg(long = "var", value_name = "K=V")]
-        vars: Vec<String>,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// Send to this model instead of the template's (`provider:name`).
         #[arg(long, value_name = "PROVIDER:NAME")]
         model: Option<String>,
@@ -192,12 +194,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Render {
             reference,
             dir,
-            input,
-            vars,
+            inputs,
             json,
             model,
         } => {
-            let inputs = read_inputs(input.as_deref(), &vars)?;
+            let inputs = read_inputs(inputs.input.as_deref(), &inputs.vars)?;
             let registry = Registry::load(&dir.dir)?;
             let mut options = RenderOptions::new();
             if let Some(model) = model {
@@ -243,13 +244,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Send {
             reference,
             dir,
-            input,
-            vars,
+            inputs,
             model,
             stream,
             json,
         } => {
-            let inputs = read_inputs(input.as_deref(), &vars)?;
+            let inputs = read_inputs(inputs.input.as_deref(), &inputs.vars)?;
             return send(&dir.dir, &reference, &inputs, model, stream, json);
         }
         Command::Convert {

@@ -60,6 +60,16 @@ pub(crate) struct Mapped {
     pub warnings: Vec<String>,
 }
 
+/// Parses Prompty front matter (empty is an empty mapping) with YAML 1.2
+/// booleans, as Prompty's runtimes read it: `n` and `yes` are strings.
+pub(crate) fn read_front_matter(text: &str) -> Result<Value, serde_saphyr::Error> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+    serde_saphyr::from_str_with_options(text, options)
+}
+
 /// Maps parsed Prompty front matter (`yaml`) to a native manifest.
 /// `file_version` is the `@VERSION` of the file name, if any.
 pub(crate) fn map_front_matter(fm: &Value, file_version: Option<&str>) -> Result<Mapped, String> {
@@ -399,20 +409,15 @@ pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
         Some((fm, body, _)) => (fm, body),
         None => ("", text),
     };
-    let fm: Value = if fm_text.trim().is_empty() {
-        Value::Object(Map::new())
-    } else {
-        let options = serde_saphyr::options! { strict_booleans: true };
-        serde_saphyr::from_str_with_options(fm_text, options).map_err(|e| {
-            Error::new(
-                ErrorKind::Syntax,
-                format!(
-                    "the front matter is not valid YAML: {}",
-                    e.without_snippet()
-                ),
-            )
-        })?
-    };
+    let fm = read_front_matter(fm_text).map_err(|e| {
+        Error::new(
+            ErrorKind::Syntax,
+            format!(
+                "the front matter is not valid YAML: {}",
+                e.without_snippet()
+            ),
+        )
+    })?;
     let mapped = map_front_matter(&fm, None).map_err(|m| Error::new(ErrorKind::Syntax, m))?;
     let version = mapped.manifest["version"]
         .as_str()

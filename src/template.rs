@@ -291,28 +291,8 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
         FileForm::Body if prompty => {
             // Prompty allows a file without front matter: all body.
             let (fm_text, body, first) = split_front_matter(text).unwrap_or(("", text, 1));
-            // YAML 1.2 booleans, as Prompty's runtimes read them: `n` and
-            // `yes` are strings.
-            let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
-            let fm: Value = if fm_text.trim().is_empty() {
-                Value::Object(serde_json::Map::new())
-            } else {
-                serde_saphyr::from_str_with_options(fm_text, options).map_err(|e| {
-                    let location = match e.location() {
-                        Some(l) if l.line() > 0 => Location::at(
-                            path,
-                            (l.line() as u32).saturating_add(1),
-                            Some(l.column() as u32),
-                        ),
-                        _ => Location::file(path),
-                    };
-                    vec![
-                        Error::new(ErrorKind::Syntax, yaml_message(&e))
-                            .with_location(location)
-                            .with_source(e),
-                    ]
-                })?
-            };
+            let fm =
+                crate::prompty::read_front_matter(fm_text).map_err(|e| yaml_error(path, e, 2))?;
             let mapped =
                 crate::prompty::map_front_matter(&fm, stem_version.as_deref()).map_err(|msg| {
                     vec![
@@ -362,21 +342,8 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
     };
 
     let options = serde_saphyr::options! { with_snippet: false };
-    let manifest: Manifest = serde_saphyr::from_str_with_options(yaml, options).map_err(|e| {
-        let location = match e.location() {
-            Some(l) if l.line() > 0 => Location::at(
-                path,
-                (l.line() as u32).saturating_add(yaml_first_line - 1),
-                Some(l.column() as u32),
-            ),
-            _ => Location::file(path),
-        };
-        vec![
-            Error::new(ErrorKind::Syntax, yaml_message(&e))
-                .with_location(location)
-                .with_source(e),
-        ]
-    })?;
+    let manifest: Manifest = serde_saphyr::from_str_with_options(yaml, options)
+        .map_err(|e| yaml_error(path, e, yaml_first_line))?;
     let mut source = SourceFile {
         path: path.to_owned(),
         name,
@@ -477,6 +444,24 @@ pub(crate) fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
         offset += line.len();
     }
     None
+}
+
+/// A YAML error as a load error at its line of the file, given the line
+/// the YAML starts on.
+fn yaml_error(path: &Path, e: serde_saphyr::Error, first_line: u32) -> Vec<Error> {
+    let location = match e.location() {
+        Some(l) if l.line() > 0 => Location::at(
+            path,
+            (l.line() as u32).saturating_add(first_line - 1),
+            Some(l.column() as u32),
+        ),
+        _ => Location::file(path),
+    };
+    vec![
+        Error::new(ErrorKind::Syntax, yaml_message(&e))
+            .with_location(location)
+            .with_source(e),
+    ]
 }
 
 /// The message of a YAML error without serde-saphyr's own location suffix

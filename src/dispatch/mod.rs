@@ -241,6 +241,14 @@ struct Target<'a> {
     model: String,
 }
 
+impl Target<'_> {
+    /// Says in `response` who answered.
+    fn label(&self, response: &mut Response) {
+        response.provider.clone_from(&self.provider.name);
+        response.model.clone_from(&self.model);
+    }
+}
+
 /// An API key, only ever printed as `[redacted]`.
 struct ApiKey(String);
 
@@ -330,8 +338,7 @@ impl Client {
             }
             match self.send_one(target, &prepared, &mut attempts).await {
                 Ok(mut response) => {
-                    response.provider.clone_from(&target.provider.name);
-                    response.model.clone_from(&target.model);
+                    target.label(&mut response);
                     response.fallback = i > 0;
                     response.attempts = attempts;
                     if let (Some(cache), Some(key)) = (&self.inner.cache, cache_key) {
@@ -594,8 +601,7 @@ impl Client {
             };
             match outcome {
                 Ok(mut response) => {
-                    response.provider.clone_from(&target.provider.name);
-                    response.model.clone_from(&target.model);
+                    target.label(&mut response);
                     response.fallback = i > 0;
                     response.attempts = attempts;
                     return Ok(Some(response));
@@ -643,8 +649,7 @@ impl Client {
                     other => other.to_string(),
                 };
                 let mut partial = acc.response;
-                partial.provider.clone_from(provider);
-                partial.model.clone_from(&target.model);
+                target.label(&mut partial);
                 Attempt::Failed(
                     DispatchError::Stream {
                         provider: provider.clone(),
