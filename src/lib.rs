@@ -74,9 +74,11 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod check;
 #[cfg(feature = "dispatch")]
 pub mod dispatch;
 mod error;
+mod input;
 mod limits;
 mod memo;
 mod message;

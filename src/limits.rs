@@ -80,35 +80,3 @@ impl RenderLimits {
         self
     }
 }
-
-/// The nesting depth and approximate size of a JSON value, walked without
-/// recursion (so a value too deep for the stack is measured, not crashed
-/// on). Stops early once `max_depth` or `max_bytes` is passed.
-pub(crate) fn measure(
-    value: &serde_json::Value,
-    max_depth: usize,
-    max_bytes: usize,
-) -> (usize, usize) {
-    use serde_json::Value;
-    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
-    let (mut depth, mut bytes) = (0usize, 0usize);
-    while let Some((v, d)) = stack.pop() {
-        depth = depth.max(d);
-        bytes = bytes.saturating_add(8);
-        if depth > max_depth || bytes > max_bytes {
-            break;
-        }
-        match v {
-            Value::String(s) => bytes = bytes.saturating_add(s.len()),
-            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
-            Value::Object(map) => {
-                for (k, item) in map {
-                    bytes = bytes.saturating_add(k.len());
-                    stack.push((item, d + 1));
-                }
-            }
-            _ => {}
-        }
-    }
-    (depth, bytes)
-}

@@ -52,6 +52,14 @@ pub(crate) struct Index {
 pub(crate) struct Entry {
     pub template: Template,
     pub schema: InputSchema,
+    /// `NAME@VERSION`.
+    pub id: String,
+    /// The name it is compiled under in the Jinja environment.
+    pub jinja_name: String,
+    /// Parameter defaults, as templates see them.
+    pub defaults: Vec<(minijinja::Value, minijinja::Value)>,
+    /// Every declared parameter's name (absent ones render as none).
+    pub declared: Vec<minijinja::Value>,
     /// The compiled Jinja source: same lines as the file.
     pub source: String,
     pub form: FileForm,
@@ -1359,10 +1367,10 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         // bad parameter schema is traced back to the parameter only when
         // that compile fails.
         let declares = src.manifest.parameters.is_some();
-        let validator = match schema::compile(&res.input_schema) {
+        let validator = match schema::compile_input(&res.input_schema) {
             Ok(v) => {
                 if declares {
-                    check_defaults(&v, res, &mut errs);
+                    check_defaults(&v.validator, res, &mut errs);
                 }
                 Some(v)
             }
@@ -1437,11 +1445,32 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             extends: res.extends.as_ref().map(|(n, v)| format!("{n}@{v}")),
             parameters: res.parameters.clone(),
             input_schema: res.input_schema.clone(),
-            model,
+            model: model.map(Arc::new),
             context,
         };
+        let jinja_name = exact_ref(&template.name, &template.version);
+        let defaults = template
+            .parameters
+            .iter()
+            .filter_map(|p| {
+                let d = p.default.as_ref()?;
+                Some((
+                    minijinja::Value::from(p.name.as_str()),
+                    crate::input::from_json(d),
+                ))
+            })
+            .collect();
+        let declared = template
+            .parameters
+            .iter()
+            .map(|p| minijinja::Value::from(p.name.as_str()))
+            .collect();
         let entry = Arc::new(Entry {
-            schema: InputSchema { validator },
+            id: template.id(),
+            schema: validator,
+            jinja_name,
+            defaults,
+            declared,
             template,
             source,
             form: src.form,

@@ -1,15 +1,17 @@
 //! Rendering: inputs in, role-tagged messages out.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::body::{self, Piece};
 use crate::error::{Error, ErrorKind};
+use crate::input::InputMap;
 use crate::message::{Message, Role};
 use crate::prompty::Dialect;
-use crate::registry::{Registry, exact_ref, jinja_error};
+use crate::registry::{Registry, jinja_error};
 use crate::template::{ContextConfig, ModelConfig};
 use crate::tokens::{self, TokenCounter, TokenReport};
 use crate::truncate::{self, Item, Strategy, TruncationReport};
@@ -98,9 +100,9 @@ pub struct Rendered {
     pub template: String,
     /// The messages, in order.
     pub messages: Vec<Message>,
-    /// The template's `model:` block.
+    /// The template's `model:` block (shared with the template).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelConfig>,
+    pub model: Option<Arc<ModelConfig>>,
     /// The template's `context:` block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextConfig>,
@@ -146,50 +148,26 @@ impl Registry {
         self.render_with(reference, inputs, &RenderOptions::default())
     }
 
-    /// Resolves the template, turns `inputs` into JSON, applies defaults
-    /// and validates (unless a lenient Prompty file).
+    /// Resolves the template, turns `inputs` into template values (one
+    /// pass: see [`crate::input`]), applies defaults and validates (unless
+    /// a lenient Prompty file).
     fn prepare_inputs(
         &self,
         reference: &str,
         inputs: &impl Serialize,
-    ) -> Result<(Arc<crate::registry::Entry>, String, Value), Error> {
+    ) -> Result<(Arc<crate::registry::Entry>, String, InputMap), Error> {
         let entry = self.entry(reference)?;
-        let t = &entry.template;
-        let id = t.id();
-        let limits = *self.limits();
-        let mut inputs = match serde_json::to_value(inputs) {
-            Ok(Value::Object(map)) => map,
-            Ok(Value::Null) => Map::new(),
-            Ok(other) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "invalid input for {id}: inputs must be a map of parameter names to values, not {}",
-                        crate::schema::json_kind(&other)
-                    ),
-                )
-                .with_parameter("", "type"));
-            }
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("invalid input for {id}: cannot serialize inputs"),
-                )
-                .with_source(e));
-            }
-        };
-        check_input_size(&inputs, &limits, &id)?;
-        for p in t.parameters.iter() {
-            if let (Some(d), false) = (&p.default, inputs.contains_key(&p.name)) {
-                inputs.insert(p.name.clone(), d.clone());
+        let id = entry.id.clone();
+        let mut inputs = crate::input::from_serialize(inputs, self.limits(), &id)?;
+        for (name, default) in &entry.defaults {
+            if !inputs.contains_key(name.as_str().unwrap_or_default()) {
+                inputs.insert(name.clone(), default.clone());
             }
         }
-        let inputs = Value::Object(inputs);
         // Prompty files render what they are given, unless strict.
         if entry.dialect.is_strict() {
-            entry.schema.validate(&inputs, &id)?;
+            entry.schema.validate_inputs(&inputs, &id)?;
         }
-
         Ok((entry, id, inputs))
     }
 
@@ -227,27 +205,24 @@ impl Registry {
         let t = &entry.template;
         let limits = *self.limits();
         // What Jinja sees (and history is spliced from): every declared
-        // parameter present (null when optional and absent), and no string
-        // able to carry a role marker.
-        if let Value::Object(map) = &mut inputs {
-            for p in t.parameters.iter() {
-                if !map.contains_key(&p.name) {
-                    map.insert(p.name.clone(), Value::Null);
-                }
+        // parameter present, none when optional and absent. Strings were
+        // made unable to carry a role marker as they were serialized.
+        for name in &entry.declared {
+            if !inputs.contains_key(name.as_str().unwrap_or_default()) {
+                inputs.insert(name.clone(), minijinja::Value::from(()));
             }
         }
-        // Strings are sanitised as they are converted (and history
-        // messages as they are spliced), in one pass.
-        let ctx = to_jinja(&inputs);
-
-        let name = exact_ref(&t.name, &t.version);
+        let ctx = inputs.into_value();
         let template = self
             .env_for(entry.dialect)
-            .get_template(&name)
+            .get_template(&entry.jinja_name)
             .map_err(|e| jinja_error(&e, self.index()))?;
         let output = template
-            .render(ctx)
+            .render(&ctx)
             .map_err(|e| jinja_error(&e, self.index()))?;
+        let inputs = ctx
+            .downcast_object_ref::<InputMap>()
+            .expect("the context is the inputs map");
 
         if output.len() > limits.max_output_bytes {
             return Err(Error::new(
@@ -260,7 +235,7 @@ impl Registry {
             )
             .with_location(crate::error::Location::file(&t.path)));
         }
-        let (messages, origins) = assemble(&output, &inputs, entry.implicit_user, entry.dialect)
+        let (messages, origins) = assemble(&output, inputs, entry.implicit_user, entry.dialect)
             .map_err(|msg| {
                 Error::new(ErrorKind::Template, msg)
                     .with_location(crate::error::Location::file(&t.path))
@@ -288,89 +263,15 @@ impl Registry {
             .clone()
             .unwrap_or_else(|| tokens::counter_for_model(model_name.as_deref()));
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
-        if let Some(budget) = budget(t.model.as_ref(), t.context.as_ref(), model_name.as_deref()) {
+        if let Some(budget) = budget(
+            t.model.as_deref(),
+            t.context.as_ref(),
+            model_name.as_deref(),
+        ) {
             rendered.fit_budget(budget, options.strategy)?;
         }
         Ok(rendered)
     }
-}
-
-/// A history message as spliced: no marker characters anywhere in it.
-fn sanitize_message(m: &mut Message) {
-    if let Some(clean) = body::sanitize_str(&m.content) {
-        m.content = clean;
-    }
-    for field in [&mut m.name, &mut m.tool_call_id].into_iter().flatten() {
-        if let Some(clean) = body::sanitize_str(field) {
-            *field = clean;
-        }
-    }
-    for call in m.tool_calls.iter_mut().flatten() {
-        body::sanitize(call);
-    }
-}
-
-/// A JSON value as a Jinja value, built directly (no serde round trip),
-/// with every string and key unable to carry a role marker.
-fn to_jinja(v: &Value) -> minijinja::Value {
-    let text = |s: &str| match body::sanitize_str(s) {
-        Some(clean) => minijinja::Value::from(clean),
-        None => minijinja::Value::from(s),
-    };
-    match v {
-        Value::Null => minijinja::Value::from(()),
-        Value::Bool(b) => minijinja::Value::from(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => minijinja::Value::from(i),
-            (None, Some(u)) => minijinja::Value::from(u),
-            _ => minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => text(s),
-        Value::Array(items) => items.iter().map(to_jinja).collect(),
-        Value::Object(map) => {
-            minijinja::Value::from_pairs(map.iter().map(|(k, v)| (text(k), to_jinja(v))))
-        }
-    }
-}
-
-/// Inputs deeper or larger than the limits are refused before anything
-/// walks them recursively.
-fn check_input_size(
-    inputs: &Map<String, Value>,
-    limits: &crate::RenderLimits,
-    id: &str,
-) -> Result<(), Error> {
-    let (mut depth, mut bytes) = (0, 0);
-    for (k, v) in inputs {
-        let (d, b) = crate::limits::measure(
-            v,
-            limits.max_input_depth,
-            limits.max_input_bytes.saturating_sub(bytes),
-        );
-        depth = depth.max(d + 1);
-        bytes += b + k.len();
-        if depth > limits.max_input_depth {
-            return Err(Error::new(
-                ErrorKind::Limit,
-                format!(
-                    "invalid input for {id}: /{k} nests deeper than RenderLimits::max_input_depth ({})",
-                    limits.max_input_depth
-                ),
-            )
-            .with_parameter(format!("/{k}"), "maxDepth"));
-        }
-        if bytes > limits.max_input_bytes {
-            return Err(Error::new(
-                ErrorKind::Limit,
-                format!(
-                    "invalid input for {id}: the inputs are larger than RenderLimits::max_input_bytes ({} bytes; /{k} passes it)",
-                    limits.max_input_bytes
-                ),
-            )
-            .with_parameter(format!("/{k}"), "maxBytes"));
-        }
-    }
-    Ok(())
 }
 
 /// The prompt's budget: `max_tokens` (from `context:`, else the model's
@@ -421,7 +322,11 @@ impl Rendered {
         }
         let mut r = self.clone();
         r.recount(tokens::counter_for_model(Some(model_name)).as_ref());
-        if let Some(b) = budget(self.model.as_ref(), self.context.as_ref(), Some(model_name)) {
+        if let Some(b) = budget(
+            self.model.as_deref(),
+            self.context.as_ref(),
+            Some(model_name),
+        ) {
             r.fit_budget(b, Strategy::default())?;
         }
         r.rendered_for = Some(model_name.to_owned());
@@ -517,32 +422,48 @@ fn retain_kept<T>(items: &mut Vec<T>, keep: &[bool]) {
 /// Cuts rendered output into messages and splices history.
 fn assemble(
     output: &str,
-    inputs: &Value,
+    inputs: &InputMap,
     implicit_user: bool,
     dialect: Dialect,
 ) -> Result<(Vec<Message>, Vec<Origin>), String> {
     /// A message being written: role, name, text, and whether a role line
-    /// opened it (Prompty keeps such a message even when empty).
-    struct Open {
+    /// opened it (Prompty keeps such a message even when empty). The text
+    /// borrows from the output until a second piece joins it.
+    struct Open<'a> {
         role: Role,
-        name: Option<String>,
-        text: String,
+        name: Option<&'a str>,
+        text: Cow<'a, str>,
         explicit: bool,
     }
+    impl<'a> Open<'a> {
+        fn new(role: Role, name: Option<&'a str>, text: &'a str, explicit: bool) -> Open<'a> {
+            Open {
+                role,
+                name,
+                text: Cow::Borrowed(text),
+                explicit,
+            }
+        }
+
+        fn push(&mut self, piece: &'a str) {
+            if self.text.is_empty() {
+                self.text = Cow::Borrowed(piece);
+            } else {
+                self.text.to_mut().push_str(piece);
+            }
+        }
+    }
     let prompty = dialect.is_prompty();
-    let mut messages = Vec::new();
-    let mut origins = Vec::new();
-    let mut current: Option<Open> = implicit_user.then(|| Open {
-        role: Role::User,
-        name: None,
-        text: String::new(),
-        explicit: false,
-    });
+    let pieces = body::split_output(output)?;
+    let mut messages = Vec::with_capacity(pieces.len() / 2 + 1);
+    let mut origins = Vec::with_capacity(pieces.len() / 2 + 1);
+    let mut current: Option<Open<'_>> =
+        implicit_user.then(|| Open::new(Role::User, None, "", false));
     // The role text continues with after a splice that no role line follows.
     let mut resume: Option<Role> = None;
 
     let flush =
-        |current: &mut Option<Open>, messages: &mut Vec<Message>, origins: &mut Vec<Origin>| {
+        |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>, origins: &mut Vec<Origin>| {
             if let Some(open) = current.take() {
                 let content = if prompty {
                     crate::prompty::trim_newlines(&open.text)
@@ -568,46 +489,27 @@ fn assemble(
                 };
                 if keep {
                     let mut m = Message::new(open.role, content);
-                    m.name = open.name;
+                    m.name = open.name.map(str::to_owned);
                     messages.push(m);
                     origins.push(Origin::Template);
                 }
             }
         };
 
-    for piece in body::split_output(output)? {
+    for piece in pieces {
         match piece {
             Piece::Role(role, name) => {
                 flush(&mut current, &mut messages, &mut origins);
-                current = Some(Open {
-                    role,
-                    name: name.map(str::to_owned),
-                    text: String::new(),
-                    explicit: true,
-                });
+                current = Some(Open::new(role, name, "", true));
                 resume = None;
             }
             Piece::Text(text) => match &mut current {
-                Some(open) => open.text.push_str(text),
+                Some(open) => open.push(text),
                 None => match resume {
-                    Some(role) => {
-                        current = Some(Open {
-                            role,
-                            name: None,
-                            text: text.to_owned(),
-                            explicit: false,
-                        });
-                    }
+                    Some(role) => current = Some(Open::new(role, None, text, false)),
                     None if text.trim().is_empty() => {}
                     // Prompty: text before the first marker is system.
-                    None if prompty => {
-                        current = Some(Open {
-                            role: Role::System,
-                            name: None,
-                            text: text.to_owned(),
-                            explicit: false,
-                        });
-                    }
+                    None if prompty => current = Some(Open::new(Role::System, None, text, false)),
                     None => {
                         return Err(
                             "the template wrote text before its first role line (an include or macro may be the cause)"
@@ -620,15 +522,13 @@ fn assemble(
                 let role = current.as_ref().map(|o| o.role).or(resume);
                 flush(&mut current, &mut messages, &mut origins);
                 resume = role;
+                // Its strings were made marker-free as the inputs were
+                // serialized, and the schema has checked its shape.
                 let history: Vec<Message> = match inputs.get(param) {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(list) => {
-                        let mut history =
-                            <Vec<Message> as serde::Deserialize>::deserialize(list)
-                                .map_err(|e| format!("history parameter `{param}`: {e}"))?;
-                        history.iter_mut().for_each(sanitize_message);
-                        history
-                    }
+                    None => Vec::new(),
+                    Some(list) if list.is_none() || list.is_undefined() => Vec::new(),
+                    Some(list) => <Vec<Message> as serde::Deserialize>::deserialize(list.clone())
+                        .map_err(|e| format!("history parameter `{param}`: {e}"))?,
                 };
                 let parameter: Arc<str> = Arc::from(param);
                 for m in history {

@@ -7,15 +7,19 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
+use crate::check::{Check, Tri};
 use crate::error::{Error, ErrorKind};
+use crate::input::InputMap;
 use crate::message::history_item_schema;
 use crate::template::Parameter;
 
 const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 
-/// A compiled input schema with what rendering needs from it.
+/// A compiled input schema: the full validator, and the fast path that
+/// answers for the common case (see [`crate::check`]).
 pub(crate) struct InputSchema {
     pub validator: Arc<jsonschema::Validator>,
+    pub fast: Option<Arc<Check>>,
 }
 
 impl fmt::Debug for InputSchema {
@@ -102,6 +106,23 @@ pub(crate) fn compile(schema: &Value) -> Result<Arc<jsonschema::Validator>, Stri
     Ok(validator)
 }
 
+/// Compiles an input schema: the validator (see [`compile`]) and, when the
+/// schema stays inside its subset, the fast path (memoised likewise).
+///
+/// # Errors
+/// As [`compile`].
+pub(crate) fn compile_input(schema: &Value) -> Result<InputSchema, String> {
+    static FAST: crate::memo::Memo<Option<Arc<Check>>> = crate::memo::Memo::new(20_000);
+    let validator = compile(schema)?;
+    let key = crate::memo::value_key(schema);
+    let fast = FAST.get(key).unwrap_or_else(|| {
+        let fast = crate::check::compile(schema).map(Arc::new);
+        FAST.put(key, fast.clone());
+        fast
+    });
+    Ok(InputSchema { validator, fast })
+}
+
 /// Builds the object schema of a parameter list.
 pub(crate) fn object_schema(params: &[Parameter]) -> Value {
     let mut properties = Map::new();
@@ -148,6 +169,24 @@ pub(crate) fn parameters_of(schema: &Value, history: &[String]) -> Vec<Parameter
 }
 
 impl InputSchema {
+    /// Checks the inputs of a render (defaults applied): by the fast path
+    /// when it can say yes, else by the full validator, which writes the
+    /// errors.
+    pub(crate) fn validate_inputs(&self, inputs: &InputMap, template: &str) -> Result<(), Error> {
+        if let Some(fast) = &self.fast
+            && fast.check_map(inputs) == Tri::Yes
+        {
+            return Ok(());
+        }
+        let json = serde_json::to_value(inputs).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid input for {template}: cannot serialize inputs: {e}"),
+            )
+        })?;
+        self.validate(&json, template)
+    }
+
     /// Checks `inputs` (already an object with defaults applied). Every
     /// violation becomes one error naming the parameter path and the rule.
     pub(crate) fn validate(&self, inputs: &Value, template: &str) -> Result<(), Error> {
@@ -239,7 +278,7 @@ fn violation(e: jsonschema::ValidationError<'_>) -> Vec<Error> {
     }
 }
 
-fn escape_pointer(s: &str) -> String {
+pub(crate) fn escape_pointer(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 

@@ -522,7 +522,7 @@ pub struct Template {
     pub(crate) extends: Option<String>,
     pub(crate) parameters: std::sync::Arc<[Parameter]>,
     pub(crate) input_schema: std::sync::Arc<Value>,
-    pub(crate) model: Option<ModelConfig>,
+    pub(crate) model: Option<std::sync::Arc<ModelConfig>>,
     pub(crate) context: Option<ContextConfig>,
 }
 
@@ -595,7 +595,7 @@ impl Template {
 
     /// The `model:` block, merged with the parent's.
     pub fn model(&self) -> Option<&ModelConfig> {
-        self.model.as_ref()
+        self.model.as_deref()
     }
 
     /// The `context:` block, merged with the parent's.

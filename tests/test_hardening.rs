@@ -111,6 +111,23 @@ fn input_documents_have_size_and_depth_limits() {
     );
     assert_eq!(e.parameter(), Some("/doc"));
 
+    // A Rust value with no bottom at all: only the depth limit, checked as
+    // it is serialised, ends the descent (before it could reach the end of
+    // the stack).
+    struct Bottomless;
+    impl serde::Serialize for Bottomless {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = s.serialize_seq(Some(1))?;
+            seq.serialize_element(&Bottomless)?;
+            seq.end()
+        }
+    }
+    let e = registry
+        .render("t", &std::collections::HashMap::from([("doc", Bottomless)]))
+        .unwrap_err();
+    assert_eq!((e.kind(), e.parameter()), (ErrorKind::Limit, Some("/doc")));
+
     // Bigger than the limit.
     let small = registry.with_limits(RenderLimits::new().max_input_bytes(1000));
     let e = small

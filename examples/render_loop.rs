@@ -1,0 +1,121 @@
+//! Renders the few-shot triage prompt N times in one process: for
+//! instruction counts under callgrind (`valgrind --tool=callgrind
+//! --toggle-collect='*render_loop::run*'`), where timings are too noisy to
+//! compare small changes. `render_loop [registry|validate|bare|tokens] [N]`.
+
+use promptbook::{Registry, RenderOptions};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Answer {
+    queue: &'static str,
+    priority: &'static str,
+}
+
+#[derive(Serialize)]
+struct Example {
+    ticket: String,
+    answer: Answer,
+}
+
+#[derive(Serialize)]
+struct Inputs {
+    ticket: String,
+    examples: Vec<Example>,
+}
+
+#[derive(Serialize)]
+struct WithDefaults<'a> {
+    #[serde(flatten)]
+    inputs: &'a Inputs,
+    queues: [&'static str; 4],
+}
+
+fn inputs() -> Inputs {
+    let queues = ["billing", "technical", "account", "other"];
+    let priorities = ["low", "normal", "high", "urgent"];
+    Inputs {
+        ticket: "Since this morning every invoice PDF I download from the billing page is blank, \
+                 and our accountant needs last quarter's invoices by Friday."
+            .into(),
+        examples: (0..8)
+            .map(|i| Example {
+                ticket: format!(
+                    "Example ticket {i}: the customer writes a few sentences about a problem with \
+                     their cloud account, mentions the product area involved and how urgent it \
+                     feels to them, and asks what happens next."
+                ),
+                answer: Answer {
+                    queue: queues[i % 4],
+                    priority: priorities[(i / 2) % 4],
+                },
+            })
+            .collect(),
+    }
+}
+
+#[inline(never)]
+fn run(n: usize, f: &mut dyn FnMut() -> usize) -> usize {
+    (0..n).map(|_| f()).sum()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "registry".into());
+    let n: usize = args.next().map_or(1000, |s| s.parse().expect("a count"));
+    let registry = Registry::load("templates").expect("the shipped templates load");
+    let inputs = inputs();
+    let no_tokens = RenderOptions::new().count_tokens(false);
+    let body = |path: &str| {
+        let text = std::fs::read_to_string(path).expect("readable");
+        text.splitn(3, "---\n")
+            .nth(2)
+            .expect("front matter")
+            .to_owned()
+    };
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("valid syntax"),
+    );
+    env.add_template_owned(
+        "triage",
+        body("templates/support/triage@2.1.0.prompt.jinja"),
+    )
+    .expect("compiles");
+    env.add_template_owned(
+        "partials/tone@^1",
+        body("templates/partials/tone@1.0.0.prompt.jinja"),
+    )
+    .expect("compiles");
+    let bare = env.get_template("triage").expect("present");
+    let total = match what.as_str() {
+        "registry" => run(n, &mut || {
+            let r = registry.render_with("support/triage", &inputs, &no_tokens);
+            r.expect("renders").messages.len()
+        }),
+        "tokens" => run(n, &mut || {
+            let r = registry.render("support/triage", &inputs);
+            r.expect("renders").messages.len()
+        }),
+        "validate" => run(n, &mut || {
+            registry.validate("support/triage", &inputs).expect("valid");
+            1
+        }),
+        "bare" => run(n, &mut || {
+            let ctx = WithDefaults {
+                inputs: &inputs,
+                queues: ["billing", "technical", "account", "other"],
+            };
+            bare.render(minijinja::value::Serde(&ctx))
+                .expect("renders")
+                .len()
+        }),
+        other => panic!("unknown variant {other}"),
+    };
+    println!("{what}: {n} iterations ({total})");
+}

@@ -1,0 +1,979 @@
+//! Inputs as templates see them, built in one pass.
+//!
+//! A render's inputs are serialized once, straight into minijinja values.
+//! There is no `serde_json::Value` tree in between, so there is none to
+//! build, walk and drop on every render. As it goes, the serializer:
+//! - follows the JSON data model, exactly as `serde_json::to_value` would:
+//!   map keys become strings, non-finite floats become `null`, bytes become
+//!   lists of numbers, enums are tagged externally, and 128-bit integers
+//!   outside the 64-bit ranges are refused;
+//! - makes every string and key unable to carry a role marker;
+//! - enforces [`RenderLimits`]' input size and depth before it descends, so
+//!   a value nested deeper than the stack can take is refused, not
+//!   overflowed on.
+//!
+//! Maps become [`InputMap`]s (insertion order, linear lookup while small,
+//! hashed when large) and lists become `Vec<Value>`. Schema checks walk
+//! these types directly.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use minijinja::Value;
+use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr};
+use serde::ser::{self, Serialize};
+
+use crate::body;
+use crate::error::{Error, ErrorKind};
+use crate::limits::RenderLimits;
+
+/// Maps with more entries than this get a hash index.
+const INDEX_FROM: usize = 16;
+
+/// A map of string keys to values, in insertion order. A key inserted twice
+/// keeps its first position and its last value (as `serde_json` maps do).
+#[derive(Clone, Default)]
+pub(crate) struct InputMap {
+    entries: Vec<(Value, Value)>,
+    index: Option<HashMap<Key, usize, foldhash::fast::RandomState>>,
+}
+
+/// A string-valued key, hashed and compared as its text.
+#[derive(Clone)]
+struct Key(Value);
+
+impl Key {
+    fn text(&self) -> &str {
+        self.0.as_str().unwrap_or_default()
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Eq for Key {}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.text()
+    }
+}
+
+impl InputMap {
+    pub(crate) fn with_capacity(n: usize) -> InputMap {
+        InputMap {
+            entries: Vec::with_capacity(n.min(INDEX_FROM)),
+            index: None,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or_default(), v))
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self
+                .entries
+                .iter()
+                .position(|(k, _)| k.as_str() == Some(key)),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+        self.position(key).map(|i| &self.entries[i].1)
+    }
+
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Inserts `value` under `key`, a string value.
+    pub(crate) fn insert(&mut self, key: Value, value: Value) {
+        debug_assert!(key.as_str().is_some());
+        if let Some(i) = self.position(key.as_str().unwrap_or_default()) {
+            self.entries[i].1 = value;
+            return;
+        }
+        let i = self.entries.len();
+        if let Some(index) = &mut self.index {
+            index.insert(Key(key.clone()), i);
+        } else if i == INDEX_FROM {
+            let mut index: HashMap<Key, usize, _> =
+                HashMap::with_capacity_and_hasher(2 * INDEX_FROM, Default::default());
+            for (j, (k, _)) in self.entries.iter().enumerate() {
+                index.insert(Key(k.clone()), j);
+            }
+            index.insert(Key(key.clone()), i);
+            self.index = Some(index);
+        }
+        self.entries.push((key, value));
+    }
+
+    /// Appends a key known not to be present: a struct's field (serde's
+    /// derive writes each field once).
+    fn push_unique(&mut self, key: Value, value: Value) {
+        if self.index.is_some() || self.entries.len() == INDEX_FROM {
+            self.insert(key, value);
+        } else {
+            self.entries.push((key, value));
+        }
+    }
+
+    pub(crate) fn into_value(self) -> Value {
+        Value::from_object(self)
+    }
+}
+
+impl fmt::Debug for InputMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .finish()
+    }
+}
+
+impl Object for InputMap {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get(key.as_str()?).cloned()
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.get(key).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_rev_key_value_enumerator(|this| {
+            Box::new(this.entries.iter().map(|(k, v)| (k.clone(), v.clone())))
+        })
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+/// Serializes as the JSON object it stands for.
+impl Serialize for InputMap {
+    fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.entries.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The inputs of a render as an [`InputMap`], or an error naming what is
+/// wrong with them: not a map, not serializable, or over a limit.
+pub(crate) fn from_serialize(
+    inputs: &impl Serialize,
+    limits: &RenderLimits,
+    template: &str,
+) -> Result<InputMap, Error> {
+    let mut state = State {
+        bytes: 0,
+        limits,
+        top: None,
+    };
+    let value = inputs
+        .serialize(Ser {
+            state: &mut state,
+            depth: 0,
+        })
+        .map_err(|e| match e {
+            Problem::Limit { rule, what } => {
+                let at = state
+                    .top
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .map(|k| format!("/{}", crate::schema::escape_pointer(k)))
+                    .unwrap_or_default();
+                Error::new(
+                    ErrorKind::Limit,
+                    format!("invalid input for {template}: {at} {what}"),
+                )
+                .with_parameter(at, rule)
+            }
+            Problem::Custom(msg) => Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid input for {template}: cannot serialize inputs: {msg}"),
+            ),
+        })?;
+    if value.is_none() {
+        return Ok(InputMap::default());
+    }
+    match value.downcast_object::<InputMap>() {
+        Some(map) => Ok(Arc::try_unwrap(map).unwrap_or_else(|shared| (*shared).clone())),
+        None => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "invalid input for {template}: inputs must be a map of parameter names to values, not {}",
+                kind_of(&value)
+            ),
+        )
+        .with_parameter("", "type")),
+    }
+}
+
+/// A JSON value (a default from a template file) as templates see it.
+pub(crate) fn from_json(json: &serde_json::Value) -> Value {
+    let limits = RenderLimits::default()
+        .max_input_bytes(usize::MAX)
+        .max_input_depth(usize::MAX);
+    let mut state = State {
+        bytes: 0,
+        limits: &limits,
+        top: None,
+    };
+    // A JSON value always serializes: it came from parsing one.
+    json.serialize(Ser {
+        state: &mut state,
+        depth: 1,
+    })
+    .unwrap_or_default()
+}
+
+/// How a value's kind is named in errors.
+pub(crate) fn kind_of(v: &Value) -> &'static str {
+    use minijinja::value::ValueKind as K;
+    match v.kind() {
+        K::Undefined | K::None => "null",
+        K::Bool => "a boolean",
+        K::Number => "a number",
+        K::String => "a string",
+        K::Seq | K::Iterable | K::Bytes => "a list",
+        _ => "a map",
+    }
+}
+
+/// A string as templates may see it: never a role marker.
+fn text(s: &str) -> Value {
+    match body::sanitize_str(s) {
+        Some(clean) => Value::from(clean),
+        None => Value::from(s),
+    }
+}
+
+struct State<'l> {
+    bytes: usize,
+    limits: &'l RenderLimits,
+    /// The top-level key being serialized, for errors.
+    top: Option<Value>,
+}
+
+impl State<'_> {
+    /// Counts `n` more bytes of input (a value's slot and its text).
+    fn charge(&mut self, n: usize) -> Result<(), Problem> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.limits.max_input_bytes {
+            return Err(Problem::Limit {
+                rule: "maxBytes",
+                what: format!(
+                    "makes the inputs larger than RenderLimits::max_input_bytes ({} bytes)",
+                    self.limits.max_input_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why serializing stopped.
+#[derive(Debug)]
+enum Problem {
+    Limit { rule: &'static str, what: String },
+    Custom(String),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Limit { what, .. } => f.write_str(what),
+            Problem::Custom(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
+
+impl ser::Error for Problem {
+    fn custom<T: fmt::Display>(msg: T) -> Problem {
+        Problem::Custom(msg.to_string())
+    }
+}
+
+/// Bytes charged for every value, besides its text.
+const SLOT: usize = 8;
+
+struct Ser<'a, 'l> {
+    state: &'a mut State<'l>,
+    /// The depth of the value being serialized (the inputs map is 0).
+    depth: usize,
+}
+
+impl<'a, 'l> Ser<'a, 'l> {
+    fn scalar(self, v: Value) -> Result<Value, Problem> {
+        self.state.charge(SLOT)?;
+        Ok(v)
+    }
+
+    /// Enters a container: refused when its items would be too deep.
+    fn open(&mut self) -> Result<(), Problem> {
+        self.state.charge(SLOT)?;
+        if self.depth + 1 > self.state.limits.max_input_depth {
+            return Err(Problem::Limit {
+                rule: "maxDepth",
+                what: format!(
+                    "nests deeper than RenderLimits::max_input_depth ({})",
+                    self.state.limits.max_input_depth
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn child(&mut self) -> Ser<'_, 'l> {
+        Ser {
+            state: self.state,
+            depth: self.depth + 1,
+        }
+    }
+
+    fn tagged(self, variant: &'static str, inner: Value) -> Result<Value, Problem> {
+        let mut map = InputMap::with_capacity(1);
+        map.insert(text(variant), inner);
+        Ok(map.into_value())
+    }
+}
+
+impl<'a, 'l> ser::Serializer for Ser<'a, 'l> {
+    type Ok = Value;
+    type Error = Problem;
+    type SerializeSeq = SeqSer<'a, 'l>;
+    type SerializeTuple = SeqSer<'a, 'l>;
+    type SerializeTupleStruct = SeqSer<'a, 'l>;
+    type SerializeTupleVariant = SeqSer<'a, 'l>;
+    type SerializeMap = MapSer<'a, 'l>;
+    type SerializeStruct = MapSer<'a, 'l>;
+    type SerializeStructVariant = MapSer<'a, 'l>;
+
+    fn serialize_bool(self, v: bool) -> Result<Value, Problem> {
+        self.scalar(Value::from(v))
+    }
+    fn serialize_i8(self, v: i8) -> Result<Value, Problem> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<Value, Problem> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<Value, Problem> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Result<Value, Problem> {
+        self.scalar(Value::from(v))
+    }
+    fn serialize_i128(self, v: i128) -> Result<Value, Problem> {
+        if let Ok(v) = i64::try_from(v) {
+            self.serialize_i64(v)
+        } else if let Ok(v) = u64::try_from(v) {
+            self.serialize_u64(v)
+        } else {
+            Err(Problem::Custom("number out of range".into()))
+        }
+    }
+    fn serialize_u8(self, v: u8) -> Result<Value, Problem> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<Value, Problem> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<Value, Problem> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Result<Value, Problem> {
+        // As serde_json: a number that fits i64 is one.
+        match i64::try_from(v) {
+            Ok(i) => self.scalar(Value::from(i)),
+            Err(_) => self.scalar(Value::from(v)),
+        }
+    }
+    fn serialize_u128(self, v: u128) -> Result<Value, Problem> {
+        match u64::try_from(v) {
+            Ok(v) => self.serialize_u64(v),
+            Err(_) => Err(Problem::Custom("number out of range".into())),
+        }
+    }
+    fn serialize_f32(self, v: f32) -> Result<Value, Problem> {
+        self.serialize_f64(v.into())
+    }
+    fn serialize_f64(self, v: f64) -> Result<Value, Problem> {
+        // As serde_json: NaN and the infinities are not JSON numbers.
+        if v.is_finite() {
+            self.scalar(Value::from(v))
+        } else {
+            self.scalar(Value::from(()))
+        }
+    }
+    fn serialize_char(self, v: char) -> Result<Value, Problem> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_str(self, v: &str) -> Result<Value, Problem> {
+        self.state.charge(SLOT + v.len())?;
+        Ok(text(v))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<Value, Problem> {
+        use ser::SerializeSeq;
+        let mut seq = self.serialize_seq(Some(v.len()))?;
+        for b in v {
+            seq.serialize_element(b)?;
+        }
+        seq.end()
+    }
+    fn serialize_none(self) -> Result<Value, Problem> {
+        self.serialize_unit()
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<Value, Problem> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<Value, Problem> {
+        self.scalar(Value::from(()))
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Value, Problem> {
+        self.serialize_unit()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Value, Problem> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<Value, Problem> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<Value, Problem> {
+        self.open()?;
+        self.state.charge(variant.len())?;
+        let inner = value.serialize(self.child())?;
+        self.tagged(variant, inner)
+    }
+    fn serialize_seq(mut self, len: Option<usize>) -> Result<SeqSer<'a, 'l>, Problem> {
+        self.open()?;
+        Ok(SeqSer {
+            // A length hint is trusted only so far: it is not input size.
+            items: Vec::with_capacity(len.unwrap_or(0).min(1024)),
+            variant: None,
+            ser: self,
+        })
+    }
+    fn serialize_tuple(self, len: usize) -> Result<SeqSer<'a, 'l>, Problem> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<SeqSer<'a, 'l>, Problem> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<SeqSer<'a, 'l>, Problem> {
+        // The tag map is one level, the list inside it another.
+        self.open()?;
+        self.state.charge(variant.len())?;
+        let mut inner = self.child();
+        inner.open()?;
+        Ok(SeqSer {
+            items: Vec::with_capacity(len.min(1024)),
+            variant: Some(variant),
+            ser: Ser {
+                depth: inner.depth,
+                state: self.state,
+            },
+        })
+    }
+    fn serialize_map(mut self, len: Option<usize>) -> Result<MapSer<'a, 'l>, Problem> {
+        self.open()?;
+        Ok(MapSer {
+            map: InputMap::with_capacity(len.unwrap_or(0)),
+            key: None,
+            variant: None,
+            ser: self,
+        })
+    }
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapSer<'a, 'l>, Problem> {
+        self.serialize_map(Some(len))
+    }
+    fn serialize_struct_variant(
+        mut self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<MapSer<'a, 'l>, Problem> {
+        self.open()?;
+        self.state.charge(variant.len())?;
+        let mut inner = self.child();
+        inner.open()?;
+        Ok(MapSer {
+            map: InputMap::with_capacity(len),
+            key: None,
+            variant: Some(variant),
+            ser: Ser {
+                depth: inner.depth,
+                state: self.state,
+            },
+        })
+    }
+}
+
+struct SeqSer<'a, 'l> {
+    items: Vec<Value>,
+    /// For a tuple variant, its name: the list is wrapped in `{name: [...]}`.
+    variant: Option<&'static str>,
+    ser: Ser<'a, 'l>,
+}
+
+impl SeqSer<'_, '_> {
+    fn push<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Problem> {
+        let v = value.serialize(self.ser.child())?;
+        self.items.push(v);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Value, Problem> {
+        let list = Value::from(self.items);
+        match self.variant {
+            Some(variant) => self.ser.tagged(variant, list),
+            None => Ok(list),
+        }
+    }
+}
+
+impl ser::SerializeSeq for SeqSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Problem> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeTuple for SeqSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Problem> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Problem> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeTupleVariant for SeqSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Problem> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+struct MapSer<'a, 'l> {
+    map: InputMap,
+    key: Option<Value>,
+    /// For a struct variant, its name: the map is wrapped in `{name: {...}}`.
+    variant: Option<&'static str>,
+    ser: Ser<'a, 'l>,
+}
+
+impl MapSer<'_, '_> {
+    fn put<T: ?Sized + Serialize>(
+        &mut self,
+        key: Value,
+        value: &T,
+        unique: bool,
+    ) -> Result<(), Problem> {
+        self.ser.state.charge(key.as_str().map_or(0, str::len))?;
+        if self.ser.depth == 0 {
+            self.ser.state.top = Some(key.clone());
+        }
+        let v = value.serialize(self.ser.child())?;
+        if unique {
+            self.map.push_unique(key, v);
+        } else {
+            self.map.insert(key, v);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Value, Problem> {
+        let map = self.map.into_value();
+        match self.variant {
+            Some(variant) => self.ser.tagged(variant, map),
+            None => Ok(map),
+        }
+    }
+}
+
+impl ser::SerializeMap for MapSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Problem> {
+        self.key = Some(key.serialize(KeySer)?);
+        Ok(())
+    }
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Problem> {
+        let key = self
+            .key
+            .take()
+            .ok_or_else(|| Problem::Custom("a map value came before its key".into()))?;
+        self.put(key, value, false)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+/// A struct's field names are `&'static str`s written in the program, not
+/// input: they are taken as they are.
+impl ser::SerializeStruct for MapSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Problem> {
+        self.put(Value::from(key), value, true)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeStructVariant for MapSer<'_, '_> {
+    type Ok = Value;
+    type Error = Problem;
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Problem> {
+        self.put(Value::from(key), value, true)
+    }
+    fn end(self) -> Result<Value, Problem> {
+        self.finish()
+    }
+}
+
+/// Map keys as `serde_json` makes them: strings, numbers and booleans as
+/// their text, unit variants by name; anything else is refused.
+struct KeySer;
+
+fn key_must_be_a_string() -> Problem {
+    Problem::Custom("key must be a string".into())
+}
+
+impl ser::Serializer for KeySer {
+    type Ok = Value;
+    type Error = Problem;
+    type SerializeSeq = ser::Impossible<Value, Problem>;
+    type SerializeTuple = ser::Impossible<Value, Problem>;
+    type SerializeTupleStruct = ser::Impossible<Value, Problem>;
+    type SerializeTupleVariant = ser::Impossible<Value, Problem>;
+    type SerializeMap = ser::Impossible<Value, Problem>;
+    type SerializeStruct = ser::Impossible<Value, Problem>;
+    type SerializeStructVariant = ser::Impossible<Value, Problem>;
+
+    fn serialize_bool(self, v: bool) -> Result<Value, Problem> {
+        Ok(Value::from(if v { "true" } else { "false" }))
+    }
+    fn serialize_i8(self, v: i8) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_i16(self, v: i16) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_i32(self, v: i32) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_i64(self, v: i64) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_i128(self, v: i128) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_u8(self, v: u8) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_u16(self, v: u16) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_u32(self, v: u32) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_u64(self, v: u64) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_u128(self, v: u128) -> Result<Value, Problem> {
+        Ok(Value::from(v.to_string()))
+    }
+    fn serialize_f32(self, v: f32) -> Result<Value, Problem> {
+        self.serialize_f64(v.into())
+    }
+    fn serialize_f64(self, v: f64) -> Result<Value, Problem> {
+        // serde_json writes finite float keys as JSON numbers (ryu).
+        serde_json::Number::from_f64(v)
+            .map(|n| Value::from(n.to_string()))
+            .ok_or_else(|| Problem::Custom("float key must be finite".into()))
+    }
+    fn serialize_char(self, v: char) -> Result<Value, Problem> {
+        Ok(text(v.encode_utf8(&mut [0; 4])))
+    }
+    fn serialize_str(self, v: &str) -> Result<Value, Problem> {
+        Ok(text(v))
+    }
+    fn serialize_bytes(self, _v: &[u8]) -> Result<Value, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_none(self) -> Result<Value, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, _value: &T) -> Result<Value, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_unit(self) -> Result<Value, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Value, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Value, Problem> {
+        Ok(text(variant))
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<Value, Problem> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<Value, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, Problem> {
+        Err(key_must_be_a_string())
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, Problem> {
+        Err(key_must_be_a_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn roundtrip(v: &serde_json::Value) -> serde_json::Value {
+        let map = from_serialize(v, &RenderLimits::default(), "t").unwrap();
+        serde_json::to_value(&map).unwrap()
+    }
+
+    #[test]
+    fn json_values_survive_the_trip_in_order() {
+        let v = json!({"z": 1, "a": [1.5, -2, "x", null, true, {"k": {"deep": []}}],
+                       "big": u64::MAX, "neg": i64::MIN});
+        assert_eq!(roundtrip(&v), v);
+        let keys: Vec<_> = roundtrip(&v).as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["z", "a", "big", "neg"]);
+    }
+
+    #[test]
+    fn rust_values_follow_serde_json() {
+        use std::collections::BTreeMap;
+        #[derive(serde::Serialize)]
+        enum E {
+            Unit,
+            New(u8),
+            Tuple(u8, u8),
+            Struct { x: u8 },
+        }
+        #[derive(serde::Serialize)]
+        struct S {
+            nan: f64,
+            bytes: serde_bytes_like::Bytes,
+            keys: BTreeMap<i32, bool>,
+            e: Vec<E>,
+            opt: Option<u8>,
+            c: char,
+        }
+        mod serde_bytes_like {
+            pub struct Bytes(pub Vec<u8>);
+            impl serde::Serialize for Bytes {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_bytes(&self.0)
+                }
+            }
+        }
+        let s = S {
+            nan: f64::NAN,
+            bytes: serde_bytes_like::Bytes(vec![1, 2]),
+            keys: [(1, true), (-3, false)].into(),
+            e: vec![E::Unit, E::New(1), E::Tuple(1, 2), E::Struct { x: 3 }],
+            opt: None,
+            c: 'é',
+        };
+        let ours = serde_json::to_value(from_serialize(&s, &RenderLimits::default(), "t").unwrap())
+            .unwrap();
+        assert_eq!(ours, serde_json::to_value(&s).unwrap());
+    }
+
+    #[test]
+    fn duplicate_keys_keep_first_place_and_last_value_in_big_maps_too() {
+        for n in [3usize, 40] {
+            let mut map = InputMap::default();
+            for i in 0..n {
+                map.insert(Value::from(format!("k{i}")), Value::from(i));
+            }
+            map.insert(Value::from("k1"), Value::from("again"));
+            assert_eq!(map.len(), n);
+            assert_eq!(map.get("k1").unwrap().as_str(), Some("again"));
+            assert_eq!(map.iter().nth(1).unwrap().0, "k1");
+            assert_eq!(
+                map.get(&format!("k{}", n - 1)).unwrap().as_usize(),
+                Some(n - 1)
+            );
+            assert!(map.get("nope").is_none());
+        }
+    }
+
+    #[test]
+    fn markers_are_made_inert_in_values_and_keys() {
+        let v = json!({"a\u{FDD0}": ["x\u{FDD1}y"]});
+        let out = roundtrip(&v);
+        assert_eq!(out, json!({"a\u{FFFD}": ["x\u{FFFD}y"]}));
+    }
+
+    #[test]
+    fn limits_name_the_top_level_parameter() {
+        let deep = (0..10).fold(json!(1), |v, _| json!([v]));
+        let limits = RenderLimits::default().max_input_depth(5);
+        let e = from_serialize(&json!({"ok": 1, "deep": deep}), &limits, "t").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Limit);
+        assert_eq!((e.parameter(), e.rule()), (Some("/deep"), Some("maxDepth")));
+
+        let limits = RenderLimits::default().max_input_bytes(100);
+        let e = from_serialize(&json!({"s": "x".repeat(200)}), &limits, "t").unwrap_err();
+        assert_eq!((e.parameter(), e.rule()), (Some("/s"), Some("maxBytes")));
+    }
+
+    #[test]
+    fn non_maps_are_refused_by_kind() {
+        let e = from_serialize(&json!([1]), &RenderLimits::default(), "t").unwrap_err();
+        assert!(e.message().contains("not a list"), "{e}");
+        assert!(
+            from_serialize(&(), &RenderLimits::default(), "t")
+                .unwrap()
+                .len()
+                == 0
+        );
+    }
+}
