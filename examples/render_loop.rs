@@ -1,7 +1,7 @@
 //! Renders the few-shot triage prompt N times in one process: for
 //! instruction counts under callgrind (`valgrind --tool=callgrind
 //! --toggle-collect='*render_loop::run*'`), where timings are too noisy to
-//! compare small changes. `render_loop [registry|validate|bare|tokens] [N]`.
+//! compare small changes. `render_loop [registry|validate|bare|bare-fuel|tokens] [N]`.
 
 use promptbook::{Registry, RenderOptions};
 use serde::Serialize;
@@ -93,6 +93,10 @@ fn main() {
     )
     .expect("compiles");
     let bare = env.get_template("triage").expect("present");
+    // The same, with the fuel limit the registry renders under.
+    let mut fueled_env = env.clone();
+    fueled_env.set_fuel(promptbook::RenderLimits::default().fuel);
+    let fueled = fueled_env.get_template("triage").expect("present");
     let total = match what.as_str() {
         "registry" => run(n, &mut || {
             let r = registry.render_with("support/triage", &inputs, &no_tokens);
@@ -112,6 +116,16 @@ fn main() {
                 queues: ["billing", "technical", "account", "other"],
             };
             bare.render(minijinja::value::Serde(&ctx))
+                .expect("renders")
+                .len()
+        }),
+        "bare-fuel" => run(n, &mut || {
+            let ctx = WithDefaults {
+                inputs: &inputs,
+                queues: ["billing", "technical", "account", "other"],
+            };
+            fueled
+                .render(minijinja::value::Serde(&ctx))
                 .expect("renders")
                 .len()
         }),

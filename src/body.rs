@@ -367,51 +367,103 @@ pub(crate) enum Piece<'a> {
     Splice(&'a str),
 }
 
-/// Cuts rendered output at its markers.
-///
-/// # Errors
-/// A message when a marker is malformed, which only a template that builds
-/// marker characters by hand can cause.
+/// [`pieces`], collected.
+#[cfg(test)]
 pub(crate) fn split_output(out: &str) -> Result<Vec<Piece<'_>>, String> {
-    let mut pieces = Vec::new();
-    let mut rest = out;
-    while let Some(open) = find_mark(rest, MARK_OPEN) {
-        if open > 0 {
-            pieces.push(Piece::Text(&rest[..open]));
-        }
-        let after = &rest[open + MARK_OPEN.len_utf8()..];
-        let close = find_mark(after, MARK_CLOSE)
-            .ok_or("a role marker is not closed (a template wrote U+FDD0 by hand)")?;
-        let code = &after[..close];
-        // `r:ROLE`, `r:ROLE:NAME` or `h:PARAM`, read bytewise: these are
-        // short, and a char search costs more than the scan.
-        pieces.push(if let Some(role) = code.strip_prefix("r:") {
-            match role.bytes().position(|b| b == b':') {
-                Some(i) => Piece::Role(role[..i].parse::<Role>()?, Some(&role[i + 1..])),
-                None => Piece::Role(role.parse::<Role>()?, None),
-            }
-        } else if let Some(param) = code.strip_prefix("h:") {
-            Piece::Splice(param)
-        } else {
-            return Err(format!("unknown role marker {code:?}"));
-        });
-        rest = &after[close + MARK_CLOSE.len_utf8()..];
-    }
-    if !rest.is_empty() {
-        pieces.push(Piece::Text(rest));
-    }
-    Ok(pieces)
+    pieces(out).collect()
 }
 
-/// The byte offset of `mark` (U+FDD0 or U+FDD1) in `s`. Both encode as
-/// EF B7 9x in UTF-8: memchr for the rare lead byte, then compare, which is
-/// much faster than a generic char search on the long strings rendering
-/// passes around.
-pub(crate) fn find_mark(s: &str, mark: char) -> Option<usize> {
-    let mut buf = [0u8; 3];
-    let needle = mark.encode_utf8(&mut buf).as_bytes();
-    let b = s.as_bytes();
-    memchr::memchr_iter(needle[0], b).find(|&i| b[i..].starts_with(needle))
+/// Cuts rendered output at its markers: text, role lines and splices, in
+/// order. A malformed marker, which only a template that builds marker
+/// characters by hand can cause, is an error (and the last item).
+pub(crate) fn pieces(out: &str) -> Pieces<'_> {
+    Pieces {
+        out,
+        leads: memchr::memchr_iter(0xEF, out.as_bytes()),
+        text_from: 0,
+        pending: None,
+        done: false,
+    }
+}
+
+const UNCLOSED: &str = "a role marker is not closed (a template wrote U+FDD0 by hand)";
+
+/// One pass over the markers' lead byte: U+FDD0 (EF B7 90) opens a marker,
+/// U+FDD1 (EF B7 91) closes it.
+pub(crate) struct Pieces<'a> {
+    out: &'a str,
+    leads: memchr::Memchr<'a>,
+    /// Where the text not yet given out starts.
+    text_from: usize,
+    /// A marker found right after text that was given out first.
+    pending: Option<Result<Piece<'a>, String>>,
+    done: bool,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Result<Piece<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(p) = self.pending.take() {
+            return Some(p);
+        }
+        if self.done {
+            return None;
+        }
+        let (out, b) = (self.out, self.out.as_bytes());
+        let mut open_at: Option<usize> = None;
+        let mut text_end = 0;
+        for i in self.leads.by_ref() {
+            if b.get(i + 1) != Some(&0xB7) {
+                continue;
+            }
+            match (b.get(i + 2), open_at) {
+                (Some(0x90), None) => {
+                    open_at = Some(i + 3);
+                    text_end = i;
+                }
+                (Some(0x91), Some(start)) => {
+                    let marker = marker(&out[start..i]);
+                    let text = &out[self.text_from..text_end];
+                    self.text_from = i + 3;
+                    if marker.is_err() {
+                        self.done = true;
+                    }
+                    if text.is_empty() {
+                        return Some(marker);
+                    }
+                    self.pending = Some(marker);
+                    return Some(Ok(Piece::Text(text)));
+                }
+                (Some(0x90), Some(_)) => {
+                    self.done = true;
+                    return Some(Err(UNCLOSED.into()));
+                }
+                // A close with no open is plain text.
+                _ => {}
+            }
+        }
+        self.done = true;
+        if open_at.is_some() {
+            return Some(Err(UNCLOSED.into()));
+        }
+        let rest = &out[self.text_from..];
+        (!rest.is_empty()).then_some(Ok(Piece::Text(rest)))
+    }
+}
+
+/// A marker's code: `r:ROLE`, `r:ROLE:NAME` or `h:PARAM`.
+fn marker(code: &str) -> Result<Piece<'_>, String> {
+    if let Some(role) = code.strip_prefix("r:") {
+        Ok(match role.bytes().position(|b| b == b':') {
+            Some(i) => Piece::Role(role[..i].parse::<Role>()?, Some(&role[i + 1..])),
+            None => Piece::Role(role.parse::<Role>()?, None),
+        })
+    } else if let Some(param) = code.strip_prefix("h:") {
+        Ok(Piece::Splice(param))
+    } else {
+        Err(format!("unknown role marker {code:?}"))
+    }
 }
 
 /// Replaces the two marker characters in `s` by U+FFFD.

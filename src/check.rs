@@ -445,7 +445,19 @@ impl Check {
     }
 
     fn check(&self, v: &Value) -> Tri {
-        self.eval(&kind(v))
+        // The specialised shapes read the value directly; a value of
+        // another shape takes the general path, which tells "no" from
+        // "cannot tell".
+        let direct = match self {
+            Check::Any => Some(Tri::Yes),
+            Check::Str(len) => v.as_str().map(|s| Tri::from_bool(len.holds_str(s))),
+            Check::StrEnum(list) => v
+                .as_str()
+                .map(|s| Tri::from_bool(list.iter().any(|l| **l == *s))),
+            Check::Object(o) => v.downcast_object_ref::<InputMap>().map(|m| o.eval(m)),
+            _ => None,
+        };
+        direct.unwrap_or_else(|| self.eval(&kind(v)))
     }
 
     fn eval(&self, v: &Kind<'_>) -> Tri {
@@ -484,8 +496,13 @@ impl ObjectCheck {
     fn eval(&self, map: &InputMap) -> Tri {
         let mut all = All::new();
         let mut seen = 0u64;
-        for (key, value) in map.iter() {
-            let t = match self.properties.iter().position(|(name, _)| **name == *key) {
+        for (at, (key, value)) in map.iter().enumerate() {
+            // Inputs often list their fields in the schema's order.
+            let found = match self.properties.get(at) {
+                Some((name, _)) if **name == *key => Some(at),
+                _ => self.properties.iter().position(|(name, _)| **name == *key),
+            };
+            let t = match found {
                 Some(i) => {
                     seen |= 1 << i;
                     self.properties[i].1.check(value)

@@ -38,7 +38,7 @@ const INDEX_FROM: usize = 16;
 #[derive(Clone, Default)]
 pub(crate) struct InputMap {
     entries: Vec<(Value, Value)>,
-    index: Option<HashMap<Key, usize, foldhash::fast::RandomState>>,
+    index: Option<Box<HashMap<Key, usize, foldhash::fast::RandomState>>>,
 }
 
 /// A string-valued key, hashed and compared as its text.
@@ -124,7 +124,7 @@ impl InputMap {
                 index.insert(Key(k.clone()), j);
             }
             index.insert(Key(key.clone()), i);
-            self.index = Some(index);
+            self.index = Some(Box::new(index));
         }
         self.entries.push((key, value));
     }
@@ -642,10 +642,11 @@ impl MapSer<'_, '_> {
     fn put<T: ?Sized + Serialize>(
         &mut self,
         key: Value,
+        key_len: usize,
         value: &T,
         unique: bool,
     ) -> Result<(), Problem> {
-        self.ser.state.charge(key.as_str().map_or(0, str::len))?;
+        self.ser.state.charge(key_len)?;
         if self.ser.depth == 0 {
             self.ser.state.top = Some(key.clone());
         }
@@ -679,7 +680,8 @@ impl ser::SerializeMap for MapSer<'_, '_> {
             .key
             .take()
             .ok_or_else(|| Problem::Custom("a map value came before its key".into()))?;
-        self.put(key, value, false)
+        let len = key.as_str().map_or(0, str::len);
+        self.put(key, len, value, false)
     }
     fn end(self) -> Result<Value, Problem> {
         self.finish()
@@ -696,7 +698,7 @@ impl ser::SerializeStruct for MapSer<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Problem> {
-        self.put(Value::from(key), value, true)
+        self.put(Value::from(key), key.len(), value, true)
     }
     fn end(self) -> Result<Value, Problem> {
         self.finish()
@@ -711,7 +713,7 @@ impl ser::SerializeStructVariant for MapSer<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Problem> {
-        self.put(Value::from(key), value, true)
+        self.put(Value::from(key), key.len(), value, true)
     }
     fn end(self) -> Result<Value, Problem> {
         self.finish()

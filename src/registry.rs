@@ -60,6 +60,8 @@ pub(crate) struct Entry {
     pub defaults: Vec<(minijinja::Value, minijinja::Value)>,
     /// Every declared parameter's name (absent ones render as none).
     pub declared: Vec<minijinja::Value>,
+    /// How many messages its last render had: the next one's capacity.
+    pub messages_hint: std::sync::atomic::AtomicUsize,
     /// The compiled Jinja source: same lines as the file.
     pub source: String,
     pub form: FileForm,
@@ -1471,6 +1473,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             jinja_name,
             defaults,
             declared,
+            messages_hint: std::sync::atomic::AtomicUsize::new(4),
             template,
             source,
             form: src.form,

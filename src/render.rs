@@ -115,7 +115,7 @@ pub struct Rendered {
     origins: Vec<Origin>,
     /// The model name the counts and budget were computed for.
     #[serde(skip)]
-    rendered_for: Option<String>,
+    rendered_for: Option<Arc<str>>,
 }
 
 impl Rendered {
@@ -235,16 +235,28 @@ impl Registry {
             )
             .with_location(crate::error::Location::file(&t.path)));
         }
-        let (messages, origins) = assemble(&output, inputs, entry.implicit_user, entry.dialect)
-            .map_err(|msg| {
-                Error::new(ErrorKind::Template, msg)
-                    .with_location(crate::error::Location::file(&t.path))
-            })?;
+        let (messages, origins) = assemble(
+            &output,
+            inputs,
+            entry.implicit_user,
+            entry.dialect,
+            entry
+                .messages_hint
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .map_err(|msg| {
+            Error::new(ErrorKind::Template, msg)
+                .with_location(crate::error::Location::file(&t.path))
+        })?;
+        entry
+            .messages_hint
+            .store(messages.len(), std::sync::atomic::Ordering::Relaxed);
 
-        let model_name = options
+        let model_name: Option<Arc<str>> = options
             .model
-            .clone()
-            .or_else(|| t.model.as_ref().and_then(|m| m.name.clone()));
+            .as_deref()
+            .or_else(|| t.model.as_ref().and_then(|m| m.name.as_deref()))
+            .map(Arc::from);
         let mut rendered = Rendered {
             template: id,
             messages,
@@ -329,7 +341,7 @@ impl Rendered {
         ) {
             r.fit_budget(b, Strategy::default())?;
         }
-        r.rendered_for = Some(model_name.to_owned());
+        r.rendered_for = Some(Arc::from(model_name));
         Ok(std::borrow::Cow::Owned(r))
     }
 
@@ -419,12 +431,25 @@ fn retain_kept<T>(items: &mut Vec<T>, keep: &[bool]) {
     items.retain(|_| flags.next().unwrap_or(true));
 }
 
+/// `str::trim`, faster when the ends are ASCII (as they nearly always are:
+/// the newlines around role lines).
+fn trim(s: &str) -> &str {
+    let t = s.trim_ascii();
+    // What `trim` removes beyond ASCII whitespace: U+000B and non-ASCII.
+    let more = |b: &u8| !b.is_ascii() || *b == 0x0B;
+    match (t.as_bytes().first(), t.as_bytes().last()) {
+        (Some(a), Some(z)) if more(a) || more(z) => t.trim(),
+        _ => t,
+    }
+}
+
 /// Cuts rendered output into messages and splices history.
 fn assemble(
     output: &str,
     inputs: &InputMap,
     implicit_user: bool,
     dialect: Dialect,
+    capacity: usize,
 ) -> Result<(Vec<Message>, Vec<Origin>), String> {
     /// A message being written: role, name, text, and whether a role line
     /// opened it (Prompty keeps such a message even when empty). The text
@@ -454,9 +479,8 @@ fn assemble(
         }
     }
     let prompty = dialect.is_prompty();
-    let pieces = body::split_output(output)?;
-    let mut messages = Vec::with_capacity(pieces.len() / 2 + 1);
-    let mut origins = Vec::with_capacity(pieces.len() / 2 + 1);
+    let mut messages = Vec::with_capacity(capacity);
+    let mut origins = Vec::with_capacity(capacity);
     let mut current: Option<Open<'_>> =
         implicit_user.then(|| Open::new(Role::User, None, "", false));
     // The role text continues with after a splice that no role line follows.
@@ -468,7 +492,7 @@ fn assemble(
                 let content = if prompty {
                     crate::prompty::trim_newlines(&open.text)
                 } else {
-                    open.text.trim()
+                    trim(&open.text)
                 };
                 let keep = if prompty {
                     // Prompty keeps a marked message whose text is blank,
@@ -496,8 +520,8 @@ fn assemble(
             }
         };
 
-    for piece in pieces {
-        match piece {
+    for piece in body::pieces(output) {
+        match piece? {
             Piece::Role(role, name) => {
                 flush(&mut current, &mut messages, &mut origins);
                 current = Some(Open::new(role, name, "", true));
@@ -542,4 +566,23 @@ fn assemble(
     }
     flush(&mut current, &mut messages, &mut origins);
     Ok((messages, origins))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trim_is_str_trim() {
+        for s in [
+            "",
+            " ",
+            "\n a \n",
+            "\u{0B}a\u{0B}",
+            "\u{A0}a\u{2003}",
+            "a",
+            "\t\r\n",
+            "é ",
+        ] {
+            assert_eq!(super::trim(s), s.trim(), "{s:?}");
+        }
+    }
 }
