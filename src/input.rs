@@ -38,7 +38,7 @@ const INDEX_FROM: usize = 16;
 #[derive(Clone, Default)]
 pub(crate) struct InputMap {
     entries: Vec<(Value, Value)>,
-    index: Option<Box<HashMap<Key, usize, foldhash::fast::RandomState>>>,
+    index: Option<HashMap<Key, usize, foldhash::fast::RandomState>>,
 }
 
 /// A string-valued key, hashed and compared as its text.
@@ -124,7 +124,7 @@ impl InputMap {
                 index.insert(Key(k.clone()), j);
             }
             index.insert(Key(key.clone()), i);
-            self.index = Some(Box::new(index));
+            self.index = Some(index);
         }
         self.entries.push((key, value));
     }
