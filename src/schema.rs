@@ -88,8 +88,12 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
 /// # Errors
 /// A message saying where in the schema it is invalid.
 pub(crate) fn compile(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+    compile_keyed(schema, crate::memo::value_key(schema))
+}
+
+/// [`compile`] with the schema's memo key already computed.
+fn compile_keyed(schema: &Value, key: u128) -> Result<Arc<jsonschema::Validator>, String> {
     static COMPILED: crate::memo::Memo<Arc<jsonschema::Validator>> = crate::memo::Memo::new(20_000);
-    let key = crate::memo::value_key(schema);
     if let Some(v) = COMPILED.get(key) {
         return Ok(v);
     }
@@ -113,8 +117,8 @@ pub(crate) fn compile(schema: &Value) -> Result<Arc<jsonschema::Validator>, Stri
 /// As [`compile`].
 pub(crate) fn compile_input(schema: &Value) -> Result<InputSchema, String> {
     static FAST: crate::memo::Memo<Option<Arc<Check>>> = crate::memo::Memo::new(20_000);
-    let validator = compile(schema)?;
     let key = crate::memo::value_key(schema);
+    let validator = compile_keyed(schema, key)?;
     let fast = FAST.get(key).unwrap_or_else(|| {
         let fast = crate::check::compile(schema).map(Arc::new);
         FAST.put(key, fast.clone());
