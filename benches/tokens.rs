@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use promptbook::{Encoding, Registry, Strategy};
+use promptbook::{Encoding, Registry, RenderOptions, Strategy};
 use serde_json::json;
 
 const CORPUS_BYTES: usize = 8 << 20;
@@ -121,9 +121,8 @@ fn fit(c: &mut Criterion) {
             })
         })
         .collect();
-    let rendered = registry
-        .render("chat", &json!({"history": history, "q": "And now?"}))
-        .unwrap();
+    let inputs = json!({"history": history, "q": "And now?"});
+    let rendered = registry.render("chat", &inputs).unwrap();
     assert!(rendered.tokens.total > 200_000);
 
     let counter = Encoding::O200kBase;
@@ -160,6 +159,15 @@ fn fit(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    // End to end through `render`: serialising and validating the 10,000
+    // history messages, rendering, splicing, counting (cached) and fitting
+    // the result into gpt-4o-mini's window.
+    let for_model = RenderOptions::new().model("gpt-4o-mini");
+    let fitted = registry.render_with("chat", &inputs, &for_model).unwrap();
+    assert!(fitted.truncation.is_some());
+    group.bench_function("10k-history/render-end-to-end", |b| {
+        b.iter(|| registry.render_with("chat", &inputs, &for_model).unwrap())
     });
     group.finish();
 }

@@ -1,7 +1,7 @@
 //! Renders the few-shot triage prompt N times in one process: for
 //! instruction counts under callgrind (`valgrind --tool=callgrind
 //! --toggle-collect='*render_loop::run*'`), where timings are too noisy to
-//! compare small changes. `render_loop [registry|validate|bare|bare-fuel|tokens] [N]`.
+//! compare small changes. `render_loop [registry|validate|bare|bare-fuel|tokens|history] [N]`.
 
 use promptbook::{Registry, RenderOptions};
 use serde::Serialize;
@@ -129,6 +129,35 @@ fn main() {
                 .expect("renders")
                 .len()
         }),
+        "history" => {
+            // A 10,000-message history, fitted into gpt-4o-mini's window.
+            let dir = std::env::temp_dir().join(format!("render-loop-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            std::fs::write(
+                dir.join("chat.prompt.yaml"),
+                "version: 1.0.0\nparameters:\n  history: {type: messages}\n  q: string\nmessages:\n  - role: system\n    content: You are a helpful assistant.\n  - history: history\n  - role: user\n    content: \"{{ q }}\"\n",
+            )
+            .expect("writable");
+            let chat = Registry::load(&dir).expect("loads");
+            let history: Vec<_> = (0..10_000)
+                .map(|i| {
+                    serde_json::json!({
+                        "role": if i % 2 == 0 { "user" } else { "assistant" },
+                        "content": format!("turn {i}: alpha deploy the server token budget fn 42"),
+                    })
+                })
+                .collect();
+            let inputs = serde_json::json!({"history": history, "q": "And now?"});
+            let options = RenderOptions::new().model("gpt-4o-mini");
+            chat.render_with("chat", &inputs, &options)
+                .expect("renders");
+            let total = run(n, &mut || {
+                let r = chat.render_with("chat", &inputs, &options);
+                r.expect("renders").messages.len()
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            total
+        }
         other => panic!("unknown variant {other}"),
     };
     println!("{what}: {n} iterations ({total})");

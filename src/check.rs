@@ -82,11 +82,16 @@ pub(crate) enum Check {
     Object(Box<ObjectCheck>),
     /// `type: array` with `items` and lengths.
     Array(Box<Check>, Bounds),
+    /// Only `type` (a bit set of `TYPES`), e.g. `type: [string, "null"]`.
+    Types(u8),
     Node(Box<Node>),
 }
 
 #[derive(Debug)]
 pub(crate) struct ObjectCheck {
+    /// Whether a value that is not an object fails (`type: object`) or
+    /// passes (no `type`: the object keywords say nothing about it).
+    typed: bool,
     properties: Box<[(Box<str>, Check)]>,
     /// Bit `i` set: property `i` is required.
     required: u64,
@@ -113,6 +118,9 @@ pub(crate) struct Node {
     one_of: Vec<Check>,
     not: Option<Check>,
     cond: Option<Box<Cond>>,
+    /// When every required property is among at most 64 declared ones: bit
+    /// `i` set for required property `i`.
+    required_mask: Option<u64>,
 }
 
 /// `if`, `then`, `else`.
@@ -370,6 +378,9 @@ fn specialize(node: Node) -> Check {
             .collect();
         return Check::StrEnum(list);
     }
+    if node.types != 0 && only_typed(node.types) && no_string && no_array && no_object {
+        return Check::Types(node.types);
+    }
     if only_typed(ARRAY) && no_string && no_object {
         let items = node.items.unwrap_or(Check::Any);
         return Check::Array(Box::new(items), node.items_len);
@@ -378,7 +389,8 @@ fn specialize(node: Node) -> Check {
         .required
         .iter()
         .all(|r| node.properties.iter().any(|(p, _)| p == r));
-    if only_typed(OBJECT)
+    let typed = node.types == OBJECT;
+    if (only_typed(OBJECT) || only_typed(0))
         && no_string
         && no_array
         && !node.props_len.is_set()
@@ -392,10 +404,21 @@ fn specialize(node: Node) -> Check {
             }
         }
         return Check::Object(Box::new(ObjectCheck {
+            typed,
             properties: node.properties.into(),
             required,
             additional: node.additional,
         }));
+    }
+    let mut node = node;
+    if node.properties.len() <= 64 && all_required_declared {
+        let mut mask = 0u64;
+        for r in &node.required {
+            if let Some(i) = node.properties.iter().position(|(p, _)| p == r) {
+                mask |= 1 << i;
+            }
+        }
+        node.required_mask = Some(mask);
     }
     Check::Node(Box::new(node))
 }
@@ -474,6 +497,9 @@ impl Check {
             (Check::Str(len), Kind::Str(s)) => Tri::from_bool(len.holds_str(s)),
             (Check::StrEnum(list), Kind::Str(s)) => Tri::from_bool(list.iter().any(|l| **l == **s)),
             (Check::Object(o), Kind::Map(map)) => o.eval(map),
+            (Check::Object(o), Kind::Other) if !o.typed => Tri::Unknown,
+            (Check::Object(o), _) if !o.typed => Tri::Yes,
+            (Check::Types(types), _) => type_ok(*types, v),
             (Check::Array(items, len), Kind::Seq(list)) => {
                 if !len.holds(list.len()) {
                     return Tri::No;
@@ -583,21 +609,35 @@ impl Node {
                 if all.add(Tri::from_bool(self.props_len.holds(map.len()))) {
                     return Tri::No;
                 }
-                for name in &self.required {
-                    if all.add(Tri::from_bool(map.contains_key(name))) {
-                        return Tri::No;
+                if self.required_mask.is_none() {
+                    for name in &self.required {
+                        if all.add(Tri::from_bool(map.contains_key(name))) {
+                            return Tri::No;
+                        }
                     }
                 }
-                for (key, value) in map.iter() {
-                    let declared = self.properties.iter().find(|(name, _)| **name == *key);
+                let mut seen = 0u64;
+                for (at, (key, value)) in map.iter().enumerate() {
+                    let declared = match self.properties.get(at) {
+                        Some((name, _)) if **name == *key => Some(at),
+                        _ => self.properties.iter().position(|(name, _)| **name == *key),
+                    };
                     let t = match (declared, &self.additional) {
-                        (Some((_, check)), _) => check.check(value),
+                        (Some(i), _) => {
+                            seen |= 1 << (i % 64);
+                            self.properties[i].1.check(value)
+                        }
                         (None, Some(check)) => check.check(value),
                         (None, None) => Tri::Yes,
                     };
                     if all.add(t) {
                         return Tri::No;
                     }
+                }
+                if let Some(mask) = self.required_mask
+                    && seen & mask != mask
+                {
+                    return Tri::No;
                 }
             }
             _ => {}
@@ -662,27 +702,32 @@ impl Node {
     }
 
     fn type_ok(&self, v: &Kind<'_>) -> Tri {
-        let has = |bit: u8| self.types & bit != 0;
-        match v {
-            Kind::Null => Tri::from_bool(has(NULL)),
-            Kind::Bool(_) => Tri::from_bool(has(BOOLEAN)),
-            Kind::Num(Num::Int(_)) => Tri::from_bool(has(INTEGER) || has(NUMBER)),
-            Kind::Num(Num::Float(f)) => {
-                if has(NUMBER) {
-                    Tri::Yes
-                } else if has(INTEGER) && f.fract() == 0.0 {
-                    // JSON Schema counts 1.0 as an integer; leave it to the
-                    // full validator.
-                    Tri::Unknown
-                } else {
-                    Tri::No
-                }
+        type_ok(self.types, v)
+    }
+}
+
+/// Whether `v` is of one of `types` (bits of `TYPES`).
+fn type_ok(types: u8, v: &Kind<'_>) -> Tri {
+    let has = |bit: u8| types & bit != 0;
+    match v {
+        Kind::Null => Tri::from_bool(has(NULL)),
+        Kind::Bool(_) => Tri::from_bool(has(BOOLEAN)),
+        Kind::Num(Num::Int(_)) => Tri::from_bool(has(INTEGER) || has(NUMBER)),
+        Kind::Num(Num::Float(f)) => {
+            if has(NUMBER) {
+                Tri::Yes
+            } else if has(INTEGER) && f.fract() == 0.0 {
+                // JSON Schema counts 1.0 as an integer; leave it to the
+                // full validator.
+                Tri::Unknown
+            } else {
+                Tri::No
             }
-            Kind::Str(_) => Tri::from_bool(has(STRING)),
-            Kind::Seq(_) => Tri::from_bool(has(ARRAY)),
-            Kind::Map(_) => Tri::from_bool(has(OBJECT)),
-            Kind::Other => Tri::Unknown,
         }
+        Kind::Str(_) => Tri::from_bool(has(STRING)),
+        Kind::Seq(_) => Tri::from_bool(has(ARRAY)),
+        Kind::Map(_) => Tri::from_bool(has(OBJECT)),
+        Kind::Other => Tri::Unknown,
     }
 }
 
@@ -737,6 +782,7 @@ mod tests {
                 "f": {"type": ["number", "null"], "maximum": 1e300},
                 "e": {"enum": ["a", 1, null, [1]]},
                 "p": {"enum": ["low", "high"]},
+                "t": {"type": ["string", "null"]},
                 "long": {"type": "string", "minLength": 3, "maxLength": 4},
                 "l": {"type": "array", "items": {"type": "object", "properties": {"k": {"const": true}}},
                       "maxItems": 2},
@@ -770,6 +816,10 @@ mod tests {
             json!({"s": "ab", "e": "b"}),
             json!({"s": "ab", "e": [1]}),
             json!({"s": "ab", "p": "low"}),
+            json!({"s": "ab", "t": null}),
+            json!({"s": "ab", "t": "x"}),
+            json!({"s": "ab", "t": 1}),
+            json!({"s": "ab", "c": 5}),
             json!({"s": "ab", "p": "mid"}),
             json!({"s": "ab", "p": 1}),
             json!({"s": "ab", "long": "abc"}),

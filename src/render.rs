@@ -431,6 +431,49 @@ fn retain_kept<T>(items: &mut Vec<T>, keep: &[bool]) {
     items.retain(|_| flags.next().unwrap_or(true));
 }
 
+/// A history parameter's messages read straight from the input values:
+/// what deserializing [`Message`] gives, for the shapes the history schema
+/// allows; `None` for anything else (for serde to read or reject).
+fn history_messages(list: &minijinja::Value) -> Option<Vec<Message>> {
+    let items = list.downcast_object_ref::<Vec<minijinja::Value>>()?;
+    let text = |v: &minijinja::Value| -> Option<Option<String>> {
+        if v.is_none() {
+            Some(None)
+        } else {
+            v.as_str().map(|s| Some(s.to_owned()))
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let map = item.downcast_object_ref::<InputMap>()?;
+        let role: Role = map.get("role")?.as_str()?.parse().ok()?;
+        let mut m = Message::new(role, String::new());
+        let mut content = false;
+        for (key, v) in map.iter() {
+            match key {
+                "role" => {}
+                "content" => {
+                    m.content = text(v)?.unwrap_or_default();
+                    content = true;
+                }
+                "name" => m.name = text(v)?,
+                "tool_call_id" => m.tool_call_id = text(v)?,
+                "tool_calls" if v.is_none() => m.tool_calls = None,
+                "tool_calls" => match serde_json::to_value(v).ok()? {
+                    Value::Array(calls) => m.tool_calls = Some(calls),
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        if !content {
+            return None;
+        }
+        out.push(m);
+    }
+    Some(out)
+}
+
 /// `str::trim`, faster when the ends are ASCII (as they nearly always are:
 /// the newlines around role lines).
 fn trim(s: &str) -> &str {
@@ -551,8 +594,12 @@ fn assemble(
                 let history: Vec<Message> = match inputs.get(param) {
                     None => Vec::new(),
                     Some(list) if list.is_none() || list.is_undefined() => Vec::new(),
-                    Some(list) => <Vec<Message> as serde::Deserialize>::deserialize(list.clone())
-                        .map_err(|e| format!("history parameter `{param}`: {e}"))?,
+                    Some(list) => match history_messages(list) {
+                        Some(history) => history,
+                        // Anything unusual: serde decides, and explains.
+                        None => <Vec<Message> as serde::Deserialize>::deserialize(list.clone())
+                            .map_err(|e| format!("history parameter `{param}`: {e}"))?,
+                    },
                 };
                 let parameter: Arc<str> = Arc::from(param);
                 for m in history {
@@ -570,6 +617,39 @@ fn assemble(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn history_read_directly_is_what_serde_reads() {
+        let list = serde_json::json!([
+            {"role": "user", "content": "hi", "name": "ann"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+            {"content": "first", "role": "developer", "name": null},
+        ]);
+        let inputs = serde_json::json!({ "h": list });
+        let map = crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let value = map.get("h").unwrap();
+        let direct = super::history_messages(value).expect("a plain history");
+        let via_serde: Vec<crate::Message> = serde_json::from_value(list).unwrap();
+        assert_eq!(direct, via_serde);
+        // Unusual shapes are left to serde.
+        for odd in [
+            serde_json::json!([{"role": "user"}]),
+            serde_json::json!([{"role": "king", "content": "x"}]),
+            serde_json::json!([{"role": "user", "content": "x", "extra": 1}]),
+            serde_json::json!([{"role": "user", "content": 5}]),
+        ] {
+            let inputs = serde_json::json!({ "h": odd });
+            let map = crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t")
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                super::history_messages(map.get("h").unwrap()).is_none(),
+                "{odd}"
+            );
+        }
+    }
+
     #[test]
     fn trim_is_str_trim() {
         for s in [
