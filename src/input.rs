@@ -142,6 +142,11 @@ impl InputMap {
     pub(crate) fn into_value(self) -> Value {
         Value::from_object(self)
     }
+
+    /// A shared map as a value, without copying it.
+    pub(crate) fn shared_value(map: Arc<InputMap>) -> Value {
+        Value::from_dyn_object(minijinja::value::DynObject::new(map))
+    }
 }
 
 impl fmt::Debug for InputMap {
@@ -189,7 +194,7 @@ pub(crate) fn from_serialize(
     inputs: &impl Serialize,
     limits: &RenderLimits,
     template: &str,
-) -> Result<InputMap, Error> {
+) -> Result<Arc<InputMap>, Error> {
     let mut state = State {
         bytes: 0,
         limits,
@@ -220,19 +225,21 @@ pub(crate) fn from_serialize(
             ),
         })?;
     if value.is_none() {
-        return Ok(InputMap::default());
+        return Ok(Arc::default());
     }
-    match value.downcast_object::<InputMap>() {
-        Some(map) => Ok(Arc::try_unwrap(map).unwrap_or_else(|shared| (*shared).clone())),
-        None => Err(Error::new(
+    let Some(map) = value.downcast_object::<InputMap>() else {
+        return Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
                 "invalid input for {template}: inputs must be a map of parameter names to values, not {}",
                 kind_of(&value)
             ),
         )
-        .with_parameter("", "type")),
-    }
+        .with_parameter("", "type"));
+    };
+    // The map's only owner from here: the caller can add to it in place.
+    drop(value);
+    Ok(map)
 }
 
 /// A JSON value (a default from a template file) as templates see it.

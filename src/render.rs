@@ -155,13 +155,13 @@ impl Registry {
         &self,
         reference: &str,
         inputs: &impl Serialize,
-    ) -> Result<(Arc<crate::registry::Entry>, String, InputMap), Error> {
+    ) -> Result<(Arc<crate::registry::Entry>, String, Arc<InputMap>), Error> {
         let entry = self.entry(reference)?;
         let id = entry.id.clone();
         let mut inputs = crate::input::from_serialize(inputs, self.limits(), &id)?;
         for (name, default) in &entry.defaults {
             if !inputs.contains_key(name.as_str().unwrap_or_default()) {
-                inputs.insert(name.clone(), default.clone());
+                Arc::make_mut(&mut inputs).insert(name.clone(), default.clone());
             }
         }
         // Prompty files render what they are given, unless strict.
@@ -209,10 +209,10 @@ impl Registry {
         // made unable to carry a role marker as they were serialized.
         for name in &entry.declared {
             if !inputs.contains_key(name.as_str().unwrap_or_default()) {
-                inputs.insert(name.clone(), minijinja::Value::from(()));
+                Arc::make_mut(&mut inputs).insert(name.clone(), minijinja::Value::from(()));
             }
         }
-        let ctx = inputs.into_value();
+        let ctx = InputMap::shared_value(inputs);
         let template = self
             .env_for(entry.dialect)
             .get_template(&entry.jinja_name)
