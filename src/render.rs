@@ -212,7 +212,7 @@ impl Registry {
                 Arc::make_mut(&mut inputs).insert(name.clone(), minijinja::Value::from(()));
             }
         }
-        let ctx = InputMap::shared_value(inputs);
+        let ctx = InputMap::shared_value(inputs.clone());
         let template = self
             .env_for(entry.dialect)
             .get_template(&entry.jinja_name)
@@ -220,9 +220,6 @@ impl Registry {
         let output = template
             .render(&ctx)
             .map_err(|e| jinja_error(&e, self.index()))?;
-        let inputs = ctx
-            .downcast_object_ref::<InputMap>()
-            .expect("the context is the inputs map");
 
         if output.len() > limits.max_output_bytes {
             return Err(Error::new(
@@ -237,7 +234,7 @@ impl Registry {
         }
         let (messages, origins) = assemble(
             &output,
-            inputs,
+            &inputs,
             entry.implicit_user,
             entry.dialect,
             entry
