@@ -7,7 +7,9 @@
 //!   map keys become strings, non-finite floats become `null`, bytes become
 //!   lists of numbers, enums are tagged externally, and 128-bit integers
 //!   outside the 64-bit ranges are refused;
-//! - makes every string and key unable to carry a role marker;
+//! - makes every string and map key unable to carry a role marker (a
+//!   struct's field names are the program's own `&'static str`s, not
+//!   input, and pass as they are);
 //! - enforces [`RenderLimits`]' input size and depth before it descends, so
 //!   a value nested deeper than the stack can take is refused, not
 //!   overflowed on.
