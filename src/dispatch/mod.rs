@@ -433,15 +433,7 @@ impl Client {
                 partial: Box::default(),
             })
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(DispatchError::Timeout {
-                    provider: provider.clone(),
-                    kind: TimeoutKind::Request,
-                    after: timeout,
-                })
-            })
+        within_request(provider, timeout, work).await
     }
 
     /// Sends the request; a non-2xx answer becomes its classified error.
@@ -625,20 +617,13 @@ impl Client {
     ) -> Attempt {
         let provider = &target.provider.name;
         let timeouts = self.inner.timeouts;
-        let res = match tokio::time::timeout(timeouts.request, self.post(target, prepared)).await {
-            Ok(Ok(res)) => res,
-            Ok(Err(e)) => return Attempt::Failed(e, false),
-            Err(_) => {
-                return Attempt::Failed(
-                    DispatchError::Timeout {
-                        provider: provider.clone(),
-                        kind: TimeoutKind::Request,
-                        after: timeouts.request,
-                    },
-                    false,
-                );
-            }
-        };
+        // Until the response head arrives; the body then streams under
+        // the idle timeout.
+        let res =
+            match within_request(provider, timeouts.request, self.post(target, prepared)).await {
+                Ok(res) => res,
+                Err(e) => return Attempt::Failed(e, false),
+            };
         let mut events = res.bytes_stream().eventsource();
         let mut acc = Accumulator::default();
         let mut delivered = false;
@@ -1089,4 +1074,20 @@ fn cache_key(target: &Target<'_>, body: &Value) -> u128 {
     bytes.push(0);
     bytes.extend(body.to_string().as_bytes());
     xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
+/// `work` under the request timeout: running out of it is a classified
+/// [`DispatchError::Timeout`].
+async fn within_request<T>(
+    provider: &str,
+    after: Duration,
+    work: impl std::future::Future<Output = Result<T, DispatchError>>,
+) -> Result<T, DispatchError> {
+    tokio::time::timeout(after, work).await.unwrap_or_else(|_| {
+        Err(DispatchError::Timeout {
+            provider: provider.to_owned(),
+            kind: TimeoutKind::Request,
+            after,
+        })
+    })
 }
