@@ -114,18 +114,8 @@ fn render(name: &str, inputs: Value) -> Rendered {
 
 fn builder(fake: &FakeProvider) -> ClientBuilder {
     Client::builder()
-        .provider(
-            "openai",
-            ProviderConfig::new(
-                ProviderKind::Openai,
-                format!("{}/v1", fake.url),
-                Some(KEY_ENV),
-            ),
-        )
-        .provider(
-            "anthropic",
-            ProviderConfig::new(ProviderKind::Anthropic, fake.url.clone(), Some(KEY_ENV)),
-        )
+        .provider("openai", fake.openai(KEY_ENV))
+        .provider("anthropic", fake.anthropic(KEY_ENV))
         .retry(
             RetryPolicy::retries(2)
                 .backoff(Duration::from_millis(1), Duration::from_millis(5))
@@ -791,12 +781,8 @@ async fn concurrency_limits_make_requests_wait_not_fail() {
     let client = builder(&fake)
         .provider(
             "openai",
-            ProviderConfig::new(
-                ProviderKind::Openai,
-                format!("{}/v1", fake.url),
-                Some(KEY_ENV),
-            )
-            .with_limits(Limits::new().concurrent(1)),
+            fake.openai(KEY_ENV)
+                .with_limits(Limits::new().concurrent(1)),
         )
         .build()
         .unwrap();
@@ -817,15 +803,7 @@ async fn request_and_token_rate_limits_wait_for_their_turn() {
     ] {
         let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json")); 2]);
         let client = builder(&fake)
-            .provider(
-                "openai",
-                ProviderConfig::new(
-                    ProviderKind::Openai,
-                    format!("{}/v1", fake.url),
-                    Some(KEY_ENV),
-                )
-                .with_limits(limits),
-            )
+            .provider("openai", fake.openai(KEY_ENV).with_limits(limits))
             .build()
             .unwrap();
         let rendered = render("oa", json!({"q": "x"}));

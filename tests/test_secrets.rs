@@ -13,7 +13,7 @@ use std::time::Duration;
 use fake::{FakeProvider, Reply};
 use futures_util::StreamExt;
 use promptbook::Registry;
-use promptbook::dispatch::{Client, ProviderConfig, ProviderKind, RetryPolicy};
+use promptbook::dispatch::{Client, RetryPolicy};
 use serde_json::json;
 
 const KEY_ENV: &str = "PROMPTBOOK_TEST_KEY";
@@ -63,14 +63,7 @@ async fn keys_never_leak_into_errors_or_logs() {
     let key = key();
     let fake = FakeProvider::start(hostile_script(&key));
     let client = Client::builder()
-        .provider(
-            "openai",
-            ProviderConfig::new(
-                ProviderKind::Openai,
-                format!("{}/v1", fake.url),
-                Some(KEY_ENV),
-            ),
-        )
+        .provider("openai", fake.openai(KEY_ENV))
         .retry(RetryPolicy::retries(2).backoff(Duration::from_millis(1), Duration::from_millis(2)))
         .build()
         .unwrap();

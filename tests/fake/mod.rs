@@ -105,6 +105,26 @@ impl FakeProvider {
         }
     }
 
+    /// This server as an OpenAI-compatible provider (its API under
+    /// `/v1`), keyed by the variable `key_env`.
+    pub fn openai(&self, key_env: &str) -> promptbook::dispatch::ProviderConfig {
+        promptbook::dispatch::ProviderConfig::new(
+            promptbook::dispatch::ProviderKind::Openai,
+            format!("{}/v1", self.url),
+            Some(key_env),
+        )
+    }
+
+    /// This server as an Anthropic provider, keyed by the variable
+    /// `key_env`.
+    pub fn anthropic(&self, key_env: &str) -> promptbook::dispatch::ProviderConfig {
+        promptbook::dispatch::ProviderConfig::new(
+            promptbook::dispatch::ProviderKind::Anthropic,
+            self.url.clone(),
+            Some(key_env),
+        )
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.state.requests.lock().unwrap().clone()
     }
