@@ -337,17 +337,15 @@ fn compile_at(schema: &Json, depth: usize) -> Option<Check> {
 
 /// The tightest variant that says exactly what `node` says.
 fn specialize(node: Node) -> Check {
-    let only_typed = |ty: u8| {
-        node.types == ty
-            && node.one_of_literals.is_empty()
-            && node.numbers.is_empty()
-            && node.multiple_of.is_none()
-            && node.all_of.is_empty()
-            && node.any_of.is_empty()
-            && node.one_of.is_empty()
-            && node.not.is_none()
-            && node.cond.is_none()
-    };
+    // No number keywords and no combinators.
+    let no_logic = node.numbers.is_empty()
+        && node.multiple_of.is_none()
+        && node.all_of.is_empty()
+        && node.any_of.is_empty()
+        && node.one_of.is_empty()
+        && node.not.is_none()
+        && node.cond.is_none();
+    let only_typed = |ty: u8| node.types == ty && node.one_of_literals.is_empty() && no_logic;
     let no_string = !node.str_len.is_set();
     let no_array = node.items.is_none() && !node.items_len.is_set();
     let no_object = node.properties.is_empty()
@@ -363,13 +361,7 @@ fn specialize(node: Node) -> Check {
         && no_string
         && no_array
         && no_object
-        && node.numbers.is_empty()
-        && node.multiple_of.is_none()
-        && node.all_of.is_empty()
-        && node.any_of.is_empty()
-        && node.one_of.is_empty()
-        && node.not.is_none()
-        && node.cond.is_none()
+        && no_logic
     {
         let list = node.one_of_literals[0]
             .iter()
