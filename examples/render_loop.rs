@@ -4,55 +4,10 @@
 //! compare small changes. `render_loop [registry|validate|bare|bare-fuel|tokens|history] [N]`.
 
 use promptbook::{Registry, RenderOptions};
-use serde::Serialize;
 
-#[derive(Serialize)]
-struct Answer {
-    queue: &'static str,
-    priority: &'static str,
-}
-
-#[derive(Serialize)]
-struct Example {
-    ticket: String,
-    answer: Answer,
-}
-
-#[derive(Serialize)]
-struct Inputs {
-    ticket: String,
-    examples: Vec<Example>,
-}
-
-#[derive(Serialize)]
-struct WithDefaults<'a> {
-    #[serde(flatten)]
-    inputs: &'a Inputs,
-    queues: [&'static str; 4],
-}
-
-fn inputs() -> Inputs {
-    let queues = ["billing", "technical", "account", "other"];
-    let priorities = ["low", "normal", "high", "urgent"];
-    Inputs {
-        ticket: "Since this morning every invoice PDF I download from the billing page is blank, \
-                 and our accountant needs last quarter's invoices by Friday."
-            .into(),
-        examples: (0..8)
-            .map(|i| Example {
-                ticket: format!(
-                    "Example ticket {i}: the customer writes a few sentences about a problem with \
-                     their cloud account, mentions the product area involved and how urgent it \
-                     feels to them, and asks what happens next."
-                ),
-                answer: Answer {
-                    queue: queues[i % 4],
-                    priority: priorities[(i / 2) % 4],
-                },
-            })
-            .collect(),
-    }
-}
+#[path = "../benches/common/triage.rs"]
+mod triage;
+use triage::{WithDefaults, bare_env, inputs};
 
 #[inline(never)]
 fn run(n: usize, f: &mut dyn FnMut() -> usize) -> usize {
@@ -66,32 +21,7 @@ fn main() {
     let registry = Registry::load("templates").expect("the shipped templates load");
     let inputs = inputs();
     let no_tokens = RenderOptions::new().count_tokens(false);
-    let body = |path: &str| {
-        let text = std::fs::read_to_string(path).expect("readable");
-        text.splitn(3, "---\n")
-            .nth(2)
-            .expect("front matter")
-            .to_owned()
-    };
-    let mut env = minijinja::Environment::new();
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .expect("valid syntax"),
-    );
-    env.add_template_owned(
-        "triage",
-        body("templates/support/triage@2.1.0.prompt.jinja"),
-    )
-    .expect("compiles");
-    env.add_template_owned(
-        "partials/tone@^1",
-        body("templates/partials/tone@1.0.0.prompt.jinja"),
-    )
-    .expect("compiles");
+    let env = bare_env();
     let bare = env.get_template("triage").expect("present");
     // The same, with the fuel limit the registry renders under.
     let mut fueled_env = env.clone();
@@ -111,19 +41,13 @@ fn main() {
             1
         }),
         "bare" => run(n, &mut || {
-            let ctx = WithDefaults {
-                inputs: &inputs,
-                queues: ["billing", "technical", "account", "other"],
-            };
+            let ctx = WithDefaults::of(&inputs);
             bare.render(minijinja::value::Serde(&ctx))
                 .expect("renders")
                 .len()
         }),
         "bare-fuel" => run(n, &mut || {
-            let ctx = WithDefaults {
-                inputs: &inputs,
-                queues: ["billing", "technical", "account", "other"],
-            };
+            let ctx = WithDefaults::of(&inputs);
             fueled
                 .render(minijinja::value::Serde(&ctx))
                 .expect("renders")
