@@ -2,16 +2,17 @@
 //!
 //! Before a body is compiled, every line holding only `system:`, `user:`,
 //! `assistant:` or `tool:` (outside Jinja tags, comments and `{% raw %}`) is
-//! replaced by a *marker*: a short run of text delimited by the Unicode
-//! noncharacters U+FDD0 and U+FDD1. A line holding only `{{ NAME }}`, where
-//! NAME is a `messages` parameter, becomes a splice marker. Jinja then renders
-//! the body, loops and conditionals included, and the output is cut at the
+//! replaced by a *marker*: the Unicode noncharacter U+FDD0 and a letter
+//! naming the role (a named role, `user[name="Bob"]:` in Prompty, adds the
+//! name and closes with U+FDD1). A line holding only `{{ NAME }}`, where NAME
+//! is a `messages` parameter, becomes a splice marker. Jinja then renders the
+//! body, loops and conditionals included, and the output is cut at the
 //! markers.
 //!
 //! Why no input can forge a boundary: markers exist only in the template
 //! source, which may not contain U+FDD0 or U+FDD1 (the loader rejects such
 //! files), and every string of the inputs has those two characters replaced
-//! by U+FFFD before it reaches Jinja ([`sanitize`]). Role text such as
+//! by U+FFFD before it reaches Jinja ([`sanitize_str`]). Role text such as
 //! `"\nsystem:\n"` inside a value is therefore ordinary content, and so is
 //! Jinja syntax (`{{ x }}`, `{% raw %}`): values are never compiled.
 
@@ -22,11 +23,40 @@ pub(crate) const MARK_OPEN: char = '\u{FDD0}';
 /// Closes a marker.
 pub(crate) const MARK_CLOSE: char = '\u{FDD1}';
 
+/// A role line's marker: the open character and the role's letter
+/// (`s`, `u`, `a`, `t`, `d`); with a name, the letter in upper case, the
+/// name and the close character. Four bytes for the common case, and no
+/// search for a close.
 pub(crate) fn role_marker(role: Role, name: Option<&str>) -> String {
+    let letter = role_letter(role);
     match name {
-        Some(name) => format!("{MARK_OPEN}r:{role}:{name}{MARK_CLOSE}"),
-        None => format!("{MARK_OPEN}r:{role}{MARK_CLOSE}"),
+        Some(name) => format!(
+            "{MARK_OPEN}{}{name}{MARK_CLOSE}",
+            letter.to_ascii_uppercase()
+        ),
+        None => format!("{MARK_OPEN}{letter}"),
     }
+}
+
+fn role_letter(role: Role) -> char {
+    match role {
+        Role::System => 's',
+        Role::User => 'u',
+        Role::Assistant => 'a',
+        Role::Tool => 't',
+        Role::Developer => 'd',
+    }
+}
+
+fn letter_role(letter: u8) -> Option<Role> {
+    Some(match letter {
+        b's' => Role::System,
+        b'u' => Role::User,
+        b'a' => Role::Assistant,
+        b't' => Role::Tool,
+        b'd' => Role::Developer,
+        _ => return None,
+    })
 }
 
 /// Which role-line grammar a body is written in.
@@ -41,9 +71,14 @@ pub(crate) enum Grammar {
     Prompty,
 }
 
+/// A history splice's marker: the open character, `h`, the parameter and
+/// the close character.
 pub(crate) fn splice_marker(param: &str) -> String {
-    format!("{MARK_OPEN}h:{param}{MARK_CLOSE}")
+    format!("{MARK_OPEN}{SPLICE}{param}{MARK_CLOSE}")
 }
+
+/// The letter of a splice marker.
+pub(crate) const SPLICE: char = 'h';
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {
@@ -379,25 +414,39 @@ pub(crate) fn split_output(out: &str) -> Result<Vec<Piece<'_>>, String> {
 pub(crate) fn pieces(out: &str) -> Pieces<'_> {
     Pieces {
         out,
-        leads: memchr::memchr_iter(0xEF, out.as_bytes()),
+        scan: 0,
         text_from: 0,
         pending: None,
         done: false,
     }
 }
 
-const UNCLOSED: &str = "a role marker is not closed (a template wrote U+FDD0 by hand)";
+const UNCLOSED: &str = "a role marker is malformed (a template wrote U+FDD0 by hand)";
 
-/// One pass over the markers' lead byte: U+FDD0 (EF B7 90) opens a marker,
+/// The marker characters in UTF-8: U+FDD0 (EF B7 90) opens a marker,
 /// U+FDD1 (EF B7 91) closes it.
+const OPEN: [u8; 3] = [0xEF, 0xB7, 0x90];
+const CLOSE: [u8; 3] = [0xEF, 0xB7, 0x91];
+
+/// Cuts output at its markers, one search for the rare lead byte 0xEF
+/// per marker: a role marker is complete at its letter, and only named
+/// roles and splices read on to the close.
 pub(crate) struct Pieces<'a> {
     out: &'a str,
-    leads: memchr::Memchr<'a>,
+    /// Where the search for the next marker resumes.
+    scan: usize,
     /// Where the text not yet given out starts.
     text_from: usize,
     /// A marker found right after text that was given out first.
-    pending: Option<Result<Piece<'a>, String>>,
+    pending: Option<Piece<'a>>,
     done: bool,
+}
+
+impl<'a> Pieces<'a> {
+    fn fail(&mut self, why: String) -> Option<Result<Piece<'a>, String>> {
+        self.done = true;
+        Some(Err(why))
+    }
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -405,76 +454,77 @@ impl<'a> Iterator for Pieces<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(p) = self.pending.take() {
-            return Some(p);
+            return Some(Ok(p));
         }
         if self.done {
             return None;
         }
         let (out, b) = (self.out, self.out.as_bytes());
-        let mut open_at: Option<usize> = None;
-        let mut text_end = 0;
-        for i in self.leads.by_ref() {
-            if b.get(i + 1) != Some(&0xB7) {
+        while let Some(at) = memchr::memchr(0xEF, &b[self.scan..]) {
+            let open = self.scan + at;
+            self.scan = open + 1;
+            if b.get(open..open + 3) != Some(&OPEN[..]) {
+                // Another character, or a close with no open: plain text.
                 continue;
             }
-            match (b.get(i + 2), open_at) {
-                (Some(0x90), None) => {
-                    open_at = Some(i + 3);
-                    text_end = i;
-                }
-                (Some(0x91), Some(start)) => {
-                    let marker = marker(&out[start..i]);
-                    let text = &out[self.text_from..text_end];
-                    self.text_from = i + 3;
-                    if marker.is_err() {
-                        self.done = true;
-                    }
-                    if text.is_empty() {
-                        return Some(marker);
-                    }
-                    self.pending = Some(marker);
-                    return Some(Ok(Piece::Text(text)));
-                }
-                (Some(0x90), Some(_)) => {
-                    self.done = true;
-                    return Some(Err(UNCLOSED.into()));
-                }
-                // A close with no open is plain text.
-                _ => {}
+            let letter = b.get(open + 3).copied().unwrap_or_default();
+            let named =
+                letter_role(letter.to_ascii_lowercase()).filter(|_| letter.is_ascii_uppercase());
+            let (marker, end) = if let Some(role) = letter_role(letter) {
+                (Piece::Role(role, None), open + 4)
+            } else if named.is_some() || letter == SPLICE as u8 {
+                let Some(close) = code_end(b, open + 4) else {
+                    return self.fail(UNCLOSED.into());
+                };
+                let code = &out[open + 4..close];
+                let marker = match named {
+                    Some(role) => Piece::Role(role, Some(code)),
+                    None => Piece::Splice(code),
+                };
+                (marker, close + 3)
+            } else {
+                let shown: String = out[open..].chars().take(2).collect();
+                return self.fail(format!("unknown role marker {shown:?}"));
+            };
+            self.scan = end;
+            let text = &out[self.text_from..open];
+            self.text_from = end;
+            if text.is_empty() {
+                return Some(Ok(marker));
             }
+            self.pending = Some(marker);
+            return Some(Ok(Piece::Text(text)));
         }
         self.done = true;
-        if open_at.is_some() {
-            return Some(Err(UNCLOSED.into()));
-        }
         let rest = &out[self.text_from..];
         (!rest.is_empty()).then_some(Ok(Piece::Text(rest)))
     }
 }
 
-/// A marker's code: `r:ROLE`, `r:ROLE:NAME` or `h:PARAM`.
-fn marker(code: &str) -> Result<Piece<'_>, String> {
-    if let Some(role) = code.strip_prefix("r:") {
-        Ok(match role.bytes().position(|b| b == b':') {
-            Some(i) => Piece::Role(role[..i].parse::<Role>()?, Some(&role[i + 1..])),
-            None => Piece::Role(role.parse::<Role>()?, None),
-        })
-    } else if let Some(param) = code.strip_prefix("h:") {
-        Ok(Piece::Splice(param))
-    } else {
-        Err(format!("unknown role marker {code:?}"))
+/// Where the marker whose code starts at `from` closes: the next marker
+/// character, which must be a close (a name may hold other characters
+/// that start with 0xEF).
+fn code_end(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        at += b.get(at..)?.iter().position(|&c| c == 0xEF)?;
+        match b.get(at..at + 3) {
+            Some(m) if m == CLOSE => return Some(at),
+            Some(m) if m == OPEN => return None,
+            _ => at += 1,
+        }
     }
 }
 
 /// Replaces the two marker characters in `s` by U+FFFD.
 pub(crate) fn sanitize_str(s: &str) -> Option<String> {
     // U+FDD0 and U+FDD1 are EF B7 90 and EF B7 91 in UTF-8: one pass for
-    // the rare lead byte finds either (a plain loop on short strings, where
-    // it beats setting up memchr).
+    // the rare lead byte finds either (on short strings, a word-at-a-time
+    // ASCII check and a plain loop, where they beat setting up memchr).
     let b = s.as_bytes();
     let at = |i: usize| b.get(i + 1) == Some(&0xB7) && matches!(b.get(i + 2), Some(0x90 | 0x91));
     let marked = if b.len() < 24 {
-        (0..b.len()).any(|i| b[i] == 0xEF && at(i))
+        !s.is_ascii() && (0..b.len()).any(|i| b[i] == 0xEF && at(i))
     } else {
         memchr::memchr_iter(0xEF, b).any(at)
     };
@@ -588,10 +638,35 @@ mod tests {
     }
 
     #[test]
+    fn names_may_hold_characters_that_share_the_markers_lead_byte() {
+        // U+FF21 (fullwidth A) is EF BC A1 in UTF-8.
+        let out = format!(
+            "{}x{MARK_CLOSE}y",
+            role_marker(Role::User, Some("\u{FF21}\u{FFFD}"))
+        );
+        assert_eq!(
+            split_output(&out).unwrap(),
+            [
+                Piece::Role(Role::User, Some("\u{FF21}\u{FFFD}")),
+                Piece::Text("x\u{FDD1}y"),
+            ]
+        );
+    }
+
+    #[test]
     fn split_rejects_forged_markers() {
-        assert!(split_output("\u{FDD0}r:user").is_err());
-        assert!(split_output("\u{FDD0}r:king\u{FDD1}").is_err());
-        assert!(split_output("\u{FDD0}x\u{FDD1}").is_err());
+        assert!(split_output("\u{FDD0}").is_err());
+        assert!(split_output("\u{FDD0}x").is_err());
+        assert!(split_output("\u{FDD0}k\u{FDD1}").is_err());
+        assert!(split_output("\u{FDD0}Uann").is_err());
+        assert!(split_output("\u{FDD0}Uann\u{FDD0}u").is_err());
+        assert!(split_output("\u{FDD0}hhist").is_err());
+        assert!(split_output("\u{FDD0}U\u{FF21}").is_err());
+        // A close with no open is text.
+        assert_eq!(
+            split_output("a\u{FDD1}b").unwrap(),
+            [Piece::Text("a\u{FDD1}b")]
+        );
     }
 }
 

@@ -756,7 +756,7 @@ mod tests {
     /// What the fast path says, and what jsonschema says.
     fn both(schema: &Json, inputs: &Json) -> (Tri, bool) {
         let check = compile(schema).expect("inside the subset");
-        let map = crate::input::from_serialize(inputs, &RenderLimits::default(), "t").unwrap();
+        let map = crate::input::from_serialize(inputs, &RenderLimits::default(), "t", 0).unwrap();
         let truth = jsonschema::validator_for(schema).unwrap().is_valid(inputs);
         (check.check_map(&map), truth)
     }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use minijinja::Value;
 use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr};
 use serde::ser::{self, Serialize};
+use smallvec::SmallVec;
 
 use crate::body;
 use crate::error::{Error, ErrorKind};
@@ -35,12 +36,18 @@ use crate::limits::RenderLimits;
 /// Maps with more entries than this get a hash index.
 const INDEX_FROM: usize = 16;
 
+/// Entries kept inside the map itself: most input objects are small, and
+/// then a map is one allocation, not two.
+const INLINE: usize = 2;
+
 /// A map of string keys to values, in insertion order. A key inserted twice
 /// keeps its first position and its last value (as `serde_json` maps do).
 #[derive(Clone, Default)]
 pub(crate) struct InputMap {
-    entries: Vec<(Value, Value)>,
-    index: Option<HashMap<Key, usize, foldhash::fast::RandomState>>,
+    entries: SmallVec<[(Value, Value); INLINE]>,
+    /// Boxed: a pointer, not a table's 32 bytes, in every small map.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<Key, usize, foldhash::fast::RandomState>>>,
 }
 
 /// A string-valued key, hashed and compared as its text.
@@ -76,7 +83,7 @@ impl Borrow<str> for Key {
 impl InputMap {
     pub(crate) fn with_capacity(n: usize) -> InputMap {
         InputMap {
-            entries: Vec::with_capacity(n.min(INDEX_FROM)),
+            entries: SmallVec::with_capacity(n.min(INDEX_FROM)),
             index: None,
         }
     }
@@ -126,7 +133,7 @@ impl InputMap {
                 index.insert(Key(k.clone()), j);
             }
             index.insert(Key(key.clone()), i);
-            self.index = Some(index);
+            self.index = Some(Box::new(index));
         }
         self.entries.push((key, value));
     }
@@ -192,15 +199,20 @@ impl Serialize for InputMap {
 
 /// The inputs of a render as an [`InputMap`], or an error naming what is
 /// wrong with them: not a map, not serializable, or over a limit.
+///
+/// `room` is how many entries the map will hold once the caller has added
+/// what it adds (defaults, absent parameters), so it is sized once.
 pub(crate) fn from_serialize(
     inputs: &impl Serialize,
     limits: &RenderLimits,
     template: &str,
+    room: usize,
 ) -> Result<Arc<InputMap>, Error> {
     let mut state = State {
         bytes: 0,
         limits,
         top: None,
+        room,
     };
     let value = inputs
         .serialize(Ser {
@@ -253,6 +265,7 @@ pub(crate) fn from_json(json: &serde_json::Value) -> Value {
         bytes: 0,
         limits: &limits,
         top: None,
+        room: 0,
     };
     // A JSON value always serializes: it came from parsing one.
     json.serialize(Ser {
@@ -288,6 +301,8 @@ struct State<'l> {
     limits: &'l RenderLimits,
     /// The top-level key being serialized, for errors.
     top: Option<Value>,
+    /// The capacity the inputs map (depth 0) is made with, at least.
+    room: usize,
 }
 
 impl State<'_> {
@@ -539,8 +554,12 @@ impl<'a, 'l> ser::Serializer for Ser<'a, 'l> {
     }
     fn serialize_map(mut self, len: Option<usize>) -> Result<MapSer<'a, 'l>, Problem> {
         self.open()?;
+        let mut room = len.unwrap_or(0);
+        if self.depth == 0 {
+            room = room.max(self.state.room);
+        }
         Ok(MapSer {
-            map: InputMap::with_capacity(len.unwrap_or(0)),
+            map: InputMap::with_capacity(room),
             key: None,
             variant: None,
             ser: self,
@@ -884,7 +903,7 @@ mod tests {
     use serde_json::json;
 
     fn roundtrip(v: &serde_json::Value) -> serde_json::Value {
-        let map = from_serialize(v, &RenderLimits::default(), "t").unwrap();
+        let map = from_serialize(v, &RenderLimits::default(), "t", 0).unwrap();
         serde_json::to_value(&map).unwrap()
     }
 
@@ -932,8 +951,9 @@ mod tests {
             opt: None,
             c: 'é',
         };
-        let ours = serde_json::to_value(from_serialize(&s, &RenderLimits::default(), "t").unwrap())
-            .unwrap();
+        let ours =
+            serde_json::to_value(from_serialize(&s, &RenderLimits::default(), "t", 0).unwrap())
+                .unwrap();
         assert_eq!(ours, serde_json::to_value(&s).unwrap());
     }
 
@@ -967,21 +987,21 @@ mod tests {
     fn limits_name_the_top_level_parameter() {
         let deep = (0..10).fold(json!(1), |v, _| json!([v]));
         let limits = RenderLimits::default().max_input_depth(5);
-        let e = from_serialize(&json!({"ok": 1, "deep": deep}), &limits, "t").unwrap_err();
+        let e = from_serialize(&json!({"ok": 1, "deep": deep}), &limits, "t", 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Limit);
         assert_eq!((e.parameter(), e.rule()), (Some("/deep"), Some("maxDepth")));
 
         let limits = RenderLimits::default().max_input_bytes(100);
-        let e = from_serialize(&json!({"s": "x".repeat(200)}), &limits, "t").unwrap_err();
+        let e = from_serialize(&json!({"s": "x".repeat(200)}), &limits, "t", 0).unwrap_err();
         assert_eq!((e.parameter(), e.rule()), (Some("/s"), Some("maxBytes")));
     }
 
     #[test]
     fn non_maps_are_refused_by_kind() {
-        let e = from_serialize(&json!([1]), &RenderLimits::default(), "t").unwrap_err();
+        let e = from_serialize(&json!([1]), &RenderLimits::default(), "t", 0).unwrap_err();
         assert!(e.message().contains("not a list"), "{e}");
         assert!(
-            from_serialize(&(), &RenderLimits::default(), "t")
+            from_serialize(&(), &RenderLimits::default(), "t", 0)
                 .unwrap()
                 .len()
                 == 0

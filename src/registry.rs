@@ -1683,7 +1683,7 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
 
 /// Parameters spliced by markers in a compiled source.
 fn static_splices(source: &str) -> HashSet<String> {
-    let open = format!("{}h:", body::MARK_OPEN);
+    let open = format!("{}{}", body::MARK_OPEN, body::SPLICE);
     source
         .match_indices(&open)
         .filter_map(|(i, _)| {

@@ -111,22 +111,67 @@ pub struct Rendered {
     /// What truncation dropped; present only when it dropped something.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncation: Option<TruncationReport>,
+    /// The messages spliced from history, as runs in order; every other
+    /// message is the template's.
     #[serde(skip)]
-    origins: Vec<Origin>,
-    /// The model name the counts and budget were computed for.
+    history: Vec<HistoryRun>,
+    /// The model the counts and budget were computed for.
     #[serde(skip)]
-    rendered_for: Option<Arc<str>>,
+    rendered_for: RenderedFor,
 }
+
+/// `len` messages from `start` on, spliced from one history parameter.
+#[derive(Debug, Clone, PartialEq)]
+struct HistoryRun {
+    start: usize,
+    len: usize,
+    origin: Origin,
+}
+
+/// Which model a render counted and fitted for.
+#[derive(Debug, Clone, PartialEq)]
+enum RenderedFor {
+    /// The template's own `model.name` (or none).
+    Template,
+    /// Another, named in [`RenderOptions::model`] or by
+    /// [`Rendered::for_model`].
+    Named(Arc<str>),
+}
+
+/// The origin of every message outside the history runs.
+static TEMPLATE: Origin = Origin::Template;
 
 impl Rendered {
     /// Where message `i` came from (template text or a history parameter).
     pub fn origin(&self, i: usize) -> Option<&Origin> {
-        self.origins.get(i)
+        if i >= self.messages.len() {
+            return None;
+        }
+        let k = self.history.partition_point(|r| r.start + r.len <= i);
+        match self.history.get(k) {
+            Some(run) if run.start <= i => Some(&run.origin),
+            _ => Some(&TEMPLATE),
+        }
     }
 
     /// The messages with their origins.
     pub fn messages_with_origin(&self) -> impl Iterator<Item = (&Message, &Origin)> {
-        self.messages.iter().zip(&self.origins)
+        let mut runs = self.history.iter().peekable();
+        self.messages.iter().enumerate().map(move |(i, m)| {
+            while runs.next_if(|r| r.start + r.len <= i).is_some() {}
+            match runs.peek() {
+                Some(run) if run.start <= i => (m, &run.origin),
+                _ => (m, &TEMPLATE),
+            }
+        })
+    }
+
+    /// The model name the counts and budget were computed for.
+    fn rendered_for(&self) -> Option<&str> {
+        match &self.rendered_for {
+            RenderedFor::Template => self.model.as_ref().and_then(|m| m.name.as_deref()),
+            RenderedFor::Named(name) => Some(name),
+        }
     }
 }
 
@@ -158,7 +203,8 @@ impl Registry {
     ) -> Result<(Arc<crate::registry::Entry>, String, Arc<InputMap>), Error> {
         let entry = self.entry(reference)?;
         let id = entry.id.clone();
-        let mut inputs = crate::input::from_serialize(inputs, self.limits(), &id)?;
+        let mut inputs =
+            crate::input::from_serialize(inputs, self.limits(), &id, entry.declared.len())?;
         for (name, default) in &entry.defaults {
             if !inputs.contains_key(name.as_str().unwrap_or_default()) {
                 Arc::make_mut(&mut inputs).insert(name.clone(), default.clone());
@@ -232,7 +278,7 @@ impl Registry {
             )
             .with_location(crate::error::Location::file(&t.path)));
         }
-        let (messages, origins) = assemble(
+        let (messages, history) = assemble(
             &output,
             &inputs,
             entry.implicit_user,
@@ -249,11 +295,6 @@ impl Registry {
             .messages_hint
             .store(messages.len(), std::sync::atomic::Ordering::Relaxed);
 
-        let model_name: Option<Arc<str>> = options
-            .model
-            .as_deref()
-            .or_else(|| t.model.as_ref().and_then(|m| m.name.as_deref()))
-            .map(Arc::from);
         let mut rendered = Rendered {
             template: id,
             messages,
@@ -261,22 +302,27 @@ impl Registry {
             context: t.context.clone(),
             tokens: TokenReport::empty(),
             truncation: None,
-            origins,
-            rendered_for: model_name.clone(),
+            history,
+            rendered_for: match &options.model {
+                Some(name)
+                    if Some(name.as_str()) != t.model.as_ref().and_then(|m| m.name.as_deref()) =>
+                {
+                    RenderedFor::Named(Arc::from(name.as_str()))
+                }
+                _ => RenderedFor::Template,
+            },
         };
         if options.skip_tokens {
             return Ok(rendered);
         }
+        let model_name = rendered.rendered_for();
         let counter = options
             .counter
             .clone()
-            .unwrap_or_else(|| tokens::counter_for_model(model_name.as_deref()));
+            .unwrap_or_else(|| tokens::counter_for_model(model_name));
+        let budget = budget(t.model.as_deref(), t.context.as_ref(), model_name);
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
-        if let Some(budget) = budget(
-            t.model.as_deref(),
-            t.context.as_ref(),
-            model_name.as_deref(),
-        ) {
+        if let Some(budget) = budget {
             rendered.fit_budget(budget, options.strategy)?;
         }
         Ok(rendered)
@@ -326,7 +372,7 @@ impl Rendered {
         model_name: &str,
     ) -> Result<std::borrow::Cow<'_, Rendered>, Error> {
         let bare = |m: &str| m.rsplit_once(':').map_or(m, |(_, n)| n).to_owned();
-        if self.rendered_for.as_deref().map(bare) == Some(bare(model_name)) {
+        if self.rendered_for().map(bare) == Some(bare(model_name)) {
             return Ok(std::borrow::Cow::Borrowed(self));
         }
         let mut r = self.clone();
@@ -338,7 +384,7 @@ impl Rendered {
         ) {
             r.fit_budget(b, Strategy::default())?;
         }
-        r.rendered_for = Some(Arc::from(model_name));
+        r.rendered_for = RenderedFor::Named(Arc::from(model_name));
         Ok(std::borrow::Cow::Owned(r))
     }
 
@@ -380,9 +426,7 @@ impl Rendered {
         detail: &str,
     ) -> Result<Option<TruncationReport>, Error> {
         let items: Vec<Item> = self
-            .messages
-            .iter()
-            .zip(&self.origins)
+            .messages_with_origin()
             .zip(&self.tokens.messages)
             .map(|((m, o), &n)| Item {
                 tokens: n,
@@ -413,7 +457,7 @@ impl Rendered {
             return Ok(None);
         }
         retain_kept(&mut self.messages, &keep);
-        retain_kept(&mut self.origins, &keep);
+        retain_runs(&mut self.history, &keep);
         retain_kept(&mut self.tokens.messages, &keep);
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + tokens::REPLY_PRIMING;
         let report = TruncationReport { budget, dropped };
@@ -426,6 +470,25 @@ impl Rendered {
 fn retain_kept<T>(items: &mut Vec<T>, keep: &[bool]) {
     let mut flags = keep.iter().copied();
     items.retain(|_| flags.next().unwrap_or(true));
+}
+
+/// Moves the history runs to where their kept messages are once the
+/// messages `keep` does not flag are gone; runs left empty are dropped.
+fn retain_runs(runs: &mut Vec<HistoryRun>, keep: &[bool]) {
+    let kept = |from: usize, to: usize| {
+        keep.get(from..to)
+            .map_or(0, |flags| flags.iter().filter(|&&k| k).count())
+    };
+    let (mut at, mut before) = (0, 0);
+    runs.retain_mut(|run| {
+        before += kept(at, run.start);
+        let len = kept(run.start, run.start + run.len);
+        at = run.start + run.len;
+        run.start = before;
+        run.len = len;
+        before += len;
+        len > 0
+    });
 }
 
 /// A history parameter's messages read straight from the input values:
@@ -490,7 +553,7 @@ fn assemble(
     implicit_user: bool,
     dialect: Dialect,
     capacity: usize,
-) -> Result<(Vec<Message>, Vec<Origin>), String> {
+) -> Result<(Vec<Message>, Vec<HistoryRun>), String> {
     /// A message being written: role, name, text, and whether a role line
     /// opened it (Prompty keeps such a message even when empty). The text
     /// borrows from the output until a second piece joins it.
@@ -520,50 +583,48 @@ fn assemble(
     }
     let prompty = dialect.is_prompty();
     let mut messages = Vec::with_capacity(capacity);
-    let mut origins = Vec::with_capacity(capacity);
+    let mut history_runs = Vec::new();
     let mut current: Option<Open<'_>> =
         implicit_user.then(|| Open::new(Role::User, None, "", false));
     // The role text continues with after a splice that no role line follows.
     let mut resume: Option<Role> = None;
 
-    let flush =
-        |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>, origins: &mut Vec<Origin>| {
-            if let Some(open) = current.take() {
-                let content = if prompty {
-                    crate::prompty::trim_newlines(&open.text)
+    let flush = |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>| {
+        if let Some(open) = current.take() {
+            let content = if prompty {
+                crate::prompty::trim_newlines(&open.text)
+            } else {
+                trim(&open.text)
+            };
+            let keep = if prompty {
+                // Prompty keeps a marked message whose text is blank,
+                // but not one with no text at all (a marker on the last
+                // line). The marker line's own newline is in the text.
+                let raw = open
+                    .text
+                    .strip_prefix("\r\n")
+                    .or_else(|| open.text.strip_prefix('\n'))
+                    .unwrap_or(&open.text);
+                if open.explicit {
+                    !raw.is_empty()
                 } else {
-                    trim(&open.text)
-                };
-                let keep = if prompty {
-                    // Prompty keeps a marked message whose text is blank,
-                    // but not one with no text at all (a marker on the last
-                    // line). The marker line's own newline is in the text.
-                    let raw = open
-                        .text
-                        .strip_prefix("\r\n")
-                        .or_else(|| open.text.strip_prefix('\n'))
-                        .unwrap_or(&open.text);
-                    if open.explicit {
-                        !raw.is_empty()
-                    } else {
-                        !content.trim().is_empty()
-                    }
-                } else {
-                    !content.is_empty()
-                };
-                if keep {
-                    let mut m = Message::new(open.role, content);
-                    m.name = open.name.map(str::to_owned);
-                    messages.push(m);
-                    origins.push(Origin::Template);
+                    !content.trim().is_empty()
                 }
+            } else {
+                !content.is_empty()
+            };
+            if keep {
+                let mut m = Message::new(open.role, content);
+                m.name = open.name.map(str::to_owned);
+                messages.push(m);
             }
-        };
+        }
+    };
 
     for piece in body::pieces(output) {
         match piece? {
             Piece::Role(role, name) => {
-                flush(&mut current, &mut messages, &mut origins);
+                flush(&mut current, &mut messages);
                 current = Some(Open::new(role, name, "", true));
                 resume = None;
             }
@@ -584,7 +645,7 @@ fn assemble(
             },
             Piece::Splice(param) => {
                 let role = current.as_ref().map(|o| o.role).or(resume);
-                flush(&mut current, &mut messages, &mut origins);
+                flush(&mut current, &mut messages);
                 resume = role;
                 // Its strings were made marker-free as the inputs were
                 // serialized, and the schema has checked its shape.
@@ -598,18 +659,21 @@ fn assemble(
                             .map_err(|e| format!("history parameter `{param}`: {e}"))?,
                     },
                 };
-                let parameter: Arc<str> = Arc::from(param);
-                for m in history {
-                    messages.push(m);
-                    origins.push(Origin::History {
-                        parameter: parameter.clone(),
+                if !history.is_empty() {
+                    history_runs.push(HistoryRun {
+                        start: messages.len(),
+                        len: history.len(),
+                        origin: Origin::History {
+                            parameter: Arc::from(param),
+                        },
                     });
+                    messages.extend(history);
                 }
             }
         }
     }
-    flush(&mut current, &mut messages, &mut origins);
-    Ok((messages, origins))
+    flush(&mut current, &mut messages);
+    Ok((messages, history_runs))
 }
 
 #[cfg(test)]
@@ -624,7 +688,7 @@ mod tests {
             {"content": "first", "role": "developer", "name": null},
         ]);
         let inputs = serde_json::json!({ "h": list });
-        let map = crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t")
+        let map = crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t", 0)
             .unwrap_or_else(|e| panic!("{e}"));
         let value = map.get("h").unwrap();
         let direct = super::history_messages(value).expect("a plain history");
@@ -638,13 +702,34 @@ mod tests {
             serde_json::json!([{"role": "user", "content": 5}]),
         ] {
             let inputs = serde_json::json!({ "h": odd });
-            let map = crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t")
-                .unwrap_or_else(|e| panic!("{e}"));
+            let map =
+                crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t", 0)
+                    .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 super::history_messages(map.get("h").unwrap()).is_none(),
                 "{odd}"
             );
         }
+    }
+
+    #[test]
+    fn history_runs_follow_their_kept_messages() {
+        use super::{HistoryRun, Origin, retain_runs};
+        let run = |start, len, p: &str| HistoryRun {
+            start,
+            len,
+            origin: Origin::History {
+                parameter: p.into(),
+            },
+        };
+        // Messages: t h h t h h h t (runs `a` at 1..3 and `b` at 4..7).
+        let mut runs = vec![run(1, 2, "a"), run(4, 3, "b")];
+        let keep = [true, false, false, true, false, true, true, true];
+        retain_runs(&mut runs, &keep);
+        assert_eq!(runs, [run(2, 2, "b")]);
+        let mut runs = vec![run(1, 2, "a"), run(4, 3, "b")];
+        retain_runs(&mut runs, &[true; 8]);
+        assert_eq!(runs, [run(1, 2, "a"), run(4, 3, "b")]);
     }
 
     #[test]
