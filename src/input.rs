@@ -274,8 +274,8 @@ pub(crate) fn from_serialize(
             state: &mut state,
             depth: 0,
         })
-        .map_err(|e| match e {
-            Problem::Limit { rule, what } => {
+        .map_err(|e| match *e.0 {
+            Why::Limit { rule, what } => {
                 let at = state
                     .top
                     .as_ref()
@@ -288,7 +288,7 @@ pub(crate) fn from_serialize(
                 )
                 .with_parameter(at, rule)
             }
-            Problem::Custom(msg) => Error::new(
+            Why::Custom(msg) => Error::new(
                 ErrorKind::InvalidInput,
                 format!("invalid input for {template}: cannot serialize inputs: {msg}"),
             ),
@@ -365,30 +365,47 @@ impl State<'_> {
     fn charge(&mut self, n: usize) -> Result<(), Problem> {
         self.bytes = self.bytes.saturating_add(n);
         if self.bytes > self.limits.max_input_bytes {
-            return Err(Problem::Limit {
+            return Err(Why::Limit {
                 rule: "maxBytes",
                 what: format!(
                     "makes the inputs larger than RenderLimits::max_input_bytes ({} bytes)",
                     self.limits.max_input_bytes
                 ),
-            });
+            }
+            .into());
         }
         Ok(())
     }
 }
 
-/// Why serializing stopped.
+/// Why serializing stopped: boxed, so that the `Result<Value, Problem>`
+/// every value passes up is no bigger than a value.
 #[derive(Debug)]
-enum Problem {
+struct Problem(Box<Why>);
+
+#[derive(Debug)]
+enum Why {
     Limit { rule: &'static str, what: String },
     Custom(String),
 }
 
+impl From<Why> for Problem {
+    fn from(why: Why) -> Problem {
+        Problem(Box::new(why))
+    }
+}
+
+impl Problem {
+    fn custom(msg: &str) -> Problem {
+        Why::Custom(msg.to_owned()).into()
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Problem::Limit { what, .. } => f.write_str(what),
-            Problem::Custom(msg) => f.write_str(msg),
+        match &*self.0 {
+            Why::Limit { what, .. } => f.write_str(what),
+            Why::Custom(msg) => f.write_str(msg),
         }
     }
 }
@@ -397,7 +414,7 @@ impl std::error::Error for Problem {}
 
 impl ser::Error for Problem {
     fn custom<T: fmt::Display>(msg: T) -> Problem {
-        Problem::Custom(msg.to_string())
+        Why::Custom(msg.to_string()).into()
     }
 }
 
@@ -420,13 +437,14 @@ impl<'a, 'l> Ser<'a, 'l> {
     fn open(&mut self) -> Result<(), Problem> {
         self.state.charge(SLOT)?;
         if self.depth + 1 > self.state.limits.max_input_depth {
-            return Err(Problem::Limit {
+            return Err(Why::Limit {
                 rule: "maxDepth",
                 what: format!(
                     "nests deeper than RenderLimits::max_input_depth ({})",
                     self.state.limits.max_input_depth
                 ),
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -477,7 +495,7 @@ impl<'a, 'l> ser::Serializer for Ser<'a, 'l> {
         } else if let Ok(v) = u64::try_from(v) {
             self.serialize_u64(v)
         } else {
-            Err(Problem::Custom("number out of range".into()))
+            Err(Problem::custom("number out of range"))
         }
     }
     fn serialize_u8(self, v: u8) -> Result<Value, Problem> {
@@ -499,7 +517,7 @@ impl<'a, 'l> ser::Serializer for Ser<'a, 'l> {
     fn serialize_u128(self, v: u128) -> Result<Value, Problem> {
         match u64::try_from(v) {
             Ok(v) => self.serialize_u64(v),
-            Err(_) => Err(Problem::Custom("number out of range".into())),
+            Err(_) => Err(Problem::custom("number out of range")),
         }
     }
     fn serialize_f32(self, v: f32) -> Result<Value, Problem> {
@@ -762,7 +780,7 @@ impl ser::SerializeMap for MapSer<'_, '_> {
         let key = self
             .key
             .take()
-            .ok_or_else(|| Problem::Custom("a map value came before its key".into()))?;
+            .ok_or_else(|| Problem::custom("a map value came before its key"))?;
         let len = key.as_str().map_or(0, str::len);
         self.put(key, len, value, false)
     }
@@ -808,7 +826,7 @@ impl ser::SerializeStructVariant for MapSer<'_, '_> {
 struct KeySer;
 
 fn key_must_be_a_string() -> Problem {
-    Problem::Custom("key must be a string".into())
+    Problem::custom("key must be a string")
 }
 
 impl ser::Serializer for KeySer {
@@ -862,7 +880,7 @@ impl ser::Serializer for KeySer {
         // serde_json writes finite float keys as JSON numbers (ryu).
         serde_json::Number::from_f64(v)
             .map(|n| Value::from(n.to_string()))
-            .ok_or_else(|| Problem::Custom("float key must be finite".into()))
+            .ok_or_else(|| Problem::custom("float key must be finite"))
     }
     fn serialize_char(self, v: char) -> Result<Value, Problem> {
         Ok(text(v.encode_utf8(&mut [0; 4])))
