@@ -2,6 +2,12 @@
 //! instruction counts under callgrind (`valgrind --tool=callgrind
 //! --toggle-collect='*render_loop::run*'`), where timings are too noisy to
 //! compare small changes. `render_loop [registry|validate|bare|bare-fuel|tokens|history] [N]`.
+//!
+//! `render_loop paired [SECONDS]` times the registry and bare minijinja
+//! interleaved instead: short batches of each in turn, the order rotating
+//! every round, and prints each one's median time per render. On a shared
+//! machine whose speed drifts, both sides see the same drift, so their
+//! ratio holds where two benchmarks run one after the other do not.
 
 use promptbook::{Registry, RenderOptions};
 
@@ -27,6 +33,41 @@ fn main() {
     let mut fueled_env = env.clone();
     fueled_env.set_fuel(promptbook::RenderLimits::default().fuel);
     let fueled = fueled_env.get_template("triage").expect("present");
+    if what == "paired" {
+        let seconds: f64 = std::env::args()
+            .nth(2)
+            .map_or(20.0, |s| s.parse().expect("seconds"));
+        let mut sides: [Side<'_>; 3] = [
+            (
+                "registry",
+                Box::new(|| {
+                    let r = registry.render_with("support/triage", &inputs, &no_tokens);
+                    r.expect("renders").messages.len()
+                }),
+            ),
+            (
+                "bare",
+                Box::new(|| {
+                    let ctx = WithDefaults::of(&inputs);
+                    bare.render(minijinja::value::Serde(&ctx))
+                        .expect("renders")
+                        .len()
+                }),
+            ),
+            (
+                "bare-fuel",
+                Box::new(|| {
+                    let ctx = WithDefaults::of(&inputs);
+                    fueled
+                        .render(minijinja::value::Serde(&ctx))
+                        .expect("renders")
+                        .len()
+                }),
+            ),
+        ];
+        paired(&mut sides, std::time::Duration::from_secs_f64(seconds));
+        return;
+    }
     let total = match what.as_str() {
         "registry" => run(n, &mut || {
             let r = registry.render_with("support/triage", &inputs, &no_tokens);
@@ -85,4 +126,36 @@ fn main() {
         other => panic!("unknown variant {other}"),
     };
     println!("{what}: {n} iterations ({total})");
+}
+
+/// A named render to time.
+type Side<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
+
+/// Times the sides interleaved: rounds of one 200-render batch each, the
+/// order rotated every round, for about `budget`; prints each side's
+/// median nanoseconds per render over the rounds.
+fn paired(sides: &mut [Side<'_>], budget: std::time::Duration) {
+    const BATCH: usize = 200;
+    for (_, f) in sides.iter_mut() {
+        run(BATCH * 5, f); // warm caches and the allocator
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let start = std::time::Instant::now();
+    let mut round = 0;
+    while start.elapsed() < budget || round < 10 {
+        for k in 0..sides.len() {
+            let i = (round + k) % sides.len();
+            let t = std::time::Instant::now();
+            std::hint::black_box(run(BATCH, &mut sides[i].1));
+            times[i].push(t.elapsed().as_nanos() as f64 / BATCH as f64);
+        }
+        round += 1;
+    }
+    for ((name, _), t) in sides.iter().zip(&mut times) {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{name}: {:.0} ns median over {round} rounds",
+            t[t.len() / 2]
+        );
+    }
 }
