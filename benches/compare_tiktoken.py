@@ -7,6 +7,7 @@
    target/bench/corpus-8mib.txt.
 2. OpenAI's tiktoken `encode_ordinary` on the same file (best of 5), offline:
    its cache is seeded from the BPE files tiktoken-rs ships.
+   Steps 1 and 2 alternate three times; each figure is its best.
 3. End to end, the same file: `promptbook tokens FILE` against a Python
    one-liner doing the same (median of 7 runs each, process start included).
 
@@ -55,6 +56,9 @@ def write_stdlib_corpus():
     STDLIB.write_text(data, encoding="utf-8")
 
 
+ROUNDS = 3
+
+
 def criterion_mibps(name: str, size: int, group: str = "count") -> float:
     path = ROOT / "target" / "criterion" / group / name / "new" / "estimates.json"
     ns = json.loads(path.read_text())["median"]["point_estimate"]
@@ -72,23 +76,31 @@ def median_seconds(cmd, runs=7):
 
 def main():
     write_stdlib_corpus()
-    subprocess.run(["cargo", "bench", "--bench", "tokens", "--", "count"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    rows = []
-    for corpus, group, label in [(CORPUS, "count", "repo mix"), (STDLIB, "count-stdlib", "Python stdlib")]:
-        text = corpus.read_text(encoding="utf-8")
-        size = len(text.encode("utf-8"))
-        for enc_name in ["o200k_base", "cl100k_base"]:
-            enc = tiktoken.get_encoding(enc_name)
-            enc.encode_ordinary("warm up")
-            best = min(
-                (lambda t0: (enc.encode_ordinary(text), time.perf_counter() - t0)[1])(time.perf_counter())
-                for _ in range(5)
-            )
-            py = size / best / MIB
-            ours = criterion_mibps(f"promptbook_{enc_name}", size, group)
-            rs = criterion_mibps(f"tiktoken-rs_{enc_name}", size, group)
-            rows.append((label, enc_name, ours, rs, py))
+    # Three rounds, each the criterion benchmarks and then Python on the
+    # same texts, keeping every figure's best: the VM is shared, and a slow
+    # phase during one side's only measurement would decide the ratio.
+    best = {}
+    for _ in range(ROUNDS):
+        subprocess.run(["cargo", "bench", "--bench", "tokens", "--", "count"], cwd=ROOT, check=True)
+        for corpus, group, label in [(CORPUS, "count", "repo mix"), (STDLIB, "count-stdlib", "Python stdlib")]:
+            text = corpus.read_text(encoding="utf-8")
+            size = len(text.encode("utf-8"))
+            for enc_name in ["o200k_base", "cl100k_base"]:
+                enc = tiktoken.get_encoding(enc_name)
+                enc.encode_ordinary("warm up")
+                fastest = min(
+                    (lambda t0: (enc.encode_ordinary(text), time.perf_counter() - t0)[1])(time.perf_counter())
+                    for _ in range(5)
+                )
+                now = (
+                    criterion_mibps(f"promptbook_{enc_name}", size, group),
+                    criterion_mibps(f"tiktoken-rs_{enc_name}", size, group),
+                    size / fastest / MIB,
+                )
+                key = (label, enc_name)
+                best[key] = tuple(max(a, b) for a, b in zip(best.get(key, now), now))
+    rows = [(label, enc_name, *figures) for (label, enc_name), figures in best.items()]
 
     binary = ROOT / "target" / "release" / "promptbook"
     ours_t, ours_n = median_seconds([str(binary), "tokens", str(CORPUS)])
