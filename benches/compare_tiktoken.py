@@ -1,6 +1,7 @@
 """Compare promptbook's token counting with OpenAI's Python tiktoken, same run.
 
     python3 benches/compare_tiktoken.py          # needs `pip install tiktoken`
+    python3 benches/compare_tiktoken.py --paired # only the paired rounds
 
 1. `cargo bench --bench tokens -- count` (criterion): promptbook and
    tiktoken-rs on an 8 MiB mix of code and prose, which the bench writes to
@@ -8,6 +9,8 @@
 2. OpenAI's tiktoken `encode_ordinary` on the same file (best of 5), offline:
    its cache is seeded from the BPE files tiktoken-rs ships.
    Steps 1 and 2 alternate three times; each figure is its best.
+   Then paired rounds: `examples/count_file.rs` and tiktoken back to back,
+   the ratio taken within each round, its median over 7 rounds printed.
 3. End to end, the same file: `promptbook tokens FILE` against a Python
    one-liner doing the same (median of 7 runs each, process start included).
 
@@ -57,6 +60,7 @@ def write_stdlib_corpus():
 
 
 ROUNDS = 3
+PAIRED_ROUNDS = 7
 
 
 def criterion_mibps(name: str, size: int, group: str = "count") -> float:
@@ -81,7 +85,7 @@ def main():
     # same texts, keeping every figure's best: the VM is shared, and a slow
     # phase during one side's only measurement would decide the ratio.
     best = {}
-    for _ in range(ROUNDS):
+    for _ in range(0 if "--paired" in sys.argv else ROUNDS):
         subprocess.run(["cargo", "bench", "--bench", "tokens", "--", "count"], cwd=ROOT, check=True)
         for corpus, group, label in [(CORPUS, "count", "repo mix"), (STDLIB, "count-stdlib", "Python stdlib")]:
             text = corpus.read_text(encoding="utf-8")
@@ -101,6 +105,46 @@ def main():
                 key = (label, enc_name)
                 best[key] = tuple(max(a, b) for a, b in zip(best.get(key, now), now))
     rows = [(label, enc_name, *figures) for (label, enc_name), figures in best.items()]
+
+    # Paired rounds: our count (examples/count_file.rs, best of 3 in one
+    # process) and tiktoken's (best of 3) back to back, the order alternating,
+    # the ratio taken within each round; the median of those ratios is what
+    # a slow phase of the shared VM cannot skew.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "count_file"], cwd=ROOT, check=True)
+    counter = ROOT / "target" / "release" / "examples" / "count_file"
+    paired = {}
+    for corpus, label in [(CORPUS, "repo mix"), (STDLIB, "Python stdlib")]:
+        text = corpus.read_text(encoding="utf-8")
+        for enc_name in ["o200k_base", "cl100k_base"]:
+            enc = tiktoken.get_encoding(enc_name)
+            ratios = []
+            for r in range(PAIRED_ROUNDS):
+                def ours():
+                    out = subprocess.run([str(counter), enc_name, str(corpus), "3"], check=True,
+                                         capture_output=True, text=True).stdout.split()
+                    return float(out[0]), int(out[1])
+                def theirs():
+                    return min(
+                        (lambda t0: (enc.encode_ordinary(text), time.perf_counter() - t0)[1])(time.perf_counter())
+                        for _ in range(3)
+                    )
+                if r % 2:
+                    py_s = theirs()
+                    rs_s, n = ours()
+                else:
+                    rs_s, n = ours()
+                    py_s = theirs()
+                if r == 0:
+                    assert n == len(enc.encode_ordinary(text)), f"counts differ on {label} {enc_name}"
+                ratios.append(py_s / rs_s)
+            paired[(label, enc_name)] = statistics.median(ratios)
+
+    if "--paired" in sys.argv:
+        print("| corpus | encoding | promptbook / tiktoken, paired rounds, median |")
+        print("| --- | --- | --- |")
+        for (label, enc_name), ratio in paired.items():
+            print(f"| {label} | {enc_name} | {ratio:.2f}x |")
+        return
 
     binary = ROOT / "target" / "release" / "promptbook"
     ours_t, ours_n = median_seconds([str(binary), "tokens", str(CORPUS)])
@@ -123,11 +167,12 @@ def main():
     print(f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()}; "
           f"tiktoken {tiktoken.__version__}, Python {platform.python_version()}")
     print()
-    print("| corpus | encoding | promptbook | tiktoken-rs | OpenAI tiktoken (Python) | promptbook / tiktoken |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| corpus | encoding | promptbook | tiktoken-rs | OpenAI tiktoken (Python) | promptbook / tiktoken | paired rounds, median |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, enc_name, ours, rs, py in rows:
         rs_cell = f"{rs:.1f} MiB/s" if rs is not None else ""
-        print(f"| {label} | {enc_name} | {ours:.1f} MiB/s | {rs_cell} | {py:.1f} MiB/s | {ours / py:.2f}x |")
+        print(f"| {label} | {enc_name} | {ours:.1f} MiB/s | {rs_cell} | {py:.1f} MiB/s | {ours / py:.2f}x "
+              f"| {paired[(label, enc_name)]:.2f}x |")
     print()
     print(f"End to end on the 8 MiB file ({ours_n} tokens, o200k_base): "
           f"`promptbook tokens` {ours_t * 1000:.0f} ms, Python one-liner {py_t * 1000:.0f} ms, "
