@@ -69,6 +69,16 @@ def criterion_mibps(name: str, size: int, group: str = "count") -> float:
     return size / (ns / 1e9) / MIB
 
 
+def fastest_of(work, runs):
+    """The fastest of `runs` timed calls of `work`, in seconds."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def median_seconds(cmd, runs=7):
     times = []
     for _ in range(runs):
@@ -93,10 +103,7 @@ def main():
             for enc_name in ["o200k_base", "cl100k_base"]:
                 enc = tiktoken.get_encoding(enc_name)
                 enc.encode_ordinary("warm up")
-                fastest = min(
-                    (lambda t0: (enc.encode_ordinary(text), time.perf_counter() - t0)[1])(time.perf_counter())
-                    for _ in range(5)
-                )
+                fastest = fastest_of(lambda: enc.encode_ordinary(text), 5)
                 now = (
                     criterion_mibps(f"promptbook_{enc_name}", size, group),
                     criterion_mibps(f"tiktoken-rs_{enc_name}", size, group),
@@ -124,10 +131,7 @@ def main():
                                          capture_output=True, text=True).stdout.split()
                     return float(out[0]), int(out[1])
                 def theirs():
-                    return min(
-                        (lambda t0: (enc.encode_ordinary(text), time.perf_counter() - t0)[1])(time.perf_counter())
-                        for _ in range(3)
-                    )
+                    return fastest_of(lambda: enc.encode_ordinary(text), 3)
                 if r % 2:
                     py_s = theirs()
                     rs_s, n = ours()

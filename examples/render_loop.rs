@@ -23,7 +23,7 @@ fn run(n: usize, f: &mut dyn FnMut() -> usize) -> usize {
 fn main() {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_else(|| "registry".into());
-    let n: usize = args.next().map_or(1000, |s| s.parse().expect("a count"));
+    let arg = args.next();
     let registry = Registry::load("templates").expect("the shipped templates load");
     let inputs = inputs();
     let no_tokens = RenderOptions::new().count_tokens(false);
@@ -33,46 +33,47 @@ fn main() {
     let mut fueled_env = env.clone();
     fueled_env.set_fuel(promptbook::RenderLimits::default().fuel);
     let fueled = fueled_env.get_template("triage").expect("present");
+    // The renders compared: each alone (under callgrind), or all paired.
+    let mut sides: [Side<'_>; 3] = [
+        (
+            "registry",
+            Box::new(|| {
+                let r = registry.render_with("support/triage", &inputs, &no_tokens);
+                r.expect("renders").messages.len()
+            }),
+        ),
+        (
+            "bare",
+            Box::new(|| {
+                let ctx = WithDefaults::of(&inputs);
+                bare.render(minijinja::value::Serde(&ctx))
+                    .expect("renders")
+                    .len()
+            }),
+        ),
+        (
+            "bare-fuel",
+            Box::new(|| {
+                let ctx = WithDefaults::of(&inputs);
+                fueled
+                    .render(minijinja::value::Serde(&ctx))
+                    .expect("renders")
+                    .len()
+            }),
+        ),
+    ];
     if what == "paired" {
-        let seconds: f64 = std::env::args()
-            .nth(2)
-            .map_or(20.0, |s| s.parse().expect("seconds"));
-        let mut sides: [Side<'_>; 3] = [
-            (
-                "registry",
-                Box::new(|| {
-                    let r = registry.render_with("support/triage", &inputs, &no_tokens);
-                    r.expect("renders").messages.len()
-                }),
-            ),
-            (
-                "bare",
-                Box::new(|| {
-                    let ctx = WithDefaults::of(&inputs);
-                    bare.render(minijinja::value::Serde(&ctx))
-                        .expect("renders")
-                        .len()
-                }),
-            ),
-            (
-                "bare-fuel",
-                Box::new(|| {
-                    let ctx = WithDefaults::of(&inputs);
-                    fueled
-                        .render(minijinja::value::Serde(&ctx))
-                        .expect("renders")
-                        .len()
-                }),
-            ),
-        ];
+        let seconds: f64 = arg.map_or(20.0, |s| s.parse().expect("seconds"));
         paired(&mut sides, std::time::Duration::from_secs_f64(seconds));
         return;
     }
+    let n: usize = arg.map_or(1000, |s| s.parse().expect("a count"));
+    if let Some((_, f)) = sides.iter_mut().find(|(name, _)| *name == what) {
+        let total = run(n, f);
+        println!("{what}: {n} iterations ({total})");
+        return;
+    }
     let total = match what.as_str() {
-        "registry" => run(n, &mut || {
-            let r = registry.render_with("support/triage", &inputs, &no_tokens);
-            r.expect("renders").messages.len()
-        }),
         "tokens" => run(n, &mut || {
             let r = registry.render("support/triage", &inputs);
             r.expect("renders").messages.len()
@@ -80,19 +81,6 @@ fn main() {
         "validate" => run(n, &mut || {
             registry.validate("support/triage", &inputs).expect("valid");
             1
-        }),
-        "bare" => run(n, &mut || {
-            let ctx = WithDefaults::of(&inputs);
-            bare.render(minijinja::value::Serde(&ctx))
-                .expect("renders")
-                .len()
-        }),
-        "bare-fuel" => run(n, &mut || {
-            let ctx = WithDefaults::of(&inputs);
-            fueled
-                .render(minijinja::value::Serde(&ctx))
-                .expect("renders")
-                .len()
         }),
         "history" => {
             // A 10,000-message history, fitted into gpt-4o-mini's window.

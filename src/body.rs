@@ -522,7 +522,7 @@ pub(crate) fn sanitize_str(s: &str) -> Option<String> {
     // the rare lead byte finds either (on short strings, a word-at-a-time
     // ASCII check and a plain loop, where they beat setting up memchr).
     let b = s.as_bytes();
-    let at = |i: usize| b.get(i + 1) == Some(&0xB7) && matches!(b.get(i + 2), Some(0x90 | 0x91));
+    let at = |i: usize| matches!(b.get(i..i + 3), Some(m) if m == OPEN || m == CLOSE);
     let marked = if b.len() < 24 {
         !s.is_ascii() && (0..b.len()).any(|i| b[i] == 0xEF && at(i))
     } else {
@@ -635,6 +635,12 @@ mod tests {
     #[test]
     fn quoted_closers_do_not_end_tags() {
         assert_eq!(roles("{{ \"}}\nuser:\n\" }}\nsystem:\n"), ["system"]);
+    }
+
+    #[test]
+    fn marker_bytes_are_the_marker_characters() {
+        assert_eq!(MARK_OPEN.to_string().as_bytes(), OPEN);
+        assert_eq!(MARK_CLOSE.to_string().as_bytes(), CLOSE);
     }
 
     #[test]

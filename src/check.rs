@@ -515,12 +515,7 @@ impl ObjectCheck {
         let mut all = All::new();
         let mut seen = 0u64;
         for (at, (key, value)) in map.iter().enumerate() {
-            // Inputs often list their fields in the schema's order.
-            let found = match self.properties.get(at) {
-                Some((name, _)) if **name == *key => Some(at),
-                _ => self.properties.iter().position(|(name, _)| **name == *key),
-            };
-            let t = match found {
+            let t = match property_index(&self.properties, at, key) {
                 Some(i) => {
                     seen |= 1 << i;
                     self.properties[i].1.check(value)
@@ -610,10 +605,7 @@ impl Node {
                 }
                 let mut seen = 0u64;
                 for (at, (key, value)) in map.iter().enumerate() {
-                    let declared = match self.properties.get(at) {
-                        Some((name, _)) if **name == *key => Some(at),
-                        _ => self.properties.iter().position(|(name, _)| **name == *key),
-                    };
+                    let declared = property_index(&self.properties, at, key);
                     let t = match (declared, &self.additional) {
                         (Some(i), _) => {
                             seen |= 1 << (i % 64);
@@ -695,6 +687,16 @@ impl Node {
 
     fn type_ok(&self, v: &Kind<'_>) -> Tri {
         type_ok(self.types, v)
+    }
+}
+
+/// The index of property `key`, the `at`-th key of its map. Inputs often
+/// list their fields in the schema's order, so position `at` is tried
+/// first.
+fn property_index(properties: &[(Box<str>, Check)], at: usize, key: &str) -> Option<usize> {
+    match properties.get(at) {
+        Some((name, _)) if **name == *key => Some(at),
+        _ => properties.iter().position(|(name, _)| **name == *key),
     }
 }
 

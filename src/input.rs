@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use minijinja::Value;
 use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr};
-use serde::ser::{self, Serialize};
+use serde::ser::{self, Error as _, Serialize};
 
 use crate::body;
 use crate::error::{Error, ErrorKind};
@@ -392,12 +392,6 @@ enum Why {
 impl From<Why> for Problem {
     fn from(why: Why) -> Problem {
         Problem(Box::new(why))
-    }
-}
-
-impl Problem {
-    fn custom(msg: &str) -> Problem {
-        Why::Custom(msg.to_owned()).into()
     }
 }
 

@@ -34,19 +34,6 @@ impl Role {
         Role::Developer,
     ];
 
-    /// The role named `name` (lowercase), as [`as_str`](Role::as_str)
-    /// writes it.
-    pub(crate) fn from_bytes(name: &[u8]) -> Option<Role> {
-        Some(match name {
-            b"system" => Role::System,
-            b"user" => Role::User,
-            b"assistant" => Role::Assistant,
-            b"tool" => Role::Tool,
-            b"developer" => Role::Developer,
-            _ => return None,
-        })
-    }
-
     /// The lowercase name used in files and on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,8 +56,17 @@ impl FromStr for Role {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Role, String> {
-        Role::from_bytes(s.as_bytes()).ok_or_else(|| {
-            format!("unknown role `{s}` (expected system, user, assistant, tool or developer)")
+        Ok(match s {
+            "system" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            "developer" => Role::Developer,
+            _ => {
+                return Err(format!(
+                    "unknown role `{s}` (expected system, user, assistant, tool or developer)"
+                ));
+            }
         })
     }
 }

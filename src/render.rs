@@ -156,14 +156,9 @@ impl Rendered {
 
     /// The messages with their origins.
     pub fn messages_with_origin(&self) -> impl Iterator<Item = (&Message, &Origin)> {
-        let mut runs = self.history.iter().peekable();
-        self.messages.iter().enumerate().map(move |(i, m)| {
-            while runs.next_if(|r| r.start + r.len <= i).is_some() {}
-            match runs.peek() {
-                Some(run) if run.start <= i => (m, &run.origin),
-                _ => (m, &TEMPLATE),
-            }
-        })
+        (0..)
+            .zip(&self.messages)
+            .map(|(i, m)| (m, self.origin(i).unwrap_or(&TEMPLATE)))
     }
 
     /// The model name the counts and budget were computed for.
