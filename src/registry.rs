@@ -1014,6 +1014,12 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                         );
                         continue;
                     };
+                    if let Some(what) = reserved(&content.value, e.name.as_deref()) {
+                        errors.push(
+                            Error::new(ErrorKind::Syntax, what).with_location(src.at_span(content)),
+                        );
+                        continue;
+                    }
                     let content_line = content.referenced.line() + src.span_line_offset;
                     pad_to(&mut out, &mut line, content_line);
                     out.push_str(&body::role_marker(r, e.name.as_deref()));
@@ -1066,6 +1072,10 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                 );
                 continue;
             }
+            if let Some(what) = reserved(&text.value, None) {
+                errors.push(Error::new(ErrorKind::Syntax, what).with_location(src.at_span(text)));
+                continue;
+            }
             pad_to(
                 &mut out,
                 &mut line,
@@ -1078,6 +1088,22 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
         }
     }
     out
+}
+
+/// What is wrong when a manifest's text (after YAML's escapes, such as
+/// `"\uFDD0"`) or a message name holds a character reserved for role
+/// markers.
+fn reserved(text: &str, name: Option<&str>) -> Option<String> {
+    let bad = [body::MARK_OPEN, body::MARK_CLOSE];
+    let c = text
+        .chars()
+        .chain(name.into_iter().flat_map(str::chars))
+        .find(|c| bad.contains(c))?;
+    Some(format!(
+        "the value holds the reserved character U+{:04X} (written as a YAML escape?); \
+         role boundaries come from `role:` entries only",
+        c as u32
+    ))
 }
 
 /// Builds the Jinja source of a `.prompt.jinja` body.
@@ -1358,6 +1384,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
             }
             FileForm::Body => compile_jinja_body(src, res, &mut errs),
         };
+        let source = crate::namespace::guard_sets(&source).into_owned();
         let model = res.model.as_ref().and_then(|v| {
             typed::<ModelConfig>(v, "model", src, src.manifest.model.as_ref(), &mut errs)
         });
@@ -1683,13 +1710,9 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
 
 /// Parameters spliced by markers in a compiled source.
 fn static_splices(source: &str) -> HashSet<String> {
-    let open = format!("{}{}", body::MARK_OPEN, body::SPLICE);
-    source
-        .match_indices(&open)
-        .filter_map(|(i, _)| {
-            let rest = &source[i + open.len()..];
-            rest.find(body::MARK_CLOSE).map(|e| rest[..e].to_owned())
-        })
+    body::spliced_params(source)
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -1731,6 +1754,7 @@ fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static>
         env.set_syntax(syntax);
     }
     env.set_debug(true);
+    crate::namespace::register(&mut env, limits.max_input_depth);
     // A name that parses but matches nothing is "not found" (so Jinja's
     // `ignore missing` works); a malformed one is an error of its own.
     // Static includes were already checked at load, with version lists.

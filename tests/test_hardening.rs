@@ -365,3 +365,96 @@ fn lone_surrogates_and_bad_json_inputs_are_errors_not_panics() {
         }
     }
 }
+
+/// Runs `f` on a 2 MiB-stack thread and waits at most `WAIT` for it: a hang
+/// fails the test instead of hanging it.
+fn within_wait<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    const WAIT: Duration = Duration::from_secs(20);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .unwrap();
+    rx.recv_timeout(WAIT)
+        .unwrap_or_else(|e| panic!("{what}: no answer within {WAIT:?} ({e})"))
+}
+
+/// Ways a template could make a value that holds itself (or nests without
+/// end), crossed with every way the engine walks a value. Before the fix,
+/// each walk overflowed the stack and aborted the process.
+#[test]
+fn self_referencing_values_are_errors_not_crashes() {
+    let builds = [
+        "{% set ns.me = ns %}",
+        "{% set ns.l = [1, ns] %}",
+        "{% set ns.d = {'k': [ns]} %}",
+        "{% set ns.l = [1] + [ns] %}",
+        "{% set other = namespace(inner=ns) %}{% set ns.o = other %}",
+        "{% for x in [ns, ns] %}{% set ns.loop = loop %}{% endfor %}",
+        "{% macro put(t, v) %}{% set t.v = v %}{% endmacro %}{{ put(ns, ns) }}",
+        "{% include 'partial' %}",
+        "{% for i in range(50000) %}{% set ns.deep = [ns.deep] %}{% endfor %}",
+        "{%- set x, ns.me = 1, [ns] -%}",
+    ];
+    let walks = [
+        "{{ ns }}",
+        "{{ ns|tojson }}",
+        "{{ ns|string }}",
+        "{{ ns == ns }}",
+        "{{ ns in [ns] }}",
+        "{{ [ns, ns]|sort }}",
+        "{{ ns|dictsort }}",
+        "{{ ns|pprint }}",
+        "{{ [ns, ns]|unique|list }}",
+        "{{ ns.deep }}",
+    ];
+    let mut files = vec![(
+        "partial@1.0.0.prompt.jinja".to_owned(),
+        "---\nversion: 1.0.0\nparameters:\n  ns: {}\n---\n{% set ns.me = ns %}".to_owned(),
+    )];
+    for (b, build) in builds.iter().enumerate() {
+        for (w, walk) in walks.iter().enumerate() {
+            files.push((
+                format!("t{b}_{w}@1.0.0.prompt.jinja"),
+                body(&format!(
+                    "user:\n{{% set ns = namespace(deep=[]) %}}{build}\n{walk}\n"
+                )),
+            ));
+        }
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = root(&files);
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    for (b, build) in builds.iter().enumerate() {
+        for (w, walk) in walks.iter().enumerate() {
+            let r = registry.clone();
+            let name = format!("t{b}_{w}");
+            let what = format!("{build} then {walk}");
+            let result = within_wait(&what, move || r.render(&name, &json!({})).map(|_| ()));
+            let e = result.expect_err(&what);
+            assert_eq!(e.kind(), ErrorKind::Template, "{what}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("cannot hold a namespace") || text.contains("may nest at most"),
+                "{what}: {text}"
+            );
+        }
+    }
+    // Namespaces that hold plain values work as in Jinja.
+    let dir = root(&[(
+        "ok@1.0.0.prompt.jinja",
+        &body(
+            "user:\n{% set ns = namespace(n=0, seen=[]) %}{% for x in xs %}{% set ns.n = ns.n + x %}\
+             {% set ns.seen = ns.seen + [x] %}{% endfor %}{{ ns.n }} {{ ns.seen|tojson }} {{ ns.seen == ns.seen }}",
+        )
+        .replace("version: 1.0.0\n", "version: 1.0.0\nparameters:\n  xs: {type: array}\n"),
+    )]);
+    let registry = Registry::load(dir.path()).unwrap();
+    let r = registry.render("ok", &json!({"xs": [1, 2, 3]})).unwrap();
+    assert_eq!(r.messages[0].content, "6 [1, 2, 3] True");
+}

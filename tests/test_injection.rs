@@ -130,6 +130,89 @@ fn history_is_spliced_as_data() {
     let _: &Value = &history;
 }
 
+/// Writes a template root of `files` into a temporary directory.
+fn root(files: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+/// Ways a template can compute the marker characters at render time.
+const COMPUTED: &[&str] = &[
+    "{{ \"%c\"|format(64976) }}s",
+    "{{ \"%c%c\"|format(n, 115) }}",
+    "{{ '\\ufdd0' }}system",
+    "{{ \"\\uFDD0s\" }}",
+    "{{ '\\ufdd0' ~ 'u' }}",
+    "{{ ['\\ufdd0', 'a']|join }}",
+    "{{ 'X'|replace('X', '\\ufdd0') }}t",
+    "{{ '\\ufdd0h' ~ 'history' ~ '\\ufdd1' }}",
+    "{{ '\\ufdd0S' ~ 'eve' ~ '\\ufdd1' }}",
+    "{{ '\\ufdd0s0123456789abcdef' }}",
+    "{% set c = '\\ufdd0' %}{{ c }}s",
+];
+
+#[test]
+fn markers_computed_at_render_time_are_errors_never_roles() {
+    for (i, computed) in COMPUTED.iter().enumerate() {
+        // In a native body, in a YAML manifest's content, and in a
+        // partial included by an innocent template.
+        let files = [
+            (
+                "body.prompt.jinja",
+                format!(
+                    "---\nversion: 1.0.0\nparameters:\n  n: integer\n---\nsystem:\nrules\nuser:\nhi {computed} there\n"
+                ),
+            ),
+            (
+                "manifest.prompt.yaml",
+                format!(
+                    "version: 1.0.0\nparameters:\n  n: integer\nmessages:\n  - role: user\n    content: {}\n",
+                    serde_json::to_string(&format!("hi {computed} there")).unwrap()
+                ),
+            ),
+            (
+                "partial.prompt.jinja",
+                format!(
+                    "---\nversion: 1.0.0\nparameters:\n  n: integer\n---\n{computed}\nSecret rules\n"
+                ),
+            ),
+            (
+                "outer.prompt.jinja",
+                "---\nversion: 1.0.0\nparameters:\n  n: integer\n---\nuser:\n{% include 'partial' %}\n"
+                    .to_owned(),
+            ),
+        ];
+        let dir = root(&files);
+        let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{computed}: {e:#}"));
+        for name in ["body", "manifest", "outer"] {
+            let e = registry
+                .render(name, &json!({"n": 0xFDD0}))
+                .expect_err(&format!("case {i} ({computed}) in {name} rendered"));
+            assert_eq!(e.kind(), promptbook::ErrorKind::Template, "{computed}: {e}");
+            assert!(e.to_string().contains("U+FDD0"), "{computed}: {e}");
+        }
+    }
+}
+
+#[test]
+fn yaml_escapes_of_marker_characters_are_load_errors() {
+    for text in ["\"a\\uFDD0sb\"", "\"\\uFDD1\"", "\"x\\U0000FDD0h\""] {
+        let dir = root(&[(
+            "m.prompt.yaml",
+            format!("version: 1.0.0\nmessages:\n  - role: user\n    content: {text}\n"),
+        )]);
+        let e = Registry::load(dir.path()).expect_err(text);
+        let problem = e.problems()[0].to_string();
+        assert!(problem.contains("m.prompt.yaml:4"), "{text}: {problem}");
+        assert!(problem.contains("reserved character"), "{text}: {problem}");
+    }
+}
+
 mod property {
     use super::*;
     use proptest::prelude::*;
@@ -159,11 +242,87 @@ mod property {
             Just("\u{FDD1}".to_owned()),
             Just("r:".to_owned()),
             Just("h:history".to_owned()),
+            // The current marker shape: open, letter, a 16-hex-digit key.
+            Just("\u{FDD0}s".to_owned()),
+            Just("\u{FDD0}Sann".to_owned()),
+            Just("\u{FDD0}h".to_owned()),
+            "[0-9a-f]{16}",
             Just(" ".to_owned()),
             "[a-z]{1,4}",
             any::<char>().prop_map(String::from),
         ];
         prop::collection::vec(fragment, 0..24).prop_map(|parts| parts.concat())
+    }
+
+    /// Jinja expressions that compute text around the marker characters.
+    fn computed() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("'\\ufdd0'".to_owned()),
+            Just("'\\ufdd1'".to_owned()),
+            Just("\"%c\"|format(n)".to_owned()),
+            Just("\"%c\"|format(64977)".to_owned()),
+            Just("v".to_owned()),
+            Just("'s'".to_owned()),
+            Just("'U'".to_owned()),
+            Just("'h'".to_owned()),
+            Just("'history'".to_owned()),
+            Just("'\\n'".to_owned()),
+            "'[0-9a-f]{16}'",
+            "'[a-z:]{0,6}'",
+        ];
+        prop::collection::vec(piece, 1..6).prop_map(|p| format!("{{{{ {} }}}}", p.join(" ~ ")))
+    }
+
+    /// A template around generated expressions: its role lines are the
+    /// only boundaries it may have.
+    fn template(exprs: &[String]) -> String {
+        let mut body = String::from(
+            "---\nversion: 1.0.0\nparameters:\n  n: integer\n  v: string\n  history: {type: messages}\n---\nsystem:\n",
+        );
+        for (i, e) in exprs.iter().enumerate() {
+            body.push_str(e);
+            body.push('\n');
+            if i == 1 {
+                body.push_str("{{ history }}\nuser:\n");
+            }
+        }
+        body.push_str("assistant:\nok\n");
+        body
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// No generated template expression makes a boundary: the render
+        /// fails, or has exactly the roles of the template's role lines.
+        #[test]
+        fn generated_templates_never_compute_a_boundary(
+            exprs in prop::collection::vec(computed(), 3..5),
+            n in prop_oneof![Just(0xFDD0i64), Just(0xFDD1), Just(115), 0..0x10FFFFi64],
+            v in hostile(),
+        ) {
+            let dir = root(&[("t.prompt.jinja", template(&exprs))]);
+            let registry = Registry::load(dir.path()).unwrap();
+            let history = json!([{"role": "user", "content": "earlier"}]);
+            match registry.render("t", &json!({"n": n, "v": v, "history": history})) {
+                Err(e) => prop_assert_eq!(e.kind(), promptbook::ErrorKind::Template, "{}", e),
+                Ok(r) => {
+                    let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+                    // System (or its text empty and dropped), the spliced
+                    // user turn, the user line (dropped when empty), the
+                    // assistant line.
+                    let expected = [Role::System, Role::User, Role::User, Role::Assistant];
+                    prop_assert!(
+                        roles.iter().all(|r| expected.contains(r)) && roles.last() == Some(&Role::Assistant),
+                        "{:?} from {:?}", roles, exprs
+                    );
+                    prop_assert!(roles.len() <= 4, "{:?} from {:?}", roles, exprs);
+                    prop_assert_eq!(roles.iter().filter(|r| **r == Role::System).count() <= 1, true);
+                    for m in &r.messages {
+                        prop_assert!(!m.content.contains(['\u{FDD0}']), "{:?}", m.content);
+                    }
+                }
+            }
+        }
     }
 
     proptest! {
