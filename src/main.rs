@@ -116,6 +116,15 @@ enum Command {
         /// anyone who can reach it can read every template.
         #[arg(long)]
         allow_remote: bool,
+        /// Also answer to this `Host` name (repeatable). IP addresses and
+        /// `localhost` always work; other names are refused, so that a web
+        /// page cannot reach the server through DNS rebinding.
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_hosts: Vec<String>,
+        /// Renders running at once; more wait up to a second, then get 503.
+        /// Default: the number of CPU cores.
+        #[arg(long, value_name = "N")]
+        max_renders: Option<usize>,
     },
     /// Count the tokens of a text (no chat overhead) and print the bare number.
     Tokens {
@@ -239,7 +248,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             addr,
             allow_remote,
-        } => return serve(&dir.dir, addr, allow_remote),
+            allow_hosts,
+            max_renders,
+        } => {
+            let mut options = promptbook::server::Options::new();
+            for host in allow_hosts {
+                options = options.allow_host(host);
+            }
+            if let Some(n) = max_renders {
+                options = options.max_renders(n);
+            }
+            return serve(&dir.dir, addr, allow_remote, options);
+        }
         #[cfg(feature = "dispatch")]
         Command::Send {
             reference,
@@ -302,6 +322,7 @@ fn serve(
     dir: &std::path::Path,
     addr: std::net::SocketAddr,
     allow_remote: bool,
+    options: promptbook::server::Options,
 ) -> Result<ExitCode> {
     if !addr.ip().is_loopback() && !allow_remote {
         bail!(
@@ -336,9 +357,10 @@ fn serve(
             )?;
             out.flush()?;
         }
-        let app = promptbook::server::router(registry)?;
         tokio::select! {
-            served = axum::serve(listener, app) => served.context("the server stopped")?,
+            served = promptbook::server::serve(listener, registry, options) => {
+                served.context("the server stopped")?
+            }
             _ = tokio::signal::ctrl_c() => {}
         }
         Ok(ExitCode::SUCCESS)

@@ -177,6 +177,7 @@ fn bad_requests_get_json_errors_that_say_what_and_where() {
     // Too big: 413, still JSON, and the server keeps serving.
     let res = client()
         .post(format!("{}/api/render", server.url))
+        .header("content-type", "application/json")
         .body(vec![b' '; promptbook::server::MAX_BODY + 1])
         .send()
         .unwrap();
@@ -446,4 +447,235 @@ fn the_server_survives_a_burst_of_concurrent_renders() {
         }
     }
     assert_eq!(get(&server, "/api/status")["generation"], 1);
+}
+
+/// A web page cannot use the server: not through DNS rebinding (a foreign
+/// `Host`), not with a cross-site POST (a foreign `Origin`, or a body that
+/// needs no CORS preflight).
+#[test]
+fn web_pages_cannot_reach_the_api() {
+    let server = Server::start(Path::new("templates"));
+    let render = "{\"template\": \"support/triage\", \"inputs\": {\"ticket\": \"hi\"}}";
+    let post = |host: &str, extra: &str, content_type: &str| {
+        server.raw(&format!(
+            "POST /api/render HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{render}",
+            render.len()
+        ))
+    };
+    let get = |path: &str, host: &str| {
+        server.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let port = server.addr().rsplit_once(':').unwrap().1.to_owned();
+
+    // The server's own names work.
+    for host in [
+        server.addr().to_owned(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(get("/api/templates", &host).0, 200, "{host}");
+        assert_eq!(post(&host, "", "application/json").0, 200, "{host}");
+        let own = format!("Origin: http://{host}\r\n");
+        assert_eq!(post(&host, &own, "application/json").0, 200, "{host}");
+    }
+    // A rebound name reads nothing: not the catalog, the status (with the
+    // root path), the page or a render.
+    let evil = format!("rebind.attacker.example:{port}");
+    for path in ["/api/templates", "/api/status", "/", "/api/events"] {
+        let (status, body) = get(path, &evil);
+        assert_eq!(status, 403, "{path}");
+        assert!(!body.contains("support/triage"), "{path}: {body}");
+    }
+    let (status, body) = post(&evil, "", "application/json");
+    assert_eq!(status, 403);
+    assert!(body.contains("does not name this server"), "{body}");
+    // A page elsewhere posting to the right address.
+    for origin in ["http://attacker.example", "null", "http://127.0.0.1:1"] {
+        let (status, _) = post(
+            server.addr(),
+            &format!("Origin: {origin}\r\n"),
+            "application/json",
+        );
+        assert_eq!(status, 403, "{origin}");
+    }
+    // Bodies a form or `fetch` without preflight can send.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, body) = post(server.addr(), "", content_type);
+        assert_eq!(status, 415, "{content_type}");
+        assert!(body.contains("application/json"), "{body}");
+    }
+}
+
+/// A template that builds a string of 32 MiB, then measures it until its
+/// fuel runs out: memory held for as long as a render can run.
+const HEAVY: &str = "---\nversion: 1.0.0\n---\nuser:\n\
+    {% set ns = namespace(s='xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx') %}\
+    {% for i in range(19) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}\
+    {% for i in range(300) %}{% if ns.s|length < 0 %}x{% endif %}{% endfor %}{{ ns.s|length }}\n";
+
+/// The peak resident memory of a process, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// 32 heavy renders at once: at most `--max-renders` run, the rest wait or
+/// get 503 with `Retry-After`, and the server's memory stays near one
+/// render's worth per slot (it peaked at 5.25 GiB before renders were
+/// bounded).
+#[test]
+fn concurrent_renders_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("heavy.prompt.jinja"), HEAVY).unwrap();
+    fs::write(
+        dir.path().join("light.prompt.jinja"),
+        "---\nversion: 1.0.0\n---\nuser:\nhi\n",
+    )
+    .unwrap();
+    let server = Server::start_with(dir.path(), &["--max-renders", "2"], None);
+    let statuses: Vec<(u16, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                s.spawn(|| {
+                    let res = client()
+                        .post(format!("{}/api/render", server.url))
+                        .json(&json!({"template": "heavy"}))
+                        .send()
+                        .unwrap();
+                    (
+                        res.status().as_u16(),
+                        res.headers().contains_key("retry-after"),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|(s, retry)| match s {
+            503 => *retry,
+            200 | 422 => true,
+            _ => false,
+        }),
+        "{statuses:?}"
+    );
+    let peak_mib = peak_rss_kib(server.pid()) / 1024;
+    eprintln!("peak resident memory under 32 heavy renders, 2 slots: {peak_mib} MiB");
+    assert!(peak_mib < 512, "{peak_mib} MiB");
+    // And it still answers.
+    let (status, _) = post_render(&server, &json!({"template": "light"}));
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Hundreds of connections that never send a request, or trickle one a
+/// byte at a time, under a low open-file limit: valid requests are still
+/// served (none were, before header timeouts and the connection cap).
+#[test]
+fn idle_and_trickling_connections_do_not_starve_valid_requests() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let server = Server::start_with(Path::new("templates"), &[], Some(256));
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        if let Ok(c) = TcpStream::connect(server.addr()) {
+            idle.push(c);
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        let addr = server.addr().to_owned();
+        std::thread::spawn(move || {
+            let mut conns: Vec<TcpStream> = (0..200)
+                .filter_map(|_| TcpStream::connect(&addr).ok())
+                .collect();
+            let head = b"GET /api/templates HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in &mut conns {
+                    let _ = c.write_all(&[head[i.min(head.len() - 1)]]);
+                }
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let served = (0..20)
+        .filter(|_| {
+            let (status, _) = post_render(
+                &server,
+                &json!({"template": "support/triage", "inputs": {"ticket": "hello"}}),
+            );
+            status == StatusCode::OK
+        })
+        .count();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    eprintln!(
+        "{served} of 20 renders served in {:?} beside {} idle and 200 trickling connections",
+        started.elapsed(),
+        idle.len()
+    );
+    assert_eq!(served, 20);
+    drop(idle);
+}
+
+/// With every slot taken and no time to wait, a render request is turned
+/// away at once with 503 and `Retry-After`, and served again once a slot
+/// is free.
+#[test]
+fn a_render_without_a_free_slot_gets_503_with_retry_after() {
+    use promptbook::server::Options;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("heavy.prompt.jinja"), HEAVY).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let registry = promptbook::WatchedRegistry::watch(dir.path()).unwrap();
+    let options = Options::new()
+        .max_renders(1)
+        .render_queue_wait(std::time::Duration::ZERO);
+    runtime.spawn(promptbook::server::serve(listener, registry, options));
+    let answers: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    let res = client()
+                        .post(format!("{url}/api/render"))
+                        .json(&json!({"template": "heavy"}))
+                        .send()
+                        .unwrap();
+                    let retry = res
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    (res.status().as_u16(), retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(!busy.is_empty(), "{answers:?}");
+    assert!(
+        busy.iter().all(|(_, r)| r.as_deref() == Some("1")),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|(s, _)| *s == 422), "{answers:?}");
+    runtime.shutdown_background();
 }

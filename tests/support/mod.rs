@@ -20,9 +20,27 @@ impl Server {
     /// Runs `promptbook serve --dir DIR --addr 127.0.0.1:0` and waits (bounded)
     /// for the line that says where it listens.
     pub fn start(dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        Server::start_with(dir, &[], None)
+    }
+
+    /// [`start`](Server::start) with more arguments, and optionally under
+    /// an open-file limit (`ulimit -n`).
+    pub fn start_with(dir: &Path, args: &[&str], fd_limit: Option<u32>) -> Server {
+        let bin = env!("CARGO_BIN_EXE_promptbook");
+        let mut command = match fd_limit {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(["serve", "--addr", "127.0.0.1:0", "--dir"])
             .arg(dir)
+            .args(args)
             .env_remove("PROMPTBOOK_DIR")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -59,6 +77,41 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Sends `request` (raw HTTP/1.1, `{addr}` replaced by the server's
+    /// address) on a new connection and returns the status and the body.
+    pub fn raw(&self, request: &str) -> (u16, String) {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(self.addr()).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+            .write_all(request.replace("{addr}", self.addr()).as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
     }
 }
 

@@ -1,0 +1,494 @@
+//! The dev server: a JSON API and a browser playground over a
+//! [`WatchedRegistry`] (axum on tokio).
+//!
+//! [`router`] builds the whole app; serve it with `axum::serve` on a
+//! listener of your choice, or run `promptbook serve`. Routes:
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET /` | the playground page (self-contained: no CDN, works offline) |
+//! | `GET /api/templates` | the catalog, as `promptbook list --json` |
+//! | `POST /api/render` | `{"template", "inputs", "model"?}` → the JSON of `promptbook render --json` |
+//! | `GET /api/status` | `{"generation", "errors", "root"}` |
+//! | `GET /api/events` | server-sent events: one `reload` event per reload |
+//!
+//! Errors are JSON: `{"error": {"message", "kind", "file", "line",
+//! "column", "parameter", "rule"}}` (fields that do not apply are `null`),
+//! with status 400 for a malformed request, 403 for a `Host` or `Origin`
+//! that is not this server's (see below), 404 for an unknown template or
+//! route, 413 for a body over [`MAX_BODY`], 415 for an API request body
+//! that is not `application/json`, 422 for inputs, templates or budgets
+//! that fail, and 503 (with `Retry-After`) when every render slot stayed
+//! busy or a render took longer than [`Options::render_timeout`].
+//!
+//! There is no authentication: the server is for a developer's own machine,
+//! and `promptbook serve` binds loopback unless told otherwise. What keeps
+//! it safe to run there:
+//!
+//! - a web page in the user's browser cannot use it: DNS-rebound `Host`
+//!   names, foreign `Origin`s and non-JSON API bodies are refused (see
+//!   `guard.rs`);
+//! - hostile templates and requests cannot exhaust the machine: at most
+//!   [`Options::max_renders`] renders run at once (each under the
+//!   registry's [`RenderLimits`](crate::RenderLimits), so memory is bounded
+//!   by the limits times the slots; a render that the server gave up on
+//!   keeps its slot until its fuel runs out), request bodies are capped at
+//!   [`MAX_BODY`] and must arrive within [`Options::body_read_timeout`];
+//! - idle or trickling connections cannot starve the others when served
+//!   with [`serve`]: request heads must arrive within
+//!   [`Options::header_read_timeout`], and at most
+//!   [`Options::max_connections`] are open at once.
+
+mod guard;
+mod listen;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::error::{Error, ErrorKind};
+use crate::render::RenderOptions;
+use crate::watch::{ReloadEvent, WatchedRegistry};
+
+/// The largest request body accepted (16 MiB: room for long histories).
+pub const MAX_BODY: usize = 16 << 20;
+
+/// How long a render may take before the server answers 503 (the default
+/// of [`Options::render_timeout`]).
+pub const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+const PLAYGROUND: &str = include_str!("playground.html");
+
+/// The dev server's bounds and the names it answers to. Every bound has a
+/// default fit for a developer's machine; see the module docs for what
+/// each protects.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Renders running at once. Default: the number of CPU cores.
+    pub max_renders: usize,
+    /// How long a render request waits for a free slot before the answer
+    /// is 503 with `Retry-After: 1`. Default 1 s.
+    pub render_queue_wait: Duration,
+    /// How long a render may take before the answer is 503. Default
+    /// [`RENDER_TIMEOUT`] (10 s).
+    pub render_timeout: Duration,
+    /// How long a request body may take to arrive. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// How long a client may take to send a request head (on a new
+    /// connection, or the next request on a kept-alive one) before the
+    /// connection is closed. Default 5 s. Used by [`serve`].
+    pub header_read_timeout: Duration,
+    /// Connections open at once; more wait to be accepted. Default 256, or
+    /// half the process's open-file limit when that is lower. Used by
+    /// [`serve`].
+    pub max_connections: usize,
+    /// `Host` names accepted besides IP literals, `localhost` and
+    /// `*.localhost` (lowercase, without port). Default none.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_renders: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            render_queue_wait: Duration::from_secs(1),
+            render_timeout: RENDER_TIMEOUT,
+            body_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: listen::default_max_connections(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    /// The defaults.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Sets how many renders run at once (at least 1).
+    pub fn max_renders(mut self, n: usize) -> Options {
+        self.max_renders = n.max(1);
+        self
+    }
+
+    /// Sets how long a render may take.
+    pub fn render_timeout(mut self, after: Duration) -> Options {
+        self.render_timeout = after;
+        self
+    }
+
+    /// Sets how long a render request waits for a slot.
+    pub fn render_queue_wait(mut self, wait: Duration) -> Options {
+        self.render_queue_wait = wait;
+        self
+    }
+
+    /// Sets how long a request head may take to arrive.
+    pub fn header_read_timeout(mut self, after: Duration) -> Options {
+        self.header_read_timeout = after;
+        self
+    }
+
+    /// Sets how long a request body may take to arrive.
+    pub fn body_read_timeout(mut self, after: Duration) -> Options {
+        self.body_read_timeout = after;
+        self
+    }
+
+    /// Sets how many connections may be open at once (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Options {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Also answers to `Host: name` (with any port): for a server reached
+    /// by a name other than an IP address or `localhost`.
+    pub fn allow_host(mut self, name: impl Into<String>) -> Options {
+        self.allowed_hosts.push(name.into().to_ascii_lowercase());
+        self
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: WatchedRegistry,
+    events: broadcast::Sender<Arc<ReloadEvent>>,
+    renders: Arc<Semaphore>,
+    options: Arc<Options>,
+}
+
+/// The dev server's routes over `registry`, with the default [`Options`].
+///
+/// # Errors
+/// As [`router_with`].
+pub fn router(registry: WatchedRegistry) -> std::io::Result<Router> {
+    router_with(registry, Options::default())
+}
+
+/// Serves `registry` on `listener` under `options` until the future is
+/// dropped: [`router_with`], with the header timeout and the connection
+/// cap of [`Options`] applied to every connection (HTTP/1.1).
+///
+/// # Errors
+/// When the reload-forwarding thread cannot be started.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: WatchedRegistry,
+    options: Options,
+) -> std::io::Result<()> {
+    let app = router_with(registry, options.clone())?;
+    listen::serve(listener, app, &options).await
+}
+
+/// The dev server's routes over `registry`.
+///
+/// Reload events reach `/api/events` through a small thread that forwards
+/// the registry's subscription; it ends with the first reload after the
+/// router (and every clone of it) is dropped. The connection-level bounds
+/// of `options` (header timeout, connection cap) apply only through
+/// [`serve`].
+///
+/// # Errors
+/// When that thread cannot be started.
+pub fn router_with(registry: WatchedRegistry, options: Options) -> std::io::Result<Router> {
+    let (events, _) = broadcast::channel(64);
+    let reloads = registry.subscribe();
+    let weak = events.downgrade();
+    std::thread::Builder::new()
+        .name("promptbook-events".into())
+        .spawn(move || {
+            while let Ok(event) = reloads.recv() {
+                let Some(events) = weak.upgrade() else { return };
+                // No one listening is fine.
+                let _ = events.send(Arc::new(event));
+            }
+        })?;
+    let hosts = guard::Hosts {
+        extra: options.allowed_hosts.clone(),
+    };
+    let state = AppState {
+        registry,
+        events,
+        renders: Arc::new(Semaphore::new(options.max_renders.max(1))),
+        options: Arc::new(options),
+    };
+    Ok(Router::new()
+        .route("/", get(playground))
+        .route("/api/templates", get(templates))
+        .route("/api/render", post(render))
+        .route("/api/status", get(status))
+        .route("/api/events", get(events_stream))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(hosts, guard::check))
+        .with_state(state))
+}
+
+async fn playground() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // The page loads nothing from anywhere: no CDN, no fonts.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; \
+                 style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        PLAYGROUND,
+    )
+        .into_response()
+}
+
+async fn templates(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &state.registry.registry())
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "generation": state.registry.generation(),
+            "errors": state.registry.errors(),
+            "root": state.registry.root(),
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderRequest {
+    template: String,
+    #[serde(default = "empty_object")]
+    inputs: Value,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// Reads a request body: at most [`MAX_BODY`] bytes, within
+/// `timeout`.
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, Response> {
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            // axum reports the cap as http-body-util's "length limit
+            // exceeded", somewhere in the chain.
+            let mut cause: Option<&dyn std::error::Error> = Some(&e);
+            let mut too_large = false;
+            while let Some(c) = cause {
+                too_large |= c.to_string().contains("length limit exceeded");
+                cause = c.source();
+            }
+            Err(if too_large {
+                api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too large",
+                    format!("the request body is over {MAX_BODY} bytes"),
+                )
+            } else {
+                api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad request",
+                    format!("cannot read the request body: {e}"),
+                )
+            })
+        }
+        Err(_) => Err(api_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f32()
+            ),
+        )),
+    }
+}
+
+async fn render(State(state): State<AppState>, body: Body) -> Response {
+    let body = match read_body(body, state.options.body_read_timeout).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let request: RenderRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad request",
+                format!(
+                    "the request body must be {{\"template\": \"NAME@REQ\", \"inputs\": {{...}}, \
+                     \"model\": \"...\"?}}: {e}"
+                ),
+            );
+        }
+    };
+    // A slot, held by the render itself until it ends (not by this
+    // request, which may give up on it first): renders in memory never
+    // outnumber the slots.
+    let wait = state.options.render_queue_wait;
+    let slot = match tokio::time::timeout(wait, state.renders.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            let mut busy = api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "all {} render slots stayed busy for {} s; try again",
+                    state.options.max_renders,
+                    wait.as_secs_f32()
+                ),
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return busy;
+        }
+    };
+    // Snapshot now: the render uses this registry however many reloads
+    // land while it runs.
+    let registry = state.registry.registry();
+    let job = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let mut options = RenderOptions::new();
+        if let Some(model) = request.model {
+            options = options.model(model);
+        }
+        registry
+            .render_with(&request.template, &request.inputs, &options)
+            .map(|rendered| serde_json::to_vec(&rendered))
+    });
+    let timeout = state.options.render_timeout;
+    match tokio::time::timeout(timeout, job).await {
+        Ok(Ok(Ok(Ok(json)))) => {
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Ok(Ok(Err(e))) => error_response(&e),
+        Ok(Ok(Ok(Err(e)))) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialise the render: {e}"),
+        ),
+        Ok(Err(e)) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the render failed: {e}"),
+        ),
+        Err(_) => {
+            let mut late = api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the render took longer than {} s", timeout.as_secs_f32()),
+            );
+            late.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            late
+        }
+    }
+}
+
+async fn events_stream(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => return Some((Ok(reload_event(&event)), rx)),
+                // A slow client missed some: the next one still tells it
+                // the current generation.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn reload_event(event: &ReloadEvent) -> Event {
+    let generation = event.generation.to_string();
+    Event::default()
+        .event("reload")
+        .id(generation.clone())
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default().event("reload").data(generation))
+}
+
+async fn not_found() -> Response {
+    api_error(StatusCode::NOT_FOUND, "not found", "no such route".into())
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(json) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialise the answer: {e}"),
+        ),
+    }
+}
+
+fn api_error(status: StatusCode, kind: &str, message: String) -> Response {
+    let body = json!({"error": {
+        "message": message,
+        "kind": kind,
+        "file": null,
+        "line": null,
+        "column": null,
+        "parameter": null,
+        "rule": null,
+    }});
+    (status, axum::Json(body)).into_response()
+}
+
+/// A library error as JSON, with the status its kind calls for.
+fn error_response(e: &Error) -> Response {
+    let status = match e.kind() {
+        ErrorKind::Reference => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidInput | ErrorKind::Budget | ErrorKind::Template | ErrorKind::Limit => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let location = e
+        .location()
+        .or_else(|| e.related().iter().find_map(Error::location));
+    let body = json!({"error": {
+        "message": e.to_string(),
+        "kind": e.kind().to_string(),
+        "file": location.map(|l| l.path()),
+        "line": location.and_then(|l| l.line()),
+        "column": location.and_then(|l| l.column()),
+        "parameter": e.parameter(),
+        "rule": e.rule(),
+    }});
+    (status, axum::Json(body)).into_response()
+}
