@@ -154,72 +154,6 @@ fn env_or(var: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// When and how often to retry.
-///
-/// Defaults follow the official OpenAI and Anthropic SDKs: 2 retries (3
-/// attempts), exponential backoff from 0.5 s up to 8 s with full jitter
-/// (each wait is uniform in `[0, min(max_delay, initial_delay * 2^n)]`),
-/// and a provider's `retry-after-ms`/`retry-after` honoured up to 60 s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// The backoff's first ceiling.
-    pub initial_delay: Duration,
-    /// The backoff's largest ceiling.
-    pub max_delay: Duration,
-    /// The longest `retry-after` honoured; longer ones are cut to this.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            max_retries: 2,
-            initial_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// `max_retries` retries, other settings as default.
-    pub fn retries(max_retries: u32) -> RetryPolicy {
-        RetryPolicy {
-            max_retries,
-            ..RetryPolicy::default()
-        }
-    }
-
-    /// Sets the backoff's first and largest ceilings.
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> RetryPolicy {
-        self.initial_delay = initial;
-        self.max_delay = max.max(initial);
-        self
-    }
-
-    /// Sets the longest `retry-after` honoured.
-    pub fn max_retry_after(mut self, max: Duration) -> RetryPolicy {
-        self.max_retry_after = max;
-        self
-    }
-
-    /// The wait before retry number `retry` (1-based): the provider's
-    /// `retry_after` (capped) when it gave one, else full jitter.
-    pub(crate) fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after.min(self.max_retry_after);
-        }
-        let ceiling = self
-            .initial_delay
-            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
-            .min(self.max_delay);
-        ceiling.mul_f64(fastrand::f64())
-    }
-}
-
 /// How long to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -231,6 +165,10 @@ pub struct Timeouts {
     pub request: Duration,
     /// Between two events of a stream (default 60 s).
     pub idle: Duration,
+    /// A whole stream, from the request to its last event (default
+    /// 600 s): a stream that keeps sending keep-alives or trickles forever
+    /// still ends.
+    pub stream: Duration,
 }
 
 impl Default for Timeouts {
@@ -239,18 +177,81 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             request: Duration::from_secs(600),
             idle: Duration::from_secs(60),
+            stream: Duration::from_secs(600),
         }
     }
 }
 
 impl Timeouts {
-    /// Sets all three.
+    /// Sets the connect, request and idle timeouts; the whole-stream
+    /// bound keeps its default.
     pub fn new(connect: Duration, request: Duration, idle: Duration) -> Timeouts {
         Timeouts {
             connect,
             request,
             idle,
+            ..Timeouts::default()
         }
+    }
+
+    /// Sets the bound on a whole stream.
+    pub fn stream(mut self, total: Duration) -> Timeouts {
+        self.stream = total;
+        self
+    }
+}
+
+/// How much of a provider's answer is read, so that a broken or hostile
+/// endpoint cannot make a call hold unbounded memory. Going over a bound
+/// is a [`DispatchError::Stream`](super::DispatchError::Stream) error
+/// (not retried: the same endpoint would send the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SizeLimits {
+    /// A whole answer, in bytes: the body of a non-streamed answer, or the
+    /// text and tool-call arguments a stream delivers. Default 64 MiB.
+    pub response_bytes: usize,
+    /// One event of a stream (its lines together), in bytes. Default
+    /// 16 MiB.
+    pub event_bytes: usize,
+    /// What is read of an error answer's body, in bytes; the rest is not
+    /// read. Default 64 KiB. What an error shows of it is cut further, to
+    /// 500 characters.
+    pub error_bytes: usize,
+}
+
+impl Default for SizeLimits {
+    fn default() -> SizeLimits {
+        SizeLimits {
+            response_bytes: 64 << 20,
+            event_bytes: 16 << 20,
+            error_bytes: 64 << 10,
+        }
+    }
+}
+
+impl SizeLimits {
+    /// The defaults.
+    pub fn new() -> SizeLimits {
+        SizeLimits::default()
+    }
+
+    /// Sets the largest whole answer.
+    pub fn response_bytes(mut self, n: usize) -> SizeLimits {
+        self.response_bytes = n;
+        self
+    }
+
+    /// Sets the largest stream event.
+    pub fn event_bytes(mut self, n: usize) -> SizeLimits {
+        self.event_bytes = n;
+        self
+    }
+
+    /// Sets how much of an error body is read.
+    pub fn error_bytes(mut self, n: usize) -> SizeLimits {
+        self.error_bytes = n;
+        self
     }
 }
 

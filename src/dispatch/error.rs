@@ -15,6 +15,8 @@ pub enum TimeoutKind {
     Request,
     /// The time between two events of a stream.
     Idle,
+    /// A whole stream, from the request to its last event.
+    Stream,
 }
 
 impl fmt::Display for TimeoutKind {
@@ -23,6 +25,7 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::Connect => "connect",
             TimeoutKind::Request => "request",
             TimeoutKind::Idle => "stream idle",
+            TimeoutKind::Stream => "whole stream",
         })
     }
 }

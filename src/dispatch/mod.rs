@@ -16,6 +16,9 @@
 mod config;
 mod error;
 mod response;
+mod retry;
+mod secret;
+mod sse;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,21 +26,22 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use eventsource_stream::Eventsource;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 
-pub use config::{Limits, ProviderConfig, ProviderKind, RetryPolicy, Timeouts};
+pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, Timeouts};
 pub use error::{DispatchError, TimeoutKind};
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
+pub use retry::RetryPolicy;
 pub use wire::{ANTHROPIC_FIRST_TURN, DEFAULT_ANTHROPIC_MAX_TOKENS};
 
 use crate::render::Rendered;
+use secret::{ApiKey, redact};
 use wire::{Accumulator, Step};
 
 /// A stream of [`StreamEvent`]s ending in [`StreamEvent::Done`], or in an
@@ -56,6 +60,7 @@ struct Inner {
     providers: BTreeMap<String, Provider>,
     retry: RetryPolicy,
     timeouts: Timeouts,
+    sizes: SizeLimits,
     cache: Option<Cache>,
 }
 
@@ -90,6 +95,7 @@ pub struct ClientBuilder {
     providers: BTreeMap<String, ProviderConfig>,
     retry: RetryPolicy,
     timeouts: Timeouts,
+    sizes: SizeLimits,
     cache_ttl: Option<Duration>,
 }
 
@@ -111,6 +117,7 @@ impl ClientBuilder {
             providers,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            sizes: SizeLimits::default(),
             cache_ttl: None,
         }
     }
@@ -160,6 +167,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets how much of a provider's answers is read.
+    pub fn size_limits(mut self, sizes: SizeLimits) -> ClientBuilder {
+        self.sizes = sizes;
+        self
+    }
+
     /// Caches answers to deterministic calls (`temperature: 0`) for `ttl`,
     /// in memory, keyed by provider, model, messages and parameters. Off by
     /// default; streams are never cached.
@@ -170,10 +183,17 @@ impl ClientBuilder {
 
     /// Builds the client.
     ///
+    /// Redirects are never followed: a provider call carries a key (in
+    /// `Authorization`, `x-api-key` or a custom header) and the prompt, and
+    /// neither may travel to an address the configuration did not name. A
+    /// 3xx answer is an [`DispatchError::InvalidRequest`] naming where it
+    /// pointed (without its query).
+    ///
     /// # Errors
     /// [`DispatchError::Config`] when the HTTP client cannot be built.
     pub fn build(self) -> Result<Client, DispatchError> {
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.timeouts.connect)
             .user_agent(concat!("promptbook/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -199,6 +219,7 @@ impl ClientBuilder {
                 providers,
                 retry: self.retry,
                 timeouts: self.timeouts,
+                sizes: self.sizes,
                 cache: self.cache_ttl.map(Cache::new),
             }),
         })
@@ -246,15 +267,6 @@ impl Target<'_> {
     fn label(&self, response: &mut Response) {
         response.provider.clone_from(&self.provider.name);
         response.model.clone_from(&self.model);
-    }
-}
-
-/// An API key, only ever printed as `[redacted]`.
-struct ApiKey(String);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
     }
 }
 
@@ -414,9 +426,27 @@ impl Client {
         let timeout = self.inner.timeouts.request;
         let work = async {
             let res = self.post(target, prepared).await?;
-            let bytes = res.bytes().await.map_err(|e| {
-                transport_error(provider, &e, prepared.key.as_ref(), &self.inner.timeouts)
-            })?;
+            let limit = self.inner.sizes.response_bytes;
+            let bytes = match read_capped(res, limit).await {
+                Ok((bytes, false)) => bytes,
+                Ok((_, true)) => {
+                    return Err(DispatchError::Stream {
+                        provider: provider.clone(),
+                        message: format!(
+                            "the answer is over SizeLimits::response_bytes ({limit} bytes)"
+                        ),
+                        partial: Box::default(),
+                    });
+                }
+                Err(e) => {
+                    return Err(transport_error(
+                        provider,
+                        &e,
+                        prepared.key.as_ref(),
+                        &self.inner.timeouts,
+                    ));
+                }
+            };
             let value: Value =
                 serde_json::from_slice(&bytes).map_err(|e| DispatchError::Stream {
                     provider: provider.clone(),
@@ -462,11 +492,14 @@ impl Client {
         }
         if let Some(key) = &prepared.key {
             let (name, value) = match (&config.auth_header, config.kind) {
-                (Some(h), _) => (h.clone(), key.0.clone()),
-                (None, ProviderKind::Openai) => {
-                    ("authorization".to_owned(), format!("Bearer {}", key.0))
+                (Some(h), _) => (h.clone(), key.expose().to_owned()),
+                (None, ProviderKind::Openai) => (
+                    "authorization".to_owned(),
+                    format!("Bearer {}", key.expose()),
+                ),
+                (None, ProviderKind::Anthropic) => {
+                    ("x-api-key".to_owned(), key.expose().to_owned())
                 }
-                (None, ProviderKind::Anthropic) => ("x-api-key".to_owned(), key.0.clone()),
             };
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 DispatchError::config(format!("provider `{provider}`: bad auth_header name"))
@@ -498,9 +531,16 @@ impl Client {
         if status.is_success() {
             return Ok(res);
         }
-        let retry_after = retry_after(res.headers());
-        let body = res.bytes().await.unwrap_or_default();
-        let message = scrub(wire::error_message(&body), prepared.key.as_ref());
+        if status.is_redirection() {
+            return Err(redirect_error(provider, &res, prepared.key.as_ref()));
+        }
+        let retry_after = retry::retry_after(res.headers(), SystemTime::now());
+        // Only the start of an error body is read: its message is all we
+        // keep, and a hostile endpoint may send gigabytes.
+        let (body, cut) = read_capped(res, self.inner.sizes.error_bytes)
+            .await
+            .unwrap_or_default();
+        let message = redact(&wire::error_message(&body), prepared.key.as_ref(), cut);
         Err(classify(provider, status.as_u16(), retry_after, message))
     }
 
@@ -617,14 +657,17 @@ impl Client {
     ) -> Attempt {
         let provider = &target.provider.name;
         let timeouts = self.inner.timeouts;
+        let started = Instant::now();
         // Until the response head arrives; the body then streams under
-        // the idle timeout.
+        // the idle timeout and the whole stream's bound.
         let res =
             match within_request(provider, timeouts.request, self.post(target, prepared)).await {
                 Ok(res) => res,
                 Err(e) => return Attempt::Failed(e, false),
             };
-        let mut events = res.bytes_stream().eventsource();
+        let sizes = self.inner.sizes;
+        let mut events = sse::Reader::new(res, sizes.event_bytes);
+        let deadline = started + timeouts.stream;
         let mut acc = Accumulator::default();
         let mut delivered = false;
         let fail = |e: DispatchError, acc: Accumulator, delivered: bool| {
@@ -648,13 +691,20 @@ impl Client {
             }
         };
         loop {
-            let next = match tokio::time::timeout(timeouts.idle, events.next()).await {
+            // The idle timeout, unless the whole stream's bound comes first.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (wait, kind, after) = if left < timeouts.idle {
+                (left, TimeoutKind::Stream, timeouts.stream)
+            } else {
+                (timeouts.idle, TimeoutKind::Idle, timeouts.idle)
+            };
+            let next = match tokio::time::timeout(wait, events.next()).await {
                 Ok(next) => next,
                 Err(_) => {
                     let e = DispatchError::Timeout {
                         provider: provider.clone(),
-                        kind: TimeoutKind::Idle,
-                        after: timeouts.idle,
+                        kind,
+                        after,
                     };
                     return fail(e, acc, delivered);
                 }
@@ -669,23 +719,49 @@ impl Client {
                     };
                     return fail(e, acc, delivered);
                 }
-                Some(Err(e)) => {
+                Some(Err(sse::ReadError::Transport(e))) => {
                     let e = DispatchError::Retryable {
                         provider: provider.clone(),
                         status: None,
-                        message: scrub(format!("the stream broke: {e}"), prepared.key.as_ref()),
+                        message: redact(
+                            &format!("the stream broke: {e}"),
+                            prepared.key.as_ref(),
+                            false,
+                        ),
+                    };
+                    return fail(e, acc, delivered);
+                }
+                Some(Err(sse::ReadError::TooLarge(t))) => {
+                    let e = DispatchError::Stream {
+                        provider: provider.clone(),
+                        message: format!(
+                            "a stream event is over SizeLimits::event_bytes ({} bytes)",
+                            t.max_event
+                        ),
+                        partial: Box::default(),
                     };
                     return fail(e, acc, delivered);
                 }
                 Some(Ok(event)) => event,
             };
             let step = match target.provider.config.kind {
-                ProviderKind::Openai => acc.openai(&event.data),
+                ProviderKind::Openai => acc.openai(&event.event, &event.data),
                 ProviderKind::Anthropic => acc.anthropic(&event.event, &event.data),
             };
             match step {
                 Ok(Step::Done) => break,
                 Ok(Step::Events(out)) => {
+                    if acc.size() > sizes.response_bytes {
+                        let e = DispatchError::Stream {
+                            provider: provider.clone(),
+                            message: format!(
+                                "the answer is over SizeLimits::response_bytes ({} bytes)",
+                                sizes.response_bytes
+                            ),
+                            partial: Box::default(),
+                        };
+                        return fail(e, acc, delivered);
+                    }
                     for e in out {
                         delivered = true;
                         if tx.send(Ok(e)).await.is_err() {
@@ -694,7 +770,7 @@ impl Client {
                     }
                 }
                 Err(message) => {
-                    let message = scrub(message, prepared.key.as_ref());
+                    let message = redact(&message, prepared.key.as_ref(), false);
                     // A provider's own error event before any text is
                     // worth another attempt; garbage is not.
                     let e = if message.starts_with("the provider sent an error") {
@@ -834,20 +910,12 @@ fn read_key(provider: &Provider) -> Result<Option<ApiKey>, DispatchError> {
     let Some(var) = &provider.config.api_key_env else {
         return Ok(None);
     };
-    match std::env::var(var) {
-        Ok(key) if !key.trim().is_empty() => Ok(Some(ApiKey(key.trim().to_owned()))),
-        _ => Err(DispatchError::config(format!(
+    match ApiKey::from_env(var) {
+        Some(key) => Ok(Some(key)),
+        None => Err(DispatchError::config(format!(
             "provider `{}` needs an API key in the environment variable {var}, which is not set",
             provider.name
         ))),
-    }
-}
-
-/// Removes the key from a message that may echo it.
-fn scrub(message: String, key: Option<&ApiKey>) -> String {
-    match key {
-        Some(k) if !k.0.is_empty() && message.contains(&k.0) => message.replace(&k.0, "[redacted]"),
-        _ => message,
     }
 }
 
@@ -887,22 +955,57 @@ fn classify(
     }
 }
 
-/// `retry-after-ms` (milliseconds), else `retry-after` (seconds; an HTTP
-/// date is not honoured and falls back to backoff).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| -> Option<f64> {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-    };
-    number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+/// Reads a body, at most `limit` bytes of it: the bytes, and whether
+/// there was more (the rest is not read).
+async fn read_capped(
+    mut res: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        // Read what the cap allows of it anyway: an error body's start
+        // holds its message.
+        out.reserve(limit.min(1 << 20));
+    }
+    while let Some(chunk) = res.chunk().await? {
+        let room = limit - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, false))
+}
+
+/// A 3xx answer: where it pointed (scheme, host, port and path; no query,
+/// fragment or credentials), as an error.
+fn redirect_error(provider: &str, res: &reqwest::Response, key: Option<&ApiKey>) -> DispatchError {
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| res.url().join(l).ok())
+        .map(|mut url| {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        });
+    let to = location.map_or_else(
+        || "nowhere (no Location)".to_owned(),
+        |l| redact(&l, key, false),
+    );
+    DispatchError::InvalidRequest {
+        provider: provider.to_owned(),
+        status,
+        message: format!(
+            "the provider redirected to {to}; redirects are not followed (they would carry the \
+             API key and the prompt elsewhere): set the provider's base_url to the new address"
+        ),
+    }
 }
 
 fn transport_error(
@@ -918,7 +1021,7 @@ fn transport_error(
         message.push_str(&s.to_string());
         source = s.source();
     }
-    let message = scrub(message, key);
+    let message = redact(&message, key, false);
     if e.is_timeout() {
         let (kind, after) = if e.is_connect() {
             (TimeoutKind::Connect, timeouts.connect)

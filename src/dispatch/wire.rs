@@ -316,7 +316,7 @@ fn anthropic_usage(u: &Value, input: Option<u64>) -> Option<Usage> {
 }
 
 /// The provider's message in an error body (`{"error": {"message"}}`, both
-/// providers), else the body itself, shortened.
+/// providers), else the body itself. The caller redacts and shortens it.
 pub fn error_message(body: &[u8]) -> String {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if let Some(v) = &parsed {
@@ -333,11 +333,7 @@ pub fn error_message(body: &[u8]) -> String {
     if text.is_empty() {
         return "(no message)".into();
     }
-    let mut cut: String = text.chars().take(500).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut
+    text.to_owned()
 }
 
 // --------------------------------------------------------------- streams
@@ -377,7 +373,25 @@ impl Accumulator {
         i
     }
 
-    pub fn openai(&mut self, data: &str) -> Result<Step, String> {
+    /// What the text and tool-call arguments received so far take, in
+    /// bytes.
+    pub fn size(&self) -> usize {
+        self.response.text.len()
+            + self
+                .response
+                .tool_calls
+                .iter()
+                .map(|c| c.arguments.len() + c.name.len() + c.id.len())
+                .sum::<usize>()
+    }
+
+    /// One OpenAI stream event. Events that carry no chunk (empty data,
+    /// as keep-alives from some proxies; names other than `message` and
+    /// `error`) are skipped.
+    pub fn openai(&mut self, event: &str, data: &str) -> Result<Step, String> {
+        if !matches!(event, "" | "message" | "error") || data.trim().is_empty() {
+            return Ok(Step::Events(Vec::new()));
+        }
         if data.trim() == "[DONE]" {
             return Ok(Step::Done);
         }
@@ -433,7 +447,23 @@ impl Accumulator {
         Ok(Step::Events(events))
     }
 
+    /// One Anthropic stream event. Events that carry nothing (empty data,
+    /// names this version does not know) are skipped.
     pub fn anthropic(&mut self, event: &str, data: &str) -> Result<Step, String> {
+        const KNOWN: &[&str] = &[
+            "",
+            "message",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+            "error",
+        ];
+        if !KNOWN.contains(&event) || data.trim().is_empty() {
+            return Ok(Step::Events(Vec::new()));
+        }
         let v: Value =
             serde_json::from_str(data).map_err(|e| format!("malformed stream event: {e}"))?;
         let kind = if event.is_empty() || event == "message" {

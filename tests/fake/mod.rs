@@ -28,6 +28,17 @@ pub enum Reply {
     Stall(String),
     /// Waits this long, then answers 200 with the body.
     Hang(Duration, String),
+    /// A redirect: this status, `Location: <the string>`.
+    Redirect(u16, String),
+    /// A body that never ends: `prefix`, then `chunk` again and again, one
+    /// every `every`, until the client stops reading.
+    Endless {
+        status: u16,
+        content_type: &'static str,
+        prefix: String,
+        chunk: String,
+        every: Duration,
+    },
 }
 
 impl Reply {
@@ -183,6 +194,45 @@ async fn handle(
             tokio::time::sleep(wait).await;
             drop(guard);
             ([("content-type", "application/json")], body).into_response()
+        }
+        Reply::Redirect(status, location) => {
+            drop(guard);
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [("location", location)],
+                "moved",
+            )
+                .into_response()
+        }
+        Reply::Endless {
+            status,
+            content_type,
+            prefix,
+            chunk,
+            every,
+        } => {
+            let chunk = Bytes::from(chunk);
+            let first = Bytes::from(prefix);
+            let stream = futures_util::stream::unfold(
+                (Some(first), chunk, guard),
+                move |(first, chunk, guard)| async move {
+                    if let Some(first) = first {
+                        return Some((Ok::<Bytes, std::io::Error>(first), (None, chunk, guard)));
+                    }
+                    if every.is_zero() {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(every).await;
+                    }
+                    Some((Ok(chunk.clone()), (None, chunk, guard)))
+                },
+            );
+            (
+                StatusCode::from_u16(status).unwrap(),
+                [("content-type", content_type)],
+                Body::from_stream(stream),
+            )
+                .into_response()
         }
         Reply::Sse(text) => sse(events(&text), End::Close, guard),
         Reply::Cut(text) => sse(events(&text), End::Break, guard),

@@ -1,0 +1,194 @@
+//! When to try again: the retry policy (exponential backoff with full
+//! jitter) and the wait a provider asks for in `retry-after-ms` /
+//! `retry-after`.
+//!
+//! Every header value comes from the server and is untrusted: it is parsed
+//! without panicking, and capped before it becomes a [`Duration`].
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+
+/// When and how often to retry.
+///
+/// Defaults follow the official OpenAI and Anthropic SDKs: 2 retries (3
+/// attempts), exponential backoff from 0.5 s up to 8 s with full jitter
+/// (each wait is uniform in `[0, min(max_delay, initial_delay * 2^n)]`),
+/// and a provider's `retry-after-ms`/`retry-after` honoured up to 60 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The backoff's first ceiling.
+    pub initial_delay: Duration,
+    /// The backoff's largest ceiling.
+    pub max_delay: Duration,
+    /// The longest `retry-after` honoured; longer ones are cut to this.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 2,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `max_retries` retries, other settings as default.
+    pub fn retries(max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Sets the backoff's first and largest ceilings.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> RetryPolicy {
+        self.initial_delay = initial;
+        self.max_delay = max.max(initial);
+        self
+    }
+
+    /// Sets the longest `retry-after` honoured.
+    pub fn max_retry_after(mut self, max: Duration) -> RetryPolicy {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// The wait before retry number `retry` (1-based): the provider's
+    /// `retry_after` (capped) when it gave one, else full jitter.
+    pub(crate) fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.max_retry_after);
+        }
+        let ceiling = self
+            .initial_delay
+            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
+            .min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// The longest wait read from a header before the policy's own cap: one
+/// day. Larger values (`1e20`, `18446744073709551616`) are cut to it
+/// before they become a `Duration`, which would overflow.
+const MAX_HEADER_WAIT: f64 = 86_400.0;
+
+/// The wait a provider asked for, when it said: `retry-after-ms`
+/// (milliseconds, sent by OpenAI), else `retry-after` (RFC 9110 section
+/// 10.2.3: delay-seconds, or an HTTP-date measured from `now`; a date in
+/// the past is no wait). Fractional seconds are accepted. A value that
+/// does not parse, is negative or is not finite is ignored; a huge one is
+/// cut to a day (the policy's `max_retry_after` cuts further).
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
+    let number =
+        |s: &str| -> Option<f64> { s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0) };
+    let capped = |seconds: f64| Duration::from_secs_f64(seconds.min(MAX_HEADER_WAIT));
+    if let Some(ms) = text("retry-after-ms").and_then(number) {
+        return Some(capped(ms / 1000.0));
+    }
+    let value = text("retry-after")?;
+    if let Some(s) = number(value) {
+        return Some(capped(s));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+    Some(wait.min(Duration::from_secs_f64(MAX_HEADER_WAIT)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(pairs: &[(&str, &str)]) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        retry_after(&h, now)
+    }
+
+    #[test]
+    fn both_forms_of_retry_after_are_read() {
+        assert_eq!(after(&[("retry-after", "3")]), Some(Duration::from_secs(3)));
+        assert_eq!(
+            after(&[("retry-after", " 1.5 ")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            after(&[("retry-after-ms", "250"), ("retry-after", "9")]),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            after(&[("retry-after", "Sun, 06 Nov 1994 08:50:07 GMT")]),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            after(&[("retry-after", "Sun, 06 Nov 1994 08:00:00 GMT")]),
+            Some(Duration::ZERO),
+            "a date in the past"
+        );
+        assert_eq!(after(&[]), None);
+    }
+
+    #[test]
+    fn hostile_values_never_panic_and_are_capped() {
+        let day = Some(Duration::from_secs(86_400));
+        for huge in [
+            "1e20",
+            "18446744073709551616",
+            "1e308",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(after(&[("retry-after", huge)]), day, "{huge}");
+        }
+        assert_eq!(after(&[("retry-after-ms", "1e30")]), day);
+        for junk in [
+            "-1",
+            "NaN",
+            "inf",
+            "-inf",
+            "",
+            "soon",
+            "1e",
+            "0x10",
+            "Sun, 99 Nov",
+        ] {
+            assert_eq!(after(&[("retry-after", junk)]), None, "{junk}");
+            assert_eq!(after(&[("retry-after-ms", junk)]), None, "{junk}");
+        }
+        assert_eq!(
+            RetryPolicy::default().delay(1, after(&[("retry-after", "1e20")])),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn backoff_stays_inside_its_full_jitter_bounds() {
+        let p = RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(1));
+        for retry in 1..40 {
+            let ceiling = Duration::from_millis(100)
+                .saturating_mul(1 << (retry - 1).min(20))
+                .min(Duration::from_secs(1));
+            for _ in 0..50 {
+                let d = p.delay(retry, None);
+                assert!(d <= ceiling, "retry {retry}: {d:?} over {ceiling:?}");
+            }
+        }
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+    }
+}
