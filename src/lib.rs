@@ -78,6 +78,7 @@ mod check;
 #[cfg(feature = "dispatch")]
 pub mod dispatch;
 mod error;
+mod file;
 mod input;
 mod lex;
 mod limits;

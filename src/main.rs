@@ -296,11 +296,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if target.as_os_str() == "-" {
                 io::stdout().lock().write_all(converted.text.as_bytes())?;
             } else {
-                if target.exists() && !force {
-                    bail!("{} exists; pass --force to overwrite it", target.display());
-                }
-                std::fs::write(&target, &converted.text)
-                    .with_context(|| format!("cannot write {}", target.display()))?;
+                write_new_file(&target, converted.text.as_bytes(), force)?;
                 eprintln!(
                     "wrote {}; remove {} once you have checked it (both define the same template)",
                     target.display(),
@@ -444,6 +440,49 @@ fn send(
         usage
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to `target` without following a link there: a new file
+/// is created exclusively (`O_EXCL`: a symlink at `target`, even a dangling
+/// one, makes it fail rather than write through it). With `force`, the
+/// text goes to a new file beside `target` first and is renamed over it,
+/// which replaces a link rather than its target, and never leaves a
+/// half-written file.
+fn write_new_file(target: &std::path::Path, bytes: &[u8], force: bool) -> Result<()> {
+    let create = |path: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    if !force {
+        let mut file = create(target).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                "{} exists (or is a link); pass --force to replace it",
+                target.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot create {}", target.display())),
+        })?;
+        return file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", target.display()));
+    }
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temp, target));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(anyhow::Error::new(e).context(format!("cannot write {}", target.display())));
+    }
+    Ok(())
 }
 
 fn read_stdin() -> Result<String> {

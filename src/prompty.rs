@@ -401,7 +401,8 @@ pub struct Converted {
 ///
 /// # Errors
 /// [`ErrorKind::Syntax`](crate::ErrorKind::Syntax) when the front matter is
-/// not YAML or not a Prompty front matter.
+/// not YAML or not a Prompty front matter, or its version is not semver
+/// (as the loader says of the same file).
 pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
     use crate::error::{Error, ErrorKind};
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -419,10 +420,16 @@ pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
         )
     })?;
     let mapped = map_front_matter(&fm, None).map_err(|m| Error::new(ErrorKind::Syntax, m))?;
-    let version = mapped.manifest["version"]
-        .as_str()
-        .and_then(|v| semver::Version::parse(v).ok())
-        .unwrap_or(semver::Version::new(0, 0, 0));
+    // The loader refuses a version that is not semver; so does convert
+    // (an absent version is 0.0.0 for both, with a warning).
+    let version_text = mapped.manifest["version"].as_str().unwrap_or("0.0.0");
+    let version = semver::Version::parse(version_text.trim()).map_err(|e| {
+        Error::new(
+            ErrorKind::Syntax,
+            format!("version `{version_text}` is not a semver version (MAJOR.MINOR.PATCH)"),
+        )
+        .with_source(e)
+    })?;
     let mut manifest = mapped.manifest;
     if let Some(m) = manifest.as_object_mut() {
         m.insert("version".into(), version.to_string().into());

@@ -454,10 +454,12 @@ fn read_files(
                     .path()
                     .map(Path::to_owned)
                     .unwrap_or_else(|| root.to_owned());
+                let why = e
+                    .io_error()
+                    .map_or_else(|| e.to_string(), ToString::to_string);
                 errors.push(
-                    Error::new(ErrorKind::Io, "cannot read")
-                        .with_location(Location::file(path))
-                        .with_source(e),
+                    Error::new(ErrorKind::Io, format!("cannot read: {why}"))
+                        .with_location(Location::file(path)),
                 );
                 continue;
             }
@@ -466,6 +468,18 @@ fn read_files(
         let Ok(rel) = path.strip_prefix(root) else {
             continue;
         };
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        // Files that are not templates are ignored, whatever their name;
+        // a template whose name is not UTF-8 is a problem of its own.
+        let lossy = rel
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        if template::classify(&lossy).is_none() {
+            continue;
+        }
         let Some(rel) = rel
             .components()
             .map(|c| c.as_os_str().to_str())
@@ -473,18 +487,14 @@ fn read_files(
             .map(|parts| parts.join("/"))
         else {
             errors.push(
-                Error::new(ErrorKind::Syntax, "file name is not valid UTF-8")
-                    .with_location(Location::file(path)),
+                Error::new(
+                    ErrorKind::Syntax,
+                    "file name is not valid UTF-8; rename it to load it",
+                )
+                .with_location(Location::file(path)),
             );
             continue;
         };
-        if template::classify(&rel).is_none() {
-            continue;
-        }
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            continue;
-        }
         if ft.is_symlink() {
             match path.canonicalize() {
                 Ok(target) if target.starts_with(&canonical_root) && target.is_file() => {}
@@ -492,26 +502,40 @@ fn read_files(
                     errors.push(
                         Error::new(
                             ErrorKind::Io,
-                            "symlink leads outside the template root (or nowhere); refused",
+                            "symlink leads outside the template root (or nowhere, or not to a regular file); refused",
                         )
                         .with_location(Location::file(path)),
                     );
                     continue;
                 }
             }
+        } else if !ft.is_file() {
+            errors.push(
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "{} is named like a template but only regular files are read; refused",
+                        crate::file::describe(ft)
+                    ),
+                )
+                .with_location(Location::file(path)),
+            );
+            continue;
         }
         files.push((path.to_owned(), rel));
     }
     // Reading is per file: all cores.
-    let read = crate::par::map(&files, |(path, _)| std::fs::read(path));
+    let read = crate::par::map(&files, |(path, _)| {
+        crate::file::read_regular(path, crate::file::MAX_FILE_BYTES)
+    });
     let mut out = Vec::with_capacity(files.len());
     for ((path, rel), bytes) in files.into_iter().zip(read) {
         match bytes {
             Ok(bytes) => out.push((path, rel, bytes)),
+            // The reason goes in the message: diagnostics show no sources.
             Err(e) => errors.push(
-                Error::new(ErrorKind::Io, "cannot read")
-                    .with_location(Location::file(&path))
-                    .with_source(e),
+                Error::new(ErrorKind::Io, format!("cannot read: {e}"))
+                    .with_location(Location::file(&path)),
             ),
         }
     }
@@ -898,7 +922,7 @@ fn load_input_schema(src: &SourceFile, value: &Value) -> Result<(Value, Vec<Stri
                 return Err("a `$ref` input_schema must hold nothing but the `$ref`".into());
             }
             let path = schema_path(src, r)?;
-            let text = std::fs::read_to_string(&path)
+            let text = crate::file::read_text(&path, crate::file::MAX_FILE_BYTES)
                 .map_err(|e| format!("cannot read input schema {}: {e}", path.display()))?;
             serde_json::from_str::<Value>(&text)
                 .map_err(|e| format!("input schema {} is not valid JSON: {e}", path.display()))?

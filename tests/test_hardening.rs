@@ -458,3 +458,87 @@ fn self_referencing_values_are_errors_not_crashes() {
     let r = registry.render("ok", &json!({"xs": [1, 2, 3]})).unwrap();
     assert_eq!(r.messages[0].content, "6 [1, 2, 3] True");
 }
+
+/// Makes a FIFO at `path` (Unix).
+#[cfg(unix)]
+fn mkfifo(path: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mkfifo {} failed", path.display());
+}
+
+/// A FIFO named like a template, or used as a `$ref` schema, and a huge
+/// template file: each is a prompt error naming the file, never a hang or
+/// a memory spike, and the other templates are unaffected.
+#[cfg(unix)]
+#[test]
+fn special_and_huge_files_are_refused_without_blocking() {
+    let dir = root(&[
+        ("ok@1.0.0.prompt.jinja", &body("user:\nhello")),
+        (
+            "refs@1.0.0.prompt.yaml",
+            "version: 1.0.0\ninput_schema: {$ref: pipe.json}\nmessages:\n  - role: user\n    content: x\n",
+        ),
+    ]);
+    mkfifo(&dir.path().join("fifo@1.0.0.prompt.jinja"));
+    mkfifo(&dir.path().join("pipe.json"));
+    let huge = fs::File::create(dir.path().join("huge@1.0.0.prompt.jinja")).unwrap();
+    huge.set_len(2 << 30).unwrap(); // sparse: no disk used
+    drop(huge);
+
+    let path = dir.path().to_owned();
+    let e = within_wait("loading a root with a FIFO", move || {
+        Registry::load(&path).map(|_| ())
+    })
+    .unwrap_err();
+    let problems: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let find = |name: &str| {
+        problems
+            .iter()
+            .find(|p| p.contains(name))
+            .unwrap_or_else(|| panic!("nothing about {name}: {problems:#?}"))
+    };
+    assert!(find("fifo@1.0.0.prompt.jinja").contains("a FIFO"));
+    assert!(find("refs@1.0.0.prompt.yaml").contains("a FIFO"));
+    assert!(find("huge@1.0.0.prompt.jinja").contains("over 8 MiB"));
+    let path = dir.path().to_owned();
+    let lint = within_wait("lint", move || promptbook::lint(&path)).unwrap();
+    assert_eq!(
+        lint.iter()
+            .filter(|d| d.severity() == promptbook::Severity::Error)
+            .count(),
+        3
+    );
+}
+
+/// A file name that is not UTF-8 does not fail the load unless the file is
+/// a template, and then only for that file.
+#[cfg(target_os = "linux")]
+#[test]
+fn non_utf8_file_names_are_ignored_unless_they_are_templates() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = root(&[("ok@1.0.0.prompt.jinja", &body("user:\nhello"))]);
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(dir.path().join(latin1), "notes").unwrap();
+    fs::create_dir(dir.path().join(std::ffi::OsStr::from_bytes(b"assets-\xff"))).unwrap();
+    fs::write(
+        dir.path()
+            .join(std::ffi::OsStr::from_bytes(b"assets-\xff"))
+            .join("logo.png"),
+        "png",
+    )
+    .unwrap();
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(registry.names().collect::<Vec<_>>(), ["ok"]);
+
+    let bad = std::ffi::OsStr::from_bytes(b"caf\xe9@1.0.0.prompt.jinja");
+    fs::write(dir.path().join(bad), body("user:\nhi")).unwrap();
+    let e = Registry::load(dir.path()).unwrap_err();
+    let problems = e.problems();
+    assert_eq!(problems.len(), 1, "{e:#}");
+    assert!(problems[0].to_string().contains("not valid UTF-8"), "{e:#}");
+    assert!(problems[0].to_string().contains("caf"), "{e:#}");
+}

@@ -513,3 +513,64 @@ fn edge_cases_match_prompty_runtime() {
         assert_eq!(&got, want, "{body:?}");
     }
 }
+
+/// `convert` never writes through a link at its target, replaces with
+/// `--force` by renaming (the link goes, its target stays untouched), and
+/// refuses a version the loader refuses.
+#[cfg(unix)]
+#[test]
+fn convert_creates_its_output_without_following_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("basic.prompty");
+    fs::write(&src, "---\nname: t\nversion: 1.0.0\n---\nuser:\nhi\n").unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let victim = elsewhere.join("victim.txt");
+    let target = dir.path().join("out.prompt.jinja");
+    let convert = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+            .arg("convert")
+            .arg(&src)
+            .arg("-o")
+            .arg(&target)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // A dangling link: not followed, nothing created elsewhere.
+    std::os::unix::fs::symlink(&victim, &target).unwrap();
+    let out = convert(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert!(!victim.exists(), "convert wrote through a dangling link");
+
+    // A link to an existing file: --force replaces the link itself.
+    fs::write(&victim, "precious").unwrap();
+    let out = convert(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!fs::symlink_metadata(&target).unwrap().is_symlink());
+    assert!(
+        fs::read_to_string(&target)
+            .unwrap()
+            .contains("version: \"1.0.0\"")
+    );
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A version the loader refuses: refused, with the loader's words.
+    fs::write(&src, "---\nname: t\nversion: v1-beta\n---\nuser:\nhi\n").unwrap();
+    let out = convert(&["--force"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a semver version"), "{stderr}");
+}

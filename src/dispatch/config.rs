@@ -278,7 +278,7 @@ pub(crate) fn read_providers_file(
     path: &Path,
     builtin: &BTreeMap<String, ProviderConfig>,
 ) -> Result<BTreeMap<String, ProviderConfig>, DispatchError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::file::read_text(path, crate::file::MAX_FILE_BYTES)
         .map_err(|e| DispatchError::config(format!("cannot read {}: {e}", path.display())))?;
     let entries: BTreeMap<String, ProviderEntry> = serde_saphyr::from_str(&text).map_err(|e| {
         DispatchError::config(format!("{}: {}", path.display(), e.without_snippet()))
