@@ -1,10 +1,8 @@
 //! A registry that reloads itself when its files change.
 //!
-//! [`WatchedRegistry`] watches a template root recursively (notify; file
-//! events are debounced for 25 ms so that an editor's save, whether
-//! write-to-temp-then-rename, truncate-then-write or delete-then-create,
-//! lands as one reload), loads the whole root again, and swaps the new
-//! [`Registry`] in atomically. Readers
+//! [`WatchedRegistry`] watches a template root recursively (notify), waits
+//! for a save to *settle* (see below), loads the whole root again, and
+//! swaps the new [`Registry`] in atomically. Readers
 //! take a snapshot with [`WatchedRegistry::registry`]; a render in progress
 //! keeps the snapshot it started with. A load that fails never replaces the
 //! last good registry: its errors are kept (and sent to subscribers) until a
@@ -14,21 +12,53 @@
 //! parent or partial change reaches its dependants), and cheap: parsing,
 //! inheritance, schemas and Jinja checks are memoised by content, so only
 //! changed files and their dependants are redone.
+//!
+//! # When a save has settled
+//!
+//! Editors save in several ways, and each passes through states that must
+//! never be served: a half-written file (write in place, with pauses), an
+//! empty one (truncate, then write), none at all (delete, then create). A
+//! reload waits until all of these hold ([`Settle`]):
+//!
+//! - no event has come for [`QUIET`] (a burst of events is one save);
+//! - no template written since is still open for writing: on Linux,
+//!   inotify reports when a file written to is closed, and a file stays
+//!   pending until then; elsewhere, a file counts as settled once its size
+//!   and modification time stay the same across the quiet period;
+//! - no template removed in the last [`GRACE`] is still missing (a
+//!   delete-then-create keeps serving the old version meanwhile);
+//! - and, at most [`MAX_WAIT`] after the first event, the reload happens
+//!   anyway (a writer that never closes its file, or files that never stop
+//!   changing, cannot hold reloads back for longer).
+//!
+//! Only events for files that can matter count: template files, JSON and
+//! YAML files (`$ref` schemas) and folders. Hidden files and other files
+//! (an editor's swap file, a log appended to every few milliseconds) are
+//! ignored. A load during which a relevant event arrived is not swapped
+//! in: the save it caught may be half done; the next settle reloads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::error::{Diagnostic, Error, ErrorKind};
 use crate::registry::Registry;
 
-/// How long the watcher waits for a burst of file events to end.
-const DEBOUNCE: Duration = Duration::from_millis(25);
+/// How long a burst of file events must be quiet before a reload.
+pub(crate) const QUIET: Duration = Duration::from_millis(30);
+
+/// How long a removed template is waited for to come back before a reload
+/// lets it go.
+pub(crate) const GRACE: Duration = Duration::from_millis(1000);
+
+/// The longest a reload waits after the first event of a burst.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(2000);
 
 /// What a reload did, sent to every subscriber. Serialises as
 /// `{"generation", "changed", "errors"}` (the dev server's `reload` event).
@@ -219,11 +249,31 @@ impl Shared {
     }
 
     fn reload(&self) -> ReloadEvent {
+        let candidate = self.load();
+        self.install(candidate)
+    }
+
+    /// Loads the root (under the current limits), without serving it yet.
+    fn load(&self) -> Result<Registry, Error> {
+        let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        Registry::load(&self.root).map(|r| with_limits(r, limits))
+    }
+
+    /// Serves a load's result (or keeps the last good registry when it
+    /// failed), and tells the subscribers.
+    fn install(&self, candidate: Result<Registry, Error>) -> ReloadEvent {
         // One reload at a time, so events go out in generation order.
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        let event = match Registry::load(&self.root).map(|r| with_limits(r, limits)) {
-            Ok(new) => self.swap_in(new),
+        let event = match candidate {
+            Ok(new) => {
+                // The limits may have changed while it loaded.
+                let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+                self.swap_in(if *new.limits() == limits {
+                    new
+                } else {
+                    new.with_limits(limits)
+                })
+            }
             Err(e) => self.keep_last_good(&e),
         };
         self.notify(&event);
@@ -266,46 +316,192 @@ impl Shared {
     }
 }
 
-/// Waits for a file event that matters, then for the burst to end (no such
-/// event for [`DEBOUNCE`]), then reloads. Reading files raises access
-/// events, so those are ignored: that is why we debounce by hand rather than
-/// with notify-debouncer-mini, which does not say what kind an event was.
-/// Ends when the watcher is dropped (the channel closes) or the registry is.
-fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::sync::Weak<Shared>) {
-    let matters = |event: &notify::Result<notify::Event>, root: &Path| match event {
-        Ok(e) => {
-            !matches!(e.kind, EventKind::Access(_))
-                && (e.paths.is_empty() || e.paths.iter().any(|p| !is_hidden(root, p)))
-        }
-        Err(_) => true, // the watcher lost track: reload to be safe
-    };
-    loop {
-        let Ok(event) = rx.recv() else { return };
-        let Some(root) = shared.upgrade().map(|s| s.root.clone()) else {
-            return;
-        };
-        if !matters(&event, &root) {
-            continue;
-        }
-        let mut deadline = std::time::Instant::now() + DEBOUNCE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(event) => {
-                    if matters(&event, &root) {
-                        deadline = std::time::Instant::now() + DEBOUNCE;
+/// Whether a file-system event can change what the registry serves: one
+/// about a template file, a JSON or YAML file (a `$ref` schema) or a
+/// folder, not hidden. Reading files raises access events: only
+/// close-after-write counts among them.
+fn relevant(event: &notify::Event, root: &Path) -> bool {
+    if matches!(event.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)) {
+        return false;
+    }
+    // An event without paths: the watcher lost track; reload to be safe.
+    event.paths.is_empty()
+        || event
+            .paths
+            .iter()
+            .any(|p| !is_hidden(root, p) && matters(p, &event.kind))
+}
+
+/// Files whose content can change the registry, and folders.
+fn matters(path: &Path, kind: &EventKind) -> bool {
+    let name = path.to_string_lossy();
+    crate::template::classify(&name).is_some()
+        || [".json", ".yaml", ".yml"].iter().any(|s| name.ends_with(s))
+        || matches!(
+            kind,
+            EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder)
+        )
+        || path.is_dir()
+}
+
+/// A file's size and modification time, to tell whether it still changes.
+type Stamp = Option<(u64, Option<SystemTime>)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()))
+}
+
+/// When a burst of file events has settled enough to reload; see the
+/// module docs. Pure bookkeeping over the events and the times it is
+/// given.
+#[derive(Debug, Default)]
+pub(crate) struct Settle {
+    /// The first and the last relevant event of the burst.
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Files written to and not yet closed (Linux), when they were.
+    writing: HashMap<PathBuf, Instant>,
+    /// Templates removed, and when.
+    removed: HashMap<PathBuf, Instant>,
+    /// Files changed in this burst, with their stamp at the last event.
+    changed: HashMap<PathBuf, Stamp>,
+}
+
+impl Settle {
+    /// Notes one relevant event.
+    pub(crate) fn note(&mut self, event: &notify::Event, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        for path in &event.paths {
+            match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                    self.writing.remove(path);
+                }
+                EventKind::Create(CreateKind::Folder) => {}
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                    self.removed.remove(path);
+                    if cfg!(target_os = "linux") {
+                        self.writing.insert(path.clone(), now);
                     }
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                EventKind::Modify(ModifyKind::Name(_)) => {
+                    // A rename lands a whole file (or takes one away).
+                    self.writing.remove(path);
+                    if path.exists() {
+                        self.removed.remove(path);
+                    } else if crate::template::classify(&path.to_string_lossy()).is_some() {
+                        self.removed.insert(path.clone(), now);
+                    }
+                }
+                EventKind::Remove(RemoveKind::File | RemoveKind::Any) => {
+                    self.writing.remove(path);
+                    if crate::template::classify(&path.to_string_lossy()).is_some() {
+                        self.removed.insert(path.clone(), now);
+                    }
+                }
+                _ => {}
+            }
+            self.changed.insert(path.clone(), stamp(path));
+        }
+    }
+
+    /// When to reload: `None` when nothing happened.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        let mut at = last + QUIET;
+        if !self.writing.is_empty() {
+            at = at.max(first + MAX_WAIT);
+        }
+        if let Some(back) = self.removed.values().map(|t| *t + GRACE).max() {
+            at = at.max(back);
+        }
+        Some(at.min(first + MAX_WAIT))
+    }
+
+    /// Whether the files changed in this burst still have the size and
+    /// modification time of their last event; when one does not, notes it
+    /// as a new event (it is still being written).
+    pub(crate) fn stable(&mut self, now: Instant) -> bool {
+        let moving: Vec<PathBuf> = self
+            .changed
+            .iter()
+            .filter(|(p, s)| stamp(p) != **s)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &moving {
+            self.changed.insert(p.clone(), stamp(p));
+            self.last = Some(now);
+        }
+        moving.is_empty() || self.first.is_some_and(|first| now >= first + MAX_WAIT)
+    }
+}
+
+/// Waits for relevant file events, then for them to settle, then
+/// reloads; see the module docs. Ends when the watcher is dropped (the
+/// channel closes) or the registry is.
+fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::sync::Weak<Shared>) {
+    let Some(root) = shared.upgrade().map(|s| s.root.clone()) else {
+        return;
+    };
+    let mut settle = Settle::default();
+    // Notes an event; `true` when it was relevant.
+    let note = |settle: &mut Settle, event: notify::Result<notify::Event>| -> bool {
+        match event {
+            Ok(e) if relevant(&e, &root) => {
+                settle.note(&e, Instant::now());
+                true
+            }
+            Ok(_) => false,
+            // The watcher lost track: reload to be safe.
+            Err(_) => {
+                settle.note(&notify::Event::new(EventKind::Any), Instant::now());
+                true
+            }
+        }
+    };
+    loop {
+        let Some(due) = settle.due() else {
+            match rx.recv() {
+                Ok(event) => {
+                    note(&mut settle, event);
+                }
+                Err(_) => return,
+            }
+            continue;
+        };
+        let left = due.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            match rx.recv_timeout(left) {
+                Ok(event) => {
+                    note(&mut settle, event);
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-        match shared.upgrade() {
-            Some(shared) => {
-                shared.reload();
-            }
-            None => return,
+        if !settle.stable(Instant::now()) {
+            continue;
         }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let candidate = shared.load();
+        // A relevant event during the load: it may have read a save half
+        // done. Settle again instead.
+        let mut caught = false;
+        while let Ok(event) = rx.try_recv() {
+            caught |= note(&mut settle, event);
+        }
+        let forced = settle
+            .first
+            .is_some_and(|first| Instant::now() >= first + MAX_WAIT + MAX_WAIT);
+        if caught && !forced {
+            continue;
+        }
+        shared.install(candidate);
+        settle = Settle::default();
     }
 }
 
@@ -377,4 +573,120 @@ fn changed_names(old: &Registry, new: &Registry) -> Vec<String> {
         }
     }
     changed.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::DataChange;
+
+    fn ev(kind: EventKind, path: &str) -> notify::Event {
+        notify::Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    const T: &str = "/no/such/root/t.prompt.jinja";
+
+    #[test]
+    fn a_burst_reloads_once_it_is_quiet() {
+        let t0 = Instant::now();
+        let mut s = Settle::default();
+        assert_eq!(s.due(), None);
+        s.note(
+            &ev(
+                EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)),
+                T,
+            ),
+            t0,
+        );
+        assert_eq!(s.due(), Some(t0 + QUIET));
+        let t1 = t0 + Duration::from_millis(10);
+        s.note(
+            &ev(
+                EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)),
+                T,
+            ),
+            t1,
+        );
+        assert_eq!(s.due(), Some(t1 + QUIET));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_open_for_writing_holds_the_reload_until_it_is_closed() {
+        let t0 = Instant::now();
+        let mut s = Settle::default();
+        s.note(
+            &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), T),
+            t0,
+        );
+        assert_eq!(s.due(), Some(t0 + MAX_WAIT), "held while open");
+        let t1 = t0 + Duration::from_millis(300);
+        s.note(
+            &ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), T),
+            t1,
+        );
+        assert_eq!(s.due(), Some(t1 + QUIET), "closed: quiet period only");
+    }
+
+    #[test]
+    fn a_removed_template_gets_its_grace_and_a_new_one_ends_it() {
+        let t0 = Instant::now();
+        let mut s = Settle::default();
+        s.note(&ev(EventKind::Remove(RemoveKind::File), T), t0);
+        assert_eq!(s.due(), Some(t0 + GRACE));
+        let t1 = t0 + Duration::from_millis(50);
+        s.note(&ev(EventKind::Create(CreateKind::File), T), t1);
+        s.note(
+            &ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), T),
+            t1,
+        );
+        assert_eq!(s.due(), Some(t1 + QUIET));
+        // Removing something that is not a template waits for nothing.
+        let mut s = Settle::default();
+        s.note(
+            &ev(EventKind::Remove(RemoveKind::File), "/r/notes.json"),
+            t0,
+        );
+        assert_eq!(s.due(), Some(t0 + QUIET));
+    }
+
+    #[test]
+    fn nothing_holds_a_reload_past_the_longest_wait() {
+        let t0 = Instant::now();
+        let mut s = Settle::default();
+        for i in 0..100u64 {
+            s.note(
+                &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), T),
+                t0 + Duration::from_millis(i * 50),
+            );
+            s.note(
+                &ev(EventKind::Remove(RemoveKind::File), T),
+                t0 + Duration::from_millis(i * 50),
+            );
+        }
+        assert_eq!(s.due(), Some(t0 + MAX_WAIT));
+    }
+
+    #[test]
+    fn only_events_that_can_change_the_registry_count() {
+        let root = Path::new("/r");
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        for (path, want) in [
+            ("/r/a.prompt.jinja", true),
+            ("/r/sub/b.prompt.yaml", true),
+            ("/r/c.prompty", true),
+            ("/r/schema.json", true),
+            ("/r/app.log", false),
+            ("/r/notes.txt", false),
+            ("/r/.a.prompt.jinja.swp", false),
+            ("/r/.git/index", false),
+            ("/r/a.prompt.jinja~", false),
+        ] {
+            assert_eq!(relevant(&ev(data, path), root), want, "{path}");
+        }
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!relevant(&ev(read, "/r/a.prompt.jinja"), root));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(relevant(&ev(closed, "/r/a.prompt.jinja"), root));
+    }
 }

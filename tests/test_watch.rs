@@ -258,3 +258,152 @@ fn the_first_load_must_succeed() {
     assert!(WatchedRegistry::watch(dir.path()).is_err());
     assert!(WatchedRegistry::watch(Path::new("/definitely/not/here")).is_err());
 }
+
+/// A template whose text says which save wrote it, at both ends: a render
+/// of a half-written file shows two different numbers (or none).
+fn numbered(i: usize) -> String {
+    format!(
+        "---\nversion: 1.0.0\n---\nuser:\nBEGIN {i:06} {} END {i:06}\n",
+        "filler ".repeat(600)
+    )
+}
+
+/// The save number a rendered text carries, or why it is torn.
+fn save_number(text: &str) -> Result<usize, String> {
+    let begin = text.strip_prefix("BEGIN ").and_then(|t| t.get(..6));
+    let end = text.rsplit_once("END ").map(|(_, n)| n);
+    match (begin, end) {
+        (Some(b), Some(e)) if b == e => b.parse().map_err(|_| text.to_owned()),
+        _ => Err(format!(
+            "torn: {}...{}",
+            &text[..text.len().min(20)],
+            &text[text.len().saturating_sub(20)..]
+        )),
+    }
+}
+
+/// Saves the way editors do, with pauses longer than any debounce: in
+/// place, truncate-then-write, write-temp-then-rename, delete-then-create.
+/// Readers rendering all the while never see a torn file or a missing
+/// template, and every save is served (bounded).
+#[test]
+fn editor_save_patterns_serve_no_torn_render_and_no_missing_template() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.prompt.jinja");
+    fs::write(&path, numbered(0)).unwrap();
+    let w = WatchedRegistry::watch(dir.path()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (w, stop) = (w.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut renders, mut bad) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    renders += 1;
+                    match w.registry().render("t", &json!({})) {
+                        Ok(r) => {
+                            if let Err(torn) = save_number(&r.messages[0].content) {
+                                bad.push(torn);
+                            }
+                        }
+                        Err(e) => bad.push(format!("render failed: {e}")),
+                    }
+                }
+                (renders, bad)
+            })
+        })
+        .collect();
+    let pause = Duration::from_millis(80);
+    let mut slowest = Duration::ZERO;
+    for i in 1..=16 {
+        let text = numbered(i);
+        let (head, tail) = text.split_at(text.len() / 2);
+        match i % 4 {
+            // In place (same length, no truncation), pausing mid-write.
+            0 => {
+                let mut f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all(head.as_bytes()).unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(pause);
+                f.write_all(tail.as_bytes()).unwrap();
+            }
+            // Truncate, pause, write.
+            1 => {
+                let mut f = fs::File::create(&path).unwrap();
+                std::thread::sleep(pause);
+                f.write_all(text.as_bytes()).unwrap();
+            }
+            // Write a temporary file, pause, rename it over.
+            2 => {
+                let tmp = dir.path().join(format!("t.prompt.jinja.{i}.tmp"));
+                fs::write(&tmp, &text).unwrap();
+                std::thread::sleep(pause);
+                fs::rename(&tmp, &path).unwrap();
+            }
+            // Delete, pause, create.
+            _ => {
+                fs::remove_file(&path).unwrap();
+                std::thread::sleep(pause);
+                fs::write(&path, &text).unwrap();
+            }
+        }
+        let saved = Instant::now();
+        loop {
+            let served = w
+                .registry()
+                .render("t", &json!({}))
+                .ok()
+                .and_then(|r| save_number(&r.messages[0].content).ok());
+            if served == Some(i) {
+                break;
+            }
+            assert!(
+                saved.elapsed() < WAIT,
+                "save {i} not served within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slowest = slowest.max(saved.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut renders = 0;
+    for r in readers {
+        let (n, bad) = r.join().unwrap();
+        renders += n;
+        assert!(
+            bad.is_empty(),
+            "{} bad renders, first: {}",
+            bad.len(),
+            bad[0]
+        );
+    }
+    eprintln!("16 saves, {renders} renders, none torn or missing; slowest reload {slowest:?}");
+}
+
+/// A file that is not a template, appended to every few milliseconds, does
+/// not hold reloads back.
+#[test]
+fn busy_unrelated_files_do_not_delay_reloads() {
+    use std::io::Write;
+    let (dir, w, rx) = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = {
+        let (stop, log) = (stop.clone(), dir.path().join("app.log"));
+        std::thread::spawn(move || {
+            let mut f = fs::File::create(log).unwrap();
+            let until = Instant::now() + WAIT + WAIT;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                f.write_all(b"a line of log\n").unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(dir.path().join("t.prompt.yaml"), manifest("1.0.1", "two")).unwrap();
+    let e = wait_for(&rx, ReloadEvent::is_good);
+    stop.store(true, Ordering::Relaxed);
+    appender.join().unwrap();
+    assert_eq!(e.changed, ["t"]);
+    assert_eq!(content(&w, "t"), "two");
+}
