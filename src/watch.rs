@@ -381,7 +381,10 @@ impl Settle {
                 EventKind::Create(CreateKind::Folder) => {}
                 EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
                     self.removed.remove(path);
-                    if cfg!(target_os = "linux") {
+                    // Only regular files are written and closed (a FIFO
+                    // or a folder never reports a close).
+                    let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+                    if cfg!(target_os = "linux") && regular {
                         self.writing.insert(path.clone(), now);
                     }
                 }
@@ -613,16 +616,20 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_file_open_for_writing_holds_the_reload_until_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.prompt.jinja");
+        std::fs::write(&file, "x").unwrap();
+        let t = file.to_str().unwrap();
         let t0 = Instant::now();
         let mut s = Settle::default();
         s.note(
-            &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), T),
+            &ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), t),
             t0,
         );
         assert_eq!(s.due(), Some(t0 + MAX_WAIT), "held while open");
         let t1 = t0 + Duration::from_millis(300);
         s.note(
-            &ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), T),
+            &ev(EventKind::Access(AccessKind::Close(AccessMode::Write)), t),
             t1,
         );
         assert_eq!(s.due(), Some(t1 + QUIET), "closed: quiet period only");

@@ -407,3 +407,23 @@ fn busy_unrelated_files_do_not_delay_reloads() {
     assert_eq!(e.changed, ["t"]);
     assert_eq!(content(&w, "t"), "two");
 }
+
+/// A FIFO named like a template is an error of a reload, not a hang of the
+/// watcher: once it is gone, reloads go on.
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_the_root_does_not_stop_hot_reload() {
+    let (dir, w, rx) = setup();
+    let fifo = dir.path().join("pipe.prompt.jinja");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo failed");
+    let e = wait_for(&rx, |e| !e.is_good());
+    assert!(e.errors[0].to_string().contains("a FIFO"), "{:?}", e.errors);
+    fs::remove_file(&fifo).unwrap();
+    fs::write(dir.path().join("t.prompt.yaml"), manifest("1.0.1", "two")).unwrap();
+    wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(content(&w, "t"), "two");
+}
