@@ -68,7 +68,8 @@
 //!   OpenAI, Anthropic and OpenAI-compatible servers (reqwest with rustls,
 //!   tokio), and `promptbook send`.
 //! - `server` (default; implies `watch`): the dev server behind
-//!   `promptbook serve`, as [`server::router`] (axum on tokio).
+//!   `promptbook serve`, as [`server::serve`] or [`server::router_with`]
+//!   (axum and hyper on tokio).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
