@@ -223,7 +223,7 @@ pub(crate) fn compile_body_as(
             let inner = trimmed[2..trimmed.len() - 2]
                 .trim_matches(['-', '+', '~'])
                 .trim();
-            if is_identifier(inner) && is_history(inner) {
+            if crate::reference::is_identifier(inner) && is_history(inner) {
                 replaced = Some(splice_marker(inner));
                 out.splices.push((inner.to_owned(), at));
             }
@@ -299,14 +299,6 @@ pub(crate) fn prompty_role_line(trimmed: &str) -> Option<(Role, Option<String>)>
         role,
         name.filter(|n| !n.is_empty() && !n.contains([MARK_OPEN, MARK_CLOSE])),
     ))
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// One piece of rendered output.

@@ -388,3 +388,25 @@ impl fmt::Display for Diagnostic {
         )
     }
 }
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before, |p| &before[p + 1..])
+        .chars()
+        .count()
+        + 1;
+    (line as u32, col as u32)
+}
+
+#[cfg(test)]
+mod line_col_tests {
+    #[test]
+    fn line_col_counts_chars() {
+        assert_eq!(super::line_col("ab\ncé\u{fdd0}", 6), (2, 3));
+        assert_eq!(super::line_col("x", 0), (1, 1));
+    }
+}

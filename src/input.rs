@@ -280,7 +280,7 @@ pub(crate) fn from_serialize(
                     .top
                     .as_ref()
                     .and_then(Value::as_str)
-                    .map(|k| format!("/{}", crate::schema::escape_pointer(k)))
+                    .map(|k| format!("/{}", escape_pointer(k)))
                     .unwrap_or_default();
                 Error::new(
                     ErrorKind::Limit,
@@ -301,7 +301,7 @@ pub(crate) fn from_serialize(
             ErrorKind::InvalidInput,
             format!(
                 "invalid input for {template}: inputs must be a map of parameter names to values, not {}",
-                kind_of(&value)
+                kind_name(&value)
             ),
         )
         .with_parameter("", "type"));
@@ -330,17 +330,53 @@ pub(crate) fn from_json(json: &serde_json::Value) -> Value {
     .unwrap_or_default()
 }
 
-/// How a value's kind is named in errors.
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    use minijinja::value::ValueKind as K;
-    match v.kind() {
-        K::Undefined | K::None => "null",
-        K::Bool => "a boolean",
-        K::Number => "a number",
-        K::String => "a string",
-        K::Seq | K::Iterable | K::Bytes => "a list",
-        _ => "a map",
+/// The JSON kind of a value, as errors name it.
+pub(crate) trait Shaped {
+    /// `null`, `a boolean`, `a number`, `a string`, `a list` or `a map`.
+    fn kind_name(&self) -> &'static str;
+}
+
+const NAMES: [&str; 6] = [
+    "null",
+    "a boolean",
+    "a number",
+    "a string",
+    "a list",
+    "a map",
+];
+
+impl Shaped for Value {
+    fn kind_name(&self) -> &'static str {
+        use minijinja::value::ValueKind as K;
+        NAMES[match self.kind() {
+            K::Undefined | K::None => 0,
+            K::Bool => 1,
+            K::Number => 2,
+            K::String => 3,
+            K::Seq | K::Iterable | K::Bytes => 4,
+            _ => 5,
+        }]
     }
+}
+
+impl Shaped for serde_json::Value {
+    fn kind_name(&self) -> &'static str {
+        use serde_json::Value as J;
+        NAMES[match self {
+            J::Null => 0,
+            J::Bool(_) => 1,
+            J::Number(_) => 2,
+            J::String(_) => 3,
+            J::Array(_) => 4,
+            J::Object(_) => 5,
+        }]
+    }
+}
+
+/// How a value's kind is named in errors (for template values and JSON
+/// alike).
+pub(crate) fn kind_name(v: &impl Shaped) -> &'static str {
+    v.kind_name()
 }
 
 /// A string as templates may see it: never a role marker.
@@ -962,6 +998,12 @@ impl ser::Serializer for KeySer {
     ) -> Result<Self::SerializeStructVariant, Problem> {
         Err(key_must_be_a_string())
     }
+}
+
+/// `s` as one token of a JSON Pointer (RFC 6901, section 3: `~` becomes
+/// `~0`, `/` becomes `~1`).
+pub(crate) fn escape_pointer(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
 }
 
 #[cfg(test)]

@@ -76,18 +76,21 @@
 
 mod body;
 mod check;
+mod convert;
+mod dialect;
 #[cfg(feature = "dispatch")]
 pub mod dispatch;
 mod error;
 mod file;
 mod input;
+mod jinja;
 mod lex;
 mod limits;
+mod load;
 mod memo;
 mod message;
 mod namespace;
 mod par;
-mod prompty;
 mod reference;
 mod registry;
 mod render;
@@ -100,14 +103,15 @@ mod truncate;
 #[cfg(feature = "watch")]
 mod watch;
 
+pub use convert::{Converted, convert_prompty};
 #[cfg(feature = "dispatch")]
 pub use dispatch::{Client, DispatchError, Response, StreamEvent};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use limits::RenderLimits;
+pub use load::lint::lint;
 pub use message::{Message, Role};
-pub use prompty::{Converted, convert_prompty};
 pub use reference::{Reference, Selector};
-pub use registry::{Registry, lint};
+pub use registry::Registry;
 pub use render::{Origin, RenderOptions, Rendered};
 pub use schema::SchemaMismatch;
 pub use template::{ContextConfig, ModelConfig, Parameter, Template, template_file_schema};

@@ -7,11 +7,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::body::{self, Piece};
+use crate::dialect::{Dialect, LeadingText};
 use crate::error::{Error, ErrorKind};
 use crate::input::InputMap;
+use crate::jinja::jinja_error;
 use crate::message::{Message, Role};
-use crate::prompty::Dialect;
-use crate::registry::{Registry, jinja_error};
+use crate::registry::Registry;
 use crate::template::{ContextConfig, ModelConfig};
 use crate::tokens::{self, TokenCounter, TokenReport};
 use crate::truncate::{self, Item, Strategy, TruncationReport};
@@ -206,7 +207,7 @@ impl Registry {
             }
         }
         // Prompty files render what they are given, unless strict.
-        if entry.dialect.is_strict() {
+        if entry.dialect.validates_inputs {
             entry.schema.validate_inputs(&inputs, &id)?;
         }
         Ok((entry, id, inputs))
@@ -529,18 +530,6 @@ fn history_messages(list: &minijinja::Value) -> Option<Vec<Message>> {
     Some(out)
 }
 
-/// `str::trim`, faster when the ends are ASCII (as they nearly always are:
-/// the newlines around role lines).
-fn trim(s: &str) -> &str {
-    let t = s.trim_ascii();
-    // What `trim` removes beyond ASCII whitespace: U+000B and non-ASCII.
-    let more = |b: &u8| !b.is_ascii() || *b == 0x0B;
-    match (t.as_bytes().first(), t.as_bytes().last()) {
-        (Some(a), Some(z)) if more(a) || more(z) => t.trim(),
-        _ => t,
-    }
-}
-
 /// Cuts rendered output into messages and splices history.
 fn assemble(
     output: &str,
@@ -576,7 +565,6 @@ fn assemble(
             }
         }
     }
-    let prompty = dialect.is_prompty();
     let mut messages = Vec::with_capacity(capacity);
     let mut history_runs = Vec::new();
     let mut current: Option<Open<'_>> =
@@ -585,34 +573,12 @@ fn assemble(
     let mut resume: Option<Role> = None;
 
     let flush = |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>| {
-        if let Some(open) = current.take() {
-            let content = if prompty {
-                crate::prompty::trim_newlines(&open.text)
-            } else {
-                trim(&open.text)
-            };
-            let keep = if prompty {
-                // Prompty keeps a marked message whose text is blank,
-                // but not one with no text at all (a marker on the last
-                // line). The marker line's own newline is in the text.
-                let raw = open
-                    .text
-                    .strip_prefix("\r\n")
-                    .or_else(|| open.text.strip_prefix('\n'))
-                    .unwrap_or(&open.text);
-                if open.explicit {
-                    !raw.is_empty()
-                } else {
-                    !content.trim().is_empty()
-                }
-            } else {
-                !content.is_empty()
-            };
-            if keep {
-                let mut m = Message::new(open.role, content);
-                m.name = open.name.map(str::to_owned);
-                messages.push(m);
-            }
+        if let Some(open) = current.take()
+            && let Some(content) = dialect.message_text.finish(&open.text, open.explicit)
+        {
+            let mut m = Message::new(open.role, content);
+            m.name = open.name.map(str::to_owned);
+            messages.push(m);
         }
     };
 
@@ -628,14 +594,17 @@ fn assemble(
                 None => match resume {
                     Some(role) => current = Some(Open::new(role, None, text, false)),
                     None if text.trim().is_empty() => {}
-                    // Prompty: text before the first marker is system.
-                    None if prompty => current = Some(Open::new(Role::System, None, text, false)),
-                    None => {
-                        return Err(
-                            "the template wrote text before its first role line (an include or macro may be the cause)"
-                                .into(),
-                        );
-                    }
+                    None => match dialect.leading_text {
+                        LeadingText::Message(role) => {
+                            current = Some(Open::new(role, None, text, false));
+                        }
+                        LeadingText::Error => {
+                            return Err(
+                                "the template wrote text before its first role line (an include or macro may be the cause)"
+                                    .into(),
+                            );
+                        }
+                    },
                 },
             },
             Piece::Splice(param) => {
@@ -725,21 +694,5 @@ mod tests {
         let mut runs = vec![run(1, 2, "a"), run(4, 3, "b")];
         retain_runs(&mut runs, &[true; 8]);
         assert_eq!(runs, [run(1, 2, "a"), run(4, 3, "b")]);
-    }
-
-    #[test]
-    fn trim_is_str_trim() {
-        for s in [
-            "",
-            " ",
-            "\n a \n",
-            "\u{0B}a\u{0B}",
-            "\u{A0}a\u{2003}",
-            "a",
-            "\t\r\n",
-            "é ",
-        ] {
-            assert_eq!(super::trim(s), s.trim(), "{s:?}");
-        }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn expand_parameter(fragment: &Value) -> Result<(Value, bool), String
         other => {
             return Err(format!(
                 "a parameter is a JSON Schema object or a type name, not {}",
-                json_kind(other)
+                crate::input::kind_name(other)
             ));
         }
     };
@@ -69,17 +69,6 @@ pub(crate) fn expand_properties(schema: &mut Value) -> Vec<String> {
         }
     }
     history
-}
-
-pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a map",
-    }
 }
 
 /// Compiles a JSON Schema (memoised: the same schema compiles once per
@@ -238,7 +227,7 @@ fn violation(e: jsonschema::ValidationError<'_>) -> Vec<Error> {
             let name = property
                 .as_str()
                 .map_or_else(|| property.to_string(), str::to_owned);
-            let pointer = format!("{at}/{}", escape_pointer(&name));
+            let pointer = format!("{at}/{}", crate::input::escape_pointer(&name));
             vec![
                 Error::new(
                     ErrorKind::InvalidInput,
@@ -250,7 +239,7 @@ fn violation(e: jsonschema::ValidationError<'_>) -> Vec<Error> {
         K::AdditionalProperties { unexpected } => unexpected
             .iter()
             .map(|name| {
-                let pointer = format!("{at}/{}", escape_pointer(name));
+                let pointer = format!("{at}/{}", crate::input::escape_pointer(name));
                 let what = if at.is_empty() {
                     "not a parameter of this template"
                 } else {
@@ -280,10 +269,6 @@ fn violation(e: jsonschema::ValidationError<'_>) -> Vec<Error> {
             ]
         }
     }
-}
-
-pub(crate) fn escape_pointer(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
 }
 
 /// One way a Rust type's schema disagrees with a template's input schema,
@@ -406,7 +391,7 @@ fn compare(
         };
         let (t_req, y_req) = (required(tpl), required(ty));
         for (name, sub) in tp {
-            let path = format!("{at}/{}", escape_pointer(name));
+            let path = format!("{at}/{}", crate::input::escape_pointer(name));
             match yp.get(name) {
                 None if t_req.contains(name) => out.push(SchemaMismatch {
                     pointer: path,
@@ -429,7 +414,7 @@ fn compare(
         if closed {
             for name in yp.keys().filter(|n| !tp.contains_key(*n)) {
                 out.push(SchemaMismatch {
-                    pointer: format!("{at}/{}", escape_pointer(name)),
+                    pointer: format!("{at}/{}", crate::input::escape_pointer(name)),
                     message: "in the Rust type, but the template does not accept it".into(),
                 });
             }

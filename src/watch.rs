@@ -335,7 +335,7 @@ fn relevant(event: &notify::Event, root: &Path) -> bool {
 /// Files whose content can change the registry, and folders.
 fn matters(path: &Path, kind: &EventKind) -> bool {
     let name = path.to_string_lossy();
-    crate::template::classify(&name).is_some()
+    crate::load::parse::classify(&name).is_some()
         || [".json", ".yaml", ".yml"].iter().any(|s| name.ends_with(s))
         || matches!(
             kind,
@@ -393,13 +393,13 @@ impl Settle {
                     self.writing.remove(path);
                     if path.exists() {
                         self.removed.remove(path);
-                    } else if crate::template::classify(&path.to_string_lossy()).is_some() {
+                    } else if crate::load::parse::classify(&path.to_string_lossy()).is_some() {
                         self.removed.insert(path.clone(), now);
                     }
                 }
                 EventKind::Remove(RemoveKind::File | RemoveKind::Any) => {
                     self.writing.remove(path);
-                    if crate::template::classify(&path.to_string_lossy()).is_some() {
+                    if crate::load::parse::classify(&path.to_string_lossy()).is_some() {
                         self.removed.insert(path.clone(), now);
                     }
                 }

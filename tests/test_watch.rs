@@ -427,3 +427,40 @@ fn a_fifo_in_the_root_does_not_stop_hot_reload() {
     wait_for(&rx, ReloadEvent::is_good);
     assert_eq!(content(&w, "t"), "two");
 }
+
+/// Editing only the file an `input_schema: {$ref}` names reloads the
+/// schema (the memo of resolved templates once keyed only the template
+/// file, and served the old schema until a restart).
+#[test]
+fn editing_only_a_ref_schema_serves_the_new_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = |max: u32| {
+        format!(
+            "{{\"type\": \"object\", \"properties\": {{\"n\": {{\"type\": \"integer\", \"maximum\": {max}}}}}, \"required\": [\"n\"]}}"
+        )
+    };
+    fs::write(dir.path().join("s.json"), schema(5)).unwrap();
+    fs::write(
+        dir.path().join("t.prompt.yaml"),
+        "version: 1.0.0\ninput_schema: {$ref: s.json}\nmessages:\n  - role: user\n    content: \"n={{ n }}\"\n",
+    )
+    .unwrap();
+    let w = WatchedRegistry::watch(dir.path()).unwrap();
+    let rx = w.subscribe();
+    let render = |n: u32| w.registry().render("t", &json!({"n": n}));
+    assert!(render(5).is_ok());
+    assert!(render(9).is_err(), "9 is over the first schema's maximum");
+
+    fs::write(dir.path().join("s.json"), schema(10)).unwrap();
+    let e = wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(e.changed, ["t"]);
+    assert_eq!(
+        render(9).unwrap().messages[0].content,
+        "n=9",
+        "the new schema is served"
+    );
+    // A second load in the same process sees it too.
+    let again = promptbook::Registry::load(dir.path()).unwrap();
+    assert!(again.render("t", &json!({"n": 9})).is_ok());
+    assert!(again.render("t", &json!({"n": 11})).is_err());
+}

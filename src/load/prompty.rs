@@ -1,5 +1,5 @@
-//! Microsoft Prompty (`.prompty`) files: front matter mapped to a
-//! promptbook manifest, the body rendered with Prompty's rules.
+//! Microsoft Prompty (`.prompty`) front matter, mapped onto the fields of
+//! a native template; the body renders in [`Dialect::prompty`]'s rules.
 //!
 //! A `.prompty` file is YAML front matter between `---` lines and a Jinja
 //! body with Prompty's role markers. We map the front matter (Prompty v2:
@@ -21,33 +21,7 @@
 
 use serde_json::{Map, Value, json};
 
-/// How a template's body and inputs are treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub(crate) enum Dialect {
-    /// promptbook's own rules.
-    #[default]
-    Native,
-    /// Prompty's rules; `strict` turns on input validation and makes
-    /// undeclared variables errors.
-    Prompty {
-        /// `metadata.promptbook.strict`.
-        strict: bool,
-    },
-}
-
-impl Dialect {
-    pub(crate) fn is_prompty(self) -> bool {
-        matches!(self, Dialect::Prompty { .. })
-    }
-
-    /// Whether inputs are validated and undeclared variables are errors.
-    pub(crate) fn is_strict(self) -> bool {
-        match self {
-            Dialect::Native => true,
-            Dialect::Prompty { strict } => strict,
-        }
-    }
-}
+use crate::dialect::Dialect;
 
 /// A `.prompty` front matter mapped to a native manifest.
 #[derive(Debug)]
@@ -121,7 +95,7 @@ pub(crate) fn map_front_matter(fm: &Value, file_version: Option<&str>) -> Result
     }
     Ok(Mapped {
         manifest: Value::Object(manifest),
-        dialect: Dialect::Prompty { strict },
+        dialect: Dialect::prompty(strict),
         warnings,
     })
 }
@@ -339,124 +313,6 @@ fn map_model(model: Option<&Value>) -> Option<Value> {
     (!out.is_empty()).then_some(Value::Object(out))
 }
 
-/// Prompty's message content rule: leading and trailing newlines go,
-/// spaces stay.
-pub(crate) fn trim_newlines(s: &str) -> &str {
-    s.trim_matches(['\n', '\r'])
-}
-
-/// A Prompty body as a native `.prompt.jinja` body: role markers written
-/// the native way (`# User:` -> `user:`), and text before the first marker
-/// under an explicit `system:`. Native role lines carry no attributes, so a
-/// marker's `name` is dropped, with a warning.
-pub(crate) fn native_body(body: &str) -> (String, Vec<String>) {
-    let mut out = String::with_capacity(body.len() + 16);
-    let mut warnings = Vec::new();
-    let mut seen_role = false;
-    let mut pending_text = false;
-    for line in body.split_inclusive('\n') {
-        let content = line.trim_end_matches(['\n', '\r']);
-        match crate::body::prompty_role_line(content.trim()) {
-            Some((role, name)) => {
-                if let Some(name) = name {
-                    warnings.push(format!(
-                        "the name `{name}` of a `{role}` marker is dropped: native role lines carry no attributes"
-                    ));
-                }
-                seen_role = true;
-                out.push_str(&format!("{role}:"));
-                out.push_str(&line[content.len()..]);
-            }
-            None => {
-                if !seen_role && !pending_text && !content.trim().is_empty() {
-                    out.push_str("system:\n");
-                    pending_text = true;
-                }
-                out.push_str(line);
-            }
-        }
-    }
-    (out, warnings)
-}
-
-/// A `.prompty` file converted to a native `.prompt.jinja` file.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Converted {
-    /// The native file's text.
-    pub text: String,
-    /// The version it carries (`0.0.0` when the Prompty file had none).
-    pub version: semver::Version,
-    /// What the conversion could not carry over.
-    pub warnings: Vec<String>,
-}
-
-/// Converts the text of a `.prompty` file to the equivalent native
-/// `.prompt.jinja` file: version, description, labels, parameters (mapped
-/// from Prompty's input kinds) and model in the front matter; the body with
-/// native role lines. The result renders the same messages under
-/// promptbook's rules, except for blank lines around Jinja block tags
-/// (native templates trim them) and the newline-only trimming of message
-/// content (native messages are trimmed of all surrounding whitespace).
-///
-/// # Errors
-/// [`ErrorKind::Syntax`](crate::ErrorKind::Syntax) when the front matter is
-/// not YAML or not a Prompty front matter, or its version is not semver
-/// (as the loader says of the same file).
-pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
-    use crate::error::{Error, ErrorKind};
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (fm_text, body) = match crate::template::split_front_matter(text) {
-        Some((fm, body, _)) => (fm, body),
-        None => ("", text),
-    };
-    let fm = read_front_matter(fm_text).map_err(|e| {
-        Error::new(
-            ErrorKind::Syntax,
-            format!(
-                "the front matter is not valid YAML: {}",
-                e.without_snippet()
-            ),
-        )
-    })?;
-    let mapped = map_front_matter(&fm, None).map_err(|m| Error::new(ErrorKind::Syntax, m))?;
-    // The loader refuses a version that is not semver; so does convert
-    // (an absent version is 0.0.0 for both, with a warning).
-    let version_text = mapped.manifest["version"].as_str().unwrap_or("0.0.0");
-    let version = semver::Version::parse(version_text.trim()).map_err(|e| {
-        Error::new(
-            ErrorKind::Syntax,
-            format!("version `{version_text}` is not a semver version (MAJOR.MINOR.PATCH)"),
-        )
-        .with_source(e)
-    })?;
-    let mut manifest = mapped.manifest;
-    if let Some(m) = manifest.as_object_mut() {
-        m.insert("version".into(), version.to_string().into());
-    }
-    let yaml = serde_saphyr::to_string(&manifest).map_err(|e| {
-        Error::new(
-            ErrorKind::Syntax,
-            format!("cannot write the front matter: {e}"),
-        )
-    })?;
-    let (body, mut warnings) = native_body(body);
-    let mut all = mapped.warnings;
-    all.append(&mut warnings);
-    let mut out = String::from("---\n");
-    out.push_str(&yaml);
-    if !yaml.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str("---\n");
-    out.push_str(&body);
-    Ok(Converted {
-        text: out,
-        version,
-        warnings: all,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,16 +365,5 @@ mod tests {
             Some(json!({"name": "gpt-35-turbo", "provider": "azure",
                 "parameters": {"max_tokens": 128}}))
         );
-    }
-
-    #[test]
-    fn bodies_convert_to_native_role_lines() {
-        let (body, warnings) =
-            native_body("Intro text\n# User:\n{{q}}\nASSISTANT:\nok\nuser[name=\"Bob\"]:\nhi\n");
-        assert_eq!(
-            body,
-            "system:\nIntro text\nuser:\n{{q}}\nassistant:\nok\nuser:\nhi\n"
-        );
-        assert_eq!(warnings.len(), 1);
     }
 }

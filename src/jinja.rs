@@ -1,0 +1,147 @@
+//! The Jinja side of promptbook, shared by loading and rendering: the two
+//! environments (native and Prompty rules) over a registry's index, and the
+//! mapping of minijinja's errors to our file and line.
+//!
+//! Both environments resolve includes, imports and parents through the
+//! loaded index, never the file system; run under the registry's
+//! [`RenderLimits`] (fuel and recursion); and make `namespace()` and
+//! attribute assignment safe (see [`crate::namespace`]).
+
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::error::{Error, ErrorKind, Location, line_col};
+use crate::limits::RenderLimits;
+use crate::reference::Reference;
+use crate::registry::Index;
+use crate::template::FileForm;
+
+/// The Jinja environment: strict undefined, trim and lstrip blocks, no
+/// auto-escaping, templates loaded from the in-memory index.
+pub(crate) fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(limits.fuel);
+    env.set_recursion_limit(limits.recursion);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build();
+    if let Ok(syntax) = syntax {
+        env.set_syntax(syntax);
+    }
+    env.set_debug(true);
+    crate::namespace::register(&mut env, limits.max_input_depth);
+    // A name that parses but matches nothing is "not found" (so Jinja's
+    // `ignore missing` works); a malformed one is an error of its own.
+    // Static includes were already checked at load, with version lists.
+    env.set_loader(move |name| match index.resolve(name) {
+        Ok(entry) => Ok(Some(entry.source.clone())),
+        Err(_) if Reference::parse(name).is_ok() => Ok(None),
+        Err(e) => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            e.message().to_owned(),
+        )),
+    });
+    env
+}
+
+/// Prompty's rendering rules: no `trim_blocks`/`lstrip_blocks`, undefined
+/// values (and attributes of them) render empty, `none` renders empty,
+/// booleans render `true`/`false` and a float without a fraction renders as
+/// an integer (as Prompty's runtimes print them).
+pub(crate) fn prompty_environment(
+    index: Arc<Index>,
+    limits: &RenderLimits,
+) -> Environment<'static> {
+    let mut env = environment(index, limits);
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // Prompty keeps the body's trailing newline (a marker on the last line
+    // with nothing after it is then an absent message, not an empty one).
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            return Ok(());
+        }
+        if value.kind() == minijinja::value::ValueKind::Bool {
+            let text = if value.is_true() { "true" } else { "false" };
+            return out.write_str(text).map_err(minijinja::Error::from);
+        }
+        if value.kind() == minijinja::value::ValueKind::Number {
+            let text = value.to_string();
+            if let Some(int) = text.strip_suffix(".0") {
+                return out.write_str(int).map_err(minijinja::Error::from);
+            }
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env
+}
+
+/// Maps a Jinja error to the file and line it comes from.
+pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
+    let entry = e.name().and_then(|n| index.resolve(n).ok());
+    let mut message = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    let span = e.range().zip(entry).and_then(|(r, entry)| {
+        entry
+            .source
+            .get(r.clone())
+            .map(|snippet| (snippet.to_owned(), r.start))
+    });
+    if let (Some((snippet, _)), minijinja::ErrorKind::UndefinedError, None) =
+        (&span, e.kind(), e.detail())
+        && !snippet.is_empty()
+        && snippet.len() < 80
+    {
+        message.push_str(&format!(" (`{snippet}`)"));
+    }
+    let kind = match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => {
+            message =
+                "the render ran out of fuel: it did more work than RenderLimits::fuel allows \
+                       (a runaway loop, or strings built too large?)"
+                    .to_owned();
+            ErrorKind::Limit
+        }
+        minijinja::ErrorKind::InvalidOperation
+            if e.detail().is_some_and(|d| d.contains("recursion limit")) =>
+        {
+            message = "the render nested macro calls, includes or blocks deeper than \
+                       RenderLimits::recursion allows (runaway recursion?)"
+                .to_owned();
+            ErrorKind::Limit
+        }
+        _ => ErrorKind::Template,
+    };
+    let mut err = Error::new(kind, message);
+    if let Some(entry) = entry {
+        let line = e.line().map(|l| l as u32);
+        let column = match (&span, entry.form) {
+            (Some((_, start)), FileForm::Body) => Some(line_col(&entry.source, *start).1),
+            _ => None,
+        };
+        err = err.with_location(match line {
+            Some(l) => Location::at(&entry.template.path, l, column),
+            None => Location::file(&entry.template.path),
+        });
+    }
+    // Errors raised inside an include carry the include's error as source.
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if let Some(inner) = inner.downcast_ref::<minijinja::Error>() {
+            return jinja_error(inner, index);
+        }
+        cause = inner.source();
+    }
+    err
+}

@@ -1,0 +1,530 @@
+//! Compiling: each resolved template into a registry [`Entry`], parents
+//! first: its Jinja source (a manifest's messages synthesised into a body,
+//! role lines and history splices into markers, namespace assignments
+//! guarded), its typed `model:` and `context:`, and its compiled input
+//! schema, with the defaults it declares checked against it.
+//!
+//! Compiled sources keep the file's line numbers, so Jinja errors point at
+//! the right line of the file.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::inherit::{Inherited, Resolved};
+use super::parse::SourceFile;
+use super::{ENTRIES, Key, Parsed};
+use crate::body::{self, CompiledBody};
+use crate::dialect::LeadingText;
+use crate::error::{Error, ErrorKind, Location, line_col};
+use crate::message::Role;
+use crate::registry::{Entry, FastMap, Index, exact_ref};
+use crate::schema::{self, InputSchema};
+use crate::template::{ContextConfig, FileForm, ModelConfig, Parameter, Template};
+
+/// What compiling one template produced, before it becomes an [`Entry`].
+struct Compiled {
+    /// The Jinja source: same lines as the file.
+    source: String,
+    /// Whether a body without role lines is one user message; `None` when
+    /// the template only overrides a parent's blocks (it inherits this).
+    own_implicit: Option<bool>,
+    model: Option<ModelConfig>,
+    context: Option<ContextConfig>,
+    /// The input schema, compiled; `None` when it did not compile.
+    schema: Option<InputSchema>,
+    errors: Vec<Error>,
+}
+
+/// Compiles one template (no I/O; on any core).
+fn compile_one(src: &SourceFile, res: &Resolved) -> Compiled {
+    let mut errs = Vec::new();
+    let (source, own_implicit) = match src.form {
+        FileForm::Manifest => {
+            let s = synthesize_manifest(src, res, &mut errs);
+            (s, src.manifest.messages.as_ref().map(|_| false))
+        }
+        FileForm::Body => compile_jinja_body(src, res, &mut errs),
+    };
+    let source = crate::namespace::guard_sets(&source).into_owned();
+    let model = res.model.as_ref().and_then(|v| {
+        typed::<ModelConfig>(v, "model", src, src.manifest.model.as_ref(), &mut errs)
+    });
+    let context = res.context.as_ref().and_then(|v| {
+        typed::<ContextConfig>(v, "context", src, src.manifest.context.as_ref(), &mut errs)
+    });
+    // One compile per template: the object schema of its parameters. The
+    // defaults it declares are checked against it in one pass; a bad
+    // parameter schema is traced back to the parameter only when that
+    // compile fails.
+    let declares = src.manifest.parameters.is_some();
+    let schema = match schema::compile_input(&res.input_schema) {
+        Ok(v) => {
+            if declares {
+                check_defaults(&v.validator, res, &mut errs);
+            }
+            Some(v)
+        }
+        Err(msg) => {
+            let mut traced = false;
+            if declares {
+                for (pname, at) in &res.own_params {
+                    if let Some(p) = res.parameters.iter().find(|p| p.name == *pname)
+                        && let Err(m) = check_parameter(p)
+                    {
+                        errs.push(Error::new(ErrorKind::Schema, m).with_location(at.clone()));
+                        traced = true;
+                    }
+                }
+            }
+            if !traced {
+                errs.push(
+                    Error::new(ErrorKind::Schema, msg).with_location(Location::file(&src.path)),
+                );
+            }
+            None
+        }
+    };
+    Compiled {
+        source,
+        own_implicit,
+        model,
+        context,
+        schema,
+        errors: errs,
+    }
+}
+
+/// Compiles every resolved template into the index, parents first: the
+/// per-template work on all cores (memoised), then, in order, what a
+/// template inherits from its compiled parent (`implicit_user`).
+pub(crate) fn compile_all(
+    parsed: &Parsed,
+    inherited: &Inherited,
+    errors: &mut Vec<Error>,
+) -> Index {
+    let sources = &parsed.sources;
+    let resolved = &inherited.resolved;
+    let mut index = Index::default();
+    let mut implicit: FastMap<Key, bool> = FastMap::default();
+    let prepare = |key: &Key| Some(compile_one(&sources[key], resolved.get(key)?.as_ref()?));
+    let prepared = crate::par::map(&inherited.order, |key| {
+        let res = resolved.get(key)?.as_ref()?;
+        if ENTRIES.get(res.memo_key).is_some() {
+            return None;
+        }
+        prepare(key)
+    });
+    for (key, prepared) in inherited.order.iter().zip(prepared) {
+        let Some(Some(res)) = resolved.get(key) else {
+            continue;
+        };
+        if let Some(entry) = ENTRIES.get(res.memo_key) {
+            implicit.insert(key.clone(), entry.implicit_user);
+            index.insert(entry);
+            continue;
+        }
+        // (A memo that filled up meanwhile forgot the entry: do it here.)
+        let Some(mut compiled) = prepared.or_else(|| prepare(key)) else {
+            continue;
+        };
+        let src = &sources[key];
+        let implicit_user = compiled.own_implicit.unwrap_or_else(|| {
+            res.extends
+                .as_ref()
+                .and_then(|p| implicit.get(p).copied())
+                .unwrap_or(false)
+        });
+        implicit.insert(key.clone(), implicit_user);
+        if !compiled.errors.is_empty() {
+            errors.append(&mut compiled.errors);
+            continue;
+        }
+        let Some(schema) = compiled.schema else {
+            continue;
+        };
+        let entry = Arc::new(entry(
+            key,
+            src,
+            res,
+            schema,
+            compiled.source,
+            compiled.model,
+            compiled.context,
+            implicit_user,
+        ));
+        ENTRIES.put(res.memo_key, entry.clone());
+        index.insert(entry);
+    }
+    index.sort();
+    index
+}
+
+/// A compiled template as the registry holds it.
+#[allow(clippy::too_many_arguments)]
+fn entry(
+    key: &Key,
+    src: &SourceFile,
+    res: &Resolved,
+    schema: InputSchema,
+    source: String,
+    model: Option<ModelConfig>,
+    context: Option<ContextConfig>,
+    implicit_user: bool,
+) -> Entry {
+    let template = Template {
+        name: key.0.clone(),
+        version: key.1.clone(),
+        path: src.path.clone(),
+        description: src.manifest.description.clone(),
+        labels: src
+            .manifest
+            .labels
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default(),
+        extends: res.extends.as_ref().map(|(n, v)| format!("{n}@{v}")),
+        parameters: res.parameters.clone(),
+        input_schema: res.input_schema.clone(),
+        model: model.map(Arc::new),
+        context,
+    };
+    let jinja_name = exact_ref(&template.name, &template.version);
+    let defaults = template
+        .parameters
+        .iter()
+        .filter_map(|p| {
+            let d = p.default.as_ref()?;
+            Some((
+                minijinja::Value::from(p.name.as_str()),
+                crate::input::from_json(d),
+            ))
+        })
+        .collect();
+    let declared = template
+        .parameters
+        .iter()
+        .map(|p| minijinja::Value::from(p.name.as_str()))
+        .collect();
+    Entry {
+        id: template.id(),
+        schema,
+        jinja_name,
+        defaults,
+        declared,
+        messages_hint: std::sync::atomic::AtomicUsize::new(4),
+        template,
+        source,
+        form: src.form,
+        implicit_user,
+        dialect: src.dialect,
+    }
+}
+
+/// Checks the defaults a template declares against its compiled input
+/// schema: one error per parameter whose default breaks its own schema.
+fn check_defaults(validator: &jsonschema::Validator, res: &Resolved, errs: &mut Vec<Error>) {
+    let mut defaults = serde_json::Map::new();
+    for (pname, _) in &res.own_params {
+        if let Some(d) = res
+            .parameters
+            .iter()
+            .find(|p| p.name == *pname)
+            .and_then(|p| p.default.as_ref())
+        {
+            defaults.insert(pname.clone(), d.clone());
+        }
+    }
+    if defaults.is_empty() {
+        return;
+    }
+    let instance = Value::Object(defaults);
+    let mut reported = HashSet::new();
+    for e in validator.iter_errors(&instance) {
+        let path = e.instance_path().as_str();
+        let mut parts = path.splitn(3, '/').skip(1);
+        let Some(name) = parts.next() else { continue }; // `required` at the root
+        let Some((_, at)) = res.own_params.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if !reported.insert(name.to_owned()) {
+            continue;
+        }
+        let inner = parts
+            .next()
+            .map_or_else(String::new, |rest| format!(" at `/{rest}`"));
+        errs.push(
+            Error::new(
+                ErrorKind::Schema,
+                format!("the default of `{name}` does not satisfy its own schema{inner}: {e}"),
+            )
+            .with_location(at.clone()),
+        );
+    }
+}
+
+/// Checks that a declared parameter's schema is valid and that its default
+/// satisfies it.
+fn check_parameter(p: &Parameter) -> Result<(), String> {
+    let name = &p.name;
+    let validator = schema::compile(&p.schema).map_err(|m| format!("parameter `{name}`: {m}"))?;
+    if let Some(d) = &p.default
+        && let Some(e) = validator.iter_errors(d).next()
+    {
+        let at = e.instance_path().as_str();
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{at}`")
+        };
+        return Err(format!(
+            "the default of `{name}` does not satisfy its own schema{at}: {e}"
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the Jinja source of a manifest's `messages:`/`blocks:`, keeping
+/// each piece of text on its own line number.
+fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<Error>) -> String {
+    let m = &src.manifest;
+    let mut out = String::new();
+    let mut line = 1u64;
+    let pad_to = |out: &mut String, line: &mut u64, target: u64| {
+        while *line < target {
+            out.push('\n');
+            *line += 1;
+        }
+    };
+    let history = resolved.history_params();
+
+    match (&m.messages, &m.blocks, &resolved.extends) {
+        (Some(_), Some(b), _) => {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "give either `messages` (replacing the parent's) or `blocks` (overriding its blocks), not both",
+                )
+                .with_location(src.at_span(b.values().next().unwrap_or(&m.version))),
+            );
+        }
+        (None, Some(_), None) => errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "`blocks:` needs `extends:` (blocks override a parent's)",
+            )
+            .with_location(Location::file(&src.path)),
+        ),
+        (None, None, None) => errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "a manifest needs `messages:` (or `extends:` a parent)",
+            )
+            .with_location(Location::file(&src.path)),
+        ),
+        _ => {}
+    }
+
+    if let Some(messages) = &m.messages {
+        for entry in messages {
+            let at = src.at_span(entry);
+            let e = &entry.value;
+            match (&e.role, &e.content, &e.history) {
+                (Some(role), Some(content), None) => {
+                    let role_at = src.at_span(role);
+                    let Ok(r) = role.value.parse::<Role>() else {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Syntax,
+                                format!(
+                                    "unknown role `{}` (expected system, user, assistant or tool)",
+                                    role.value
+                                ),
+                            )
+                            .with_location(role_at),
+                        );
+                        continue;
+                    };
+                    if let Some(what) = reserved(&content.value, e.name.as_deref()) {
+                        errors.push(
+                            Error::new(ErrorKind::Syntax, what).with_location(src.at_span(content)),
+                        );
+                        continue;
+                    }
+                    let content_line = content.referenced.line() + src.span_line_offset;
+                    pad_to(&mut out, &mut line, content_line);
+                    out.push_str(&body::role_marker(r, e.name.as_deref()));
+                    out.push_str(&content.value);
+                    line += content.value.matches('\n').count() as u64;
+                }
+                (None, None, Some(h)) => {
+                    if !history.contains(h.value.as_str()) {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Schema,
+                                format!(
+                                    "`history: {}` needs a parameter `{}` of `type: messages`",
+                                    h.value, h.value
+                                ),
+                            )
+                            .with_location(src.at_span(h)),
+                        );
+                        continue;
+                    }
+                    pad_to(
+                        &mut out,
+                        &mut line,
+                        h.referenced.line() + src.span_line_offset,
+                    );
+                    out.push_str(&body::splice_marker(&h.value));
+                }
+                _ => errors.push(
+                    Error::new(
+                        ErrorKind::Syntax,
+                        "a message is either `{role, content}` or `{history: PARAM}`",
+                    )
+                    .with_location(at),
+                ),
+            }
+        }
+        return out;
+    }
+
+    if let Some((pname, pver)) = &resolved.extends {
+        out.push_str(&format!("{{% extends {:?} %}}", exact_ref(pname, pver)));
+        for (name, text) in m.blocks.iter().flatten() {
+            if !crate::reference::is_identifier(name) {
+                errors.push(
+                    Error::new(
+                        ErrorKind::Syntax,
+                        format!("block name `{name}` is not an identifier"),
+                    )
+                    .with_location(src.at_span(text)),
+                );
+                continue;
+            }
+            if let Some(what) = reserved(&text.value, None) {
+                errors.push(Error::new(ErrorKind::Syntax, what).with_location(src.at_span(text)));
+                continue;
+            }
+            pad_to(
+                &mut out,
+                &mut line,
+                text.referenced.line() + src.span_line_offset,
+            );
+            out.push_str(&format!("{{% block {name} %}}"));
+            out.push_str(&text.value);
+            line += text.value.matches('\n').count() as u64;
+            out.push_str("{% endblock %}");
+        }
+    }
+    out
+}
+
+/// What is wrong when a manifest's text (after YAML's escapes, such as
+/// `"\uFDD0"`) or a message name holds a character reserved for role
+/// markers.
+fn reserved(text: &str, name: Option<&str>) -> Option<String> {
+    let bad = [body::MARK_OPEN, body::MARK_CLOSE];
+    let c = text
+        .chars()
+        .chain(name.into_iter().flat_map(str::chars))
+        .find(|c| bad.contains(c))?;
+    Some(format!(
+        "the value holds the reserved character U+{:04X} (written as a YAML escape?); \
+         role boundaries come from `role:` entries only",
+        c as u32
+    ))
+}
+
+/// Builds the Jinja source of a `.prompt.jinja` body.
+/// Also returns whether the body has no role line (its text is one user
+/// message), or `None` when it only overrides a parent's blocks.
+fn compile_jinja_body(
+    src: &SourceFile,
+    resolved: &Resolved,
+    errors: &mut Vec<Error>,
+) -> (String, Option<bool>) {
+    let Some(b) = &src.body else {
+        return (String::new(), Some(false));
+    };
+    let history = resolved.history_params();
+    let dialect = src.dialect;
+    let compiled: CompiledBody =
+        body::compile_body_as(&b.text, &|n| history.contains(n), dialect.grammar);
+    let at = |offset: usize| {
+        let (l, c) = line_col(&b.text, offset);
+        Location::at(&src.path, l + b.first_line - 1, Some(c))
+    };
+    if let Some(pos) = compiled.extends_tag {
+        errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "write `extends: NAME@REQ` in the front matter instead of `{% extends %}`",
+            )
+            .with_location(at(pos)),
+        );
+    }
+    // Line 1 of the file (`---`) is free: the prefix goes there, so every
+    // body line keeps its number.
+    let mut out = String::new();
+    let standalone = resolved.extends.is_none() || compiled.roles_outside_blocks;
+    let implicit_user = standalone
+        .then_some(!compiled.has_role_lines && dialect.body_without_roles == Some(Role::User));
+    if dialect.leading_text != LeadingText::Error {
+        // Text before the first marker is a message of its own.
+    } else if standalone {
+        if let Some(pos) = compiled.text_before_first_role {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "text before the first role line (`system:`, `user:`, `assistant:` or `tool:` alone on a line)",
+                )
+                .with_location(at(pos)),
+            );
+        }
+    } else if let Some((pname, pver)) = &resolved.extends {
+        if let Some(pos) = compiled.text_outside_blocks {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "text outside `{% block %}` in a template that extends a parent would be ignored; put it in a block, or write role lines to replace the parent's messages",
+                )
+                .with_location(at(pos)),
+            );
+        }
+        out.push_str(&format!("{{% extends {:?} %}}", exact_ref(pname, pver)));
+    }
+    // Pad with a comment so the padding renders to nothing (trim_blocks
+    // eats the newline after it) and an included partial adds no blank lines.
+    if b.first_line >= 3 {
+        out.push_str("{#");
+        out.extend(std::iter::repeat_n('\n', b.first_line as usize - 2));
+        out.push_str("#}\n");
+    } else {
+        out.extend(std::iter::repeat_n('\n', b.first_line as usize - 1));
+    }
+    out.push_str(&compiled.source);
+    (out, implicit_user)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    what: &str,
+    src: &SourceFile,
+    span: Option<&serde_saphyr::Spanned<Value>>,
+    errors: &mut Vec<Error>,
+) -> Option<T> {
+    match serde_json::from_value::<T>(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(
+                Error::new(ErrorKind::Syntax, format!("`{what}:` {e}")).with_location(
+                    span.map_or_else(|| Location::file(&src.path), |s| src.at_span(s)),
+                ),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Lint: what a template gets wrong that only the whole registry shows.
+//! Every compiled source goes through Jinja's compiler (a syntax error is
+//! an error at its line); a variable read but neither declared nor set is
+//! an error (a warning in Prompty's non-strict dialect, where it renders
+//! empty); a literal include, import or parent must resolve; a declared
+//! parameter that nothing reads (the template, its parent, its static
+//! includes) is a warning.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use minijinja::Environment;
+
+use super::inherit::Inherited;
+use super::{CHECKED, Parsed};
+use crate::body;
+use crate::error::{Diagnostic, Error, ErrorKind, Location, Severity, line_col};
+use crate::registry::{Entry, Index, exact_ref};
+use crate::template::FileForm;
+
+/// Lints a template root: every problem [`Registry::load`] would report,
+/// plus warnings, sorted by file and line.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the root cannot be read at all.
+pub fn lint(dir: impl AsRef<Path>) -> Result<Vec<Diagnostic>, Error> {
+    let dir = dir.as_ref();
+    let analysis = super::analyze(dir)?;
+    let mut out: Vec<Diagnostic> = analysis
+        .errors
+        .iter()
+        .flat_map(|e| e.problems())
+        .map(|e| Diagnostic::from_error(e, dir))
+        .chain(analysis.warnings)
+        .collect();
+    out.sort_by(|a, b| (a.location(), a.severity()).cmp(&(b.location(), b.severity())));
+    out.dedup();
+    Ok(out)
+}
+
+/// Compiles every entry's Jinja and lints it (on all cores); findings are
+/// merged in order.
+pub(crate) fn lint_all(
+    env: &Environment<'static>,
+    index: &Index,
+    parsed: &Parsed,
+    inherited: &Inherited,
+    errors: &mut Vec<Error>,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    let sources = &parsed.sources;
+    let resolved = &inherited.resolved;
+    // Compile every template and lint its variables.
+    let mut broken = HashSet::new();
+    let all: Vec<&Arc<Entry>> = index.entries().collect();
+    let checked = crate::par::map(&all, |entry| {
+        let t = &entry.template;
+        let name = exact_ref(&t.name, &t.version);
+        check_jinja(env, &name, &entry.source)
+            .err()
+            .map(|e| (name, e))
+    });
+    for (name, e) in checked.into_iter().flatten() {
+        errors.push(crate::jinja::jinja_error(&e, index));
+        broken.insert(name);
+    }
+    // Lint each template on all cores; findings are merged in order.
+    let findings = crate::par::map(&all, |entry| {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let t = &entry.template;
+        let name = exact_ref(&t.name, &t.version);
+        let key = (t.name.clone(), t.version.clone());
+        let (Some(src), Some(Some(res))) = (sources.get(&key), resolved.get(&key)) else {
+            return (errors, warnings);
+        };
+        if broken.contains(&name) {
+            return (errors, warnings);
+        }
+        let declared: HashSet<&str> = t.parameters.iter().map(|p| p.name.as_str()).collect();
+        let own = own_variables(env, &name, &entry.source);
+        let mut undeclared: Vec<&String> = own
+            .iter()
+            .filter(|v| !declared.contains(v.as_str()) && !BUILTIN_NAMES.contains(&v.as_str()))
+            .collect();
+        undeclared.sort();
+        for var in undeclared {
+            let location = find_use(&entry.source, var)
+                .map(|(l, c)| {
+                    Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c))
+                })
+                .unwrap_or_else(|| Location::file(&src.path));
+            let message =
+                format!("`{var}` is used but is neither a parameter nor set in the template");
+            match entry.dialect.undeclared {
+                Severity::Error => {
+                    errors.push(Error::new(ErrorKind::Lint, message).with_location(location));
+                }
+                // The dialect renders an undeclared variable empty.
+                Severity::Warning => warnings.push(Diagnostic::new(
+                    Severity::Warning,
+                    location,
+                    format!("{message} (it renders empty)"),
+                )),
+            }
+        }
+        // Static includes must resolve.
+        for (target, offset) in static_refs(&entry.source) {
+            if let Err(e) = index.resolve(&target) {
+                let (l, c) = line_col(&entry.source, offset);
+                errors.push(Error::new(e.kind(), e.message().to_owned()).with_location(
+                    Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c)),
+                ));
+            }
+        }
+        // Unused parameters (only those this file declares).
+        let mut used_cache = HashMap::new();
+        let used = used_variables(env, index, &name, &mut used_cache, 0).unwrap_or_default();
+        let spliced: HashSet<String> = static_splices(&entry.source);
+        for (pname, at) in &res.own_params {
+            if !used.contains(pname) && !spliced.contains(pname) {
+                warnings.push(Diagnostic::new(
+                    Severity::Warning,
+                    at.clone(),
+                    format!("parameter `{pname}` is declared but never used"),
+                ));
+            }
+        }
+        (errors, warnings)
+    });
+    for (mut e, mut w) in findings {
+        errors.append(&mut e);
+        warnings.append(&mut w);
+    }
+}
+
+/// Compiles a template's Jinja source and returns the variables it reads
+/// without setting them; memoised by source, since neither depends on
+/// anything else.
+pub(crate) fn check_jinja(
+    env: &Environment<'static>,
+    name: &str,
+    source: &str,
+) -> Result<Arc<HashSet<String>>, minijinja::Error> {
+    let key = crate::memo::key(&[source.as_bytes()]);
+    if let Some(vars) = CHECKED.get(key) {
+        return Ok(vars);
+    }
+    let vars = Arc::new(env.get_template(name)?.undeclared_variables(false));
+    CHECKED.put(key, vars.clone());
+    Ok(vars)
+}
+
+/// Names that are not template variables: globals, and the names Jinja
+/// defines inside loops, macros and blocks.
+const BUILTIN_NAMES: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "loop",
+    "self",
+    "super",
+    "caller",
+    "varargs",
+    "kwargs",
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+];
+
+/// Variables a compiled template reads without setting them.
+fn own_variables(env: &Environment<'static>, name: &str, source: &str) -> HashSet<String> {
+    check_jinja(env, name, source)
+        .map(|v| HashSet::clone(&v))
+        .unwrap_or_default()
+}
+
+/// Variables read by a template, its parent and its static includes.
+fn used_variables(
+    env: &Environment<'static>,
+    index: &Index,
+    name: &str,
+    cache: &mut HashMap<String, Option<HashSet<String>>>,
+    depth: usize,
+) -> Option<HashSet<String>> {
+    if let Some(hit) = cache.get(name) {
+        return hit.clone();
+    }
+    if depth > 32 {
+        return None;
+    }
+    cache.insert(name.to_owned(), None); // cycle guard
+    let entry = index.resolve(name).ok()?;
+    let mut used = own_variables(env, name, &entry.source);
+    let mut targets: Vec<String> = static_refs(&entry.source)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    if let Some(parent) = &entry.template.extends
+        && let Some((n, v)) = parent.split_once('@')
+    {
+        targets.push(exact_ref(n, &v));
+    }
+    for target in targets {
+        if let Some(more) = used_variables(env, index, &target, cache, depth + 1) {
+            used.extend(more);
+        }
+    }
+    cache.insert(name.to_owned(), Some(used.clone()));
+    Some(used)
+}
+
+/// `(reference, offset)` of every `{% include/import/from "..." %}` with a
+/// literal name, and of `{% extends "..." %}`.
+pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut rest = 0;
+    while let Some(p) = source[rest..].find("{%") {
+        let start = rest + p;
+        let (inner_end, end) = match source[start + 2..].find("%}") {
+            Some(e) => (start + 2 + e, start + 2 + e + 2),
+            None => (source.len(), source.len()),
+        };
+        let inner = source[start + 2..inner_end]
+            .trim_matches(['-', '+', '~'])
+            .trim();
+        let keyword = inner.split_whitespace().next().unwrap_or_default();
+        if matches!(keyword, "include" | "import" | "from" | "extends") {
+            let arg = inner[keyword.len()..].trim_start();
+            if let Some(q) = arg.chars().next().filter(|c| *c == '"' || *c == '\'')
+                && let Some(close) = arg[1..].find(q)
+            {
+                out.push((arg[1..1 + close].to_owned(), start));
+            }
+        }
+        rest = end;
+    }
+    out
+}
+
+/// Parameters spliced by markers in a compiled source.
+fn static_splices(source: &str) -> HashSet<String> {
+    body::spliced_params(source)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// First line and column where `var` appears inside a Jinja tag.
+fn find_use(source: &str, var: &str) -> Option<(u32, u32)> {
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(p) = source[from..].find(var) {
+        let i = from + p;
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        let after = bytes.get(i + var.len()).copied();
+        let word = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
+        let in_tag = {
+            let open = source[..i].rfind("{{").max(source[..i].rfind("{%"));
+            let close = source[..i].rfind("}}").max(source[..i].rfind("%}"));
+            open.is_some() && open > close
+        };
+        if !word(before) && !word(after) && before != Some(b'.') && in_tag {
+            return Some(line_col(source, i));
+        }
+        from = i + var.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_refs_finds_literal_names_and_survives_unclosed_tags() {
+        let src = "{% include \"a@^1\" %}{%- import 'm' as m -%}{% from \"f\" import x %}{% include var %}";
+        let refs: Vec<String> = static_refs(src).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(refs, ["a@^1", "m", "f"]);
+        assert_eq!(static_refs("{% include \"x"), []);
+        assert_eq!(static_refs("{% include \"x\" 你"), [("x".to_owned(), 0)]);
+        assert_eq!(static_refs("{%"), []);
+    }
+}

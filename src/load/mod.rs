@@ -1,0 +1,260 @@
+//! Loading a template root: every file read, parsed, resolved against its
+//! parent, compiled and linted, into the catalog a [`Registry`] holds.
+//!
+//! The pipeline, one file per stage:
+//!
+//! 1. [`walk`]: the file walk and its policy (which files, symlinks inside
+//!    the root only, regular files only, size caps), and every read,
+//!    `$ref` schemas included;
+//! 2. [`parse`]: a file's front matter or manifest into a [`SourceFile`]
+//!    ([`prompty`] maps a `.prompty` front matter onto the same fields);
+//! 3. [`inherit`]: `extends:` applied, parents first: parameters, input
+//!    schema, model and context;
+//! 4. [`compile`]: the Jinja source (role lines into markers, manifests
+//!    into bodies), the typed model and context, the compiled input
+//!    schema, into a registry [`Entry`];
+//! 5. [`lint`]: Jinja compiled, undeclared variables, unresolved includes,
+//!    unused parameters.
+//!
+//! Three of these steps are memoised across loads in one process (a hot
+//! reload redoes only what changed); the memos and their keys are below,
+//! side by side. The rule they keep: **a key covers every byte its step
+//! reads, and a memoised step does no I/O of its own** (everything is read
+//! by [`walk`] first and hashed into the keys).
+
+pub(crate) mod compile;
+pub(crate) mod inherit;
+pub(crate) mod lint;
+pub(crate) mod parse;
+pub(crate) mod prompty;
+pub(crate) mod walk;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use semver::Version;
+
+use crate::error::{Diagnostic, Error, ErrorKind, Location, Severity};
+use crate::memo::Memo;
+use crate::registry::{Entry, FastMap, Registry};
+use parse::SourceFile;
+
+/// A template's identity while loading: name and version.
+pub(crate) type Key = (String, Version);
+
+// ------------------------------------------------------------------ memos
+
+/// Parsed files, by [`file_key`].
+pub(crate) static PARSED: Memo<Arc<SourceFile>> = Memo::new(20_000);
+
+/// What a parse reads: the path as shown, the name it is loaded under, and
+/// the bytes.
+pub(crate) fn file_key(path: &Path, rel: &str, bytes: &[u8]) -> u128 {
+    crate::memo::key(&[path.as_os_str().as_encoded_bytes(), rel.as_bytes(), bytes])
+}
+
+/// What resolving a file reads beyond its parent: the file ([`file_key`])
+/// and the text of its `$ref` schema, if any (read by [`walk`]).
+pub(crate) fn content_key(file_key: u128, schema: Option<&walk::SchemaFile>) -> u128 {
+    let (path, text) = match schema {
+        Some(Ok((path, text))) => (path.as_os_str().as_encoded_bytes(), text.as_bytes()),
+        Some(Err(message)) => (&b"\0error"[..], message.as_bytes()),
+        None => (&b""[..], &b""[..]),
+    };
+    crate::memo::key(&[&file_key.to_le_bytes(), path, text])
+}
+
+/// Resolved templates, by [`resolved_key`]: the same content under the
+/// same parent resolves the same.
+pub(crate) static RESOLVED: Memo<Arc<inherit::Resolved>> = Memo::new(20_000);
+
+/// A template's content key and its parent's resolved key.
+pub(crate) fn resolved_key(content_key: u128, parent: Option<&inherit::Resolved>) -> u128 {
+    crate::memo::key(&[
+        &content_key.to_le_bytes(),
+        &parent.map_or(0, |p| p.memo_key).to_le_bytes(),
+    ])
+}
+
+/// Registry entries, by the [`resolved_key`] they were compiled from:
+/// everything compiling reads is in the resolved template and its file.
+pub(crate) static ENTRIES: Memo<Arc<Entry>> = Memo::new(20_000);
+
+/// Variables a compiled Jinja source reads without setting them, by the
+/// hash of the source (all that compiling it reads).
+pub(crate) static CHECKED: Memo<Arc<std::collections::HashSet<String>>> = Memo::new(20_000);
+
+// ----------------------------------------------------------------- driver
+
+/// What loading a root found: the registry when it could be built, every
+/// error and every warning.
+pub(crate) struct Analysis {
+    pub registry: Option<Registry>,
+    pub errors: Vec<Error>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parsed files, with what their memo keys need.
+pub(crate) struct Parsed {
+    pub sources: FastMap<Key, Arc<SourceFile>>,
+    /// Each file's [`content_key`].
+    pub content_keys: FastMap<Key, u128>,
+    /// The `$ref` schema each file names, as read.
+    pub schemas: FastMap<Key, walk::SchemaFile>,
+}
+
+/// Analyses a root: everything `load` and `lint` report.
+pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let files = walk::read_files(root, &mut errors)?;
+    let parsed = parse_all(&files, &mut errors, &mut warnings);
+    let versions = versions_and_labels(&parsed.sources, &mut errors);
+    let inherited = inherit::resolve_all(&parsed, versions, &mut errors);
+    let index = compile::compile_all(&parsed, &inherited, &mut errors);
+    let index = Arc::new(index);
+    let env = crate::jinja::environment(index.clone(), &crate::limits::RenderLimits::default());
+    lint::lint_all(
+        &env,
+        &index,
+        &parsed,
+        &inherited,
+        &mut errors,
+        &mut warnings,
+    );
+
+    errors.sort_by(|a, b| a.location().cmp(&b.location()));
+    warnings.sort_by(|a, b| a.location().cmp(b.location()));
+    let registry = Registry::from_index(root.to_owned(), index, env, warnings.clone());
+    Ok(Analysis {
+        registry: Some(registry),
+        errors,
+        warnings,
+    })
+}
+
+/// Parses every file (on all cores, memoised), reads the `$ref` schemas
+/// they name, and reports a name and version defined twice.
+fn parse_all(
+    files: &[walk::File],
+    errors: &mut Vec<Error>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Parsed {
+    let mut out = Parsed {
+        sources: FastMap::default(),
+        content_keys: FastMap::default(),
+        schemas: FastMap::default(),
+    };
+    let parsed = crate::par::map(files, |file| {
+        let key = file_key(&file.path, &file.rel, &file.bytes);
+        let result = match PARSED.get(key) {
+            Some(src) => Ok(src),
+            None => parse::parse_file(&file.path, &file.rel, file.bytes.clone()).map(|src| {
+                let src = Arc::new(src);
+                PARSED.put(key, src.clone());
+                src
+            }),
+        };
+        let schema = result
+            .as_ref()
+            .ok()
+            .and_then(|src| walk::read_schema_ref(src));
+        (key, result, schema)
+    });
+    for (file_key, result, schema) in parsed {
+        let src = match result {
+            Ok(src) => src,
+            Err(mut errs) => {
+                errors.append(&mut errs);
+                continue;
+            }
+        };
+        let key = (src.name.clone(), src.version.clone());
+        if let Some(prev) = out.sources.get(&key) {
+            errors.push(
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "`{}@{}` is also defined in {}",
+                        key.0,
+                        key.1,
+                        prev.path.display()
+                    ),
+                )
+                .with_location(src.at_span(&src.manifest.version)),
+            );
+            continue;
+        }
+        for (at, message) in &src.warnings {
+            warnings.push(Diagnostic::new(
+                Severity::Warning,
+                at.clone(),
+                message.clone(),
+            ));
+        }
+        out.content_keys
+            .insert(key.clone(), content_key(file_key, schema.as_ref()));
+        if let Some(schema) = schema {
+            out.schemas.insert(key.clone(), schema);
+        }
+        out.sources.insert(key, src);
+    }
+    out
+}
+
+/// Every version of every name with its labels, ascending; a label on two
+/// versions of one name is an error.
+pub(crate) type Versions = BTreeMap<String, Vec<(Version, Vec<String>)>>;
+
+fn versions_and_labels(
+    sources: &FastMap<Key, Arc<SourceFile>>,
+    errors: &mut Vec<Error>,
+) -> Versions {
+    let mut versions = Versions::new();
+    let mut keys: Vec<&Key> = sources.keys().collect();
+    keys.sort();
+    let mut label_owner: HashMap<(&str, &str), &Key> = HashMap::new();
+    for key in keys {
+        let src = &sources[key];
+        let labels = src
+            .manifest
+            .labels
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default();
+        for label in src.manifest.labels.iter().flat_map(|l| &l.value) {
+            if let Some(prev) = label_owner.get(&(key.0.as_str(), label.as_str())) {
+                let prev_src = &sources[*prev];
+                errors.push(
+                    Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "label `{label}` of `{}` is on both {}@{} ({}) and {}@{} ({})",
+                            key.0,
+                            prev.0,
+                            prev.1,
+                            prev_src.path.display(),
+                            key.0,
+                            key.1,
+                            src.path.display()
+                        ),
+                    )
+                    .with_location(
+                        src.manifest
+                            .labels
+                            .as_ref()
+                            .map_or_else(|| Location::file(&src.path), |l| src.at_span(l)),
+                    ),
+                );
+            } else {
+                label_owner.insert((key.0.as_str(), label.as_str()), key);
+            }
+        }
+        versions
+            .entry(key.0.clone())
+            .or_default()
+            .push((key.1.clone(), labels));
+    }
+    versions
+}

@@ -1,0 +1,199 @@
+//! Which files a load reads, and reading them: the only stage of loading
+//! that touches the file system.
+//!
+//! The root is walked recursively, in file-name order. Hidden files and
+//! folders (a name starting with `.`) are skipped, and so is every file
+//! whose name is not a template's (`*.prompt.yaml`, `*.prompt.yml`,
+//! `*.prompt.jinja`, `*.prompty`), whatever its name (one that is not
+//! UTF-8 included). A template file is read when it is a regular file, or
+//! a symlink to one inside the root; only regular files are opened, never
+//! blocking, and none over 8 MiB (see [`crate::file`]). Files are read on
+//! all cores. The `$ref` schema a template names is read here too, under
+//! the same rules, so that no later (memoised) stage reads anything.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Location};
+use crate::load::parse::{self, SourceFile};
+
+/// A template file as read.
+pub(crate) struct File {
+    /// The path as the user will see it in messages (root joined).
+    pub path: PathBuf,
+    /// The path relative to the root, `/`-separated.
+    pub rel: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A `$ref` input schema as read: its path and text, or why it could not
+/// be read.
+pub(crate) type SchemaFile = Result<(PathBuf, String), String>;
+
+fn root_error(root: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("cannot read template root {}", root.display()),
+    )
+    .with_source(e)
+}
+
+/// Reads the template files under `root`; see the module docs for which.
+/// Problems with single files go to `errors`.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when the root itself cannot be read.
+pub(crate) fn read_files(root: &Path, errors: &mut Vec<Error>) -> Result<Vec<File>, Error> {
+    let meta = std::fs::metadata(root).map_err(|e| root_error(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("template root {} is not a directory", root.display()),
+        ));
+    }
+    let canonical_root = root.canonicalize().map_err(|e| root_error(root, e))?;
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e
+                    .path()
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| root.to_owned());
+                let why = e
+                    .io_error()
+                    .map_or_else(|| e.to_string(), ToString::to_string);
+                errors.push(
+                    Error::new(ErrorKind::Io, format!("cannot read: {why}"))
+                        .with_location(Location::file(path)),
+                );
+                continue;
+            }
+        };
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        // Files that are not templates are ignored, whatever their name;
+        // a template whose name is not UTF-8 is a problem of its own.
+        let lossy = rel
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        if parse::classify(&lossy).is_none() {
+            continue;
+        }
+        let Some(rel) = rel
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.join("/"))
+        else {
+            errors.push(
+                Error::new(
+                    ErrorKind::Syntax,
+                    "file name is not valid UTF-8; rename it to load it",
+                )
+                .with_location(Location::file(path)),
+            );
+            continue;
+        };
+        if ft.is_symlink() {
+            match path.canonicalize() {
+                Ok(target) if target.starts_with(&canonical_root) && target.is_file() => {}
+                Ok(_) | Err(_) => {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Io,
+                            "symlink leads outside the template root (or nowhere, or not to a regular file); refused",
+                        )
+                        .with_location(Location::file(path)),
+                    );
+                    continue;
+                }
+            }
+        } else if !ft.is_file() {
+            errors.push(
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "{} is named like a template but only regular files are read; refused",
+                        crate::file::describe(ft)
+                    ),
+                )
+                .with_location(Location::file(path)),
+            );
+            continue;
+        }
+        files.push((path.to_owned(), rel));
+    }
+    // Reading is per file: all cores.
+    let read = crate::par::map(&files, |(path, _)| {
+        crate::file::read_regular(path, crate::file::MAX_FILE_BYTES)
+    });
+    let mut out = Vec::with_capacity(files.len());
+    for ((path, rel), bytes) in files.into_iter().zip(read) {
+        match bytes {
+            Ok(bytes) => out.push(File { path, rel, bytes }),
+            // The reason goes in the message: diagnostics show no sources.
+            Err(e) => errors.push(
+                Error::new(ErrorKind::Io, format!("cannot read: {e}"))
+                    .with_location(Location::file(&path)),
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the file an `input_schema: {$ref: PATH}` names, if the template
+/// has one (a `$ref` to a definition inside the schema, `#...`, reads
+/// nothing).
+pub(crate) fn read_schema_ref(src: &SourceFile) -> Option<SchemaFile> {
+    let value = &src.manifest.input_schema.as_ref()?.value;
+    let r = value
+        .get("$ref")
+        .and_then(Value::as_str)
+        .filter(|r| !r.starts_with('#'))?;
+    Some(schema_path(src, r).and_then(|path| {
+        crate::file::read_text(&path, crate::file::MAX_FILE_BYTES)
+            .map(|text| (path.clone(), text))
+            .map_err(|e| format!("cannot read input schema {}: {e}", path.display()))
+    }))
+}
+
+/// Where an `input_schema` `$ref` points: relative to the file, and never
+/// outside the template root (after resolving `..` and symlinks).
+fn schema_path(src: &SourceFile, r: &str) -> Result<PathBuf, String> {
+    let refuse = || format!("input schema `$ref: {r}` leads outside the template root; refused");
+    if r.contains(['\\', '\0']) || Path::new(r).is_absolute() {
+        return Err(refuse());
+    }
+    let base = src.path.parent().unwrap_or(Path::new("."));
+    // The root is as many folders above the file as its name has segments
+    // beyond the first.
+    let mut root = base.to_path_buf();
+    for _ in 1..src.name.split('/').count() {
+        root.pop();
+    }
+    let path = base.join(r);
+    let (Ok(real_root), Ok(real)) = (root.canonicalize(), path.canonicalize()) else {
+        return Err(format!(
+            "cannot read input schema {}: no such file",
+            path.display()
+        ));
+    };
+    if !real.starts_with(&real_root) {
+        return Err(refuse());
+    }
+    Ok(path)
+}
