@@ -137,14 +137,6 @@ impl ProviderConfig {
             Some("ANTHROPIC_API_KEY"),
         )
     }
-
-    pub(crate) fn endpoint(&self) -> String {
-        let base = self.base_url.trim_end_matches('/');
-        match self.kind {
-            ProviderKind::Openai => format!("{base}/chat/completions"),
-            ProviderKind::Anthropic => format!("{base}/v1/messages"),
-        }
-    }
 }
 
 fn env_or(var: &str, default: &str) -> String {

@@ -13,36 +13,44 @@
 //! request's headers (marked sensitive); nothing that `Debug` or `Display`
 //! prints holds one, and provider messages are scrubbed of it.
 
+mod anthropic;
+mod cache;
 mod config;
 mod error;
+mod limiter;
+mod openai;
+mod request;
 mod response;
 mod retry;
 mod secret;
 mod sse;
+mod stream;
+mod trace;
 mod wire;
 
-use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
+pub use anthropic::{ANTHROPIC_FIRST_TURN, ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_MAX_TOKENS};
 pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, Timeouts};
 pub use error::{DispatchError, TimeoutKind};
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
-pub use wire::{ANTHROPIC_FIRST_TURN, DEFAULT_ANTHROPIC_MAX_TOKENS};
 
 use crate::render::Rendered;
-use secret::{ApiKey, redact};
-use wire::{Accumulator, Step};
+use cache::Cache;
+use limiter::Limiter;
+use retry::Outcome;
+use secret::ApiKey;
+use trace::{call_span, record_failure, record_success};
 
 /// A stream of [`StreamEvent`]s ending in [`StreamEvent::Done`], or in an
 /// error.
@@ -55,7 +63,7 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     http: reqwest::Client,
     providers: BTreeMap<String, Provider>,
     retry: RetryPolicy,
@@ -64,7 +72,8 @@ struct Inner {
     cache: Option<Cache>,
 }
 
-struct Provider {
+/// A configured provider with its limits.
+pub(crate) struct Provider {
     name: String,
     config: ProviderConfig,
     limiter: Limiter,
@@ -257,7 +266,7 @@ impl SendOptions {
 }
 
 /// One model to try: a provider and a model name.
-struct Target<'a> {
+pub(crate) struct Target<'a> {
     provider: &'a Provider,
     model: String,
 }
@@ -271,7 +280,7 @@ impl Target<'_> {
 }
 
 /// A request ready to go to one target.
-struct Prepared {
+pub(crate) struct Prepared {
     body: Value,
     prompt_tokens: usize,
     key: Option<ApiKey>,
@@ -327,221 +336,50 @@ impl Client {
         options: &SendOptions,
     ) -> Result<Response, DispatchError> {
         let targets = self.targets(rendered, options)?;
-        let mut attempts = 0;
-        let mut last = None;
-        for (i, target) in targets.iter().enumerate() {
-            let prepared = self.prepare(rendered, target, false)?;
-            let cache_key = prepared
-                .deterministic
-                .then(|| {
-                    self.inner
-                        .cache
-                        .as_ref()
-                        .map(|_| cache_key(target, &prepared.body))
-                })
-                .flatten();
-            if let (Some(cache), Some(key)) = (&self.inner.cache, cache_key)
-                && let Some(mut hit) = cache.get(key)
-            {
-                hit.cached = true;
-                hit.fallback = i > 0;
-                hit.attempts = attempts;
-                return Ok(hit);
-            }
-            match self.send_one(target, &prepared, &mut attempts).await {
-                Ok(mut response) => {
-                    target.label(&mut response);
-                    response.fallback = i > 0;
-                    response.attempts = attempts;
-                    if let (Some(cache), Some(key)) = (&self.inner.cache, cache_key) {
-                        cache.put(key, &response);
-                    }
-                    return Ok(response);
-                }
-                Err(e) if allows_fallback(&e) && i + 1 < targets.len() => {
-                    tracing::warn!(
-                        provider = %target.provider.name,
-                        model = %target.model,
-                        error = %e,
-                        "model failed; trying the next fallback"
-                    );
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| DispatchError::config("no model to send to")))
-    }
-
-    /// One target, with retries.
-    async fn send_one(
-        &self,
-        target: &Target<'_>,
-        prepared: &Prepared,
-        attempts: &mut u32,
-    ) -> Result<Response, DispatchError> {
-        let policy = self.inner.retry;
-        let mut retry = 0;
-        loop {
-            *attempts += 1;
-            let _permit = target
-                .provider
-                .limiter
-                .acquire(prepared.prompt_tokens)
-                .await;
-            let started = Instant::now();
-            let result = self.attempt_whole(target, prepared).await;
-            tracing::debug!(
-                provider = %target.provider.name,
-                model = %target.model,
-                attempt = *attempts,
-                latency_ms = started.elapsed().as_millis() as u64,
-                ok = result.is_ok(),
-                "attempt"
-            );
-            match result {
-                Err(e) if e.is_retryable() && retry < policy.max_retries => {
-                    retry += 1;
-                    let delay = policy.delay(retry, e.retry_after());
-                    tracing::info!(
-                        provider = %target.provider.name,
-                        error = %e,
-                        delay_ms = delay.as_millis() as u64,
-                        "retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// One non-streaming HTTP attempt, under the whole-request timeout.
-    async fn attempt_whole(
-        &self,
-        target: &Target<'_>,
-        prepared: &Prepared,
-    ) -> Result<Response, DispatchError> {
-        let provider = &target.provider.name;
-        let timeout = self.inner.timeouts.request;
-        let work = async {
-            let res = self.post(target, prepared).await?;
-            let limit = self.inner.sizes.response_bytes;
-            let bytes = match read_capped(res, limit).await {
-                Ok((bytes, false)) => bytes,
-                Ok((_, true)) => {
-                    return Err(DispatchError::Stream {
-                        provider: provider.clone(),
-                        message: format!(
-                            "the answer is over SizeLimits::response_bytes ({limit} bytes)"
-                        ),
-                        partial: Box::default(),
+        let cache = self.inner.cache.as_ref();
+        let finished = retry::run(
+            &targets,
+            &self.inner.retry,
+            |target| self.prepare(rendered, target, false),
+            |target, prepared, retry| {
+                Box::pin(async move {
+                    let key = cache.filter(|_| prepared.deterministic).map(|_| {
+                        cache::key(
+                            &target.provider.name,
+                            &target.provider.config.base_url,
+                            &prepared.body,
+                        )
                     });
-                }
-                Err(e) => {
-                    return Err(transport_error(
-                        provider,
-                        &e,
-                        prepared.key.as_ref(),
-                        &self.inner.timeouts,
-                    ));
-                }
-            };
-            let value: Value =
-                serde_json::from_slice(&bytes).map_err(|e| DispatchError::Stream {
-                    provider: provider.clone(),
-                    message: format!("the response is not valid JSON: {e}"),
-                    partial: Box::default(),
-                })?;
-            let parsed = match target.provider.config.kind {
-                ProviderKind::Openai => wire::openai_response(&value),
-                ProviderKind::Anthropic => wire::anthropic_response(&value),
-            };
-            parsed.map_err(|message| DispatchError::Stream {
-                provider: provider.clone(),
-                message,
-                partial: Box::default(),
-            })
-        };
-        within_request(provider, timeout, work).await
-    }
-
-    /// Sends the request; a non-2xx answer becomes its classified error.
-    async fn post(
-        &self,
-        target: &Target<'_>,
-        prepared: &Prepared,
-    ) -> Result<reqwest::Response, DispatchError> {
-        let config = &target.provider.config;
-        let provider = &target.provider.name;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &config.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                DispatchError::config(format!("provider `{provider}`: bad header name `{k}`"))
-            })?;
-            let value = HeaderValue::from_str(v).map_err(|_| {
-                DispatchError::config(format!("provider `{provider}`: bad value for header `{k}`"))
-            })?;
-            headers.insert(name, value);
-        }
-        if config.kind == ProviderKind::Anthropic && !headers.contains_key("anthropic-version") {
-            headers.insert(
-                "anthropic-version",
-                HeaderValue::from_static(ANTHROPIC_VERSION),
-            );
-        }
-        if let Some(key) = &prepared.key {
-            let (name, value) = match (&config.auth_header, config.kind) {
-                (Some(h), _) => (h.clone(), key.expose().to_owned()),
-                (None, ProviderKind::Openai) => (
-                    "authorization".to_owned(),
-                    format!("Bearer {}", key.expose()),
-                ),
-                (None, ProviderKind::Anthropic) => {
-                    ("x-api-key".to_owned(), key.expose().to_owned())
-                }
-            };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                DispatchError::config(format!("provider `{provider}`: bad auth_header name"))
-            })?;
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                DispatchError::config(format!(
-                    "provider `{provider}`: the API key holds characters a header cannot carry"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let body = serde_json::to_vec(&prepared.body)
-            .map_err(|e| DispatchError::config(format!("cannot encode the request: {e}")))?;
-        let res = self
-            .inner
-            .http
-            .post(config.endpoint())
-            .query(&config.query)
-            .headers(headers)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                transport_error(provider, &e, prepared.key.as_ref(), &self.inner.timeouts)
-            })?;
-        let status = res.status();
-        if status.is_success() {
-            return Ok(res);
-        }
-        if status.is_redirection() {
-            return Err(redirect_error(provider, &res, prepared.key.as_ref()));
-        }
-        let retry_after = retry::retry_after(res.headers(), SystemTime::now());
-        // Only the start of an error body is read: its message is all we
-        // keep, and a hostile endpoint may send gigabytes.
-        let (body, cut) = read_capped(res, self.inner.sizes.error_bytes)
-            .await
-            .unwrap_or_default();
-        let message = redact(&wire::error_message(&body), prepared.key.as_ref(), cut);
-        Err(classify(provider, status.as_u16(), retry_after, message))
+                    if retry == 0
+                        && let (Some(cache), Some(key)) = (cache, key)
+                        && let Some(mut hit) = cache.get(key)
+                    {
+                        hit.cached = true;
+                        return Outcome::Reused(hit);
+                    }
+                    match request::whole(&self.inner, target, prepared).await {
+                        Ok(mut response) => {
+                            target.label(&mut response);
+                            if let (Some(cache), Some(key)) = (cache, key) {
+                                cache.put(key, &response);
+                            }
+                            Outcome::Done(response)
+                        }
+                        Err(error) => Outcome::Failed {
+                            error,
+                            delivered: false,
+                        },
+                    }
+                })
+            },
+        )
+        .await?;
+        let finished =
+            finished.ok_or_else(|| DispatchError::config("the call ended without an answer"))?;
+        let mut response = finished.value;
+        response.fallback = finished.target > 0;
+        response.attempts = finished.attempts;
+        Ok(response)
     }
 
     /// Streams the answer of `rendered`'s model: [`StreamEvent::Text`] and
@@ -601,197 +439,20 @@ impl Client {
         tx: &mpsc::Sender<Result<StreamEvent, DispatchError>>,
     ) -> Result<Option<Response>, DispatchError> {
         let targets = self.targets(rendered, options)?;
-        let policy = self.inner.retry;
-        let mut attempts = 0;
-        let mut last = None;
-        for (i, target) in targets.iter().enumerate() {
-            let prepared = self.prepare(rendered, target, true)?;
-            let mut retry = 0;
-            let outcome = loop {
-                attempts += 1;
-                let permit = target
-                    .provider
-                    .limiter
-                    .acquire(prepared.prompt_tokens)
-                    .await;
-                match self.attempt_stream(target, &prepared, tx).await {
-                    Attempt::Done(r) => break Ok(r),
-                    Attempt::CallerGone => return Ok(None),
-                    Attempt::Failed(e, delivered) => {
-                        drop(permit);
-                        if !delivered && e.is_retryable() && retry < policy.max_retries {
-                            retry += 1;
-                            let delay = policy.delay(retry, e.retry_after());
-                            tracing::info!(provider = %target.provider.name, error = %e,
-                                delay_ms = delay.as_millis() as u64, "retrying stream");
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        break Err((e, delivered));
-                    }
-                }
-            };
-            match outcome {
-                Ok(mut response) => {
-                    target.label(&mut response);
-                    response.fallback = i > 0;
-                    response.attempts = attempts;
-                    return Ok(Some(response));
-                }
-                Err((e, false)) if allows_fallback(&e) && i + 1 < targets.len() => {
-                    tracing::warn!(provider = %target.provider.name, model = %target.model,
-                        error = %e, "model failed; trying the next fallback");
-                    last = Some(e);
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| DispatchError::config("no model to send to")))
-    }
-
-    async fn attempt_stream(
-        &self,
-        target: &Target<'_>,
-        prepared: &Prepared,
-        tx: &mpsc::Sender<Result<StreamEvent, DispatchError>>,
-    ) -> Attempt {
-        let provider = &target.provider.name;
-        let timeouts = self.inner.timeouts;
-        let started = Instant::now();
-        // Until the response head arrives; the body then streams under
-        // the idle timeout and the whole stream's bound.
-        let res =
-            match within_request(provider, timeouts.request, self.post(target, prepared)).await {
-                Ok(res) => res,
-                Err(e) => return Attempt::Failed(e, false),
-            };
-        let sizes = self.inner.sizes;
-        let mut events = sse::Reader::new(res, sizes.event_bytes);
-        let deadline = started + timeouts.stream;
-        let mut acc = Accumulator::default();
-        let mut delivered = false;
-        let fail = |e: DispatchError, acc: Accumulator, delivered: bool| {
-            if delivered {
-                let message = match &e {
-                    DispatchError::Stream { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                let mut partial = acc.response;
-                target.label(&mut partial);
-                Attempt::Failed(
-                    DispatchError::Stream {
-                        provider: provider.clone(),
-                        message,
-                        partial: Box::new(partial),
-                    },
-                    true,
-                )
-            } else {
-                Attempt::Failed(e, false)
-            }
-        };
-        loop {
-            // The idle timeout, unless the whole stream's bound comes first.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (wait, kind, after) = if left < timeouts.idle {
-                (left, TimeoutKind::Stream, timeouts.stream)
-            } else {
-                (timeouts.idle, TimeoutKind::Idle, timeouts.idle)
-            };
-            let next = match tokio::time::timeout(wait, events.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    let e = DispatchError::Timeout {
-                        provider: provider.clone(),
-                        kind,
-                        after,
-                    };
-                    return fail(e, acc, delivered);
-                }
-            };
-            let event = match next {
-                None if acc.finished => break,
-                None => {
-                    let e = DispatchError::Retryable {
-                        provider: provider.clone(),
-                        status: None,
-                        message: "the stream ended before the reply was complete".into(),
-                    };
-                    return fail(e, acc, delivered);
-                }
-                Some(Err(sse::ReadError::Transport(e))) => {
-                    let e = DispatchError::Retryable {
-                        provider: provider.clone(),
-                        status: None,
-                        message: redact(
-                            &format!("the stream broke: {e}"),
-                            prepared.key.as_ref(),
-                            false,
-                        ),
-                    };
-                    return fail(e, acc, delivered);
-                }
-                Some(Err(sse::ReadError::TooLarge(t))) => {
-                    let e = DispatchError::Stream {
-                        provider: provider.clone(),
-                        message: format!(
-                            "a stream event is over SizeLimits::event_bytes ({} bytes)",
-                            t.max_event
-                        ),
-                        partial: Box::default(),
-                    };
-                    return fail(e, acc, delivered);
-                }
-                Some(Ok(event)) => event,
-            };
-            let step = match target.provider.config.kind {
-                ProviderKind::Openai => acc.openai(&event.event, &event.data),
-                ProviderKind::Anthropic => acc.anthropic(&event.event, &event.data),
-            };
-            match step {
-                Ok(Step::Done) => break,
-                Ok(Step::Events(out)) => {
-                    if acc.size() > sizes.response_bytes {
-                        let e = DispatchError::Stream {
-                            provider: provider.clone(),
-                            message: format!(
-                                "the answer is over SizeLimits::response_bytes ({} bytes)",
-                                sizes.response_bytes
-                            ),
-                            partial: Box::default(),
-                        };
-                        return fail(e, acc, delivered);
-                    }
-                    for e in out {
-                        delivered = true;
-                        if tx.send(Ok(e)).await.is_err() {
-                            return Attempt::CallerGone;
-                        }
-                    }
-                }
-                Err(message) => {
-                    let message = redact(&message, prepared.key.as_ref(), false);
-                    // A provider's own error event before any text is
-                    // worth another attempt; garbage is not.
-                    let e = if message.starts_with("the provider sent an error") {
-                        DispatchError::Retryable {
-                            provider: provider.clone(),
-                            status: None,
-                            message,
-                        }
-                    } else {
-                        DispatchError::Stream {
-                            provider: provider.clone(),
-                            message,
-                            partial: Box::default(),
-                        }
-                    };
-                    return fail(e, acc, delivered);
-                }
-            }
-        }
-        acc.finish();
-        Attempt::Done(acc.response)
+        let finished = retry::run(
+            &targets,
+            &self.inner.retry,
+            |target| self.prepare(rendered, target, true),
+            |target, prepared, _retry| Box::pin(stream::attempt(&self.inner, target, prepared, tx)),
+        )
+        .await?;
+        Ok(finished.map(|f| {
+            let mut response = f.value;
+            targets[f.target].label(&mut response);
+            response.fallback = f.target > 0;
+            response.attempts = f.attempts;
+            response
+        }))
     }
 
     /// The primary model and its fallbacks, each checked (known provider,
@@ -870,14 +531,12 @@ impl Client {
             .map_err(DispatchError::Prompt)?;
         let empty = Map::new();
         let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
-        let body = match target.provider.config.kind {
-            ProviderKind::Openai => {
-                wire::openai_body(&target.model, &fitted.messages, params, stream)
-            }
-            ProviderKind::Anthropic => {
-                wire::anthropic_body(&target.model, &fitted.messages, params, stream)
-            }
-        };
+        let body = wire::wire(target.provider.config.kind).body(
+            &target.model,
+            &fitted.messages,
+            params,
+            stream,
+        );
         let deterministic = params
             .get("temperature")
             .and_then(Value::as_f64)
@@ -891,21 +550,6 @@ impl Client {
     }
 }
 
-/// The `anthropic-version` header sent unless a provider sets its own.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
-
-enum Attempt {
-    Done(Response),
-    Failed(DispatchError, bool),
-    CallerGone,
-}
-
-/// Errors after which the next fallback is tried: the model is down or
-/// overloaded, not the request wrong.
-fn allows_fallback(e: &DispatchError) -> bool {
-    e.is_retryable()
-}
-
 fn read_key(provider: &Provider) -> Result<Option<ApiKey>, DispatchError> {
     let Some(var) = &provider.config.api_key_env else {
         return Ok(None);
@@ -917,280 +561,4 @@ fn read_key(provider: &Provider) -> Result<Option<ApiKey>, DispatchError> {
             provider.name
         ))),
     }
-}
-
-fn classify(
-    provider: &str,
-    status: u16,
-    retry_after: Option<Duration>,
-    message: String,
-) -> DispatchError {
-    let provider = provider.to_owned();
-    match status {
-        401 | 403 => DispatchError::Authentication {
-            provider,
-            status,
-            message,
-        },
-        408 | 409 => DispatchError::Retryable {
-            provider,
-            status: Some(status),
-            message,
-        },
-        429 => DispatchError::RateLimited {
-            provider,
-            retry_after,
-            message,
-        },
-        500..=599 => DispatchError::Unavailable {
-            provider,
-            status,
-            message,
-        },
-        _ => DispatchError::InvalidRequest {
-            provider,
-            status,
-            message,
-        },
-    }
-}
-
-/// Reads a body, at most `limit` bytes of it: the bytes, and whether
-/// there was more (the rest is not read).
-async fn read_capped(
-    mut res: reqwest::Response,
-    limit: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut out = Vec::new();
-    if res.content_length().is_some_and(|n| n > limit as u64) {
-        // Read what the cap allows of it anyway: an error body's start
-        // holds its message.
-        out.reserve(limit.min(1 << 20));
-    }
-    while let Some(chunk) = res.chunk().await? {
-        let room = limit - out.len();
-        if chunk.len() > room {
-            out.extend_from_slice(&chunk[..room]);
-            return Ok((out, true));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok((out, false))
-}
-
-/// A 3xx answer: where it pointed (scheme, host, port and path; no query,
-/// fragment or credentials), as an error.
-fn redirect_error(provider: &str, res: &reqwest::Response, key: Option<&ApiKey>) -> DispatchError {
-    let status = res.status().as_u16();
-    let location = res
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .and_then(|l| res.url().join(l).ok())
-        .map(|mut url| {
-            url.set_query(None);
-            url.set_fragment(None);
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.to_string()
-        });
-    let to = location.map_or_else(
-        || "nowhere (no Location)".to_owned(),
-        |l| redact(&l, key, false),
-    );
-    DispatchError::InvalidRequest {
-        provider: provider.to_owned(),
-        status,
-        message: format!(
-            "the provider redirected to {to}; redirects are not followed (they would carry the \
-             API key and the prompt elsewhere): set the provider's base_url to the new address"
-        ),
-    }
-}
-
-fn transport_error(
-    provider: &str,
-    e: &reqwest::Error,
-    key: Option<&ApiKey>,
-    timeouts: &Timeouts,
-) -> DispatchError {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    let message = redact(&message, key, false);
-    if e.is_timeout() {
-        let (kind, after) = if e.is_connect() {
-            (TimeoutKind::Connect, timeouts.connect)
-        } else {
-            (TimeoutKind::Request, timeouts.request)
-        };
-        return DispatchError::Timeout {
-            provider: provider.to_owned(),
-            kind,
-            after,
-        };
-    }
-    DispatchError::Retryable {
-        provider: provider.to_owned(),
-        status: None,
-        message,
-    }
-}
-
-fn call_span(rendered: &Rendered, stream: bool) -> tracing::Span {
-    tracing::info_span!(
-        "promptbook.dispatch",
-        template = %rendered.template,
-        stream,
-        provider = tracing::field::Empty,
-        model = tracing::field::Empty,
-        attempts = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
-        input_tokens = tracing::field::Empty,
-        output_tokens = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    )
-}
-
-fn record_success(span: &tracing::Span, r: &Response, started: Instant) {
-    span.record("latency_ms", started.elapsed().as_millis() as u64);
-    span.record("provider", r.provider.as_str());
-    span.record("model", r.model.as_str());
-    span.record("attempts", r.attempts);
-    if let Some(u) = r.usage {
-        span.record("input_tokens", u.input_tokens);
-        span.record("output_tokens", u.output_tokens);
-    }
-    span.record("outcome", if r.cached { "cached" } else { "ok" });
-    span.in_scope(|| tracing::info!(fallback = r.fallback, "answered"));
-}
-
-fn record_failure(span: &tracing::Span, e: &DispatchError, started: Instant) {
-    span.record("latency_ms", started.elapsed().as_millis() as u64);
-    if let Some(p) = e.provider() {
-        span.record("provider", p);
-    }
-    span.record("outcome", e.class());
-    span.in_scope(|| tracing::warn!(error = %e, "failed"));
-}
-
-// ------------------------------------------------------------- limiting
-
-type RateLimiter = governor::DefaultDirectRateLimiter;
-
-struct Limiter {
-    requests: Option<RateLimiter>,
-    tokens: Option<(RateLimiter, NonZeroU32)>,
-    concurrent: Option<Arc<Semaphore>>,
-}
-
-impl Limiter {
-    fn new(limits: &Limits) -> Limiter {
-        let per_minute = |n: u32| NonZeroU32::new(n).map(governor::Quota::per_minute);
-        Limiter {
-            requests: limits
-                .requests_per_minute
-                .and_then(per_minute)
-                .map(governor::RateLimiter::direct),
-            tokens: limits.tokens_per_minute.and_then(|n| {
-                let quota = per_minute(n)?;
-                Some((governor::RateLimiter::direct(quota), NonZeroU32::new(n)?))
-            }),
-            concurrent: limits
-                .concurrent
-                .filter(|n| *n > 0)
-                .map(|n| Arc::new(Semaphore::new(n as usize))),
-        }
-    }
-
-    /// Waits until a request of `tokens` prompt tokens may start; the
-    /// permit (when limiting concurrency) is held until dropped.
-    async fn acquire(&self, tokens: usize) -> Option<OwnedSemaphorePermit> {
-        let permit = match &self.concurrent {
-            Some(s) => s.clone().acquire_owned().await.ok(),
-            None => None,
-        };
-        if let Some(r) = &self.requests {
-            r.until_ready().await;
-        }
-        if let Some((r, burst)) = &self.tokens {
-            // A prompt larger than a minute's budget waits for a full
-            // minute's budget rather than forever.
-            let n = u32::try_from(tokens)
-                .unwrap_or(u32::MAX)
-                .clamp(1, burst.get());
-            if let Some(n) = NonZeroU32::new(n) {
-                let _ = r.until_n_ready(n).await;
-            }
-        }
-        permit
-    }
-}
-
-// ---------------------------------------------------------------- cache
-
-/// Answers to deterministic calls, kept for a TTL. Bounded: when full,
-/// expired entries go, then everything.
-struct Cache {
-    ttl: Duration,
-    entries: Mutex<HashMap<u128, (Instant, Response)>>,
-}
-
-const CACHE_ENTRIES: usize = 4096;
-
-impl Cache {
-    fn new(ttl: Duration) -> Cache {
-        Cache {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: u128) -> Option<Response> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, response) = entries.get(&key)?;
-        (at.elapsed() < self.ttl).then(|| response.clone())
-    }
-
-    fn put(&self, key: u128, response: &Response) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_ENTRIES {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            if entries.len() >= CACHE_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (Instant::now(), response.clone()));
-    }
-}
-
-/// Provider, model, messages and parameters: the body says it all.
-fn cache_key(target: &Target<'_>, body: &Value) -> u128 {
-    let mut bytes = target.provider.name.as_bytes().to_vec();
-    bytes.push(0);
-    bytes.extend(target.provider.config.base_url.as_bytes());
-    bytes.push(0);
-    bytes.extend(body.to_string().as_bytes());
-    xxhash_rust::xxh3::xxh3_128(&bytes)
-}
-
-/// `work` under the request timeout: running out of it is a classified
-/// [`DispatchError::Timeout`].
-async fn within_request<T>(
-    provider: &str,
-    after: Duration,
-    work: impl std::future::Future<Output = Result<T, DispatchError>>,
-) -> Result<T, DispatchError> {
-    tokio::time::timeout(after, work).await.unwrap_or_else(|_| {
-        Err(DispatchError::Timeout {
-            provider: provider.to_owned(),
-            kind: TimeoutKind::Request,
-            after,
-        })
-    })
 }

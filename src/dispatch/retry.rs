@@ -1,13 +1,26 @@
 //! When to try again: the retry policy (exponential backoff with full
-//! jitter) and the wait a provider asks for in `retry-after-ms` /
-//! `retry-after`.
+//! jitter), the wait a provider asks for in `retry-after-ms` /
+//! `retry-after`, and the retry-and-fallback loop, written once for whole
+//! answers and streams.
+//!
+//! The loop tries the model, then each fallback in order. At one model it
+//! tries again while the failure is retryable (a connection error, a
+//! timeout, 408, 409, 429, 5xx) and nothing reached the caller yet,
+//! waiting [`RetryPolicy::delay`] between; the next model gets its turn
+//! after such a failure, never after a request error (the next model
+//! would not fix it) or once part of a stream was delivered. Every attempt
+//! first waits for the provider's client-side limits.
 //!
 //! Every header value comes from the server and is untrusted: it is parsed
 //! without panicking, and capped before it becomes a [`Duration`].
 
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::BoxFuture;
 use reqwest::header::HeaderMap;
+
+use super::error::DispatchError;
+use super::{Prepared, Target};
 
 /// When and how often to retry.
 ///
@@ -73,6 +86,115 @@ impl RetryPolicy {
             .min(self.max_delay);
         ceiling.mul_f64(fastrand::f64())
     }
+}
+
+/// What one attempt came to.
+pub(crate) enum Outcome<T> {
+    /// An answer.
+    Done(T),
+    /// An answer that took no request (from the cache).
+    Reused(T),
+    /// The caller went away (a dropped stream): stop, quietly.
+    Gone,
+    /// A failure; `delivered` when part of the answer had already reached
+    /// the caller.
+    Failed {
+        error: DispatchError,
+        delivered: bool,
+    },
+}
+
+/// What the loop came to: the answer, from which target, after how many
+/// attempts (requests made).
+pub(crate) struct Finished<T> {
+    pub value: T,
+    pub target: usize,
+    pub attempts: u32,
+}
+
+/// Runs the loop of the module docs over `targets`: `prepare` makes a
+/// target's request (an error ends the loop: the prompt does not fit, a
+/// key is missing), `attempt` makes one attempt with it. `Ok(None)` when
+/// the caller went away.
+///
+/// # Errors
+/// The last failure, when no target answered.
+pub(crate) async fn run<'t, T>(
+    targets: &'t [Target<'t>],
+    policy: &RetryPolicy,
+    mut prepare: impl FnMut(&Target<'t>) -> Result<Prepared, DispatchError>,
+    mut attempt: impl for<'a> FnMut(&'a Target<'t>, &'a Prepared, u32) -> BoxFuture<'a, Outcome<T>>,
+) -> Result<Option<Finished<T>>, DispatchError> {
+    let mut attempts = 0;
+    let mut last = None;
+    for (i, target) in targets.iter().enumerate() {
+        let prepared = prepare(target)?;
+        let mut retry = 0;
+        let failed = loop {
+            let permit = target
+                .provider
+                .limiter
+                .acquire(prepared.prompt_tokens)
+                .await;
+            let started = std::time::Instant::now();
+            let outcome = attempt(target, &prepared, retry).await;
+            drop(permit);
+            let (error, delivered) = match outcome {
+                Outcome::Reused(value) => {
+                    return Ok(Some(Finished {
+                        value,
+                        target: i,
+                        attempts,
+                    }));
+                }
+                Outcome::Done(value) => {
+                    return Ok(Some(Finished {
+                        value,
+                        target: i,
+                        attempts: attempts + 1,
+                    }));
+                }
+                Outcome::Gone => return Ok(None),
+                Outcome::Failed { error, delivered } => (error, delivered),
+            };
+            attempts += 1;
+            tracing::debug!(
+                provider = %target.provider.name,
+                model = %target.model,
+                attempt = attempts,
+                latency_ms = started.elapsed().as_millis() as u64,
+                error = %error,
+                "attempt failed"
+            );
+            if delivered || !error.is_retryable() || retry >= policy.max_retries {
+                break (error, delivered);
+            }
+            retry += 1;
+            let delay = policy.delay(retry, error.retry_after());
+            tracing::info!(
+                provider = %target.provider.name,
+                error = %error,
+                delay_ms = delay.as_millis() as u64,
+                "retrying"
+            );
+            tokio::time::sleep(delay).await;
+        };
+        match failed {
+            // The model is down or overloaded, not the request wrong: the
+            // next one may answer.
+            (error, false) if error.is_retryable() && i + 1 < targets.len() => {
+                tracing::warn!(
+                    provider = %target.provider.name,
+                    model = %target.model,
+                    error = %error,
+                    "model failed; trying the next fallback"
+                );
+                last = Some(error);
+            }
+            (error, _) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| DispatchError::config("no model to send to")))
 }
 
 /// The longest wait read from a header before the policy's own cap: one

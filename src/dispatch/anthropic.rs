@@ -1,0 +1,362 @@
+//! Anthropic's messages API (`POST {base}/v1/messages`): the request body
+//! (system messages lifted out, tool calls and results as blocks, turns
+//! merged, a user turn first), the answer, the stream.
+//!
+//! Source: Anthropic's API reference for messages and streaming; the
+//! official SDKs' recorded fixtures under `tests/fixtures`.
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
+use super::wire::{Accumulator, Step, Wire};
+use crate::message::{Message, Role};
+
+/// The `anthropic-version` header sent unless a provider sets its own.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// `max_tokens` sent to Anthropic when the template sets none (the API
+/// requires it).
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
+
+/// Parameters only OpenAI understands: not sent to Anthropic.
+const OPENAI_ONLY: &[&str] = &[
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "n",
+    "response_format",
+    "seed",
+    "user",
+    "parallel_tool_calls",
+    "stream_options",
+    "max_completion_tokens",
+    "reasoning_effort",
+    "modalities",
+    "store",
+];
+
+/// The user turn put first when a conversation would otherwise start with
+/// the assistant (or have no turn at all): Anthropic requires a user turn
+/// first.
+pub const ANTHROPIC_FIRST_TURN: &str = "(start of conversation)";
+
+/// Anthropic's wire format.
+pub(crate) struct Anthropic;
+
+impl Wire for Anthropic {
+    fn endpoint(&self, base_url: &str) -> String {
+        format!("{}/v1/messages", base_url.trim_end_matches('/'))
+    }
+
+    fn auth(&self, key: &str) -> (&'static str, String) {
+        ("x-api-key", key.to_owned())
+    }
+
+    fn headers(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key("anthropic-version") {
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
+        }
+    }
+
+    fn body(
+        &self,
+        model: &str,
+        messages: &[Message],
+        params: &Map<String, Value>,
+        stream: bool,
+    ) -> Value {
+        body(model, messages, params, stream)
+    }
+
+    fn response(&self, answer: &Value) -> Result<Response, String> {
+        response(answer)
+    }
+
+    /// Events that carry nothing (empty data, names this version does not
+    /// know, such as `ping`) are skipped.
+    fn step(&self, acc: &mut Accumulator, event: &str, data: &str) -> Result<Step, String> {
+        const KNOWN: &[&str] = &[
+            "",
+            "message",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+            "error",
+        ];
+        if !KNOWN.contains(&event) || data.trim().is_empty() {
+            return Ok(Step::Events(Vec::new()));
+        }
+        let v: Value =
+            serde_json::from_str(data).map_err(|e| format!("malformed stream event: {e}"))?;
+        let kind = if event.is_empty() || event == "message" {
+            v["type"].as_str().unwrap_or("")
+        } else {
+            event
+        };
+        let mut events = Vec::new();
+        match kind {
+            "message_start" => {
+                let m = &v["message"];
+                acc.response.response_model = m["model"].as_str().map(str::to_owned);
+                acc.input_tokens = m["usage"]["input_tokens"].as_u64();
+                acc.response.usage = usage(&m["usage"], None);
+            }
+            "content_block_start" => {
+                let block = &v["content_block"];
+                let index = v["index"].as_u64().unwrap_or(0) as usize;
+                match block["type"].as_str() {
+                    Some("tool_use") => {
+                        let i = acc.slot(index);
+                        let id = block["id"].as_str().unwrap_or("").to_owned();
+                        let name = block["name"].as_str().unwrap_or("").to_owned();
+                        acc.response.tool_calls[i].id.clone_from(&id);
+                        acc.response.tool_calls[i].name.clone_from(&name);
+                        events.push(StreamEvent::ToolCall {
+                            index: i,
+                            id: Some(id),
+                            name: Some(name),
+                            arguments: String::new(),
+                        });
+                    }
+                    Some("text") => {
+                        if let Some(text) = block["text"].as_str()
+                            && !text.is_empty()
+                        {
+                            acc.response.text.push_str(text);
+                            events.push(StreamEvent::Text(text.to_owned()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let delta = &v["delta"];
+                let index = v["index"].as_u64().unwrap_or(0) as usize;
+                match delta["type"].as_str() {
+                    Some("text_delta") => {
+                        let text = delta["text"].as_str().unwrap_or("");
+                        if !text.is_empty() {
+                            acc.response.text.push_str(text);
+                            events.push(StreamEvent::Text(text.to_owned()));
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let part = delta["partial_json"].as_str().unwrap_or("");
+                        let i = acc.slot(index);
+                        acc.response.tool_calls[i].arguments.push_str(part);
+                        if !part.is_empty() {
+                            events.push(StreamEvent::ToolCall {
+                                index: i,
+                                id: None,
+                                name: None,
+                                arguments: part.to_owned(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = v["delta"]["stop_reason"].as_str() {
+                    acc.response.finish_reason = Some(FinishReason::from_anthropic(reason));
+                    acc.finished = true;
+                }
+                if let Some(u) = usage(&v["usage"], acc.input_tokens) {
+                    acc.response.usage = Some(u);
+                }
+            }
+            "message_stop" => return Ok(Step::Done),
+            "error" => {
+                return Err(format!(
+                    "the provider sent an error: {}",
+                    v["error"]["message"].as_str().unwrap_or(&v.to_string())
+                ));
+            }
+            _ => {} // ping, content_block_stop, future events
+        }
+        Ok(Step::Events(events))
+    }
+}
+
+fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: bool) -> Value {
+    let mut system: Vec<&str> = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for m in messages {
+        let (role, blocks) = match m.role {
+            Role::System | Role::Developer => {
+                if !m.content.is_empty() {
+                    system.push(&m.content);
+                }
+                continue;
+            }
+            Role::User => ("user", text_block(&m.content)),
+            Role::Tool => (
+                "user",
+                vec![json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
+                    "content": m.content,
+                })],
+            ),
+            Role::Assistant => {
+                let mut blocks = text_block(&m.content);
+                for call in m.tool_calls.iter().flatten() {
+                    let args = call["function"]["arguments"].as_str().unwrap_or("{}");
+                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call["id"],
+                        "name": call["function"]["name"],
+                        "input": input,
+                    }));
+                }
+                ("assistant", blocks)
+            }
+        };
+        if blocks.is_empty() {
+            continue; // Anthropic rejects empty turns
+        }
+        match turns.last_mut() {
+            Some((last, prev)) if *last == role => prev.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    if turns.first().is_none_or(|(role, _)| *role != "user") {
+        turns.insert(0, ("user", text_block(ANTHROPIC_FIRST_TURN)));
+    }
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, blocks)| json!({"role": role, "content": plain_or_blocks(blocks)}))
+        .collect();
+
+    let mut body = Map::new();
+    body.insert("model".into(), model.into());
+    let max_tokens = params
+        .get("max_tokens")
+        .or_else(|| params.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
+    body.insert("max_tokens".into(), max_tokens.into());
+    if !system.is_empty() {
+        body.insert("system".into(), system.join("\n\n").into());
+    }
+    body.insert("messages".into(), messages.into());
+    for (k, v) in params {
+        match k.as_str() {
+            "max_tokens" => {}
+            "stop" => {
+                if !params.contains_key("stop_sequences") {
+                    let stops = match v {
+                        Value::String(_) => json!([v]),
+                        _ => v.clone(),
+                    };
+                    body.insert("stop_sequences".into(), stops);
+                }
+            }
+            "tools" => {
+                body.insert("tools".into(), tools(v));
+            }
+            k if OPENAI_ONLY.contains(&k) => {}
+            _ => {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if stream {
+        body.insert("stream".into(), true.into());
+    } else {
+        body.remove("stream");
+    }
+    Value::Object(body)
+}
+
+fn text_block(text: &str) -> Vec<Value> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"type": "text", "text": text})]
+    }
+}
+
+/// A turn of one text block goes as a plain string.
+fn plain_or_blocks(blocks: Vec<Value>) -> Value {
+    if let [only] = blocks.as_slice()
+        && only["type"] == "text"
+    {
+        return only["text"].clone();
+    }
+    if blocks.iter().all(|b| b["type"] == "text") {
+        let joined: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+        return joined.join("\n\n").into();
+    }
+    Value::Array(blocks)
+}
+
+/// OpenAI-style tools (`{"type": "function", "function": {name,
+/// description, parameters}}`) become Anthropic tools; Anthropic-style ones
+/// pass through.
+fn tools(tools: &Value) -> Value {
+    let Some(list) = tools.as_array() else {
+        return tools.clone();
+    };
+    list.iter()
+        .map(|t| match t.get("function") {
+            Some(f) if t["type"] == "function" => {
+                let mut o = Map::new();
+                o.insert("name".into(), f["name"].clone());
+                if let Some(d) = f.get("description") {
+                    o.insert("description".into(), d.clone());
+                }
+                o.insert(
+                    "input_schema".into(),
+                    f.get("parameters")
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object"})),
+                );
+                Value::Object(o)
+            }
+            _ => t.clone(),
+        })
+        .collect()
+}
+
+fn response(v: &Value) -> Result<Response, String> {
+    let content = v["content"]
+        .as_array()
+        .ok_or("the response has no `content` array")?;
+    let mut r = Response {
+        finish_reason: v["stop_reason"].as_str().map(FinishReason::from_anthropic),
+        usage: usage(&v["usage"], None),
+        response_model: v["model"].as_str().map(str::to_owned),
+        ..Response::default()
+    };
+    for block in content {
+        match block["type"].as_str() {
+            Some("text") => r.text.push_str(block["text"].as_str().unwrap_or("")),
+            Some("tool_use") => r.tool_calls.push(ToolCall {
+                id: block["id"].as_str().unwrap_or("").to_owned(),
+                name: block["name"].as_str().unwrap_or("").to_owned(),
+                arguments: block["input"].to_string(),
+            }),
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+fn usage(u: &Value, input: Option<u64>) -> Option<Usage> {
+    let input_tokens = u["input_tokens"].as_u64().or(input)?;
+    Some(Usage {
+        input_tokens,
+        output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
+    })
+}

@@ -1,0 +1,189 @@
+//! OpenAI's chat completions (`POST {base}/chat/completions`), spoken by
+//! OpenAI and every compatible server (Azure, DashScope, vLLM, Ollama,
+//! ...): the request body, the answer, the stream.
+//!
+//! Source: OpenAI's API reference for chat completions and its streaming
+//! guide; the official SDKs' recorded fixtures under `tests/fixtures`.
+
+use serde_json::{Map, Value, json};
+
+use super::response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
+use super::wire::{Accumulator, Step, Wire};
+use crate::message::Message;
+
+/// Parameters only Anthropic understands: not sent to OpenAI.
+pub(crate) const ANTHROPIC_ONLY: &[&str] = &["top_k", "stop_sequences", "thinking", "metadata"];
+
+/// OpenAI's wire format.
+pub(crate) struct OpenAi;
+
+impl Wire for OpenAi {
+    fn endpoint(&self, base_url: &str) -> String {
+        format!("{}/chat/completions", base_url.trim_end_matches('/'))
+    }
+
+    fn auth(&self, key: &str) -> (&'static str, String) {
+        ("authorization", format!("Bearer {key}"))
+    }
+
+    fn body(
+        &self,
+        model: &str,
+        messages: &[Message],
+        params: &Map<String, Value>,
+        stream: bool,
+    ) -> Value {
+        body(model, messages, params, stream)
+    }
+
+    fn response(&self, answer: &Value) -> Result<Response, String> {
+        response(answer)
+    }
+
+    /// Events that carry no chunk (empty data, as keep-alives from some
+    /// proxies; names other than `message` and `error`) are skipped.
+    fn step(&self, acc: &mut Accumulator, event: &str, data: &str) -> Result<Step, String> {
+        if !matches!(event, "" | "message" | "error") || data.trim().is_empty() {
+            return Ok(Step::Events(Vec::new()));
+        }
+        if data.trim() == "[DONE]" {
+            return Ok(Step::Done);
+        }
+        let v: Value =
+            serde_json::from_str(data).map_err(|e| format!("malformed stream chunk: {e}"))?;
+        if let Some(e) = v.get("error") {
+            return Err(format!(
+                "the provider sent an error: {}",
+                e["message"].as_str().unwrap_or(&e.to_string())
+            ));
+        }
+        let mut events = Vec::new();
+        if let Some(model) = v["model"].as_str() {
+            acc.response.response_model = Some(model.to_owned());
+        }
+        if let Some(usage) = usage(&v["usage"]) {
+            acc.response.usage = Some(usage);
+        }
+        for choice in v["choices"].as_array().into_iter().flatten() {
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str()
+                && !text.is_empty()
+            {
+                acc.response.text.push_str(text);
+                events.push(StreamEvent::Text(text.to_owned()));
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                let key = call["index"].as_u64().unwrap_or(0) as usize;
+                let i = acc.slot(key);
+                let id = call["id"].as_str().map(str::to_owned);
+                let name = call["function"]["name"].as_str().map(str::to_owned);
+                let args = call["function"]["arguments"].as_str().unwrap_or("");
+                let slot = &mut acc.response.tool_calls[i];
+                if let Some(id) = &id {
+                    slot.id.clone_from(id);
+                }
+                if let Some(name) = &name {
+                    slot.name.push_str(name);
+                }
+                slot.arguments.push_str(args);
+                events.push(StreamEvent::ToolCall {
+                    index: i,
+                    id,
+                    name,
+                    arguments: args.to_owned(),
+                });
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                acc.response.finish_reason = Some(FinishReason::from_openai(reason));
+                acc.finished = true;
+            }
+        }
+        Ok(Step::Events(events))
+    }
+}
+
+fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: bool) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), model.into());
+    body.insert(
+        "messages".into(),
+        messages.iter().map(message).collect::<Vec<_>>().into(),
+    );
+    for (k, v) in params {
+        if ANTHROPIC_ONLY.contains(&k.as_str()) {
+            if k == "stop_sequences" && !params.contains_key("stop") {
+                body.insert("stop".into(), v.clone());
+            }
+            continue;
+        }
+        body.insert(k.clone(), v.clone());
+    }
+    if stream {
+        body.insert("stream".into(), true.into());
+        // Usage arrives in a last chunk only when asked for.
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    } else {
+        body.remove("stream");
+        body.remove("stream_options");
+    }
+    Value::Object(body)
+}
+
+fn message(m: &Message) -> Value {
+    let mut o = Map::new();
+    o.insert("role".into(), m.role.as_str().into());
+    let calls = m.tool_calls.as_ref().filter(|c| !c.is_empty());
+    // An assistant turn that only calls tools has `content: null`.
+    if calls.is_some() && m.content.is_empty() {
+        o.insert("content".into(), Value::Null);
+    } else {
+        o.insert("content".into(), m.content.clone().into());
+    }
+    if let Some(name) = &m.name {
+        o.insert("name".into(), name.clone().into());
+    }
+    if let Some(calls) = calls {
+        o.insert("tool_calls".into(), Value::Array(calls.clone()));
+    }
+    if let Some(id) = &m.tool_call_id {
+        o.insert("tool_call_id".into(), id.clone().into());
+    }
+    Value::Object(o)
+}
+
+fn response(v: &Value) -> Result<Response, String> {
+    let choice = v["choices"]
+        .get(0)
+        .ok_or("the response has no `choices[0]`")?;
+    let message = &choice["message"];
+    let mut r = Response {
+        text: message["content"].as_str().unwrap_or("").to_owned(),
+        finish_reason: choice["finish_reason"]
+            .as_str()
+            .map(FinishReason::from_openai),
+        usage: usage(&v["usage"]),
+        response_model: v["model"].as_str().map(str::to_owned),
+        ..Response::default()
+    };
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        r.tool_calls.push(ToolCall {
+            id: call["id"].as_str().unwrap_or("").to_owned(),
+            name: call["function"]["name"].as_str().unwrap_or("").to_owned(),
+            arguments: call["function"]["arguments"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        });
+    }
+    if message.is_null() {
+        return Err("the response has no `choices[0].message`".into());
+    }
+    Ok(r)
+}
+
+fn usage(u: &Value) -> Option<Usage> {
+    Some(Usage {
+        input_tokens: u["prompt_tokens"].as_u64()?,
+        output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+    })
+}

@@ -1,0 +1,273 @@
+//! One HTTP exchange with a provider: the request (headers, the key in its
+//! header, the body), the answer's status classified into a
+//! [`DispatchError`], and bodies read under their size bounds.
+//!
+//! Redirects are never followed (the client is built without them): a 3xx
+//! is an error naming where it pointed. Error bodies are read only up to
+//! [`SizeLimits::error_bytes`](super::SizeLimits), and what is shown of
+//! them is redacted of the key (see [`super::secret`]).
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::config::Timeouts;
+use super::error::{DispatchError, TimeoutKind};
+use super::response::Response;
+use super::secret::{ApiKey, redact};
+use super::{Inner, Prepared, Target, retry, wire};
+
+/// Sends one request; a non-2xx answer becomes its classified error.
+pub(crate) async fn post(
+    client: &Inner,
+    target: &Target<'_>,
+    prepared: &Prepared,
+) -> Result<reqwest::Response, DispatchError> {
+    let config = &target.provider.config;
+    let provider = &target.provider.name;
+    let mut headers = HeaderMap::new();
+    for (k, v) in &config.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            DispatchError::config(format!("provider `{provider}`: bad header name `{k}`"))
+        })?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            DispatchError::config(format!("provider `{provider}`: bad value for header `{k}`"))
+        })?;
+        headers.insert(name, value);
+    }
+    let format = wire::wire(config.kind);
+    format.headers(&mut headers);
+    if let Some(key) = &prepared.key {
+        let (name, value) = match &config.auth_header {
+            Some(h) => (h.clone(), key.expose().to_owned()),
+            None => {
+                let (name, value) = format.auth(key.expose());
+                (name.to_owned(), value)
+            }
+        };
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            DispatchError::config(format!("provider `{provider}`: bad auth_header name"))
+        })?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            DispatchError::config(format!(
+                "provider `{provider}`: the API key holds characters a header cannot carry"
+            ))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    let body = serde_json::to_vec(&prepared.body)
+        .map_err(|e| DispatchError::config(format!("cannot encode the request: {e}")))?;
+    let res = client
+        .http
+        .post(format.endpoint(&config.base_url))
+        .query(&config.query)
+        .headers(headers)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| transport_error(provider, &e, prepared.key.as_ref(), &client.timeouts))?;
+    let status = res.status();
+    if status.is_success() {
+        return Ok(res);
+    }
+    if status.is_redirection() {
+        return Err(redirect_error(provider, &res, prepared.key.as_ref()));
+    }
+    let retry_after = retry::retry_after(res.headers(), SystemTime::now());
+    // Only the start of an error body is read: its message is all we
+    // keep, and a hostile endpoint may send gigabytes.
+    let (body, cut) = read_capped(res, client.sizes.error_bytes)
+        .await
+        .unwrap_or_default();
+    let message = redact(&wire::error_message(&body), prepared.key.as_ref(), cut);
+    Err(classify(provider, status.as_u16(), retry_after, message))
+}
+
+/// One non-streamed attempt: the request and its whole answer, under the
+/// whole-request timeout and the answer's size bound.
+pub(crate) async fn whole(
+    client: &Inner,
+    target: &Target<'_>,
+    prepared: &Prepared,
+) -> Result<Response, DispatchError> {
+    let provider = &target.provider.name;
+    let timeout = client.timeouts.request;
+    let work = async {
+        let res = post(client, target, prepared).await?;
+        let limit = client.sizes.response_bytes;
+        let bytes = match read_capped(res, limit).await {
+            Ok((bytes, false)) => bytes,
+            Ok((_, true)) => {
+                return Err(DispatchError::Stream {
+                    provider: provider.clone(),
+                    message: format!(
+                        "the answer is over SizeLimits::response_bytes ({limit} bytes)"
+                    ),
+                    partial: Box::default(),
+                });
+            }
+            Err(e) => {
+                return Err(transport_error(
+                    provider,
+                    &e,
+                    prepared.key.as_ref(),
+                    &client.timeouts,
+                ));
+            }
+        };
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| DispatchError::Stream {
+            provider: provider.clone(),
+            message: format!("the response is not valid JSON: {e}"),
+            partial: Box::default(),
+        })?;
+        wire::wire(target.provider.config.kind)
+            .response(&value)
+            .map_err(|message| DispatchError::Stream {
+                provider: provider.clone(),
+                message,
+                partial: Box::default(),
+            })
+    };
+    within_request(provider, timeout, work).await
+}
+
+fn classify(
+    provider: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    message: String,
+) -> DispatchError {
+    let provider = provider.to_owned();
+    match status {
+        401 | 403 => DispatchError::Authentication {
+            provider,
+            status,
+            message,
+        },
+        408 | 409 => DispatchError::Retryable {
+            provider,
+            status: Some(status),
+            message,
+        },
+        429 => DispatchError::RateLimited {
+            provider,
+            retry_after,
+            message,
+        },
+        500..=599 => DispatchError::Unavailable {
+            provider,
+            status,
+            message,
+        },
+        _ => DispatchError::InvalidRequest {
+            provider,
+            status,
+            message,
+        },
+    }
+}
+
+/// Reads a body, at most `limit` bytes of it: the bytes, and whether
+/// there was more (the rest is not read).
+pub(crate) async fn read_capped(
+    mut res: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        // Read what the cap allows of it anyway: an error body's start
+        // holds its message.
+        out.reserve(limit.min(1 << 20));
+    }
+    while let Some(chunk) = res.chunk().await? {
+        let room = limit - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, false))
+}
+
+/// A 3xx answer: where it pointed (scheme, host, port and path; no query,
+/// fragment or credentials), as an error.
+fn redirect_error(provider: &str, res: &reqwest::Response, key: Option<&ApiKey>) -> DispatchError {
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| res.url().join(l).ok())
+        .map(|mut url| {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        });
+    let to = location.map_or_else(
+        || "nowhere (no Location)".to_owned(),
+        |l| redact(&l, key, false),
+    );
+    DispatchError::InvalidRequest {
+        provider: provider.to_owned(),
+        status,
+        message: format!(
+            "the provider redirected to {to}; redirects are not followed (they would carry the \
+             API key and the prompt elsewhere): set the provider's base_url to the new address"
+        ),
+    }
+}
+
+pub(crate) fn transport_error(
+    provider: &str,
+    e: &reqwest::Error,
+    key: Option<&ApiKey>,
+    timeouts: &Timeouts,
+) -> DispatchError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let message = redact(&message, key, false);
+    if e.is_timeout() {
+        let (kind, after) = if e.is_connect() {
+            (TimeoutKind::Connect, timeouts.connect)
+        } else {
+            (TimeoutKind::Request, timeouts.request)
+        };
+        return DispatchError::Timeout {
+            provider: provider.to_owned(),
+            kind,
+            after,
+        };
+    }
+    DispatchError::Retryable {
+        provider: provider.to_owned(),
+        status: None,
+        message,
+    }
+}
+
+/// `work` under the request timeout: running out of it is a classified
+/// [`DispatchError::Timeout`].
+pub(crate) async fn within_request<T>(
+    provider: &str,
+    after: Duration,
+    work: impl std::future::Future<Output = Result<T, DispatchError>>,
+) -> Result<T, DispatchError> {
+    tokio::time::timeout(after, work).await.unwrap_or_else(|_| {
+        Err(DispatchError::Timeout {
+            provider: provider.to_owned(),
+            kind: TimeoutKind::Request,
+            after,
+        })
+    })
+}
