@@ -104,8 +104,6 @@ mod truncate;
 mod watch;
 
 pub use convert::{Converted, convert_prompty};
-#[cfg(feature = "dispatch")]
-pub use dispatch::{Client, DispatchError, Response, StreamEvent};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use limits::RenderLimits;
 pub use load::lint::lint;

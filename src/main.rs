@@ -373,7 +373,7 @@ fn send(
     json: bool,
 ) -> Result<ExitCode> {
     use futures_util::StreamExt;
-    use promptbook::dispatch::{ClientBuilder, SendOptions};
+    use promptbook::dispatch::{ClientBuilder, SendOptions, StreamEvent};
 
     let registry = Registry::load(dir)?;
     let mut render = RenderOptions::new();
@@ -390,25 +390,24 @@ fn send(
         .context("cannot start the async runtime")?;
     let response = runtime.block_on(async {
         if !stream {
-            return client.send_with(&rendered, &send).await;
+            return client.send_with(&rendered, &send).await.map(Some);
         }
         let mut events = client.stream_with(&rendered, &send);
         let mut out = io::stdout();
         let mut done = None;
         while let Some(event) = events.next().await {
             match event? {
-                promptbook::StreamEvent::Text(text) if !json => {
+                StreamEvent::Text(text) if !json => {
                     // Shown as it comes; a closed pipe is the reader's choice.
                     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
                 }
-                promptbook::StreamEvent::Done(r) => done = Some(r),
+                StreamEvent::Done(r) => done = Some(r),
                 _ => {}
             }
         }
-        done.ok_or_else(|| promptbook::DispatchError::Config {
-            message: "the stream ended without an answer".into(),
-        })
+        Ok(done)
     })?;
+    let response = response.context("the stream ended without an answer")?;
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &response)?;

@@ -360,3 +360,136 @@ fn usage(u: &Value, input: Option<u64>) -> Option<Usage> {
         output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_body_follows_the_messages_api() {
+        let mut call = Message::new(Role::Assistant, "Checking.");
+        call.tool_calls = Some(vec![json!({"id": "c1", "type": "function",
+            "function": {"name": "f", "arguments": "{\"x\": 1}"}})]);
+        let mut result = Message::new(Role::Tool, "42");
+        result.tool_call_id = Some("c1".into());
+        let body = Anthropic.body(
+            "claude-x",
+            &[
+                Message::new(Role::System, "Rule one."),
+                Message::new(Role::Developer, "Rule two."),
+                Message::new(Role::Assistant, "Hello, how can I help?"),
+                Message::new(Role::User, "a"),
+                Message::new(Role::User, "b"),
+                call,
+                result,
+            ],
+            &params(json!({"stop": "END", "seed": 1, "top_k": 3,
+                "tools": [{"type": "function", "function": {"name": "f",
+                    "parameters": {"type": "object"}}}]})),
+            false,
+        );
+        assert_eq!(
+            body,
+            json!({
+                "model": "claude-x",
+                "max_tokens": DEFAULT_ANTHROPIC_MAX_TOKENS,
+                "system": "Rule one.\n\nRule two.",
+                "messages": [
+                    {"role": "user", "content": ANTHROPIC_FIRST_TURN},
+                    {"role": "assistant", "content": "Hello, how can I help?"},
+                    {"role": "user", "content": "a\n\nb"},
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "c1", "name": "f", "input": {"x": 1}},
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "c1", "content": "42"},
+                    ]},
+                ],
+                "stop_sequences": ["END"],
+                "top_k": 3,
+                "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            })
+        );
+        let mut headers = HeaderMap::new();
+        Anthropic.headers(&mut headers);
+        assert_eq!(headers["anthropic-version"], ANTHROPIC_VERSION);
+        assert_eq!(
+            Anthropic.endpoint("https://api.anthropic.com/"),
+            "https://api.anthropic.com/v1/messages"
+        );
+    }
+
+    #[test]
+    fn answers_and_stream_events_read_back() {
+        let r = Anthropic
+            .response(&json!({"model": "claude-x", "stop_reason": "end_turn",
+                "content": [{"type": "text", "text": "Hi"},
+                    {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}}],
+                "usage": {"input_tokens": 7, "output_tokens": 2}}))
+            .unwrap();
+        assert_eq!(r.text, "Hi");
+        assert_eq!(r.tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(r.finish_reason, Some(FinishReason::Stop));
+
+        let mut acc = Accumulator::default();
+        for (event, data) in [
+            (
+                "message_start",
+                r#"{"message":{"model":"claude-x","usage":{"input_tokens":11}}}"#,
+            ),
+            ("ping", r#"{"type": "ping"}"#),
+            (
+                "content_block_delta",
+                r#"{"index":0,"delta":{"type":"text_delta","text":"Hel"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"index":0,"delta":{"type":"text_delta","text":"lo"}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"index":1,"content_block":{"type":"tool_use","id":"t","name":"f"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"index":1,"delta":{"type":"input_json_delta","partial_json":"1}"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":5}}"#,
+            ),
+            ("some_future_event", "not even json"),
+        ] {
+            assert!(
+                matches!(Anthropic.step(&mut acc, event, data), Ok(Step::Events(_))),
+                "{event}"
+            );
+        }
+        assert!(matches!(
+            Anthropic.step(&mut acc, "message_stop", "{}"),
+            Ok(Step::Done)
+        ));
+        assert_eq!(acc.response.text, "Hello");
+        assert_eq!(acc.response.tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(acc.response.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            acc.response
+                .usage
+                .map(|u| (u.input_tokens, u.output_tokens)),
+            Some((11, 5))
+        );
+        let e = Anthropic
+            .step(&mut acc, "error", r#"{"error":{"message":"overloaded"}}"#)
+            .unwrap_err();
+        assert!(e.contains("overloaded"), "{e}");
+    }
+}

@@ -195,7 +195,7 @@ impl Timeouts {
 
 /// How much of a provider's answer is read, so that a broken or hostile
 /// endpoint cannot make a call hold unbounded memory. Going over a bound
-/// is a [`DispatchError::Stream`](super::DispatchError::Stream) error
+/// is an [`ErrorKind::Stream`](super::ErrorKind::Stream) error
 /// (not retried: the same endpoint would send the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

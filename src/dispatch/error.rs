@@ -1,4 +1,10 @@
 //! [`DispatchError`]: every way a call to a provider can fail, classified.
+//!
+//! One opaque error, as [`crate::Error`] is for loading and rendering (and
+//! as reqwest's is): a [`kind`](DispatchError::kind) to match on, and
+//! predicates and accessors for what a caller decides by (whether to try
+//! again and when, who failed, with what status, what arrived before a
+//! stream broke). New kinds and fields can come without breaking callers.
 
 use std::fmt;
 use std::time::Duration;
@@ -30,213 +36,284 @@ impl fmt::Display for TimeoutKind {
     }
 }
 
-/// A failed dispatch. Messages from providers are kept (they say what was
-/// wrong) with any API key scrubbed out; no variant holds a key or a header
-/// value, so `Debug` and `Display` are safe to log.
-#[derive(Debug)]
+/// What kind of failure a [`DispatchError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum DispatchError {
+pub enum ErrorKind {
     /// Nothing was sent: an unknown provider, a missing API key, no model
     /// to send to, a bad `providers.yaml`.
-    Config {
-        /// What is wrong and how to fix it.
-        message: String,
-    },
+    Config,
     /// The prompt cannot be prepared for the target model (it does not fit
-    /// the model's context window even after truncation).
-    Prompt(crate::Error),
+    /// the model's context window even after truncation); see
+    /// [`DispatchError::prompt_error`].
+    Prompt,
     /// A transient failure worth retrying: the connection failed or broke,
     /// or the provider answered 408 or 409. Retried; this is what remained
     /// after the last attempt.
-    Retryable {
-        /// The provider's name.
-        provider: String,
-        /// The HTTP status, when there was an answer.
-        status: Option<u16>,
-        /// What happened.
-        message: String,
-    },
-    /// 429: the provider's rate limit.
-    RateLimited {
-        /// The provider's name.
-        provider: String,
-        /// How long the provider asked us to wait (`retry-after-ms` or
-        /// `retry-after`), when it said.
-        retry_after: Option<Duration>,
-        /// The provider's message.
-        message: String,
-    },
+    Retryable,
+    /// 429: the provider's rate limit; see
+    /// [`DispatchError::retry_after`].
+    RateLimited,
     /// 401 or 403: the key is missing, wrong or not allowed this model.
-    Authentication {
-        /// The provider's name.
-        provider: String,
-        /// 401 or 403.
-        status: u16,
-        /// The provider's message.
-        message: String,
-    },
-    /// Another 4xx: the provider rejected the request; its message says why.
-    InvalidRequest {
-        /// The provider's name.
-        provider: String,
-        /// The HTTP status.
-        status: u16,
-        /// The provider's message.
-        message: String,
-    },
+    Authentication,
+    /// Another 4xx (or a redirect, which is never followed): the provider
+    /// rejected the request; its message says why.
+    InvalidRequest,
     /// 5xx, or Anthropic's 529 "overloaded".
-    Unavailable {
-        /// The provider's name.
-        provider: String,
-        /// The HTTP status.
-        status: u16,
-        /// The provider's message.
-        message: String,
-    },
-    /// A timeout expired.
-    Timeout {
-        /// The provider's name.
-        provider: String,
-        /// Which one.
-        kind: TimeoutKind,
-        /// Its length.
-        after: Duration,
-    },
-    /// The response could not be understood (malformed JSON, an unexpected
-    /// shape), or a stream failed after part of the reply was delivered.
-    /// `partial` holds what was received; a stream that delivered text is
-    /// never retried behind the caller's back.
-    Stream {
-        /// The provider's name.
-        provider: String,
-        /// What went wrong.
-        message: String,
-        /// What had arrived: text, tool calls, usage so far.
-        partial: Box<Response>,
-    },
+    Unavailable,
+    /// A timeout expired; see [`DispatchError::timeout`].
+    Timeout,
+    /// The answer could not be understood (malformed JSON, an unexpected
+    /// shape, over a size bound), or a stream failed after part of the
+    /// reply was delivered; see [`DispatchError::partial`].
+    Stream,
+}
+
+impl ErrorKind {
+    /// A short name: `config`, `prompt`, `retryable`, `rate_limited`,
+    /// `authentication`, `invalid_request`, `unavailable`, `timeout`,
+    /// `stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Prompt => "prompt",
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Authentication => "authentication",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Stream => "stream",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed dispatch. Messages from providers are kept (they say what was
+/// wrong) with any API key scrubbed out; nothing here holds a key or a
+/// header value, so `Debug` and `Display` are safe to log.
+pub struct DispatchError {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kind: ErrorKind,
+    provider: Option<String>,
+    status: Option<u16>,
+    message: String,
+    retry_after: Option<Duration>,
+    timeout: Option<(TimeoutKind, Duration)>,
+    partial: Option<Box<Response>>,
+    prompt: Option<crate::Error>,
 }
 
 impl DispatchError {
-    /// Whether another attempt may succeed (retryable, rate-limited,
-    /// unavailable, timeouts).
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            DispatchError::Retryable { .. }
-                | DispatchError::RateLimited { .. }
-                | DispatchError::Unavailable { .. }
-                | DispatchError::Timeout { .. }
-        )
-    }
-
-    /// The wait the provider asked for, for [`DispatchError::RateLimited`].
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            DispatchError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// The provider the error comes from, when it comes from one.
-    pub fn provider(&self) -> Option<&str> {
-        match self {
-            DispatchError::Config { .. } | DispatchError::Prompt(_) => None,
-            DispatchError::Retryable { provider, .. }
-            | DispatchError::RateLimited { provider, .. }
-            | DispatchError::Authentication { provider, .. }
-            | DispatchError::InvalidRequest { provider, .. }
-            | DispatchError::Unavailable { provider, .. }
-            | DispatchError::Timeout { provider, .. }
-            | DispatchError::Stream { provider, .. } => Some(provider),
-        }
-    }
-
-    /// A short name of the class: `config`, `prompt`, `retryable`,
-    /// `rate_limited`, `authentication`, `invalid_request`, `unavailable`,
-    /// `timeout`, `stream`.
-    pub fn class(&self) -> &'static str {
-        match self {
-            DispatchError::Config { .. } => "config",
-            DispatchError::Prompt(_) => "prompt",
-            DispatchError::Retryable { .. } => "retryable",
-            DispatchError::RateLimited { .. } => "rate_limited",
-            DispatchError::Authentication { .. } => "authentication",
-            DispatchError::InvalidRequest { .. } => "invalid_request",
-            DispatchError::Unavailable { .. } => "unavailable",
-            DispatchError::Timeout { .. } => "timeout",
-            DispatchError::Stream { .. } => "stream",
+    fn new(kind: ErrorKind, provider: Option<&str>, message: String) -> DispatchError {
+        DispatchError {
+            inner: Box::new(Inner {
+                kind,
+                provider: provider.map(str::to_owned),
+                status: None,
+                message,
+                retry_after: None,
+                timeout: None,
+                partial: None,
+                prompt: None,
+            }),
         }
     }
 
     pub(crate) fn config(message: impl Into<String>) -> DispatchError {
-        DispatchError::Config {
-            message: message.into(),
+        DispatchError::new(ErrorKind::Config, None, message.into())
+    }
+
+    pub(crate) fn prompt(e: crate::Error) -> DispatchError {
+        let mut err = DispatchError::new(ErrorKind::Prompt, None, e.to_string());
+        err.inner.prompt = Some(e);
+        err
+    }
+
+    /// An error of `kind` from `provider`, with its HTTP status when there
+    /// was one.
+    pub(crate) fn from_provider(
+        kind: ErrorKind,
+        provider: &str,
+        status: Option<u16>,
+        message: impl Into<String>,
+    ) -> DispatchError {
+        let mut err = DispatchError::new(kind, Some(provider), message.into());
+        err.inner.status = status;
+        err
+    }
+
+    pub(crate) fn rate_limited(
+        provider: &str,
+        retry_after: Option<Duration>,
+        message: String,
+    ) -> DispatchError {
+        let mut err =
+            DispatchError::from_provider(ErrorKind::RateLimited, provider, Some(429), message);
+        err.inner.retry_after = retry_after;
+        err
+    }
+
+    pub(crate) fn timed_out(provider: &str, kind: TimeoutKind, after: Duration) -> DispatchError {
+        let mut err = DispatchError::new(ErrorKind::Timeout, Some(provider), String::new());
+        err.inner.timeout = Some((kind, after));
+        err
+    }
+
+    /// A [`ErrorKind::Stream`] error, with what had arrived.
+    pub(crate) fn stream(
+        provider: &str,
+        message: impl Into<String>,
+        partial: Response,
+    ) -> DispatchError {
+        let mut err = DispatchError::new(ErrorKind::Stream, Some(provider), message.into());
+        err.inner.partial = Some(Box::new(partial));
+        err
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// A short name of the kind (see [`ErrorKind::as_str`]).
+    pub fn class(&self) -> &'static str {
+        self.inner.kind.as_str()
+    }
+
+    /// Whether another attempt may succeed (retryable, rate-limited,
+    /// unavailable, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            ErrorKind::Retryable
+                | ErrorKind::RateLimited
+                | ErrorKind::Unavailable
+                | ErrorKind::Timeout
+        )
+    }
+
+    /// The wait the provider asked for (`retry-after-ms` or `retry-after`,
+    /// capped at a day), for [`ErrorKind::RateLimited`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// The provider the error comes from, when it comes from one.
+    pub fn provider(&self) -> Option<&str> {
+        self.inner.provider.as_deref()
+    }
+
+    /// The HTTP status of the provider's answer, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        self.inner.status
+    }
+
+    /// What went wrong: the provider's own message (scrubbed of the key,
+    /// at most 500 characters of it), or ours.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// Which timeout expired and its length, for [`ErrorKind::Timeout`].
+    pub fn timeout(&self) -> Option<(TimeoutKind, Duration)> {
+        self.inner.timeout
+    }
+
+    /// What a stream delivered before it failed (text, tool calls, usage
+    /// so far), for [`ErrorKind::Stream`]; empty when nothing had arrived.
+    pub fn partial(&self) -> Option<&Response> {
+        self.inner.partial.as_deref()
+    }
+
+    /// The render error behind an [`ErrorKind::Prompt`] error.
+    pub fn prompt_error(&self) -> Option<&crate::Error> {
+        self.inner.prompt.as_ref()
+    }
+}
+
+impl fmt::Debug for DispatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        let mut d = f.debug_struct("DispatchError");
+        d.field("kind", &i.kind);
+        if let Some(p) = &i.provider {
+            d.field("provider", p);
         }
+        if let Some(s) = i.status {
+            d.field("status", &s);
+        }
+        if !i.message.is_empty() {
+            d.field("message", &i.message);
+        }
+        if let Some(r) = i.retry_after {
+            d.field("retry_after", &r);
+        }
+        if let Some(t) = i.timeout {
+            d.field("timeout", &t);
+        }
+        if let Some(p) = &i.partial {
+            d.field("partial_chars", &p.text.chars().count());
+        }
+        d.finish()
     }
 }
 
 impl fmt::Display for DispatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DispatchError::Config { message } => write!(f, "configuration: {message}"),
-            DispatchError::Prompt(e) => write!(f, "prompt: {e}"),
-            DispatchError::Retryable {
-                provider,
-                status,
-                message,
-            } => match status {
+        let i = &self.inner;
+        let provider = i.provider.as_deref().unwrap_or("");
+        let message = &i.message;
+        match i.kind {
+            ErrorKind::Config => write!(f, "configuration: {message}"),
+            ErrorKind::Prompt => write!(f, "prompt: {message}"),
+            ErrorKind::Retryable => match i.status {
                 Some(s) => write!(f, "{provider}: transient error (HTTP {s}): {message}"),
                 None => write!(f, "{provider}: connection error: {message}"),
             },
-            DispatchError::RateLimited {
-                provider,
-                retry_after,
-                message,
-            } => {
+            ErrorKind::RateLimited => {
                 write!(f, "{provider}: rate limited (HTTP 429")?;
-                if let Some(d) = retry_after {
+                if let Some(d) = i.retry_after {
                     write!(f, ", retry after {:.3} s", d.as_secs_f64())?;
                 }
                 write!(f, "): {message}")
             }
-            DispatchError::Authentication {
-                provider,
-                status,
-                message,
-            } => write!(
+            ErrorKind::Authentication => write!(
                 f,
-                "{provider}: authentication failed (HTTP {status}): {message}"
+                "{provider}: authentication failed (HTTP {}): {message}",
+                i.status.unwrap_or(401)
             ),
-            DispatchError::InvalidRequest {
-                provider,
-                status,
-                message,
-            } => write!(f, "{provider}: invalid request (HTTP {status}): {message}"),
-            DispatchError::Unavailable {
-                provider,
-                status,
-                message,
-            } => write!(
+            ErrorKind::InvalidRequest => write!(
                 f,
-                "{provider}: provider unavailable (HTTP {status}): {message}"
+                "{provider}: invalid request (HTTP {}): {message}",
+                i.status.unwrap_or(400)
             ),
-            DispatchError::Timeout {
-                provider,
-                kind,
-                after,
-            } => write!(
+            ErrorKind::Unavailable => write!(
                 f,
-                "{provider}: {kind} timeout after {:.3} s",
-                after.as_secs_f64()
+                "{provider}: provider unavailable (HTTP {}): {message}",
+                i.status.unwrap_or(500)
             ),
-            DispatchError::Stream {
-                provider,
-                message,
-                partial,
-            } => write!(
+            ErrorKind::Timeout => {
+                let (kind, after) = i.timeout.unwrap_or((TimeoutKind::Request, Duration::ZERO));
+                write!(
+                    f,
+                    "{provider}: {kind} timeout after {:.3} s",
+                    after.as_secs_f64()
+                )
+            }
+            ErrorKind::Stream => write!(
                 f,
                 "{provider}: stream failed after {} characters of reply: {message}",
-                partial.text.chars().count()
+                i.partial.as_ref().map_or(0, |p| p.text.chars().count())
             ),
         }
     }
@@ -244,9 +321,45 @@ impl fmt::Display for DispatchError {
 
 impl std::error::Error for DispatchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DispatchError::Prompt(e) => Some(e),
-            _ => None,
-        }
+        self.inner
+            .prompt
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_decide_retries_and_print_their_class() {
+        let e = DispatchError::rate_limited("openai", Some(Duration::from_secs(2)), "slow".into());
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(e.status(), Some(429));
+        assert_eq!(e.class(), "rate_limited");
+        assert_eq!(
+            e.to_string(),
+            "openai: rate limited (HTTP 429, retry after 2.000 s): slow"
+        );
+        let e = DispatchError::from_provider(ErrorKind::InvalidRequest, "a", Some(400), "bad");
+        assert!(!e.is_retryable());
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+        let e = DispatchError::timed_out("a", TimeoutKind::Idle, Duration::from_secs(1));
+        assert!(e.is_retryable());
+        assert_eq!(e.to_string(), "a: stream idle timeout after 1.000 s");
+        let e = DispatchError::stream("a", "cut", Response::default());
+        assert_eq!(e.partial().map(|p| p.text.as_str()), Some(""));
+    }
+
+    #[test]
+    fn the_error_is_small_and_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<DispatchError>();
+        assert_eq!(
+            std::mem::size_of::<DispatchError>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }

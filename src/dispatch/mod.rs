@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 pub use anthropic::{ANTHROPIC_FIRST_TURN, ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_MAX_TOKENS};
 pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, Timeouts};
-pub use error::{DispatchError, TimeoutKind};
+pub use error::{DispatchError, ErrorKind, TimeoutKind};
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
 
@@ -141,7 +141,7 @@ impl ClientBuilder {
     /// entry named `openai` or `anthropic` adjusts the built-in one.
     ///
     /// # Errors
-    /// [`DispatchError::Config`] naming the file and the problem.
+    /// [`ErrorKind::Config`] error naming the file and the problem.
     pub fn providers_file(
         mut self,
         path: impl AsRef<Path>,
@@ -195,11 +195,11 @@ impl ClientBuilder {
     /// Redirects are never followed: a provider call carries a key (in
     /// `Authorization`, `x-api-key` or a custom header) and the prompt, and
     /// neither may travel to an address the configuration did not name. A
-    /// 3xx answer is an [`DispatchError::InvalidRequest`] naming where it
+    /// 3xx answer is an [`ErrorKind::InvalidRequest`] error naming where it
     /// pointed (without its query).
     ///
     /// # Errors
-    /// [`DispatchError::Config`] when the HTTP client cannot be built.
+    /// [`ErrorKind::Config`] error when the HTTP client cannot be built.
     pub fn build(self) -> Result<Client, DispatchError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -386,12 +386,12 @@ impl Client {
     /// [`StreamEvent::ToolCall`] pieces as they arrive, then
     /// [`StreamEvent::Done`] with the whole [`Response`]. Retries and
     /// fallbacks apply until the first piece is delivered; after that a
-    /// failure ends the stream with [`DispatchError::Stream`] holding what
+    /// failure ends the stream with an [`ErrorKind::Stream`] error holding what
     /// was received.
     ///
     /// The request runs on a tokio task of its own, which stops when the
     /// stream is dropped; outside a tokio runtime the stream yields one
-    /// [`DispatchError::Config`].
+    /// [`ErrorKind::Config`] error.
     pub fn stream(&self, rendered: &Rendered) -> EventStream {
         self.stream_with(rendered, &SendOptions::new())
     }
@@ -528,7 +528,7 @@ impl Client {
     ) -> Result<Prepared, DispatchError> {
         let fitted = rendered
             .for_model(&target.model)
-            .map_err(DispatchError::Prompt)?;
+            .map_err(DispatchError::prompt)?;
         let empty = Map::new();
         let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
         let body = wire::wire(target.provider.config.kind).body(

@@ -187,3 +187,91 @@ fn usage(u: &Value) -> Option<Usage> {
         output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Role;
+
+    fn params(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_body_carries_messages_and_openai_parameters_only() {
+        let mut call = Message::new(Role::Assistant, "");
+        call.tool_calls = Some(vec![json!({"id": "c1", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}})]);
+        let mut result = Message::new(Role::Tool, "42");
+        result.tool_call_id = Some("c1".into());
+        let mut named = Message::new(Role::User, "hi");
+        named.name = Some("ann".into());
+        let body = OpenAi.body(
+            "gpt-4o",
+            &[Message::new(Role::System, "be brief"), named, call, result],
+            &params(json!({"temperature": 0, "top_k": 3, "stop_sequences": ["X"]})),
+            false,
+        );
+        assert_eq!(
+            body,
+            json!({
+                "model": "gpt-4o",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi", "name": "ann"},
+                    {"role": "assistant", "content": null, "tool_calls": [{"id": "c1",
+                        "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "content": "42", "tool_call_id": "c1"},
+                ],
+                "temperature": 0,
+                "stop": ["X"],
+            })
+        );
+        let streamed = OpenAi.body("m", &[], &Map::new(), true);
+        assert_eq!(streamed["stream"], true);
+        assert_eq!(streamed["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn answers_and_stream_chunks_read_back() {
+        let r = OpenAi
+            .response(&json!({"model": "gpt-4o-2024", "choices": [{"index": 0,
+                "message": {"role": "assistant", "content": "ok", "tool_calls": [{"id": "c",
+                "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 2}}))
+            .unwrap();
+        assert_eq!(r.text, "ok");
+        assert_eq!(r.tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(r.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            r.usage.map(|u| (u.input_tokens, u.output_tokens)),
+            Some((9, 2))
+        );
+        assert!(OpenAi.response(&json!({"choices": []})).is_err());
+
+        let mut acc = Accumulator::default();
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+            "",
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo","tool_calls":[{"index":0,"function":{"arguments":":1}"}}]},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#,
+        ];
+        for c in chunks {
+            assert!(matches!(OpenAi.step(&mut acc, "", c), Ok(Step::Events(_))));
+        }
+        assert!(matches!(
+            OpenAi.step(&mut acc, "", "[DONE]"),
+            Ok(Step::Done)
+        ));
+        assert_eq!(acc.response.text, "Hello");
+        assert_eq!(acc.response.tool_calls[0].arguments, "{\"a\":1}");
+        assert!(acc.finished);
+        assert!(OpenAi.step(&mut acc, "", "{not json").is_err());
+        let e = OpenAi
+            .step(&mut acc, "error", r#"{"error":{"message":"boom"}}"#)
+            .unwrap_err();
+        assert!(e.contains("boom"), "{e}");
+    }
+}

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::config::Timeouts;
-use super::error::{DispatchError, TimeoutKind};
+use super::error::{DispatchError, ErrorKind, TimeoutKind};
 use super::response::Response;
 use super::secret::{ApiKey, redact};
 use super::{Inner, Prepared, Target, retry, wire};
@@ -101,13 +101,11 @@ pub(crate) async fn whole(
         let bytes = match read_capped(res, limit).await {
             Ok((bytes, false)) => bytes,
             Ok((_, true)) => {
-                return Err(DispatchError::Stream {
-                    provider: provider.clone(),
-                    message: format!(
-                        "the answer is over SizeLimits::response_bytes ({limit} bytes)"
-                    ),
-                    partial: Box::default(),
-                });
+                return Err(DispatchError::stream(
+                    provider,
+                    format!("the answer is over SizeLimits::response_bytes ({limit} bytes)"),
+                    Response::default(),
+                ));
             }
             Err(e) => {
                 return Err(transport_error(
@@ -118,56 +116,37 @@ pub(crate) async fn whole(
                 ));
             }
         };
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| DispatchError::Stream {
-            provider: provider.clone(),
-            message: format!("the response is not valid JSON: {e}"),
-            partial: Box::default(),
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            DispatchError::stream(
+                provider,
+                format!("the response is not valid JSON: {e}"),
+                Response::default(),
+            )
         })?;
         wire::wire(target.provider.config.kind)
             .response(&value)
-            .map_err(|message| DispatchError::Stream {
-                provider: provider.clone(),
-                message,
-                partial: Box::default(),
-            })
+            .map_err(|message| DispatchError::stream(provider, message, Response::default()))
     };
     within_request(provider, timeout, work).await
 }
 
+/// The error an HTTP status stands for: 401 and 403 authentication; 408
+/// and 409 retryable; 429 rate limited; 5xx (and 529) unavailable; any
+/// other status a rejected request.
 fn classify(
     provider: &str,
     status: u16,
     retry_after: Option<Duration>,
     message: String,
 ) -> DispatchError {
-    let provider = provider.to_owned();
-    match status {
-        401 | 403 => DispatchError::Authentication {
-            provider,
-            status,
-            message,
-        },
-        408 | 409 => DispatchError::Retryable {
-            provider,
-            status: Some(status),
-            message,
-        },
-        429 => DispatchError::RateLimited {
-            provider,
-            retry_after,
-            message,
-        },
-        500..=599 => DispatchError::Unavailable {
-            provider,
-            status,
-            message,
-        },
-        _ => DispatchError::InvalidRequest {
-            provider,
-            status,
-            message,
-        },
-    }
+    let kind = match status {
+        401 | 403 => ErrorKind::Authentication,
+        408 | 409 => ErrorKind::Retryable,
+        429 => return DispatchError::rate_limited(provider, retry_after, message),
+        500..=599 => ErrorKind::Unavailable,
+        _ => ErrorKind::InvalidRequest,
+    };
+    DispatchError::from_provider(kind, provider, Some(status), message)
 }
 
 /// Reads a body, at most `limit` bytes of it: the bytes, and whether
@@ -213,14 +192,15 @@ fn redirect_error(provider: &str, res: &reqwest::Response, key: Option<&ApiKey>)
         || "nowhere (no Location)".to_owned(),
         |l| redact(&l, key, false),
     );
-    DispatchError::InvalidRequest {
-        provider: provider.to_owned(),
-        status,
-        message: format!(
+    DispatchError::from_provider(
+        ErrorKind::InvalidRequest,
+        provider,
+        Some(status),
+        format!(
             "the provider redirected to {to}; redirects are not followed (they would carry the \
              API key and the prompt elsewhere): set the provider's base_url to the new address"
         ),
-    }
+    )
 }
 
 pub(crate) fn transport_error(
@@ -243,31 +223,23 @@ pub(crate) fn transport_error(
         } else {
             (TimeoutKind::Request, timeouts.request)
         };
-        return DispatchError::Timeout {
-            provider: provider.to_owned(),
-            kind,
-            after,
-        };
+        return DispatchError::timed_out(provider, kind, after);
     }
-    DispatchError::Retryable {
-        provider: provider.to_owned(),
-        status: None,
-        message,
-    }
+    DispatchError::from_provider(ErrorKind::Retryable, provider, None, message)
 }
 
 /// `work` under the request timeout: running out of it is a classified
-/// [`DispatchError::Timeout`].
+/// [`ErrorKind::Timeout`] error.
 pub(crate) async fn within_request<T>(
     provider: &str,
     after: Duration,
     work: impl std::future::Future<Output = Result<T, DispatchError>>,
 ) -> Result<T, DispatchError> {
     tokio::time::timeout(after, work).await.unwrap_or_else(|_| {
-        Err(DispatchError::Timeout {
-            provider: provider.to_owned(),
-            kind: TimeoutKind::Request,
+        Err(DispatchError::timed_out(
+            provider,
+            TimeoutKind::Request,
             after,
-        })
+        ))
     })
 }

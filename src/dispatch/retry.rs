@@ -106,6 +106,7 @@ pub(crate) enum Outcome<T> {
 
 /// What the loop came to: the answer, from which target, after how many
 /// attempts (requests made).
+#[derive(Debug)]
 pub(crate) struct Finished<T> {
     pub value: T,
     pub target: usize,
@@ -312,5 +313,192 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(5))),
             Duration::from_secs(5)
         );
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::dispatch::error::ErrorKind;
+    use crate::dispatch::limiter::Limiter;
+    use crate::dispatch::{Provider, ProviderConfig, ProviderKind};
+
+    fn provider(name: &str) -> Provider {
+        Provider {
+            name: name.into(),
+            config: ProviderConfig::new(ProviderKind::Openai, "http://127.0.0.1:9", None),
+            limiter: Limiter::new(&Default::default()),
+        }
+    }
+
+    fn prepared() -> Prepared {
+        Prepared {
+            body: serde_json::Value::Null,
+            prompt_tokens: 0,
+            key: None,
+            deterministic: false,
+        }
+    }
+
+    fn unavailable(after: Option<u64>) -> DispatchError {
+        match after {
+            Some(s) => {
+                DispatchError::rate_limited("p", Some(Duration::from_secs(s)), "wait".into())
+            }
+            None => DispatchError::from_provider(ErrorKind::Unavailable, "p", Some(503), "down"),
+        }
+    }
+
+    /// Runs the loop over providers `names` with a script of outcomes per
+    /// call; returns what it came to, the calls made (target index, retry
+    /// number) and the virtual time that passed.
+    async fn run_script(
+        names: &[&str],
+        policy: RetryPolicy,
+        script: Vec<Outcome<&'static str>>,
+    ) -> (
+        Result<Option<Finished<&'static str>>, DispatchError>,
+        Vec<(String, u32)>,
+        Duration,
+    ) {
+        let providers: Vec<Provider> = names.iter().map(|n| provider(n)).collect();
+        let targets: Vec<Target<'_>> = providers
+            .iter()
+            .map(|p| Target {
+                provider: p,
+                model: "m".into(),
+            })
+            .collect();
+        let script = Mutex::new(script.into_iter());
+        let calls = Mutex::new(Vec::new());
+        let started = tokio::time::Instant::now();
+        let result = run(
+            &targets,
+            &policy,
+            |_| Ok(prepared()),
+            |target, _, retry| {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((target.provider.name.clone(), retry));
+                let next = script.lock().unwrap().next().expect("the script ran out");
+                Box::pin(async move { next })
+            },
+        )
+        .await;
+        let calls = calls.into_inner().unwrap();
+        (result, calls, started.elapsed())
+    }
+
+    fn failed(e: DispatchError) -> Outcome<&'static str> {
+        Outcome::Failed {
+            error: e,
+            delivered: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_the_wait_taken_and_is_capped() {
+        let policy = RetryPolicy::retries(2).max_retry_after(Duration::from_secs(60));
+        let (result, calls, waited) = run_script(
+            &["a"],
+            policy,
+            vec![
+                failed(unavailable(Some(3))),
+                failed(unavailable(Some(90))),
+                Outcome::Done("answer"),
+            ],
+        )
+        .await;
+        let finished = result.unwrap().unwrap();
+        assert_eq!((finished.value, finished.attempts), ("answer", 3));
+        assert_eq!(calls, [("a".into(), 0), ("a".into(), 1), ("a".into(), 2)]);
+        assert_eq!(
+            waited,
+            Duration::from_secs(3 + 60),
+            "3 s, then 90 s cut to 60 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_waits_stay_inside_their_jitter_bounds() {
+        let policy =
+            RetryPolicy::retries(3).backoff(Duration::from_millis(400), Duration::from_secs(1));
+        let (result, _, waited) = run_script(
+            &["a"],
+            policy,
+            vec![
+                failed(unavailable(None)),
+                failed(unavailable(None)),
+                failed(unavailable(None)),
+                failed(unavailable(None)),
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Unavailable);
+        // Ceilings 400 ms, 800 ms, then 1 s (the cap).
+        assert!(
+            waited <= Duration::from_millis(400 + 800 + 1000),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_model_that_stays_down_hands_over_to_the_next() {
+        let (result, calls, _) = run_script(
+            &["a", "b"],
+            RetryPolicy::retries(1).backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            vec![
+                failed(unavailable(None)),
+                failed(unavailable(None)),
+                Outcome::Done("from b"),
+            ],
+        )
+        .await;
+        let finished = result.unwrap().unwrap();
+        assert_eq!(
+            (finished.value, finished.target, finished.attempts),
+            ("from b", 1, 3)
+        );
+        assert_eq!(calls, [("a".into(), 0), ("a".into(), 1), ("b".into(), 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_errors_and_delivered_streams_are_final() {
+        let bad = DispatchError::from_provider(ErrorKind::InvalidRequest, "p", Some(400), "bad");
+        let (result, calls, _) =
+            run_script(&["a", "b"], RetryPolicy::retries(2), vec![failed(bad)]).await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::InvalidRequest);
+        assert_eq!(calls.len(), 1, "not retried, no fallback");
+
+        let (result, calls, _) = run_script(
+            &["a", "b"],
+            RetryPolicy::retries(2),
+            vec![Outcome::Failed {
+                error: unavailable(None),
+                delivered: true,
+            }],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(calls.len(), 1, "part of it reached the caller: final");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reused_answers_take_no_attempt_and_gone_callers_stop() {
+        let (result, _, _) = run_script(
+            &["a"],
+            RetryPolicy::retries(2),
+            vec![Outcome::Reused("cached")],
+        )
+        .await;
+        let finished = result.unwrap().unwrap();
+        assert_eq!((finished.value, finished.attempts), ("cached", 0));
+        let (result, calls, _) =
+            run_script(&["a", "b"], RetryPolicy::retries(2), vec![Outcome::Gone]).await;
+        assert!(result.unwrap().is_none());
+        assert_eq!(calls.len(), 1);
     }
 }

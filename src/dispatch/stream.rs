@@ -6,14 +6,14 @@
 //! timeout between events and the whole stream's timeout, whichever comes
 //! first; one event at most `SizeLimits::event_bytes`, the whole answer at
 //! most `SizeLimits::response_bytes`. A failure after something was
-//! delivered is a [`DispatchError::Stream`] holding what arrived, and is
+//! delivered is an [`ErrorKind::Stream`] error holding what arrived, and is
 //! neither retried nor handed to a fallback (see [`super::retry`]).
 
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::error::{DispatchError, TimeoutKind};
+use super::error::{DispatchError, ErrorKind, TimeoutKind};
 use super::request::{post, within_request};
 use super::response::{Response, StreamEvent};
 use super::retry::Outcome;
@@ -53,17 +53,13 @@ pub(crate) async fn attempt(
     let fail = |e: DispatchError, acc: Accumulator, delivered: bool| {
         if delivered {
             let message = match &e {
-                DispatchError::Stream { message, .. } => message.clone(),
+                e if e.kind() == ErrorKind::Stream => e.message().to_owned(),
                 other => other.to_string(),
             };
             let mut partial = acc.response;
             target.label(&mut partial);
             Outcome::Failed {
-                error: DispatchError::Stream {
-                    provider: provider.clone(),
-                    message,
-                    partial: Box::new(partial),
-                },
+                error: DispatchError::stream(provider, message, partial),
                 delivered: true,
             }
         } else {
@@ -84,45 +80,39 @@ pub(crate) async fn attempt(
         let next = match tokio::time::timeout(wait, events.next()).await {
             Ok(next) => next,
             Err(_) => {
-                let e = DispatchError::Timeout {
-                    provider: provider.clone(),
-                    kind,
-                    after,
-                };
+                let e = DispatchError::timed_out(provider, kind, after);
                 return fail(e, acc, delivered);
             }
         };
         let event = match next {
             None if acc.finished => break,
             None => {
-                let e = DispatchError::Retryable {
-                    provider: provider.clone(),
-                    status: None,
-                    message: "the stream ended before the reply was complete".into(),
-                };
+                let e = DispatchError::from_provider(
+                    ErrorKind::Retryable,
+                    provider,
+                    None,
+                    "the stream ended before the reply was complete",
+                );
                 return fail(e, acc, delivered);
             }
             Some(Err(sse::ReadError::Transport(e))) => {
-                let e = DispatchError::Retryable {
-                    provider: provider.clone(),
-                    status: None,
-                    message: redact(
-                        &format!("the stream broke: {e}"),
-                        prepared.key.as_ref(),
-                        false,
-                    ),
-                };
+                let message = redact(
+                    &format!("the stream broke: {e}"),
+                    prepared.key.as_ref(),
+                    false,
+                );
+                let e = DispatchError::from_provider(ErrorKind::Retryable, provider, None, message);
                 return fail(e, acc, delivered);
             }
             Some(Err(sse::ReadError::TooLarge(t))) => {
-                let e = DispatchError::Stream {
-                    provider: provider.clone(),
-                    message: format!(
+                let e = DispatchError::stream(
+                    provider,
+                    format!(
                         "a stream event is over SizeLimits::event_bytes ({} bytes)",
                         t.max_event
                     ),
-                    partial: Box::default(),
-                };
+                    Response::default(),
+                );
                 return fail(e, acc, delivered);
             }
             Some(Ok(event)) => event,
@@ -132,14 +122,14 @@ pub(crate) async fn attempt(
             Ok(Step::Done) => break,
             Ok(Step::Events(out)) => {
                 if acc.size() > sizes.response_bytes {
-                    let e = DispatchError::Stream {
-                        provider: provider.clone(),
-                        message: format!(
+                    let e = DispatchError::stream(
+                        provider,
+                        format!(
                             "the answer is over SizeLimits::response_bytes ({} bytes)",
                             sizes.response_bytes
                         ),
-                        partial: Box::default(),
-                    };
+                        Response::default(),
+                    );
                     return fail(e, acc, delivered);
                 }
                 for e in out {
@@ -154,17 +144,9 @@ pub(crate) async fn attempt(
                 // A provider's own error event before any text is
                 // worth another attempt; garbage is not.
                 let e = if message.starts_with("the provider sent an error") {
-                    DispatchError::Retryable {
-                        provider: provider.clone(),
-                        status: None,
-                        message,
-                    }
+                    DispatchError::from_provider(ErrorKind::Retryable, provider, None, message)
                 } else {
-                    DispatchError::Stream {
-                        provider: provider.clone(),
-                        message,
-                        partial: Box::default(),
-                    }
+                    DispatchError::stream(provider, message, Response::default())
                 };
                 return fail(e, acc, delivered);
             }

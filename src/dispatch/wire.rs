@@ -72,6 +72,7 @@ pub(crate) fn error_message(body: &[u8]) -> String {
 }
 
 /// What one stream event did.
+#[derive(Debug)]
 pub(crate) enum Step {
     /// Forward these to the caller.
     Events(Vec<StreamEvent>),
