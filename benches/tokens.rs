@@ -16,7 +16,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use promptbook::{Encoding, Registry, RenderOptions, Strategy};
+use promptbook::tokens::Encoding;
+use promptbook::{Registry, RenderOptions, Strategy};
 use serde_json::json;
 
 const CORPUS_BYTES: usize = 8 << 20;

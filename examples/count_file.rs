@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use promptbook::Encoding;
+use promptbook::tokens::Encoding;
 
 fn main() {
     let mut args = std::env::args().skip(1);

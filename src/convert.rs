@@ -63,7 +63,7 @@ pub struct Converted {
 /// [`ErrorKind::Syntax`](crate::ErrorKind::Syntax) when the front matter is
 /// not YAML or not a Prompty front matter, or its version is not semver
 /// (as the loader says of the same file).
-pub fn convert_prompty(text: &str) -> Result<Converted, crate::Error> {
+pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let (fm_text, body) = match split_front_matter(text) {
         Some((fm, body, _)) => (fm, body),

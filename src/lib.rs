@@ -30,7 +30,7 @@
 //! YAML front matter between `---` lines and a Jinja body in which a line
 //! holding only `system:`, `user:`, `assistant:` or `tool:` starts a message.
 //! Names come from the path (`support/triage`); a file name may carry
-//! `@VERSION` so several versions live side by side. The README documents
+//! `@VERSION` so several versions live side by side. `docs/templates.md` documents
 //! every field; `schemas/template.schema.json` (see
 //! [`template_file_schema`]) describes them for editors.
 //!
@@ -98,7 +98,7 @@ mod schema;
 #[cfg(feature = "server")]
 pub mod server;
 mod template;
-mod tokens;
+pub mod tokens;
 mod truncate;
 #[cfg(feature = "watch")]
 mod watch;
@@ -113,18 +113,32 @@ pub use registry::Registry;
 pub use render::{Origin, RenderOptions, Rendered};
 pub use schema::SchemaMismatch;
 pub use template::{ContextConfig, ModelConfig, Parameter, Template, template_file_schema};
-pub use tokens::{
-    Approximate, Encoding, ModelInfo, REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
-    TokenCounter, TokenReport, count_messages, counter_for_model, message_tokens, model_info,
-};
 pub use truncate::{Strategy, TruncationReport};
 #[cfg(feature = "watch")]
 pub use watch::{ReloadEvent, WatchedRegistry};
 
-/// The README's Rust examples run as doc tests.
+/// The Rust examples of the README and the docs pages run as doc tests.
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
+mod doc_pages {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/templates.md")]
+    struct Templates;
+    #[doc = include_str!("../docs/rendering.md")]
+    struct Rendering;
+    #[doc = include_str!("../docs/tokens.md")]
+    struct Tokens;
+    #[cfg(feature = "watch")]
+    #[doc = include_str!("../docs/library.md")]
+    struct Library;
+    #[cfg(feature = "dispatch")]
+    #[doc = include_str!("../docs/dispatch.md")]
+    struct Dispatch;
+    #[doc = include_str!("../docs/prompty.md")]
+    struct Prompty;
+    #[doc = include_str!("../docs/architecture.md")]
+    struct Architecture;
+}
 
 #[allow(dead_code)]
 fn _assert_impls() {

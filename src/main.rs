@@ -133,7 +133,7 @@ enum Command {
         model: Option<String>,
         /// Count with this encoding: o200k_base (the default) or cl100k_base.
         #[arg(long, value_name = "ENCODING")]
-        encoding: Option<promptbook::Encoding>,
+        encoding: Option<promptbook::tokens::Encoding>,
         /// The file to count; `-` or nothing reads stdin.
         #[arg(value_name = "FILE|-")]
         file: Option<PathBuf>,
@@ -234,12 +234,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", p.display()))?,
             };
             let n = match (model, encoding) {
-                (Some(model), _) => match promptbook::model_info(&model).encoding {
+                (Some(model), _) => match promptbook::tokens::model_info(&model).encoding {
                     Some(encoding) => encoding.count(&text),
-                    None => promptbook::counter_for_model(Some(&model)).count(&text),
+                    None => promptbook::tokens::counter_for_model(Some(&model)).count(&text),
                 },
                 (None, Some(encoding)) => encoding.count(&text),
-                (None, None) => promptbook::Encoding::O200kBase.count(&text),
+                (None, None) => promptbook::tokens::Encoding::O200kBase.count(&text),
             };
             writeln!(io::stdout().lock(), "{n}")?;
         }

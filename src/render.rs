@@ -652,11 +652,12 @@ mod tests {
             {"content": "first", "role": "developer", "name": null},
         ]);
         let inputs = serde_json::json!({ "h": list });
-        let map = crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t", 0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let map =
+            crate::input::from_serialize(&inputs, &crate::limits::RenderLimits::default(), "t", 0)
+                .unwrap_or_else(|e| panic!("{e}"));
         let value = map.get("h").unwrap();
         let direct = super::history_messages(value).expect("a plain history");
-        let via_serde: Vec<crate::Message> = serde_json::from_value(list).unwrap();
+        let via_serde: Vec<crate::message::Message> = serde_json::from_value(list).unwrap();
         assert_eq!(direct, via_serde);
         // Unusual shapes are left to serde.
         for odd in [
@@ -666,9 +667,13 @@ mod tests {
             serde_json::json!([{"role": "user", "content": 5}]),
         ] {
             let inputs = serde_json::json!({ "h": odd });
-            let map =
-                crate::input::from_serialize(&inputs, &crate::RenderLimits::default(), "t", 0)
-                    .unwrap_or_else(|e| panic!("{e}"));
+            let map = crate::input::from_serialize(
+                &inputs,
+                &crate::limits::RenderLimits::default(),
+                "t",
+                0,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 super::history_messages(map.get("h").unwrap()).is_none(),
                 "{odd}"

@@ -85,7 +85,7 @@ impl ReloadEvent {
 
 struct Shared {
     root: PathBuf,
-    limits: Mutex<crate::RenderLimits>,
+    limits: Mutex<crate::limits::RenderLimits>,
     current: ArcSwap<Registry>,
     reloading: Mutex<()>,
     state: Mutex<State>,
@@ -163,7 +163,7 @@ impl WatchedRegistry {
     ) -> Result<WatchedRegistry, Error> {
         let shared = Arc::new(Shared {
             root: root.clone(),
-            limits: Mutex::new(crate::RenderLimits::default()),
+            limits: Mutex::new(crate::limits::RenderLimits::default()),
             current: ArcSwap::from_pointee(registry),
             reloading: Mutex::new(()),
             state: Mutex::new(State {
@@ -224,7 +224,7 @@ impl WatchedRegistry {
 
     /// Renders from now on (the current registry and every reload) run
     /// under `limits`.
-    pub fn set_limits(&self, limits: crate::RenderLimits) {
+    pub fn set_limits(&self, limits: crate::limits::RenderLimits) {
         *self.shared.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
         let _one_at_a_time = self
             .shared
@@ -508,8 +508,8 @@ fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::syn
     }
 }
 
-fn with_limits(registry: Registry, limits: crate::RenderLimits) -> Registry {
-    if limits == crate::RenderLimits::default() {
+fn with_limits(registry: Registry, limits: crate::limits::RenderLimits) -> Registry {
+    if limits == crate::limits::RenderLimits::default() {
         registry
     } else {
         registry.with_limits(limits)

@@ -985,8 +985,10 @@ async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
         "oldest dropped first"
     );
     let messages: Vec<promptbook::Message> = serde_json::from_value(Value::Array(sent)).unwrap();
-    let counted =
-        promptbook::count_messages(&*promptbook::counter_for_model(Some("gpt-4")), &messages);
+    let counted = promptbook::tokens::count_messages(
+        &*promptbook::tokens::counter_for_model(Some("gpt-4")),
+        &messages,
+    );
     assert!(
         counted.total <= 8_192 - 50,
         "{} tokens do not fit",

@@ -358,7 +358,7 @@ fn typed_inputs_are_checked_against_the_template() {
 /// Counts words, and how often it was asked to count.
 struct CountingCounter(std::sync::atomic::AtomicUsize);
 
-impl promptbook::TokenCounter for CountingCounter {
+impl promptbook::tokens::TokenCounter for CountingCounter {
     fn count(&self, text: &str) -> usize {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         text.split_whitespace().count()

@@ -6,7 +6,8 @@
 //! for exactly how. The property tests compare with `tiktoken-rs` on
 //! generated strings.
 
-use promptbook::{Encoding, Message, count_messages};
+use promptbook::Message;
+use promptbook::tokens::{Encoding, count_messages};
 use proptest::prelude::*;
 use serde_json::Value;
 

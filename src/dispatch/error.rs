@@ -110,7 +110,7 @@ struct Inner {
     retry_after: Option<Duration>,
     timeout: Option<(TimeoutKind, Duration)>,
     partial: Option<Box<Response>>,
-    prompt: Option<crate::Error>,
+    prompt: Option<crate::error::Error>,
 }
 
 impl DispatchError {
@@ -133,7 +133,7 @@ impl DispatchError {
         DispatchError::new(ErrorKind::Config, None, message.into())
     }
 
-    pub(crate) fn prompt(e: crate::Error) -> DispatchError {
+    pub(crate) fn prompt(e: crate::error::Error) -> DispatchError {
         let mut err = DispatchError::new(ErrorKind::Prompt, None, e.to_string());
         err.inner.prompt = Some(e);
         err
@@ -236,7 +236,7 @@ impl DispatchError {
     }
 
     /// The render error behind an [`ErrorKind::Prompt`] error.
-    pub fn prompt_error(&self) -> Option<&crate::Error> {
+    pub fn prompt_error(&self) -> Option<&crate::error::Error> {
         self.inner.prompt.as_ref()
     }
 }

@@ -137,7 +137,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds the providers of a `providers.yaml` file (see the README); an
+    /// Adds the providers of a `providers.yaml` file (see `docs/dispatch.md`); an
     /// entry named `openai` or `anthropic` adjusts the built-in one.
     ///
     /// # Errors
