@@ -147,6 +147,14 @@ pub(crate) struct CompiledBody {
     pub extends_tag: Option<usize>,
     /// The `messages` parameters spliced, with the byte offset of the line.
     pub splices: Vec<(String, usize)>,
+    /// Lines that look like role lines but are not (`User:`, `user :`,
+    /// `# assistant:` in a native body): byte offset, the line, and the
+    /// role line meant.
+    pub near_misses: Vec<(usize, String, String)>,
+    /// Expressions that print a `messages` parameter as text (`{{ history
+    /// }}` inside a line, `{{ history|tojson }}`): byte offset, the
+    /// expression, the parameter.
+    pub printed_histories: Vec<(usize, String, String)>,
 }
 
 /// Replaces role and splice lines with markers; see the module docs.
@@ -198,6 +206,18 @@ pub(crate) fn compile_body_as(
             Grammar::Native => role_line(trimmed).map(|r| (r, None)),
             Grammar::Prompty => prompty_role_line(trimmed),
         };
+        let in_text = || {
+            let i = tokens.partition_point(|t| t.end <= at);
+            tokens
+                .get(i)
+                .is_some_and(|t| t.kind == Tok::Text && t.start <= at)
+        };
+        if found.is_none()
+            && let Some(meant) = near_miss(trimmed, grammar)
+            && in_text()
+        {
+            out.near_misses.push((at, trimmed.to_owned(), meant));
+        }
         if let Some((role, name)) = found {
             let i = tokens.partition_point(|t| t.end <= at);
             if tokens
@@ -256,6 +276,11 @@ pub(crate) fn compile_body_as(
             Tok::Expr => {
                 if !out.splices.iter().any(|(_, at)| *at == t.start) {
                     positions.push(t.start);
+                    let tag = &body[t.start..t.end];
+                    if let Some(param) = printed_history(tag, is_history) {
+                        out.printed_histories
+                            .push((t.start, tag.to_owned(), param.to_owned()));
+                    }
                 }
             }
             Tok::Stmt | Tok::Comment => {}
@@ -270,6 +295,54 @@ pub(crate) fn compile_body_as(
         }
     }
     out
+}
+
+/// The `messages` parameter an expression tag prints as text, if it does:
+/// the parameter alone (where it is not a splice), or through a filter that
+/// turns the list into text or one message into a map (`string`, `tojson`,
+/// `join`, `first`, ...). Tests and counts (`{{ history|length }}`) print
+/// a number and are fine.
+pub(crate) fn printed_history<'a>(
+    tag: &'a str,
+    is_history: &dyn Fn(&str) -> bool,
+) -> Option<&'a str> {
+    const AS_TEXT: &[&str] = &[
+        "string", "tojson", "pprint", "safe", "join", "list", "first", "last", "reverse", "sort",
+        "unique", "e", "escape", "trim", "items",
+    ];
+    let inner = tag
+        .strip_prefix("{{")?
+        .strip_suffix("}}")?
+        .trim_matches(['-', '+', '~'])
+        .trim();
+    let mut chain = inner.split('|').map(str::trim);
+    let name = chain.next()?;
+    if !crate::reference::is_identifier(name) || !is_history(name) {
+        return None;
+    }
+    let filters: Vec<&str> = chain
+        .map(|f| f.split(['(', ' ']).next().unwrap_or(f))
+        .collect();
+    let counted = filters
+        .iter()
+        .any(|f| matches!(*f, "length" | "count" | "int" | "float"));
+    let texted = filters.is_empty() || filters.first().is_some_and(|f| AS_TEXT.contains(f));
+    (texted && !counted).then_some(name)
+}
+
+/// For a line (trimmed) that is not a role line in `grammar` but has the
+/// shape of one (a role word in any case, perhaps after `#`, perhaps with
+/// `[attributes]` or a space before the colon, and nothing after it): the
+/// role line meant. Prompty's grammar accepts every such spelling.
+fn near_miss(trimmed: &str, grammar: Grammar) -> Option<String> {
+    if grammar == Grammar::Prompty {
+        return None;
+    }
+    let s = trimmed.trim_start_matches('#').trim_start();
+    let s = s.strip_suffix(':')?.trim_end();
+    let word = s.split('[').next()?.trim_end();
+    let role: Role = word.to_ascii_lowercase().parse().ok()?;
+    Some(format!("{role}:"))
 }
 
 /// The role a line (already trimmed) announces, if it is a role line.
@@ -503,6 +576,42 @@ mod tests {
     #[test]
     fn role_words_that_are_not_alone_stay_text() {
         assert!(roles("user: hello\nSystem:\nsystem :\n").is_empty());
+    }
+
+    #[test]
+    fn printing_a_history_as_text_is_found() {
+        let c = compile(
+            "system:\nEarlier: {{ history }}\n{{ history|tojson }}\n{{ history }}\n{% if history %}{{ history|length }}{% endif %}\n{{ history[0].content }}\n{{ other }}\n",
+        );
+        let found: Vec<&str> = c
+            .printed_histories
+            .iter()
+            .map(|(_, tag, _)| tag.as_str())
+            .collect();
+        assert_eq!(found, ["{{ history }}", "{{ history|tojson }}"]);
+    }
+
+    #[test]
+    fn near_misses_of_role_lines_are_found_with_the_spelling_meant() {
+        let c = compile(
+            "system:\nx\nuser :\nAssistant:\n# assistant:\n  USER[name=Bob]:\nuser: hello\nThe user:\n{# User: #}\n{% raw %}\nUser:\n{% endraw %}\n",
+        );
+        let found: Vec<(&str, &str)> = c
+            .near_misses
+            .iter()
+            .map(|(_, line, meant)| (line.as_str(), meant.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("user :", "user:"),
+                ("Assistant:", "assistant:"),
+                ("# assistant:", "assistant:"),
+                ("USER[name=Bob]:", "user:"),
+            ]
+        );
+        let prompty = compile_body_as("# User:\nuser :\n", &|_| false, Grammar::Prompty);
+        assert!(prompty.near_misses.is_empty());
     }
 
     #[test]

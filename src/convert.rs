@@ -78,7 +78,8 @@ pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
             ),
         )
     })?;
-    let mapped = map_front_matter(&fm, None).map_err(|m| Error::new(ErrorKind::Syntax, m))?;
+    let mapped = map_front_matter(&fm, None, &Default::default())
+        .map_err(|m| Error::new(ErrorKind::Syntax, m))?;
     // The loader refuses a version that is not semver; so does convert
     // (an absent version is 0.0.0 for both, with a warning).
     let version_text = mapped.manifest["version"].as_str().unwrap_or("0.0.0");

@@ -33,6 +33,7 @@ pub(crate) fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environme
         env.set_syntax(syntax);
     }
     env.set_debug(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     crate::namespace::register(&mut env, limits.max_input_depth);
     // A name that parses but matches nothing is "not found" (so Jinja's
     // `ignore missing` works); a malformed one is an error of its own.

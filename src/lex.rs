@@ -139,3 +139,86 @@ pub(crate) fn tokenize(src: &str) -> Vec<Token> {
     }
     tokens
 }
+
+/// The names a source assigns itself: `{% set a %}`, `{% set a, b = ... %}`,
+/// `{% for x, y in ... %}`, `{% with a = ... %}`, `{% macro m(...) %}`,
+/// `{% import "t" as m %}`, `{% from "t" import a, b as c %}`. Found
+/// lexically, like everything here: good enough to tell a template's own
+/// variables from the inputs it expects.
+pub(crate) fn assigned_names(src: &str) -> std::collections::HashSet<String> {
+    let mut names = std::collections::HashSet::new();
+    let mut add_idents = |text: &str| {
+        for part in text.split([',', '(', ')']) {
+            let word = part.trim();
+            if crate::reference::is_identifier(word) {
+                names.insert(word.to_owned());
+            }
+        }
+    };
+    for t in tokenize(src) {
+        if t.kind != Tok::Stmt {
+            continue;
+        }
+        let tag = &src[t.start..t.end];
+        let keyword = stmt_keyword(tag);
+        let inner = tag
+            .trim_start_matches("{%")
+            .trim_end_matches("%}")
+            .trim_matches(['-', '+', '~'])
+            .trim();
+        let rest = inner[keyword.len().min(inner.len())..].trim();
+        match keyword {
+            "set" => add_idents(
+                rest.split('=')
+                    .next()
+                    .unwrap_or(rest)
+                    .split('|')
+                    .next()
+                    .unwrap_or(""),
+            ),
+            "for" => add_idents(rest.split(" in ").next().unwrap_or("")),
+            "with" => {
+                for pair in rest.split(',') {
+                    add_idents(pair.split('=').next().unwrap_or(""));
+                }
+            }
+            "macro" => add_idents(rest.split('(').next().unwrap_or("")),
+            "import" => {
+                if let Some((_, alias)) = rest.rsplit_once(" as ") {
+                    add_idents(alias);
+                }
+            }
+            "from" => {
+                if let Some((_, list)) = rest.split_once(" import ") {
+                    for item in list.split(',') {
+                        let item = item.trim();
+                        add_idents(item.rsplit_once(" as ").map_or(item, |(_, a)| a));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assigned_names_are_found() {
+        let src = "{% set ns = namespace() %}{% set a, b = 1, 2 %}{% set cap %}x{% endset %}\
+                   {% for k, v in d|items %}{% endfor %}{%- with w = 1, z = 2 -%}{% endwith %}\
+                   {% macro shot(q) %}{% endmacro %}{% import 'm' as m %}\
+                   {% from 'f' import one, two as deux %}{{ read_only }}{% if cond %}{% endif %}";
+        let mut got: Vec<String> = assigned_names(src).into_iter().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "a", "b", "cap", "deux", "k", "m", "ns", "one", "shot", "v", "w", "z"
+            ]
+        );
+    }
+}

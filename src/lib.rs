@@ -84,6 +84,7 @@ mod error;
 mod file;
 mod input;
 mod jinja;
+mod keywords;
 mod lex;
 mod limits;
 mod load;
@@ -107,12 +108,15 @@ pub use convert::{Converted, convert_prompty};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use limits::RenderLimits;
 pub use load::lint::lint;
+pub use load::{Failures, LoadOptions};
 pub use message::{Message, Role};
 pub use reference::{Reference, Selector};
 pub use registry::Registry;
-pub use render::{Origin, RenderOptions, Rendered};
+pub use render::{DroppedMessage, Origin, RenderOptions, Rendered};
 pub use schema::SchemaMismatch;
-pub use template::{ContextConfig, ModelConfig, Parameter, Template, template_file_schema};
+pub use template::{
+    Connection, ContextConfig, ModelConfig, Parameter, Template, template_file_schema,
+};
 pub use truncate::{Strategy, TruncationReport};
 #[cfg(feature = "watch")]
 pub use watch::{ReloadEvent, WatchedRegistry};

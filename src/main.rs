@@ -34,7 +34,9 @@ struct InputArgs {
     /// Inputs as a JSON (or, for `.yaml`/`.yml`, YAML) file; `-` reads JSON from stdin.
     #[arg(long, value_name = "FILE|-")]
     input: Option<String>,
-    /// Set one input: `k=v` sets a string, `k:=JSON` a JSON value. Wins over --input.
+    /// Set one input: `k=v` (converted by the parameter's type: a string,
+    /// unless it is declared a number, boolean, array or object), `k:=JSON`
+    /// a JSON value. Wins over --input.
     #[arg(long = "var", value_name = "K=V")]
     vars: Vec<String>,
 }
@@ -171,7 +173,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::List { dir, json } => {
-            let registry = Registry::load(&dir.dir)?;
+            let registry = load_isolated(&dir.dir)?;
             let mut out = io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &registry)?;
@@ -207,8 +209,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             model,
         } => {
-            let inputs = read_inputs(inputs.input.as_deref(), &inputs.vars)?;
-            let registry = Registry::load(&dir.dir)?;
+            let registry = load_isolated(&dir.dir)?;
+            let template = registry.get(&reference)?;
+            let inputs = read_inputs(inputs.input.as_deref(), &inputs.vars, Some(template))?;
             let mut options = RenderOptions::new();
             if let Some(model) = model {
                 options = options.model(model);
@@ -269,7 +272,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stream,
             json,
         } => {
-            let inputs = read_inputs(inputs.input.as_deref(), &inputs.vars)?;
             return send(&dir.dir, &reference, &inputs, model, stream, json);
         }
         Command::Convert {
@@ -367,7 +369,7 @@ fn serve(
 fn send(
     dir: &std::path::Path,
     reference: &str,
-    inputs: &Value,
+    inputs: &InputArgs,
     model: Option<String>,
     stream: bool,
     json: bool,
@@ -375,7 +377,9 @@ fn send(
     use futures_util::StreamExt;
     use promptbook::dispatch::{ClientBuilder, SendOptions, StreamEvent};
 
-    let registry = Registry::load(dir)?;
+    let registry = load_isolated(dir)?;
+    let template = registry.get(reference)?;
+    let inputs = &read_inputs(inputs.input.as_deref(), &inputs.vars, Some(template))?;
     let mut render = RenderOptions::new();
     let mut send = SendOptions::new();
     if let Some(model) = model {
@@ -496,8 +500,85 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Reads `--input` and applies `--var`s on top.
-fn read_inputs(input: Option<&str>, vars: &[String]) -> Result<Value> {
+/// Loads a root for the commands that use what loads (`list`, `render`,
+/// `send`): templates that do not load are left out, with everything that
+/// includes them, and what was left out and why goes to stderr.
+fn load_isolated(dir: &std::path::Path) -> Result<Registry> {
+    let registry = Registry::load_with(dir, &promptbook::LoadOptions::isolate())?;
+    let warnings = registry.warnings();
+    let problems: Vec<&promptbook::Diagnostic> = registry
+        .diagnostics()
+        .iter()
+        .filter(|d| !warnings.contains(d))
+        .collect();
+    if !problems.is_empty() {
+        eprintln!("warning: some templates did not load and are left out:");
+        for d in problems {
+            eprintln!("  {d}");
+        }
+    }
+    Ok(registry)
+}
+
+/// A `--var k=v` value, converted by the parameter's declared type: a
+/// number for `integer` and `number`, `true`/`false` for `boolean`, JSON
+/// for `array`, `object` and `null`; a string otherwise (or when the type
+/// allows strings).
+fn typed_var(template: Option<&Template>, key: &str, value: &str) -> Result<Value> {
+    let schema = template.and_then(|t| t.input_schema().get("properties")?.get(key));
+    let types: Vec<&str> = match schema.and_then(|s| s.get("type")) {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.is_empty() || types.contains(&"string") {
+        return Ok(Value::String(value.to_owned()));
+    }
+    let v = value.trim();
+    for t in &types {
+        let parsed = match *t {
+            "integer" => v.parse::<i64>().ok().map(Value::from),
+            "number" => v
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            "boolean" => match v {
+                "true" => Some(Value::Bool(true)),
+                "false" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            "array" | "object" | "null" => serde_json::from_str::<Value>(v).ok().filter(|j| {
+                j.is_array() && *t == "array"
+                    || j.is_object() && *t == "object"
+                    || j.is_null() && *t == "null"
+            }),
+            _ => None,
+        };
+        if let Some(parsed) = parsed {
+            return Ok(parsed);
+        }
+    }
+    bail!(
+        "--var {key}={value}: `{key}` is {}; give a value of that type, or `--var {key}:=JSON`",
+        types
+            .iter()
+            .map(|t| match *t {
+                "integer" => "an integer",
+                "number" => "a number",
+                "boolean" => "a boolean (true or false)",
+                "array" => "a JSON array",
+                "object" => "a JSON object",
+                other => other,
+            })
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )
+}
+
+/// Reads `--input` and applies `--var`s on top, converting `k=v` values by
+/// the template's parameter types.
+fn read_inputs(input: Option<&str>, vars: &[String], template: Option<&Template>) -> Result<Value> {
     let mut inputs = match input {
         None => Map::new(),
         Some(source) => {
@@ -537,7 +618,7 @@ fn read_inputs(input: Option<&str>, vars: &[String]) -> Result<Value> {
                 serde_json::from_str(value)
                     .with_context(|| format!("--var `{var}`: the value after `:=` is not JSON"))?,
             ),
-            None => (key, Value::String(value.to_owned())),
+            None => (key, typed_var(template, key, value)?),
         };
         if key.is_empty() {
             bail!("--var `{var}`: empty parameter name");
@@ -600,6 +681,13 @@ fn print_messages(out: &mut impl Write, rendered: &Rendered) -> io::Result<()> {
             t.dropped,
             plural(t.dropped),
             t.budget
+        )?;
+    }
+    for d in &rendered.dropped_empty {
+        writeln!(
+            out,
+            "# dropped an empty {} message (a role line whose text rendered empty)",
+            d.role
         )?;
     }
     for (i, (m, origin)) in rendered.messages_with_origin().enumerate() {

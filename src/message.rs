@@ -86,14 +86,19 @@ pub struct Message {
     #[serde(deserialize_with = "null_as_empty")]
     pub content: String,
     /// Optional participant name.
+    // The schemas say what serialising writes: an absent field, never
+    // `null` (so `Message` fits a `messages` parameter exactly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub name: Option<String>,
     /// For `tool` messages: the id of the call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub tool_call_id: Option<String>,
     /// For `assistant` messages: the tool calls it makes, as the provider
     /// sent them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<serde_json::Map<String, serde_json::Value>>")]
     pub tool_calls: Option<Vec<serde_json::Value>>,
 }
 

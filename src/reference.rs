@@ -1,10 +1,15 @@
 //! `NAME@REQ` references: parsing, and choosing a version.
 //!
 //! - `NAME` picks the highest version that is not a pre-release;
-//! - `NAME@REQ` the highest version matching a semver requirement (`^1.2`,
-//!   `~1.2.3`, `=2.0.0-beta.1`, `>=1, <3`, `*`), with Cargo's rules for
-//!   pre-releases (a pre-release only matches a comparator that names the
-//!   same `major.minor.patch` with a pre-release);
+//! - `NAME@MAJOR.MINOR.PATCH` (a full version, with or without a
+//!   pre-release, and no operator) that exact version, as npm reads a
+//!   pinned version: naming a full version means that version;
+//! - `NAME@REQ` the highest version matching a semver requirement (`1`,
+//!   `1.2`, `^1.2`, `~1.2.3`, `=2.0.0-beta.1`, `>=1, <3`, `*`; a partial
+//!   version without an operator is a caret range, as in Cargo), with
+//!   Cargo's rules for pre-releases (a pre-release only matches a
+//!   comparator that names the same `major.minor.patch` with a
+//!   pre-release);
 //! - `NAME@LABEL`, where LABEL starts with a letter, the version carrying
 //!   that label.
 
@@ -71,6 +76,16 @@ impl Reference {
                     ));
                 }
                 Selector::Label(rest.to_owned())
+            }
+            // A full version with no operator: exactly that version.
+            Some(rest) if Version::parse(rest).is_ok() => {
+                Selector::Req(VersionReq::parse(&format!("={rest}")).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Reference,
+                        format!("invalid reference `{s}`: bad version `{rest}`"),
+                    )
+                    .with_source(e)
+                })?)
             }
             Some(rest) => Selector::Req(VersionReq::parse(rest).map_err(|e| {
                 Error::new(
@@ -219,7 +234,12 @@ mod tests {
         assert_eq!(pick("t@^1.2", SET).as_deref(), Some("1.10.0"));
         assert_eq!(pick("t@~1.2.0", SET).as_deref(), Some("1.2.5"));
         assert_eq!(pick("t@=1.0.0", SET).as_deref(), Some("1.0.0"));
-        assert_eq!(pick("t@1.2.0", SET).as_deref(), Some("1.10.0")); // bare = caret
+        // A full version is exact; a partial one is a caret range.
+        assert_eq!(pick("t@1.2.0", SET).as_deref(), Some("1.2.0"));
+        assert_eq!(pick("t@1.2.1", SET), None);
+        assert_eq!(pick("t@1.2", SET).as_deref(), Some("1.10.0"));
+        assert_eq!(pick("t@1", SET).as_deref(), Some("1.10.0"));
+        assert_eq!(pick("t@2.0.0-beta.1", SET).as_deref(), Some("2.0.0-beta.1"));
         assert_eq!(pick("t@>=1, <1.2", SET).as_deref(), Some("1.0.0"));
         assert_eq!(pick("t@^2", SET), None); // pre-release needs an explicit comparator
         assert_eq!(

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use minijinja::Environment;
 
 use crate::dialect::{Dialect, Engine};
-use crate::error::{Diagnostic, Error, ErrorKind};
+use crate::error::{Diagnostic, Error, ErrorKind, Location};
 use crate::limits::RenderLimits;
+use crate::load::isolate::LeftOut;
+use crate::load::{Failures, LoadOptions, Source};
 use crate::reference::Reference;
 use crate::schema::{self, InputSchema, SchemaMismatch};
 use crate::template::{FileForm, Template};
@@ -36,6 +38,10 @@ struct Inner {
     /// Prompty's rendering rules, for `.prompty` templates.
     prompty_env: Environment<'static>,
     warnings: Vec<Diagnostic>,
+    /// An isolating load's errors and notes (with the warnings).
+    diagnostics: Vec<Diagnostic>,
+    /// What an isolating load left out.
+    left_out: Vec<LeftOut>,
     limits: RenderLimits,
     /// Reference strings already resolved.
     refs: std::sync::RwLock<FastMap<String, Arc<Entry>>>,
@@ -49,6 +55,8 @@ pub(crate) struct Index {
 
 /// A template with what rendering needs.
 pub(crate) struct Entry {
+    /// The memo key of what it was compiled from (see `crate::load`).
+    pub memo_key: u128,
     pub template: Template,
     pub schema: InputSchema,
     /// `NAME@VERSION`.
@@ -195,7 +203,8 @@ pub(crate) fn exact_ref(name: &str, version: &impl std::fmt::Display) -> String 
 }
 
 impl Registry {
-    /// Loads every template file under `dir` (recursively).
+    /// Loads every template file under `dir` (recursively), strictly: any
+    /// problem fails the load.
     ///
     /// # Errors
     /// An [`ErrorKind::Load`] error listing every problem found, each with its
@@ -205,17 +214,68 @@ impl Registry {
     /// uses without declaring them. An [`ErrorKind::Io`] error when `dir`
     /// cannot be read at all.
     pub fn load(dir: impl AsRef<Path>) -> Result<Registry, Error> {
-        let analysis = crate::load::analyze(dir.as_ref())?;
+        Registry::load_with(dir, &LoadOptions::new())
+    }
+
+    /// Loads `dir` as `options` say: strictly (as [`load`](Registry::load)),
+    /// or isolating what does not load ([`LoadOptions::isolate`]), in which
+    /// case [`diagnostics`](Registry::diagnostics) says what was left out
+    /// and why.
+    ///
+    /// # Errors
+    /// As [`load`](Registry::load) for a strict load; an isolating load
+    /// fails only when `dir` cannot be read at all.
+    pub fn load_with(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Registry, Error> {
+        let dir = dir.as_ref();
+        Registry::analyzed(Source::Dir(dir), options, &dir.display().to_string())
+    }
+
+    /// Loads templates given in memory, strictly: `(path, contents)` pairs,
+    /// each path relative to an imagined root (`support/triage.prompt.jinja`),
+    /// so that templates can be embedded in a binary (`include_str!`) or
+    /// written by a test without a directory. `$ref` schemas and Prompty
+    /// `${file:}` references resolve among the same files.
+    ///
+    /// # Errors
+    /// As [`load`](Registry::load).
+    pub fn from_files<P, C>(files: impl IntoIterator<Item = (P, C)>) -> Result<Registry, Error>
+    where
+        P: Into<String>,
+        C: Into<String>,
+    {
+        Registry::from_files_with(files, &LoadOptions::new())
+    }
+
+    /// [`from_files`](Registry::from_files) as `options` say.
+    ///
+    /// # Errors
+    /// As [`load_with`](Registry::load_with).
+    pub fn from_files_with<P, C>(
+        files: impl IntoIterator<Item = (P, C)>,
+        options: &LoadOptions,
+    ) -> Result<Registry, Error>
+    where
+        P: Into<String>,
+        C: Into<String>,
+    {
+        let files: BTreeMap<String, String> = files
+            .into_iter()
+            .map(|(p, c)| (p.into(), c.into()))
+            .collect();
+        Registry::analyzed(Source::Memory(&files), options, "the given files")
+    }
+
+    fn analyzed(source: Source<'_>, options: &LoadOptions, what: &str) -> Result<Registry, Error> {
+        let analysis = crate::load::analyze(source, options.failures)?;
         match analysis.registry {
-            Some(r) if analysis.errors.is_empty() => Ok(r),
+            Some(r) if analysis.errors.is_empty() || options.failures == Failures::Isolate => Ok(r),
             _ => {
                 let n = analysis.errors.len();
                 Err(Error::new(
                     ErrorKind::Load,
                     format!(
-                        "{n} error{} loading templates from {}",
+                        "{n} error{} loading templates from {what}",
                         if n == 1 { "" } else { "s" },
-                        dir.as_ref().display()
                     ),
                 )
                 .with_related(analysis.errors))
@@ -248,10 +308,114 @@ impl Registry {
                 ),
                 index,
                 env,
+                diagnostics: warnings.clone(),
                 warnings,
+                left_out: Vec::new(),
                 limits: RenderLimits::default(),
                 refs: Default::default(),
             }),
+        }
+    }
+
+    /// The same registry, saying what an isolating load left out.
+    pub(crate) fn with_outcome(
+        self,
+        mut diagnostics: Vec<Diagnostic>,
+        left_out: Vec<LeftOut>,
+    ) -> Registry {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            root: shared.root.clone(),
+            index: shared.index.clone(),
+            env: crate::jinja::environment(shared.index.clone(), &shared.limits),
+            prompty_env: crate::jinja::prompty_environment(shared.index.clone(), &shared.limits),
+            warnings: shared.warnings.clone(),
+            diagnostics: shared.diagnostics.clone(),
+            left_out: shared.left_out.clone(),
+            limits: shared.limits,
+            refs: Default::default(),
+        });
+        diagnostics.extend(inner.warnings.iter().cloned());
+        diagnostics.sort_by(|a, b| (a.location(), a.severity()).cmp(&(b.location(), b.severity())));
+        diagnostics.dedup();
+        inner.diagnostics = diagnostics;
+        inner.left_out = left_out;
+        Registry {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Everything the load found that did not stop it: warnings, and for an
+    /// isolating load, the errors of the templates it left out and a note
+    /// for each template left out with them. Sorted by file and line.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.inner.diagnostics
+    }
+
+    /// What an isolating load left out (empty for a strict load).
+    #[cfg(feature = "watch")]
+    pub(crate) fn left_out(&self) -> &[LeftOut] {
+        &self.inner.left_out
+    }
+
+    /// This registry, keeping from `previous` the last good version of each
+    /// template this (isolating) load left out: a broken save of one file
+    /// keeps serving that file's last good version while the others reload.
+    /// A note says so for each.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    pub(crate) fn keeping_last_good(self, previous: &Registry) -> Registry {
+        let left_out = &self.inner.left_out;
+        if left_out.is_empty() {
+            return self;
+        }
+        let present = |name: &str, version: &semver::Version| {
+            self.inner
+                .index
+                .by_name
+                .get(name)
+                .is_some_and(|v| v.iter().any(|e| e.template.version == *version))
+        };
+        let mut index = Index::default();
+        for e in self.inner.index.entries() {
+            index.insert(e.clone());
+        }
+        let mut notes = Vec::new();
+        for e in previous.inner.index.entries() {
+            let t = &e.template;
+            let gone = left_out.iter().any(|l| {
+                l.path == t.path || (l.name == t.name && l.version.as_ref() == Some(&t.version))
+            });
+            if gone && !present(&t.name, &t.version) {
+                index.insert(e.clone());
+                notes.push(Diagnostic::new(
+                    crate::error::Severity::Warning,
+                    Location::file(&t.path),
+                    format!(
+                        "serving the last good version of `{}` until its file loads again",
+                        t.id()
+                    ),
+                ));
+            }
+        }
+        if notes.is_empty() {
+            return self;
+        }
+        index.sort();
+        let index = Arc::new(index);
+        let limits = self.inner.limits;
+        let env = crate::jinja::environment(index.clone(), &RenderLimits::default());
+        let mut diagnostics = self.inner.diagnostics.clone();
+        diagnostics.extend(notes);
+        let merged = Registry::from_index(
+            self.inner.root.clone(),
+            index,
+            env,
+            self.inner.warnings.clone(),
+        )
+        .with_outcome(diagnostics, left_out.clone());
+        if limits == RenderLimits::default() {
+            merged
+        } else {
+            merged.with_limits(limits)
         }
     }
 
@@ -265,6 +429,8 @@ impl Registry {
                 env: crate::jinja::environment(self.inner.index.clone(), &limits),
                 prompty_env: crate::jinja::prompty_environment(self.inner.index.clone(), &limits),
                 warnings: self.inner.warnings.clone(),
+                diagnostics: self.inner.diagnostics.clone(),
+                left_out: self.inner.left_out.clone(),
                 limits,
                 refs: Default::default(),
             }),
@@ -307,7 +473,42 @@ impl Registry {
     /// [`ErrorKind::Reference`] when the reference is malformed or nothing
     /// matches; the message lists the versions available.
     pub fn get(&self, reference: &str) -> Result<&Template, Error> {
-        Ok(&self.inner.index.resolve(reference)?.template)
+        self.inner
+            .index
+            .resolve(reference)
+            .map(|e| &e.template)
+            .map_err(|e| self.explain_left_out(reference, e))
+    }
+
+    /// A reference error, said better when an isolating load left the
+    /// template out: why it did not load.
+    fn explain_left_out(&self, reference: &str, e: Error) -> Error {
+        let Ok(r) = Reference::parse(reference) else {
+            return e;
+        };
+        let Some(gone) = self.inner.left_out.iter().find(|l| l.name == r.name()) else {
+            return e;
+        };
+        let why: Vec<String> = self
+            .inner
+            .diagnostics
+            .iter()
+            .filter(|d| d.location().path() == gone.path)
+            .map(ToString::to_string)
+            .collect();
+        Error::new(
+            ErrorKind::Reference,
+            format!(
+                "`{}` did not load, so it is left out{}",
+                r.name(),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", why.join("; "))
+                }
+            ),
+        )
+        .with_location(Location::file(&gone.path))
     }
 
     /// Warnings found while loading (unused parameters, ...).
@@ -362,7 +563,12 @@ impl Registry {
         {
             return Ok(entry.clone());
         }
-        let entry = self.inner.index.resolve(reference)?.clone();
+        let entry = self
+            .inner
+            .index
+            .resolve(reference)
+            .map_err(|e| self.explain_left_out(reference, e))?
+            .clone();
         let mut cache = self.inner.refs.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= 4096 {
             cache.clear();

@@ -48,7 +48,9 @@ impl RenderOptions {
     }
 
     /// Renders for another model than the template's: `name` or
-    /// `provider:name`. Picks the tokenizer and the context window.
+    /// `provider:name`. Picks the tokenizer and the context window, and is
+    /// the model the result names ([`Rendered::model`]), so sending it goes
+    /// there.
     pub fn model(mut self, model: impl Into<String>) -> RenderOptions {
         self.model = Some(model.into());
         self
@@ -92,8 +94,9 @@ pub enum Origin {
 /// send them.
 ///
 /// Serializes as
-/// `{"template": "NAME@VERSION", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}}`
-/// (`model` and `context` only when the template has them).
+/// `{"template": "NAME@VERSION", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}]}`
+/// (`model` and `context` only when the template has them, `truncation`
+/// and `dropped_empty` only when something was dropped).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Rendered {
@@ -101,7 +104,8 @@ pub struct Rendered {
     pub template: String,
     /// The messages, in order.
     pub messages: Vec<Message>,
-    /// The template's `model:` block (shared with the template).
+    /// The template's `model:` block (shared with the template), with the
+    /// provider and name of [`RenderOptions::model`] when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<Arc<ModelConfig>>,
     /// The template's `context:` block.
@@ -112,6 +116,11 @@ pub struct Rendered {
     /// What truncation dropped; present only when it dropped something.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncation: Option<TruncationReport>,
+    /// Messages the template opened with a role line but whose text
+    /// rendered empty: dropped (providers reject empty messages), and
+    /// noted here; present only when there were some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_empty: Vec<DroppedMessage>,
     /// The messages spliced from history, as runs in order; every other
     /// message is the template's.
     #[serde(skip)]
@@ -119,6 +128,16 @@ pub struct Rendered {
     /// The model the counts and budget were computed for.
     #[serde(skip)]
     rendered_for: RenderedFor,
+}
+
+/// A message the template opened but that rendered empty, and was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DroppedMessage {
+    /// Its role.
+    pub role: Role,
+    /// Where it would have been among the messages (0-based).
+    pub index: usize,
 }
 
 /// `len` messages from `start` on, spliced from one history parameter.
@@ -274,7 +293,11 @@ impl Registry {
             )
             .with_location(crate::error::Location::file(&t.path)));
         }
-        let (messages, history) = assemble(
+        let Assembled {
+            messages,
+            history,
+            dropped,
+        } = assemble(
             &output,
             &inputs,
             entry.implicit_user,
@@ -291,10 +314,21 @@ impl Registry {
             .messages_hint
             .store(messages.len(), std::sync::atomic::Ordering::Relaxed);
 
+        // A model named at render time is the model the result is for:
+        // `send` goes there.
+        let model = match &options.model {
+            Some(name)
+                if Some(name.as_str()) != t.model.as_ref().and_then(|m| m.name.as_deref()) =>
+            {
+                Some(Arc::new(overridden_model(t.model.as_deref(), name)))
+            }
+            _ => t.model.clone(),
+        };
         let mut rendered = Rendered {
             template: id,
             messages,
-            model: t.model.clone(),
+            dropped_empty: dropped,
+            model,
             context: t.context.clone(),
             tokens: TokenReport::empty(),
             truncation: None,
@@ -323,6 +357,24 @@ impl Registry {
         }
         Ok(rendered)
     }
+}
+
+/// The template's `model:` block with another model named: `provider:name`
+/// sets both, a bare `name` the name (its provider is then inferred when
+/// sending). Parameters and fallbacks stay the template's.
+fn overridden_model(template: Option<&ModelConfig>, spec: &str) -> ModelConfig {
+    let mut model = template.cloned().unwrap_or_default();
+    match spec.split_once(':') {
+        Some((provider, name)) if !provider.is_empty() && !provider.contains(['.', '/']) => {
+            model.provider = Some(provider.to_owned());
+            model.name = Some(name.to_owned());
+        }
+        _ => {
+            model.provider = None;
+            model.name = Some(spec.to_owned());
+        }
+    }
+    model
 }
 
 /// The prompt's budget: `max_tokens` (from `context:`, else the model's
@@ -537,7 +589,7 @@ fn assemble(
     implicit_user: bool,
     dialect: Dialect,
     capacity: usize,
-) -> Result<(Vec<Message>, Vec<HistoryRun>), String> {
+) -> Result<Assembled, String> {
     /// A message being written: role, name, text, and whether a role line
     /// opened it (Prompty keeps such a message even when empty). The text
     /// borrows from the output until a second piece joins it.
@@ -572,13 +624,20 @@ fn assemble(
     // The role text continues with after a splice that no role line follows.
     let mut resume: Option<Role> = None;
 
-    let flush = |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>| {
-        if let Some(open) = current.take()
-            && let Some(content) = dialect.message_text.finish(&open.text, open.explicit)
-        {
-            let mut m = Message::new(open.role, content);
-            m.name = open.name.map(str::to_owned);
-            messages.push(m);
+    let mut dropped = Vec::new();
+    let mut flush = |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>| {
+        let Some(open) = current.take() else { return };
+        match dialect.message_text.finish(&open.text, open.explicit) {
+            Some(content) => {
+                let mut m = Message::new(open.role, content);
+                m.name = open.name.map(str::to_owned);
+                messages.push(m);
+            }
+            None if open.explicit => dropped.push(DroppedMessage {
+                role: open.role,
+                index: messages.len(),
+            }),
+            None => {}
         }
     };
 
@@ -637,7 +696,18 @@ fn assemble(
         }
     }
     flush(&mut current, &mut messages);
-    Ok((messages, history_runs))
+    Ok(Assembled {
+        messages,
+        history: history_runs,
+        dropped,
+    })
+}
+
+/// What cutting an output produced.
+struct Assembled {
+    messages: Vec<Message>,
+    history: Vec<HistoryRun>,
+    dropped: Vec<DroppedMessage>,
 }
 
 #[cfg(test)]

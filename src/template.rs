@@ -147,6 +147,30 @@ pub struct ModelConfig {
     /// `provider:name` models to try in order when this one fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
+    /// Where to reach the model and with which key, when the template says
+    /// itself (a Prompty file's `model.connection`). Sending the template's
+    /// own model uses it instead of a configured provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+}
+
+/// A template's own connection to its model: an endpoint and the
+/// environment variable holding the key, never the key itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Connection {
+    /// The endpoint: a URL, or `${env:VAR}` (read when sending, never at
+    /// load or render time). For `provider: azure`, the resource endpoint
+    /// (`https://NAME.openai.azure.com`); the deployment is the model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The environment variable that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// Azure OpenAI's `api-version` (default `2024-10-21`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 /// The `context:` block: the token budget of the rendered prompt.
@@ -190,7 +214,7 @@ pub struct Parameter {
 
 /// A loaded template: one version of one name, with its parent's settings
 /// merged in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Template {
     pub(crate) name: String,
     pub(crate) version: Version,

@@ -47,7 +47,8 @@ use arc_swap::ArcSwap;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
-use crate::error::{Diagnostic, Error, ErrorKind};
+use crate::error::{Diagnostic, Error, ErrorKind, Severity};
+use crate::load::LoadOptions;
 use crate::registry::Registry;
 
 /// How long a burst of file events must be quiet before a reload.
@@ -145,14 +146,12 @@ impl WatchedRegistry {
                 format!("template root {} is not a directory", root.display()),
             ));
         }
-        match Registry::load(&root) {
-            Ok(registry) => WatchedRegistry::start(root, registry, 1, Vec::new()),
-            Err(e) if e.kind() == ErrorKind::Io => Err(e),
-            Err(e) => {
-                let errors = diagnostics(&e, &root);
-                WatchedRegistry::start(root.clone(), Registry::empty(root), 0, errors)
-            }
-        }
+        // What loads is served at once; what does not is left out, and
+        // said in `errors()`.
+        let registry = Registry::load_with(&root, &LoadOptions::isolate())?;
+        let errors = problems(&registry);
+        let generation = u64::from(registry.names().next().is_some() || errors.is_empty());
+        WatchedRegistry::start(root, registry, generation, errors)
     }
 
     fn start(
@@ -256,7 +255,7 @@ impl Shared {
     /// Loads the root (under the current limits), without serving it yet.
     fn load(&self) -> Result<Registry, Error> {
         let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        Registry::load(&self.root).map(|r| with_limits(r, limits))
+        Registry::load_with(&self.root, &LoadOptions::isolate()).map(|r| with_limits(r, limits))
     }
 
     /// Serves a load's result (or keeps the last good registry when it
@@ -268,11 +267,15 @@ impl Shared {
             Ok(new) => {
                 // The limits may have changed while it loaded.
                 let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
-                self.swap_in(if *new.limits() == limits {
+                let new = if *new.limits() == limits {
                     new
                 } else {
                     new.with_limits(limits)
-                })
+                };
+                // A template this load left out keeps serving its last
+                // good version.
+                let new = new.keeping_last_good(&self.current.load());
+                self.swap_in(new)
             }
             Err(e) => self.keep_last_good(&e),
         };
@@ -280,20 +283,26 @@ impl Shared {
         event
     }
 
-    /// Serves `new` at once, then works out what changed.
+    /// Serves `new` at once, then works out what changed. The generation
+    /// grows when anything did; the problems of the load (templates left
+    /// out, some still served in their last good version) are kept.
     fn swap_in(&self, new: Registry) -> ReloadEvent {
+        let errors = problems(&new);
         let new = Arc::new(new);
-        let (generation, old) = {
+        let (generation, changed) = {
             let mut state = self.lock();
             let old = self.current.swap(new.clone());
-            state.generation += 1;
-            state.errors.clear();
-            (state.generation, old)
+            let changed = changed_names(&old, &new);
+            if !changed.is_empty() || errors.is_empty() {
+                state.generation += 1;
+            }
+            state.errors = errors.clone();
+            (state.generation, changed)
         };
         ReloadEvent {
             generation,
-            changed: changed_names(&old, &new),
-            errors: Vec::new(),
+            changed,
+            errors,
         }
     }
 
@@ -514,6 +523,23 @@ fn with_limits(registry: Registry, limits: crate::limits::RenderLimits) -> Regis
     } else {
         registry.with_limits(limits)
     }
+}
+
+/// The problems an isolating load reports: the errors of what it left out
+/// (warnings of templates that loaded, and the notes naming what is still
+/// served in its last good version, are not problems).
+fn problems(registry: &Registry) -> Vec<Diagnostic> {
+    if registry.left_out().is_empty() {
+        return Vec::new();
+    }
+    // Only errors: the notes naming what is still served in its last good
+    // version stay in `Registry::diagnostics`; `errors` means errors.
+    registry
+        .diagnostics()
+        .iter()
+        .filter(|d| d.severity() == Severity::Error)
+        .cloned()
+        .collect()
 }
 
 /// One diagnostic per problem of a failed load.

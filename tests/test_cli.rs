@@ -157,14 +157,16 @@ fn a_broken_root_reports_every_file() {
     let (code, stdout, stderr) = run(cli().args(["render", "x", "--dir", "tests/cases/err_cycle"]));
     assert_eq!(code, 1);
     assert!(stdout.is_empty());
+    // Every broken file is said (as left out), then the reference fails.
     assert!(
-        stderr.contains("a.prompt.yaml:2:10: inheritance cycle"),
+        stderr.contains("a.prompt.yaml:2:10: error: inheritance cycle"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("c.prompt.yaml:2:10: `extends: nope@^1`"),
+        stderr.contains("c.prompt.yaml:2:10: error: `extends: nope@^1`"),
         "{stderr}"
     );
+    assert!(stderr.contains("no template named `x`"), "{stderr}");
 }
 
 #[test]
@@ -268,4 +270,76 @@ fn render_reports_tokens_and_truncation() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["tokens"]["approximate"], true);
+}
+
+/// `--var k=v` takes the parameter's declared type; a value that does not
+/// convert is an error that suggests `k:=JSON`.
+#[test]
+fn vars_are_converted_by_the_parameters_type() {
+    let (code, stdout, stderr) = run(cli().args([
+        "render",
+        "summarize/article@^1",
+        "--json",
+        "--var",
+        "article=Rust 2.0 shipped.",
+        "--var",
+        "bullets=2",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        v["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 bullet")
+    );
+    let (code, stdout, stderr) = run(cli().args([
+        "render",
+        "summarize/article@^1",
+        "--var",
+        "article=x",
+        "--var",
+        "bullets=two",
+    ]));
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("`bullets` is an integer"), "{stderr}");
+    assert!(stderr.contains("--var bullets:=JSON"), "{stderr}");
+}
+
+/// One broken file does not stop `render`, `list` or `send` from using the
+/// others; what was left out is said on stderr. `lint` stays strict.
+#[test]
+fn a_broken_file_leaves_the_others_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.prompt.jinja"),
+        "---\nversion: 1.0.0\n---\nuser:\nhello\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.prompt.jinja"),
+        "---\nversion: 1.0.0\n---\nuser:\n{% if %}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(cli().args(["render", "ok", "--dir"]).arg(dir.path()));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("hello"), "{stdout}");
+    assert!(stderr.contains("left out"), "{stderr}");
+    assert!(stderr.contains("broken.prompt.jinja:5"), "{stderr}");
+
+    let (code, stdout, _) = run(cli().args(["list", "--dir"]).arg(dir.path()));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("ok") && !stdout.contains("broken"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = run(cli().args(["render", "broken", "--dir"]).arg(dir.path()));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("did not load"), "{stderr}");
+
+    let (code, stdout, _) = run(cli().args(["lint", "--dir"]).arg(dir.path()));
+    assert_eq!(code, 1);
+    assert!(stdout.contains("broken.prompt.jinja:5"), "{stdout}");
 }

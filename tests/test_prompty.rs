@@ -296,9 +296,17 @@ fn the_spec_fixtures_load_and_render() {
     let minimal = registry.render("minimal", &json!({})).unwrap();
     assert_eq!(minimal.model.unwrap().name.as_deref(), Some("gpt-4"));
 
-    // `${env:...}` is never resolved into anything we render or report.
-    let listed = serde_json::to_string(&registry).unwrap();
-    assert!(!listed.contains("${env:"), "{listed}");
+    // `${env:...}` is never resolved at load or render time: a connection
+    // keeps the reference as written (for `send` to read then), and the
+    // key only as the variable's name (see also
+    // `env_references_are_never_resolved_when_loading_or_rendering`).
+    let basic = registry.get("basic").unwrap();
+    let connection = basic.model().unwrap().connection.as_ref().unwrap();
+    assert_eq!(
+        connection.endpoint.as_deref(),
+        Some("${env:OPENAI_ENDPOINT:https://api.openai.com/v1}")
+    );
+    assert_eq!(connection.key_env.as_deref(), Some("OPENAI_API_KEY"));
     for t in registry.templates() {
         let r = registry.render(&t.id(), &json!({})).unwrap();
         for m in &r.messages {
@@ -573,4 +581,91 @@ fn convert_creates_its_output_without_following_links() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a semver version"), "{stderr}");
+}
+
+/// `${file:PATH}` values are read at load, relative to the file and inside
+/// the root only; editing nothing else, they load their content.
+#[test]
+fn file_references_are_resolved_inside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("shared")).unwrap();
+    fs::write(
+        dir.path().join("shared/inputs.json"),
+        r#"{"question": {"kind": "string", "default": "Why?"}}"#,
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("t.prompty"),
+        "---\nname: t\nversion: 1.0.0\ninputs: ${file:shared/inputs.json}\n---\nuser:\n{{ question }}\n",
+    )
+    .unwrap();
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        messages(&registry, &json!({})),
+        [("user".into(), "Why?".into(), None)]
+    );
+    let t = registry.get("t").unwrap();
+    assert_eq!(t.parameters()[0].name, "question");
+
+    // Outside the root, or missing: an error naming the file.
+    fs::write(
+        dir.path().join("t.prompty"),
+        "---\nname: t\nversion: 1.0.0\ninputs: ${file:../../etc/hosts}\n---\nuser:\nx\n",
+    )
+    .unwrap();
+    let e = Registry::load(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("outside the template root"), "{e:#}");
+}
+
+/// `${env:VAR}` is never resolved at load or render time, never printed:
+/// a sentinel in the environment appears nowhere. A connection naming an
+/// endpoint and key that way is carried for `send`.
+#[test]
+fn env_references_are_never_resolved_when_loading_or_rendering() {
+    let sentinel = "SENTINEL-7f3a-endpoint.example";
+    let var = "PROMPTBOOK_TEST_PROMPTY_ENDPOINT";
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("t.prompty"),
+        format!(
+            "---\nname: t\nversion: 1.0.0\nmodel:\n  id: gpt-4o\n  provider: openai\n  connection:\n    endpoint: ${{env:{var}}}\n    key: ${{env:PROMPTBOOK_TEST_KEY}}\n---\nuser:\nhi\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args(["render", "t", "--json", "--dir"])
+        .arg(dir.path())
+        .env(var, sentinel)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(sentinel), "{stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v["model"]["connection"],
+        json!({"endpoint": format!("${{env:{var}}}"), "key_env": "PROMPTBOOK_TEST_KEY"})
+    );
+}
+
+/// A `.prompty` file saved with Windows line endings renders the same
+/// messages as with LF.
+#[test]
+fn line_endings_do_not_change_prompty_messages() {
+    let body = "system:\nYou help.\n\nuser:\n{{ q }}\n";
+    let (_a, lf) = prompty("name: t\ninputs:\n  q: {kind: string}\n", body);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("t.prompty"),
+        format!("---\nname: t\ninputs:\n  q: {{kind: string}}\n---\n{body}").replace('\n', "\r\n"),
+    )
+    .unwrap();
+    let crlf = Registry::load(dir.path()).unwrap();
+    let inputs = json!({"q": "Hi"});
+    assert_eq!(messages(&crlf, &inputs), messages(&lf, &inputs));
+    assert!(
+        messages(&crlf, &inputs)
+            .iter()
+            .all(|(_, c, _)| !c.contains('\r'))
+    );
 }

@@ -74,7 +74,9 @@ proptest! {
     fn valid_references_round_trip(n in name(), req in requirement()) {
         let r = Reference::parse(&format!("{n}@{req}")).unwrap();
         prop_assert_eq!(r.name(), n.as_str());
-        let expected = VersionReq::parse(&req).unwrap();
+        // A full version with no operator pins that version.
+        let oracle = if Version::parse(&req).is_ok() { format!("={req}") } else { req.clone() };
+        let expected = VersionReq::parse(&oracle).unwrap();
         prop_assert_eq!(r.selector(), &Selector::Req(expected));
         let latest = Reference::parse(&n).unwrap();
         prop_assert_eq!(latest.selector(), &Selector::Latest);
@@ -86,7 +88,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// `NAME@REQ` picks the highest version semver says matches (with
-    /// Cargo's pre-release rule); `NAME` the highest release.
+    /// Cargo's pre-release rule), `NAME@1.2.3` exactly that version; `NAME`
+    /// the highest release.
     #[test]
     fn resolution_agrees_with_semver(
         versions in prop::collection::btree_set(version(), 1..6),
@@ -101,7 +104,10 @@ proptest! {
             .unwrap();
         }
         let registry = Registry::load(dir.path()).unwrap();
-        let parsed = VersionReq::parse(&req).unwrap();
+        // A full version with no operator names exactly that version (as
+        // npm pins); anything else is semver's requirement.
+        let oracle = if Version::parse(&req).is_ok() { format!("={req}") } else { req.clone() };
+        let parsed = VersionReq::parse(&oracle).unwrap();
         let expected = versions.iter().filter(|v| parsed.matches(v)).max();
         match (registry.get(&format!("t@{req}")), expected) {
             (Ok(t), Some(v)) => prop_assert_eq!(t.version(), v),

@@ -461,3 +461,158 @@ mod arbitrary_templates {
         }
     }
 }
+
+/// An isolating load leaves out a broken template with everything that
+/// extends or includes it, serves the rest, and says what was left out and
+/// why; resolution never quietly falls back to another version.
+#[test]
+fn an_isolating_load_leaves_out_what_does_not_load_and_says_why() {
+    let body = |text: &str| format!("---\nversion: 1.0.0\n---\n{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "ok.prompt.jinja", &body("user:\nhello"));
+    write(d, "broken.prompt.jinja", &body("user:\n{{ oops"));
+    write(
+        d,
+        "includes_broken.prompt.jinja",
+        &body("user:\n{% include 'broken' %}"),
+    );
+    write(
+        d,
+        "child_of_broken.prompt.yaml",
+        "version: 1.0.0\nextends: broken@^1\n",
+    );
+    write(
+        d,
+        "chain.prompt.jinja",
+        &body("user:\n{% include 'includes_broken' %}"),
+    );
+    // Two versions of a partial: the newer one is broken. A template that
+    // asks for `^1` must not quietly get 1.0.0.
+    write(d, "p@1.0.0.prompt.jinja", &body("user:\nold partial"));
+    write(
+        d,
+        "p@1.1.0.prompt.jinja",
+        "---\nversion: 1.1.0\n---\nuser:\n{{ broken",
+    );
+    write(
+        d,
+        "uses_p.prompt.jinja",
+        &body("user:\n{% include 'p@^1' %}"),
+    );
+    write(
+        d,
+        "pins_old_p.prompt.jinja",
+        &body("user:\n{% include 'p@1.0.0' %}"),
+    );
+    // A file so broken its version is unknown.
+    write(d, "q.prompt.jinja", "no front matter at all");
+    write(d, "uses_q.prompt.jinja", &body("user:\n{% include 'q' %}"));
+
+    // Strict: the whole load fails, listing every problem.
+    assert_eq!(Registry::load(d).unwrap_err().kind(), ErrorKind::Load);
+
+    let registry = Registry::load_with(d, &promptbook::LoadOptions::isolate()).unwrap();
+    let names: Vec<&str> = registry.names().collect();
+    assert_eq!(names, ["ok", "p", "pins_old_p"], "what loads");
+    assert_eq!(
+        registry.render("ok", &json!({})).unwrap().messages[0].content,
+        "hello"
+    );
+    assert_eq!(
+        registry.render("pins_old_p", &json!({})).unwrap().messages[0].content,
+        "old partial"
+    );
+    // Why each one is out, with its file.
+    let said: Vec<String> = registry
+        .diagnostics()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for (file, why) in [
+        ("broken.prompt.jinja", "error"),
+        ("includes_broken.prompt.jinja", "includes `broken`"),
+        ("child_of_broken.prompt.yaml", "extends `broken`"),
+        ("chain.prompt.jinja", "includes `includes_broken`"),
+        ("uses_p.prompt.jinja", "includes `p@^1`"),
+        ("uses_q.prompt.jinja", "`q` did not load"),
+    ] {
+        assert!(
+            said.iter().any(|d| d.contains(file) && d.contains(why)),
+            "nothing says {file} is out ({why}): {said:#?}"
+        );
+    }
+    // Asking for a left-out template says why it did not load.
+    let e = registry.render("broken", &json!({})).unwrap_err();
+    assert!(e.to_string().contains("did not load"), "{e}");
+    assert!(e.to_string().contains("broken.prompt.jinja"), "{e}");
+}
+
+/// Templates can be loaded from memory (embedded with `include_str!`,
+/// written by a test), `$ref` schemas included.
+#[test]
+fn templates_load_from_memory() {
+    let registry = Registry::from_files([
+        (
+            "support/reply.prompt.yaml",
+            "version: 1.0.0\ninput_schema: {$ref: ../schemas/reply.json}\nmessages:\n  - role: user\n    content: \"{{ name }}\"\n",
+        ),
+        (
+            "schemas/reply.json",
+            "{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"minLength\": 2}}, \"required\": [\"name\"]}",
+        ),
+    ])
+    .unwrap();
+    let r = registry
+        .render("support/reply", &json!({"name": "Ann"}))
+        .unwrap();
+    assert_eq!(r.messages[0].content, "Ann");
+    assert_eq!(
+        registry
+            .render("support/reply", &json!({"name": "A"}))
+            .unwrap_err()
+            .rule(),
+        Some("minLength")
+    );
+    // Leaving the root is refused, in memory too.
+    let e = Registry::from_files([(
+        "t.prompt.yaml",
+        "version: 1.0.0\ninput_schema: {$ref: ../../etc/passwd}\nmessages:\n  - role: user\n    content: x\n",
+    )])
+    .unwrap_err();
+    assert!(e.to_string().contains("outside the template root"), "{e:#}");
+}
+
+/// `Vec<promptbook::Message>` fits a `messages` parameter exactly, so the
+/// recommended drift test passes for templates with history.
+#[test]
+fn the_crates_own_message_fits_a_history_parameter() {
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct Chat {
+        question: String,
+        history: Vec<promptbook::Message>,
+    }
+    let registry = Registry::load("templates").unwrap();
+    assert_eq!(
+        registry.check_input_type::<Chat>("chat/assistant").unwrap(),
+        []
+    );
+}
+
+/// A model named at render time is the rendered result's model.
+#[test]
+fn a_model_override_is_carried_in_the_result() {
+    let registry = Registry::load("templates").unwrap();
+    let options = promptbook::RenderOptions::new().model("anthropic:claude-sonnet-4-5");
+    let r = registry
+        .render_with("support/triage", &json!({"ticket": "Refund"}), &options)
+        .unwrap();
+    let model = r.model.as_ref().unwrap();
+    assert_eq!(model.provider.as_deref(), Some("anthropic"));
+    assert_eq!(model.name.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(
+        serde_json::to_value(&r).unwrap()["model"]["name"],
+        "claude-sonnet-4-5"
+    );
+}

@@ -411,7 +411,7 @@ fn the_server_survives_a_burst_of_concurrent_renders() {
                     n if n % 5 == 1 => json!({"template": "support/triage", "inputs": {"ticket": i}}),
                     _ => json!({"template": "support/triage", "inputs": {"ticket": format!("ticket {i}")}}),
                 };
-                let res = client.post(&url).json(&body).send().await.unwrap();
+                let res = client.post(&url).json(&body).send().await.unwrap_or_else(|e| panic!("request {i}: {e:?}"));
                 let status = res.status();
                 let value: Value = res.json().await.unwrap();
                 (i, status, value)
@@ -588,7 +588,7 @@ fn idle_and_trickling_connections_do_not_starve_valid_requests() {
     use std::net::TcpStream;
     let server = Server::start_with(Path::new("templates"), &[], Some(256));
     let mut idle = Vec::new();
-    for _ in 0..600 {
+    for _ in 0..1000 {
         if let Ok(c) = TcpStream::connect(server.addr()) {
             idle.push(c);
         }
@@ -678,4 +678,43 @@ fn a_render_without_a_free_slot_gets_503_with_retry_after() {
     );
     assert!(answers.iter().any(|(s, _)| *s == 422), "{answers:?}");
     runtime.shutdown_background();
+}
+
+/// A root with a broken file serves the others from the start, and says
+/// what was left out in `/api/status`.
+#[test]
+fn a_broken_file_at_start_leaves_the_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("ok.prompt.jinja"),
+        "---\nversion: 1.0.0\n---\nuser:\nhello\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("broken.prompt.jinja"),
+        "---\nversion: 1.0.0\n---\nuser:\n{{ nope\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path());
+    let (status, body) = post_render(&server, &json!({"template": "ok"}));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["messages"][0]["content"], "hello");
+    let status = get(&server, "/api/status");
+    assert_eq!(status["generation"], 1, "{status}");
+    let errors = status["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|d| d["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("broken.prompt.jinja"))),
+        "{status}"
+    );
+    let (code, body) = post_render(&server, &json!({"template": "broken"}));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not load"),
+        "{body}"
+    );
 }

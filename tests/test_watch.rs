@@ -8,7 +8,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use promptbook::{ReloadEvent, WatchedRegistry};
+use promptbook::{ReloadEvent, Severity, WatchedRegistry};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -463,4 +463,53 @@ fn editing_only_a_ref_schema_serves_the_new_schema() {
     let again = promptbook::Registry::load(dir.path()).unwrap();
     assert!(again.render("t", &json!({"n": 9})).is_ok());
     assert!(again.render("t", &json!({"n": 11})).is_err());
+}
+
+/// A broken save of one file keeps serving that file's last good version
+/// while the other files reload; fixing it serves the fix.
+#[test]
+fn a_broken_file_keeps_its_last_good_version_while_others_reload() {
+    let (dir, w, rx) = setup();
+    fs::write(dir.path().join("u.prompt.yaml"), manifest("1.0.0", "u one")).unwrap();
+    wait_for(&rx, |e| e.is_good() && e.changed == ["u"]);
+
+    // Break t, and change u in the same save burst.
+    fs::write(
+        dir.path().join("t.prompt.yaml"),
+        "version: 1.0.1\nmessages: [\n",
+    )
+    .unwrap();
+    fs::write(dir.path().join("u.prompt.yaml"), manifest("1.0.1", "u two")).unwrap();
+    let e = wait_for(&rx, |e| !e.is_good() && e.changed.contains(&"u".to_owned()));
+    assert!(
+        e.errors
+            .iter()
+            .any(|d| d.location().path().ends_with("t.prompt.yaml")),
+        "{:?}",
+        e.errors
+    );
+    // `errors` holds errors; what is still served is a note among the
+    // served registry's diagnostics.
+    assert!(
+        e.errors.iter().all(|d| d.severity() == Severity::Error),
+        "{:?}",
+        e.errors
+    );
+    let served = w.registry();
+    assert!(
+        served
+            .diagnostics()
+            .iter()
+            .any(|d| d.message().contains("last good version of `t@1.0.0`")),
+        "{:?}",
+        served.diagnostics()
+    );
+    assert_eq!(content(&w, "t"), "one", "t keeps its last good version");
+    assert_eq!(content(&w, "u"), "u two", "u reloaded");
+    assert_eq!(w.errors(), e.errors);
+
+    fs::write(dir.path().join("t.prompt.yaml"), manifest("1.0.2", "fixed")).unwrap();
+    wait_for(&rx, ReloadEvent::is_good);
+    assert_eq!(content(&w, "t"), "fixed");
+    assert!(w.errors().is_empty());
 }

@@ -70,7 +70,7 @@ impl Wire for Anthropic {
         messages: &[Message],
         params: &Map<String, Value>,
         stream: bool,
-    ) -> Value {
+    ) -> Result<Value, String> {
         body(model, messages, params, stream)
     }
 
@@ -187,34 +187,73 @@ impl Wire for Anthropic {
     }
 }
 
-fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: bool) -> Value {
+/// The request body, or why the messages cannot make one Anthropic
+/// accepts. Its documented rules for content: text blocks are never empty
+/// or whitespace only; the first turn is the user's and turns alternate;
+/// a final assistant turn (a prefill) does not end in whitespace;
+/// `tool_use` input is an object; every `tool_result` answers a `tool_use`
+/// of the assistant turn before it, and comes first in its user turn.
+fn body(
+    model: &str,
+    messages: &[Message],
+    params: &Map<String, Value>,
+    stream: bool,
+) -> Result<Value, String> {
     let mut system: Vec<&str> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in messages {
+    // The tool calls the last assistant turn made.
+    let mut open_calls: Vec<String> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
-                if !m.content.is_empty() {
+                if !m.content.trim().is_empty() {
                     system.push(&m.content);
                 }
                 continue;
             }
             Role::User => ("user", text_block(&m.content)),
-            Role::Tool => (
-                "user",
-                vec![json!({
-                    "type": "tool_result",
-                    "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
-                    "content": m.content,
-                })],
-            ),
+            Role::Tool => {
+                let id = m.tool_call_id.as_deref().unwrap_or_default();
+                if !open_calls.iter().any(|c| c == id) {
+                    return Err(format!(
+                        "message {} ({}) answers tool call `{id}`, which the assistant message \
+                         before it did not make; Anthropic requires every tool result to answer a \
+                         tool call of the turn before",
+                        i + 1,
+                        m.role
+                    ));
+                }
+                (
+                    "user",
+                    vec![json!({
+                        "type": "tool_result",
+                        "tool_use_id": id,
+                        "content": m.content,
+                    })],
+                )
+            }
             Role::Assistant => {
                 let mut blocks = text_block(&m.content);
+                open_calls.clear();
                 for call in m.tool_calls.iter().flatten() {
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                    let input: Value = match serde_json::from_str(args) {
+                        Ok(v @ Value::Object(_)) => v,
+                        Ok(_) | Err(_) if args.trim().is_empty() => json!({}),
+                        _ => {
+                            return Err(format!(
+                                "message {} (assistant) calls a tool with arguments that are not a \
+                                 JSON object (`{}`); Anthropic's tool input is an object",
+                                i + 1,
+                                args.chars().take(60).collect::<String>()
+                            ));
+                        }
+                    };
+                    let id = call["id"].as_str().unwrap_or_default();
+                    open_calls.push(id.to_owned());
                     blocks.push(json!({
                         "type": "tool_use",
-                        "id": call["id"],
+                        "id": id,
                         "name": call["function"]["name"],
                         "input": input,
                     }));
@@ -232,6 +271,22 @@ fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: 
     }
     if turns.first().is_none_or(|(role, _)| *role != "user") {
         turns.insert(0, ("user", text_block(ANTHROPIC_FIRST_TURN)));
+    }
+    // Tool results first in their user turn.
+    for (_, blocks) in &mut turns {
+        blocks.sort_by_key(|b| b["type"] != "tool_result");
+    }
+    // A final assistant turn must not end in whitespace.
+    if let Some(("assistant", blocks)) = turns.last_mut().map(|(r, b)| (*r, b))
+        && let Some(last) = blocks.last_mut()
+        && last["type"] == "text"
+    {
+        let trimmed = last["text"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
+        last["text"] = trimmed.into();
     }
     let messages: Vec<Value> = turns
         .into_iter()
@@ -276,11 +331,13 @@ fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: 
     } else {
         body.remove("stream");
     }
-    Value::Object(body)
+    Ok(Value::Object(body))
 }
 
+/// A text block, unless the text is empty or whitespace only (Anthropic
+/// rejects those).
 fn text_block(text: &str) -> Vec<Value> {
-    if text.is_empty() {
+    if text.trim().is_empty() {
         Vec::new()
     } else {
         vec![json!({"type": "text", "text": text})]
@@ -376,22 +433,24 @@ mod tests {
             "function": {"name": "f", "arguments": "{\"x\": 1}"}})]);
         let mut result = Message::new(Role::Tool, "42");
         result.tool_call_id = Some("c1".into());
-        let body = Anthropic.body(
-            "claude-x",
-            &[
-                Message::new(Role::System, "Rule one."),
-                Message::new(Role::Developer, "Rule two."),
-                Message::new(Role::Assistant, "Hello, how can I help?"),
-                Message::new(Role::User, "a"),
-                Message::new(Role::User, "b"),
-                call,
-                result,
-            ],
-            &params(json!({"stop": "END", "seed": 1, "top_k": 3,
+        let body = Anthropic
+            .body(
+                "claude-x",
+                &[
+                    Message::new(Role::System, "Rule one."),
+                    Message::new(Role::Developer, "Rule two."),
+                    Message::new(Role::Assistant, "Hello, how can I help?"),
+                    Message::new(Role::User, "a"),
+                    Message::new(Role::User, "b"),
+                    call,
+                    result,
+                ],
+                &params(json!({"stop": "END", "seed": 1, "top_k": 3,
                 "tools": [{"type": "function", "function": {"name": "f",
                     "parameters": {"type": "object"}}}]})),
-            false,
-        );
+                false,
+            )
+            .unwrap();
         assert_eq!(
             body,
             json!({
@@ -491,5 +550,81 @@ mod tests {
             .step(&mut acc, "error", r#"{"error":{"message":"overloaded"}}"#)
             .unwrap_err();
         assert!(e.contains("overloaded"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod constraint_tests {
+    use super::*;
+
+    fn build(messages: &[Message]) -> Result<Value, String> {
+        body("claude-x", messages, &Map::new(), false)
+    }
+
+    fn tool_call(id: &str, args: &str) -> Message {
+        let mut m = Message::new(Role::Assistant, "");
+        m.tool_calls = Some(vec![json!({"id": id, "type": "function",
+            "function": {"name": "f", "arguments": args}})]);
+        m
+    }
+
+    fn tool_result(id: &str) -> Message {
+        let mut m = Message::new(Role::Tool, "42");
+        m.tool_call_id = Some(id.into());
+        m
+    }
+
+    #[test]
+    fn whitespace_only_text_never_goes_out() {
+        let b = build(&[
+            Message::new(Role::System, "  \n "),
+            Message::new(Role::User, "hi"),
+            Message::new(Role::Assistant, " \t\n"),
+            Message::new(Role::User, "again"),
+        ])
+        .unwrap();
+        assert!(b.get("system").is_none(), "{b}");
+        assert_eq!(
+            b["messages"],
+            json!([{"role": "user", "content": "hi\n\nagain"}])
+        );
+    }
+
+    #[test]
+    fn a_final_assistant_turn_does_not_end_in_whitespace() {
+        let b = build(&[
+            Message::new(Role::User, "hi"),
+            Message::new(Role::Assistant, "The answer is: \n"),
+        ])
+        .unwrap();
+        assert_eq!(b["messages"][1]["content"], "The answer is:");
+    }
+
+    #[test]
+    fn tool_results_answer_the_calls_before_them_and_come_first() {
+        let b = build(&[
+            Message::new(Role::User, "weather?"),
+            tool_call("c1", "{\"city\": \"Oslo\"}"),
+            tool_result("c1"),
+            Message::new(Role::User, "and tomorrow?"),
+        ])
+        .unwrap();
+        let last = &b["messages"][2]["content"];
+        assert_eq!(last[0]["type"], "tool_result", "{b}");
+        assert_eq!(last[1]["type"], "text", "{b}");
+
+        let e = build(&[Message::new(Role::User, "x"), tool_result("nope")]).unwrap_err();
+        assert!(
+            e.contains("message 2 (tool)") && e.contains("`nope`"),
+            "{e}"
+        );
+        let e = build(&[Message::new(Role::User, "x"), tool_call("c1", "[1, 2]")]).unwrap_err();
+        assert!(
+            e.contains("message 2 (assistant)") && e.contains("object"),
+            "{e}"
+        );
+        // No arguments at all is an empty input.
+        let b = build(&[Message::new(Role::User, "x"), tool_call("c1", "")]).unwrap();
+        assert_eq!(b["messages"][1]["content"][0]["input"], json!({}));
     }
 }

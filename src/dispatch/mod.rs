@@ -65,7 +65,7 @@ pub struct Client {
 
 pub(crate) struct Inner {
     http: reqwest::Client,
-    providers: BTreeMap<String, Provider>,
+    providers: BTreeMap<String, Arc<Provider>>,
     retry: RetryPolicy,
     timeouts: Timeouts,
     sizes: SizeLimits,
@@ -214,11 +214,11 @@ impl ClientBuilder {
                 let limiter = Limiter::new(&config.limits);
                 (
                     name.clone(),
-                    Provider {
+                    Arc::new(Provider {
                         name,
                         config,
                         limiter,
-                    },
+                    }),
                 )
             })
             .collect();
@@ -266,12 +266,12 @@ impl SendOptions {
 }
 
 /// One model to try: a provider and a model name.
-pub(crate) struct Target<'a> {
-    provider: &'a Provider,
+pub(crate) struct Target {
+    provider: Arc<Provider>,
     model: String,
 }
 
-impl Target<'_> {
+impl Target {
     /// Says in `response` who answered.
     fn label(&self, response: &mut Response) {
         response.provider.clone_from(&self.provider.name);
@@ -357,7 +357,7 @@ impl Client {
                         hit.cached = true;
                         return Outcome::Reused(hit);
                     }
-                    match request::whole(&self.inner, target, prepared).await {
+                    match request::whole(&self.inner, target, &prepared).await {
                         Ok(mut response) => {
                             target.label(&mut response);
                             if let (Some(cache), Some(key)) = (cache, key) {
@@ -443,7 +443,9 @@ impl Client {
             &targets,
             &self.inner.retry,
             |target| self.prepare(rendered, target, true),
-            |target, prepared, _retry| Box::pin(stream::attempt(&self.inner, target, prepared, tx)),
+            |target, prepared, _retry| {
+                Box::pin(async move { stream::attempt(&self.inner, target, &prepared, tx).await })
+            },
         )
         .await?;
         Ok(finished.map(|f| {
@@ -461,7 +463,7 @@ impl Client {
         &self,
         rendered: &Rendered,
         options: &SendOptions,
-    ) -> Result<Vec<Target<'_>>, DispatchError> {
+    ) -> Result<Vec<Target>, DispatchError> {
         let block = rendered.model.as_ref();
         let primary = match (&options.model, block) {
             (Some(m), _) => m.clone(),
@@ -488,13 +490,19 @@ impl Client {
             .fallbacks
             .clone()
             .unwrap_or_else(|| block.map(|b| b.fallbacks.clone()).unwrap_or_default());
-        std::iter::once(primary)
-            .chain(fallbacks)
-            .map(|spec| self.target(&spec))
+        let own = block
+            .and_then(|b| b.connection.as_ref())
+            .filter(|_| options.model.is_none());
+        let first = match own {
+            Some(connection) => connected_target(block.map(|b| b.as_ref()), connection, &primary)?,
+            None => self.target(&primary)?,
+        };
+        std::iter::once(Ok(first))
+            .chain(fallbacks.iter().map(|spec| self.target(spec)))
             .collect()
     }
 
-    fn target(&self, spec: &str) -> Result<Target<'_>, DispatchError> {
+    fn target(&self, spec: &str) -> Result<Target, DispatchError> {
         let providers = &self.inner.providers;
         let (provider, model) = match spec.split_once(':') {
             Some((p, m)) if providers.contains_key(p) => (p, m),
@@ -515,7 +523,7 @@ impl Client {
         })?;
         read_key(provider)?;
         Ok(Target {
-            provider,
+            provider: provider.clone(),
             model: model.to_owned(),
         })
     }
@@ -523,7 +531,7 @@ impl Client {
     fn prepare(
         &self,
         rendered: &Rendered,
-        target: &Target<'_>,
+        target: &Target,
         stream: bool,
     ) -> Result<Prepared, DispatchError> {
         let fitted = rendered
@@ -531,12 +539,14 @@ impl Client {
             .map_err(DispatchError::prompt)?;
         let empty = Map::new();
         let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
-        let body = wire::wire(target.provider.config.kind).body(
-            &target.model,
-            &fitted.messages,
-            params,
-            stream,
-        );
+        let body = wire::wire(target.provider.config.kind)
+            .body(&target.model, &fitted.messages, params, stream)
+            .map_err(|message| {
+                DispatchError::prompt(crate::error::Error::new(
+                    crate::error::ErrorKind::InvalidInput,
+                    format!("{}: {message}", rendered.template),
+                ))
+            })?;
         let deterministic = params
             .get("temperature")
             .and_then(Value::as_f64)
@@ -544,10 +554,86 @@ impl Client {
         Ok(Prepared {
             body,
             prompt_tokens: fitted.tokens.total,
-            key: read_key(target.provider)?,
+            key: read_key(&target.provider)?,
             deterministic,
         })
     }
+}
+
+/// The target a template's own `model.connection` names (a Prompty file's):
+/// its endpoint (`${env:VAR}` read now) as the base URL, the key from its
+/// variable, Anthropic's wire for `provider: anthropic` and OpenAI's for
+/// anything else; for `provider: azure`, Azure OpenAI's deployment path,
+/// `api-version` and `api-key` header. No client-side limits apply (they
+/// belong to configured providers).
+fn connected_target(
+    block: Option<&crate::template::ModelConfig>,
+    connection: &crate::template::Connection,
+    spec: &str,
+) -> Result<Target, DispatchError> {
+    let provider = block
+        .and_then(|b| b.provider.as_deref())
+        .unwrap_or("openai");
+    let name = spec.rsplit_once(':').map_or(spec, |(_, n)| n);
+    let endpoint = match connection.endpoint.as_deref().map(str::trim) {
+        Some(e) if e.starts_with("${env:") => {
+            let var = e
+                .trim_start_matches("${env:")
+                .trim_end_matches('}')
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    DispatchError::config(format!(
+                        "the template's model.connection takes its endpoint from the \
+                         environment variable {var}, which is not set"
+                    ))
+                })?
+        }
+        Some(e) => e.to_owned(),
+        None => {
+            return Err(DispatchError::config(
+                "the template's model.connection names no endpoint",
+            ));
+        }
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(DispatchError::config(format!(
+            "the template's model.connection endpoint `{endpoint}` must start with http:// or https://"
+        )));
+    }
+    let kind = if provider == "anthropic" {
+        ProviderKind::Anthropic
+    } else {
+        ProviderKind::Openai
+    };
+    let mut config = ProviderConfig::new(kind, endpoint.trim_end_matches('/'), None);
+    config.api_key_env = connection.key_env.clone();
+    if provider == "azure" {
+        config.base_url = format!("{}/openai/deployments/{name}", config.base_url);
+        config.auth_header = Some("api-key".into());
+        config.query.insert(
+            "api-version".into(),
+            connection
+                .api_version
+                .clone()
+                .unwrap_or_else(|| "2024-10-21".into()),
+        );
+    }
+    let provider = Provider {
+        name: provider.to_owned(),
+        limiter: Limiter::new(&Limits::default()),
+        config,
+    };
+    read_key(&provider)?;
+    Ok(Target {
+        provider: Arc::new(provider),
+        model: name.to_owned(),
+    })
 }
 
 fn read_key(provider: &Provider) -> Result<Option<ApiKey>, DispatchError> {

@@ -32,8 +32,8 @@ impl Wire for OpenAi {
         messages: &[Message],
         params: &Map<String, Value>,
         stream: bool,
-    ) -> Value {
-        body(model, messages, params, stream)
+    ) -> Result<Value, String> {
+        Ok(body(model, messages, params, stream))
     }
 
     fn response(&self, answer: &Value) -> Result<Response, String> {
@@ -206,12 +206,14 @@ mod tests {
         result.tool_call_id = Some("c1".into());
         let mut named = Message::new(Role::User, "hi");
         named.name = Some("ann".into());
-        let body = OpenAi.body(
-            "gpt-4o",
-            &[Message::new(Role::System, "be brief"), named, call, result],
-            &params(json!({"temperature": 0, "top_k": 3, "stop_sequences": ["X"]})),
-            false,
-        );
+        let body = OpenAi
+            .body(
+                "gpt-4o",
+                &[Message::new(Role::System, "be brief"), named, call, result],
+                &params(json!({"temperature": 0, "top_k": 3, "stop_sequences": ["X"]})),
+                false,
+            )
+            .unwrap();
         assert_eq!(
             body,
             json!({
@@ -227,7 +229,7 @@ mod tests {
                 "stop": ["X"],
             })
         );
-        let streamed = OpenAi.body("m", &[], &Map::new(), true);
+        let streamed = OpenAi.body("m", &[], &Map::new(), true).unwrap();
         assert_eq!(streamed["stream"], true);
         assert_eq!(streamed["stream_options"], json!({"include_usage": true}));
     }

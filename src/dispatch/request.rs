@@ -21,7 +21,7 @@ use super::{Inner, Prepared, Target, retry, wire};
 /// Sends one request; a non-2xx answer becomes its classified error.
 pub(crate) async fn post(
     client: &Inner,
-    target: &Target<'_>,
+    target: &Target,
     prepared: &Prepared,
 ) -> Result<reqwest::Response, DispatchError> {
     let config = &target.provider.config;
@@ -90,7 +90,7 @@ pub(crate) async fn post(
 /// whole-request timeout and the answer's size bound.
 pub(crate) async fn whole(
     client: &Inner,
-    target: &Target<'_>,
+    target: &Target,
     prepared: &Prepared,
 ) -> Result<Response, DispatchError> {
     let provider = &target.provider.name;

@@ -14,6 +14,7 @@
 //! Every header value comes from the server and is untrusted: it is parsed
 //! without panicking, and capped before it becomes a [`Duration`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -120,16 +121,16 @@ pub(crate) struct Finished<T> {
 ///
 /// # Errors
 /// The last failure, when no target answered.
-pub(crate) async fn run<'t, T>(
-    targets: &'t [Target<'t>],
+pub(crate) async fn run<'c, T>(
+    targets: &'c [Target],
     policy: &RetryPolicy,
-    mut prepare: impl FnMut(&Target<'t>) -> Result<Prepared, DispatchError>,
-    mut attempt: impl for<'a> FnMut(&'a Target<'t>, &'a Prepared, u32) -> BoxFuture<'a, Outcome<T>>,
+    mut prepare: impl FnMut(&Target) -> Result<Prepared, DispatchError>,
+    mut attempt: impl FnMut(&'c Target, Arc<Prepared>, u32) -> BoxFuture<'c, Outcome<T>>,
 ) -> Result<Option<Finished<T>>, DispatchError> {
     let mut attempts = 0;
     let mut last = None;
     for (i, target) in targets.iter().enumerate() {
-        let prepared = prepare(target)?;
+        let prepared = Arc::new(prepare(target)?);
         let mut retry = 0;
         let failed = loop {
             let permit = target
@@ -138,7 +139,7 @@ pub(crate) async fn run<'t, T>(
                 .acquire(prepared.prompt_tokens)
                 .await;
             let started = std::time::Instant::now();
-            let outcome = attempt(target, &prepared, retry).await;
+            let outcome = attempt(target, prepared.clone(), retry).await;
             drop(permit);
             let (error, delivered) = match outcome {
                 Outcome::Reused(value) => {
@@ -364,10 +365,10 @@ mod loop_tests {
         Duration,
     ) {
         let providers: Vec<Provider> = names.iter().map(|n| provider(n)).collect();
-        let targets: Vec<Target<'_>> = providers
-            .iter()
+        let targets: Vec<Target> = providers
+            .into_iter()
             .map(|p| Target {
-                provider: p,
+                provider: Arc::new(p),
                 model: "m".into(),
             })
             .collect();

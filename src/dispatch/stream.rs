@@ -25,7 +25,7 @@ use super::{Inner, Prepared, Target, sse};
 /// as they arrive; see the module docs for its bounds.
 pub(crate) async fn attempt(
     client: &Inner,
-    target: &Target<'_>,
+    target: &Target,
     prepared: &Prepared,
     tx: &mpsc::Sender<Result<StreamEvent, DispatchError>>,
 ) -> Outcome<Response> {

@@ -27,14 +27,16 @@ pub(crate) trait Wire: Sync {
     fn headers(&self, _headers: &mut HeaderMap) {}
 
     /// The request body for `model` and `messages`, with the template's
-    /// `model.parameters` translated.
+    /// `model.parameters` translated; or, before anything is sent, why the
+    /// messages cannot make a request the provider accepts (naming the
+    /// message).
     fn body(
         &self,
         model: &str,
         messages: &[Message],
         params: &Map<String, Value>,
         stream: bool,
-    ) -> Value;
+    ) -> Result<Value, String>;
 
     /// A whole (non-streamed) answer.
     fn response(&self, answer: &Value) -> Result<Response, String>;

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::inherit::{Inherited, Resolved};
 use super::parse::SourceFile;
-use super::{ENTRIES, Key, Parsed};
+use super::{ADOPTED, ENTRIES, Key, Parsed};
 use crate::body::{self, CompiledBody};
-use crate::dialect::LeadingText;
+use crate::dialect::{Engine, LeadingText};
 use crate::error::{Error, ErrorKind, Location, line_col};
 use crate::message::Role;
 use crate::registry::{Entry, FastMap, Index, exact_ref};
@@ -47,7 +47,11 @@ fn compile_one(src: &SourceFile, res: &Resolved) -> Compiled {
         }
         FileForm::Body => compile_jinja_body(src, res, &mut errs),
     };
-    let source = crate::namespace::guard_sets(&source).into_owned();
+    let source = crate::namespace::guard_sets(&source);
+    let source = match src.dialect.engine {
+        Engine::Native => keep_newline_after_includes(&source).into_owned(),
+        Engine::Prompty => source.into_owned(),
+    };
     let model = res.model.as_ref().and_then(|v| {
         typed::<ModelConfig>(v, "model", src, src.manifest.model.as_ref(), &mut errs)
     });
@@ -158,7 +162,162 @@ pub(crate) fn compile_all(
         index.insert(entry);
     }
     index.sort();
-    index
+    adopt_included_parameters(index, errors)
+}
+
+/// A partial's (or an imported macro file's) declared parameters become
+/// parameters of every template that includes or imports it, literally
+/// and transitively, with their schemas and defaults; the includer's own
+/// declaration wins on a clash, and a name the includer sets itself
+/// (`{% set %}`, a loop variable, a macro) is not adopted. So a parameter the included text reads is
+/// known to the includer: lint passes, inputs are validated, `--var` takes
+/// it, and a render does not fail on it being undefined.
+fn adopt_included_parameters(index: Index, errors: &mut Vec<Error>) -> Index {
+    let entries: Vec<Arc<Entry>> = index.entries().cloned().collect();
+    let mut out = Index::default();
+    for entry in entries {
+        let (params, partials) = included_parameters(&entry, &index, &mut Vec::new());
+        // What the includer declares, or sets itself, is not an input.
+        let assigned = crate::lex::assigned_names(&entry.source);
+        let own: HashSet<&str> = entry
+            .template
+            .parameters
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(assigned.iter().map(String::as_str))
+            .collect();
+        let new: Vec<&Parameter> = params
+            .iter()
+            .filter(|p| !own.contains(p.name.as_str()))
+            .collect();
+        if new.is_empty() {
+            out.insert(entry);
+            continue;
+        }
+        let key = crate::memo::key(
+            &std::iter::once(entry.memo_key.to_le_bytes())
+                .chain(partials.iter().map(|k| k.to_le_bytes()))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|b| &b[..])
+                .collect::<Vec<_>>(),
+        );
+        if let Some(hit) = ADOPTED.get(key) {
+            out.insert(hit);
+            continue;
+        }
+        match with_parameters(&entry, &new) {
+            Ok(merged) => {
+                let merged = Arc::new(merged);
+                ADOPTED.put(key, merged.clone());
+                out.insert(merged);
+            }
+            Err(message) => {
+                errors.push(
+                    Error::new(ErrorKind::Schema, message)
+                        .with_location(Location::file(&entry.template.path)),
+                );
+                out.insert(entry);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The parameters of everything `entry` includes or imports (literally,
+/// transitively), and the memo keys of those templates; cycles stop.
+fn included_parameters(
+    entry: &Entry,
+    index: &Index,
+    stack: &mut Vec<String>,
+) -> (Vec<Parameter>, Vec<u128>) {
+    let mut params: Vec<Parameter> = Vec::new();
+    let mut keys = Vec::new();
+    stack.push(entry.id.clone());
+    for (target, _) in super::lint::static_refs(&entry.source) {
+        let Ok(partial) = index.resolve(&target) else {
+            continue;
+        };
+        // A parent (`{% extends %}`) already gave its parameters.
+        if entry.template.extends.as_deref() == Some(partial.id.as_str())
+            || stack.contains(&partial.id)
+        {
+            continue;
+        }
+        keys.push(partial.memo_key);
+        let (deeper, deeper_keys) = included_parameters(partial, index, stack);
+        keys.extend(deeper_keys);
+        for p in partial.template.parameters.iter().chain(&deeper) {
+            if !params.iter().any(|q| q.name == p.name) {
+                params.push(p.clone());
+            }
+        }
+    }
+    stack.pop();
+    (params, keys)
+}
+
+/// `entry` with `more` parameters: in its parameter list, its input schema
+/// (generated, or a whole `input_schema` with the properties added), its
+/// compiled validator and its defaults.
+fn with_parameters(entry: &Entry, more: &[&Parameter]) -> Result<Entry, String> {
+    let t = &entry.template;
+    let mut parameters: Vec<Parameter> = t.parameters.to_vec();
+    parameters.extend(more.iter().map(|p| (*p).clone()));
+    let generated = *t.input_schema == schema::object_schema(&t.parameters);
+    let input_schema = if generated {
+        schema::object_schema(&parameters)
+    } else {
+        let mut whole = (*t.input_schema).clone();
+        for p in more {
+            if let Some(props) = whole.get_mut("properties").and_then(Value::as_object_mut) {
+                props.insert(p.name.clone(), p.schema.clone());
+            }
+            if p.required
+                && let Some(required) = whole.get_mut("required").and_then(Value::as_array_mut)
+            {
+                required.push(Value::String(p.name.clone()));
+            }
+        }
+        whole
+    };
+    let schema = schema::compile_input(&input_schema)?;
+    let template = Template {
+        parameters: parameters.into(),
+        input_schema: Arc::new(input_schema),
+        ..t.clone()
+    };
+    let defaults = template
+        .parameters
+        .iter()
+        .filter_map(|p| {
+            let d = p.default.as_ref()?;
+            Some((
+                minijinja::Value::from(p.name.as_str()),
+                crate::input::from_json(d),
+            ))
+        })
+        .collect();
+    let declared = template
+        .parameters
+        .iter()
+        .map(|p| minijinja::Value::from(p.name.as_str()))
+        .collect();
+    Ok(Entry {
+        memo_key: entry.memo_key,
+        id: entry.id.clone(),
+        schema,
+        jinja_name: entry.jinja_name.clone(),
+        defaults,
+        declared,
+        messages_hint: std::sync::atomic::AtomicUsize::new(4),
+        template,
+        source: entry.source.clone(),
+        form: entry.form,
+        implicit_user: entry.implicit_user,
+        dialect: entry.dialect,
+    })
 }
 
 /// A compiled template as the registry holds it.
@@ -208,6 +367,7 @@ fn entry(
         .map(|p| minijinja::Value::from(p.name.as_str()))
         .collect();
     Entry {
+        memo_key: res.memo_key,
         id: template.id(),
         schema,
         jinja_name,
@@ -266,7 +426,7 @@ fn check_defaults(validator: &jsonschema::Validator, res: &Resolved, errs: &mut 
 
 /// Checks that a declared parameter's schema is valid and that its default
 /// satisfies it.
-fn check_parameter(p: &Parameter) -> Result<(), String> {
+pub(super) fn check_parameter(p: &Parameter) -> Result<(), String> {
     let name = &p.name;
     let validator = schema::compile(&p.schema).map_err(|m| format!("parameter `{name}`: {m}"))?;
     if let Some(d) = &p.default
@@ -351,6 +511,18 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                             Error::new(ErrorKind::Syntax, what).with_location(src.at_span(content)),
                         );
                         continue;
+                    }
+                    for tag in crate::lex::tokenize(&content.value)
+                        .iter()
+                        .filter(|t| t.kind == crate::lex::Tok::Expr)
+                        .map(|t| &content.value[t.start..t.end])
+                    {
+                        if let Some(param) = body::printed_history(tag, &|n| history.contains(n)) {
+                            errors.push(
+                                printed_history_error(tag, param)
+                                    .with_location(src.at_span(content)),
+                            );
+                        }
                     }
                     let content_line = content.referenced.line() + src.span_line_offset;
                     pad_to(&mut out, &mut line, content_line);
@@ -438,6 +610,50 @@ fn reserved(text: &str, name: Option<&str>) -> Option<String> {
     ))
 }
 
+/// `{% include %}` tags that end in a plain `%}` end in `+%}` instead: with
+/// `trim_blocks` on, the newline after an include would be eaten, gluing
+/// the next line onto the included text; an include alone on its line
+/// means its text as lines. `-%}` (trim) and `+%}` (keep) as written stay.
+/// The tag grows by one character: later columns on its line shift by one.
+fn keep_newline_after_includes(source: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    for t in crate::lex::tokenize(source) {
+        if t.kind != crate::lex::Tok::Stmt {
+            continue;
+        }
+        let tag = &source[t.start..t.end];
+        if crate::lex::stmt_keyword(tag) != "include" || !tag.ends_with("%}") {
+            continue;
+        }
+        let before = tag[..tag.len() - 2].chars().next_back();
+        if matches!(before, Some('-' | '+' | '~')) {
+            continue;
+        }
+        out.push_str(&source[copied..t.end - 2]);
+        out.push_str("+%}");
+        copied = t.end;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(source);
+    }
+    out.push_str(&source[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The error for an expression that prints a `messages` parameter as text.
+fn printed_history_error(tag: &str, param: &str) -> Error {
+    Error::new(
+        ErrorKind::Lint,
+        format!(
+            "`{tag}` prints the message list `{param}` as text into this message; splice it \
+             as messages with `{{{{ {param} }}}}` alone on its own line (in a manifest: \
+             `- history: {param}`), or loop over it: `{{% for m in {param} %}}{{{{ m.role }}}}: \
+             {{{{ m.content }}}}{{% endfor %}}`"
+        ),
+    )
+}
+
 /// Builds the Jinja source of a `.prompt.jinja` body.
 /// Also returns whether the body has no role line (its text is one user
 /// message), or `None` when it only overrides a parent's blocks.
@@ -457,6 +673,22 @@ fn compile_jinja_body(
         let (l, c) = line_col(&b.text, offset);
         Location::at(&src.path, l + b.first_line - 1, Some(c))
     };
+    for (pos, tag, param) in &compiled.printed_histories {
+        errors.push(printed_history_error(tag, param).with_location(at(*pos)));
+    }
+    for (pos, line, meant) in &compiled.near_misses {
+        errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                format!(
+                    "`{line}` looks like a role line but is text here: a role line is \
+                     lowercase, alone on its line, with no space before the colon: write \
+                     `{meant}` (or, to keep it as text, `{{{{ '{line}' }}}}`)"
+                ),
+            )
+            .with_location(at(*pos)),
+        );
+    }
     if let Some(pos) = compiled.extends_tag {
         errors.push(
             Error::new(

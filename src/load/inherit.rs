@@ -282,6 +282,23 @@ impl Loader<'_> {
                 );
                 continue;
             }
+            let shape = match &fragment.value {
+                Value::String(t) => serde_json::json!({ "type": t }),
+                other => other.clone(),
+            };
+            let wrong = crate::keywords::problems(&shape, true);
+            if !wrong.is_empty() {
+                for (pointer, message) in wrong {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Schema,
+                            format!("parameter `{name}`{}: {message}", pointed(&pointer)),
+                        )
+                        .with_location(at.clone()),
+                    );
+                }
+                continue;
+            }
             match declare(name, &fragment.value) {
                 Ok(p) => {
                     own_params.push((name.clone(), at));
@@ -295,7 +312,27 @@ impl Loader<'_> {
         }
         if let Some(is) = &m.input_schema {
             let at = src.at_span(is);
+            // The keywords of the schema as written (a `$ref` file's, or
+            // the inline one's).
+            let written = match schema {
+                Some(Ok((_, text))) => serde_json::from_str::<Value>(text).ok(),
+                _ => Some(is.value.clone()),
+            };
+            let unknown = written
+                .map(|w| crate::keywords::problems(&w, false))
+                .unwrap_or_default();
             match load_input_schema(&is.value, schema) {
+                Ok((_, _)) if !unknown.is_empty() => {
+                    for (pointer, message) in unknown {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Schema,
+                                format!("input_schema{}: {message}", pointed(&pointer)),
+                            )
+                            .with_location(at.clone()),
+                        );
+                    }
+                }
                 Ok((schema, history)) => {
                     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                         own_params.extend(props.keys().map(|k| (k.clone(), at.clone())));
@@ -304,6 +341,18 @@ impl Loader<'_> {
                     input_schema = Some(schema);
                 }
                 Err(msg) => errors.push(Error::new(ErrorKind::Schema, msg).with_location(at)),
+            }
+        }
+        if !errors.is_empty() {
+            // Compiling will not run: report the other declared parameters'
+            // own problems (a schema that does not compile, a default that
+            // breaks it) now, so one load names every problem.
+            for (pname, at) in &own_params {
+                if let Some(p) = parameters.iter().find(|p| p.name == *pname)
+                    && let Err(m) = super::compile::check_parameter(p)
+                {
+                    errors.push(Error::new(ErrorKind::Schema, m).with_location(at.clone()));
+                }
             }
         }
         let input_schema = input_schema.unwrap_or_else(|| schema::object_schema(&parameters));
@@ -347,6 +396,16 @@ impl Loader<'_> {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// ` at /pointer` when a problem is inside a schema, nothing at its top.
+fn pointed(pointer: &str) -> String {
+    if pointer.is_empty() || pointer.matches('/').count() == 1 {
+        String::new()
+    } else {
+        let parent = &pointer[..pointer.rfind('/').unwrap_or(0)];
+        format!(" at `{parent}`")
     }
 }
 

@@ -26,7 +26,7 @@ use crate::template::FileForm;
 /// [`ErrorKind::Io`] when the root cannot be read at all.
 pub fn lint(dir: impl AsRef<Path>) -> Result<Vec<Diagnostic>, Error> {
     let dir = dir.as_ref();
-    let analysis = super::analyze(dir)?;
+    let analysis = super::analyze(super::Source::Dir(dir), super::Failures::Fail)?;
     let mut out: Vec<Diagnostic> = analysis
         .errors
         .iter()
@@ -46,11 +46,26 @@ pub(crate) fn lint_all(
     index: &Index,
     parsed: &Parsed,
     inherited: &Inherited,
+    root: &Path,
     errors: &mut Vec<Error>,
     warnings: &mut Vec<Diagnostic>,
 ) {
     let sources = &parsed.sources;
     let resolved = &inherited.resolved;
+    // Templates whose files had errors already: an include of one says
+    // so, rather than that no such template exists.
+    let failed_names: HashSet<String> = errors
+        .iter()
+        .filter_map(|e| e.location())
+        .filter_map(|l| {
+            let rel = l.path().strip_prefix(root).unwrap_or(l.path());
+            super::parse::classify(
+                &rel.to_string_lossy()
+                    .replace(std::path::MAIN_SEPARATOR, "/"),
+            )
+            .map(|(name, _, _)| name)
+        })
+        .collect();
     // Compile every template and lint its variables.
     let mut broken = HashSet::new();
     let all: Vec<&Arc<Entry>> = index.entries().collect();
@@ -109,9 +124,18 @@ pub(crate) fn lint_all(
         for (target, offset) in static_refs(&entry.source) {
             if let Err(e) = index.resolve(&target) {
                 let (l, c) = line_col(&entry.source, offset);
-                errors.push(Error::new(e.kind(), e.message().to_owned()).with_location(
-                    Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c)),
-                ));
+                let message = match crate::reference::Reference::parse(&target) {
+                    Ok(r) if failed_names.contains(r.name()) => format!(
+                        "`{target}`: `{}` did not load (see the errors of its file)",
+                        r.name()
+                    ),
+                    _ => e.message().to_owned(),
+                };
+                errors.push(Error::new(e.kind(), message).with_location(Location::at(
+                    &src.path,
+                    l,
+                    (entry.form == FileForm::Body).then_some(c),
+                )));
             }
         }
         // Unused parameters (only those this file declares).

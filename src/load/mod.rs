@@ -24,6 +24,7 @@
 
 pub(crate) mod compile;
 pub(crate) mod inherit;
+pub(crate) mod isolate;
 pub(crate) mod lint;
 pub(crate) mod parse;
 pub(crate) mod prompty;
@@ -39,6 +40,48 @@ use crate::error::{Diagnostic, Error, ErrorKind, Location, Severity};
 use crate::memo::Memo;
 use crate::registry::{Entry, FastMap, Registry};
 use parse::SourceFile;
+pub(crate) use walk::Source;
+
+/// What a load does with a template that does not load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Failures {
+    /// The load fails, listing every problem: what production and CI want
+    /// ([`Registry::load`]).
+    #[default]
+    Fail,
+    /// The template is left out, with everything that extends, includes
+    /// or imports it; the rest loads, and
+    /// [`Registry::diagnostics`] says what was left out and why: what a
+    /// developer exploring a folder of prompts wants.
+    Isolate,
+}
+
+/// How [`Registry::load_with`] and [`Registry::from_files_with`] load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// What a template that does not load does to the rest.
+    pub failures: Failures,
+}
+
+impl LoadOptions {
+    /// The defaults: a strict load.
+    pub fn new() -> LoadOptions {
+        LoadOptions::default()
+    }
+
+    /// An isolating load ([`Failures::Isolate`]).
+    pub fn isolate() -> LoadOptions {
+        LoadOptions::new().failures(Failures::Isolate)
+    }
+
+    /// Sets what a template that does not load does to the rest.
+    pub fn failures(mut self, failures: Failures) -> LoadOptions {
+        self.failures = failures;
+        self
+    }
+}
 
 /// A template's identity while loading: name and version.
 pub(crate) type Key = (String, Version);
@@ -48,10 +91,18 @@ pub(crate) type Key = (String, Version);
 /// Parsed files, by [`file_key`].
 pub(crate) static PARSED: Memo<Arc<SourceFile>> = Memo::new(20_000);
 
-/// What a parse reads: the path as shown, the name it is loaded under, and
-/// the bytes.
-pub(crate) fn file_key(path: &Path, rel: &str, bytes: &[u8]) -> u128 {
-    crate::memo::key(&[path.as_os_str().as_encoded_bytes(), rel.as_bytes(), bytes])
+/// What a parse reads: the path as shown, the name it is loaded under, the
+/// bytes, and the files its `${file:}` references name (read by [`walk`]).
+pub(crate) fn file_key(path: &Path, rel: &str, bytes: &[u8], refs: &walk::FileRefs) -> u128 {
+    let mut parts: Vec<&[u8]> = vec![path.as_os_str().as_encoded_bytes(), rel.as_bytes(), bytes];
+    for (r, read) in refs {
+        parts.push(r.as_bytes());
+        match read {
+            Ok(text) => parts.extend([&b"\0ok"[..], text.as_bytes()]),
+            Err(message) => parts.extend([&b"\0error"[..], message.as_bytes()]),
+        }
+    }
+    crate::memo::key(&parts)
 }
 
 /// What resolving a file reads beyond its parent: the file ([`file_key`])
@@ -81,6 +132,10 @@ pub(crate) fn resolved_key(content_key: u128, parent: Option<&inherit::Resolved>
 /// everything compiling reads is in the resolved template and its file.
 pub(crate) static ENTRIES: Memo<Arc<Entry>> = Memo::new(20_000);
 
+/// Entries with the parameters of what they include adopted, by the memo
+/// keys of the entry and of every template it includes.
+pub(crate) static ADOPTED: Memo<Arc<Entry>> = Memo::new(20_000);
+
 /// Variables a compiled Jinja source reads without setting them, by the
 /// hash of the source (all that compiling it reads).
 pub(crate) static CHECKED: Memo<Arc<std::collections::HashSet<String>>> = Memo::new(20_000);
@@ -104,14 +159,16 @@ pub(crate) struct Parsed {
     pub schemas: FastMap<Key, walk::SchemaFile>,
 }
 
-/// Analyses a root: everything `load` and `lint` report.
-pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
+/// Analyses a root: everything `load` and `lint` report. With
+/// [`Failures::Isolate`], the registry holds what loaded (see
+/// [`isolate`]); otherwise every compiled template.
+pub(crate) fn analyze(source: Source<'_>, failures: Failures) -> Result<Analysis, Error> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let files = walk::read_files(root, &mut errors)?;
-    let parsed = parse_all(&files, &mut errors, &mut warnings);
+    let files = source.read_files(&mut errors)?;
+    let parsed = parse_all(source, &files, &mut errors, &mut warnings);
     let versions = versions_and_labels(&parsed.sources, &mut errors);
-    let inherited = inherit::resolve_all(&parsed, versions, &mut errors);
+    let inherited = inherit::resolve_all(&parsed, versions.clone(), &mut errors);
     let index = compile::compile_all(&parsed, &inherited, &mut errors);
     let index = Arc::new(index);
     let env = crate::jinja::environment(index.clone(), &crate::limits::RenderLimits::default());
@@ -120,13 +177,31 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
         &index,
         &parsed,
         &inherited,
+        source.root(),
         &mut errors,
         &mut warnings,
     );
 
     errors.sort_by(|a, b| a.location().cmp(&b.location()));
     warnings.sort_by(|a, b| a.location().cmp(b.location()));
-    let registry = Registry::from_index(root.to_owned(), index, env, warnings.clone());
+    let root = source.root().to_owned();
+    let registry = match failures {
+        Failures::Isolate if !errors.is_empty() => {
+            let isolated = isolate::isolate(&index, &errors, &parsed, &versions, &root);
+            let index = Arc::new(isolated.index);
+            let env =
+                crate::jinja::environment(index.clone(), &crate::limits::RenderLimits::default());
+            let diagnostics: Vec<Diagnostic> = errors
+                .iter()
+                .flat_map(|e| e.problems())
+                .map(|e| Diagnostic::from_error(e, &root))
+                .chain(isolated.notes)
+                .collect();
+            Registry::from_index(root, index, env, warnings.clone())
+                .with_outcome(diagnostics, isolated.left_out)
+        }
+        _ => Registry::from_index(root, index, env, warnings.clone()),
+    };
     Ok(Analysis {
         registry: Some(registry),
         errors,
@@ -137,6 +212,7 @@ pub(crate) fn analyze(root: &Path) -> Result<Analysis, Error> {
 /// Parses every file (on all cores, memoised), reads the `$ref` schemas
 /// they name, and reports a name and version defined twice.
 fn parse_all(
+    source: Source<'_>,
     files: &[walk::File],
     errors: &mut Vec<Error>,
     warnings: &mut Vec<Diagnostic>,
@@ -147,19 +223,22 @@ fn parse_all(
         schemas: FastMap::default(),
     };
     let parsed = crate::par::map(files, |file| {
-        let key = file_key(&file.path, &file.rel, &file.bytes);
+        let refs = source.read_file_refs(file);
+        let key = file_key(&file.path, &file.rel, &file.bytes, &refs);
         let result = match PARSED.get(key) {
             Some(src) => Ok(src),
-            None => parse::parse_file(&file.path, &file.rel, file.bytes.clone()).map(|src| {
-                let src = Arc::new(src);
-                PARSED.put(key, src.clone());
-                src
-            }),
+            None => {
+                parse::parse_file(&file.path, &file.rel, file.bytes.clone(), &refs).map(|src| {
+                    let src = Arc::new(src);
+                    PARSED.put(key, src.clone());
+                    src
+                })
+            }
         };
         let schema = result
             .as_ref()
             .ok()
-            .and_then(|src| walk::read_schema_ref(src));
+            .and_then(|src| source.read_schema_ref(src, &file.rel));
         (key, result, schema)
     });
     for (file_key, result, schema) in parsed {

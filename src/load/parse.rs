@@ -107,7 +107,12 @@ pub(crate) fn classify(rel: &str) -> Option<(String, Option<String>, Format)> {
 }
 
 /// Reads the fields (and body) of one template file.
-pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<SourceFile, Vec<Error>> {
+pub(crate) fn parse_file(
+    path: &Path,
+    rel: &str,
+    bytes: Vec<u8>,
+    refs: &super::walk::FileRefs,
+) -> Result<SourceFile, Vec<Error>> {
     let (name, stem_version, format) =
         classify(rel).ok_or_else(|| vec![Error::new(ErrorKind::Syntax, "not a template file")])?;
     let form = format.form();
@@ -124,6 +129,11 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
             ]
         })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    // Content must not depend on how the file was saved: CR LF and a lone
+    // CR are line breaks, as editors show them (line numbers stay those
+    // of the file).
+    let text = normalize_newlines(text);
+    let text = text.as_ref();
     if let Err(msg) = validate_name(&name) {
         return Err(vec![
             Error::new(ErrorKind::Syntax, format!("bad template name: {msg}"))
@@ -153,8 +163,8 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
             let (fm_text, body, first) = split_front_matter(text).unwrap_or(("", text, 1));
             let fm =
                 super::prompty::read_front_matter(fm_text).map_err(|e| yaml_error(path, e, 2))?;
-            let mapped =
-                super::prompty::map_front_matter(&fm, stem_version.as_deref()).map_err(|msg| {
+            let mapped = super::prompty::map_front_matter(&fm, stem_version.as_deref(), refs)
+                .map_err(|msg| {
                     vec![
                         Error::new(ErrorKind::Syntax, msg).with_location(Location::at(
                             path,
@@ -294,6 +304,14 @@ pub(crate) fn parse_file(path: &Path, rel: &str, bytes: Vec<u8>) -> Result<Sourc
     }
 }
 
+/// `text` with every CR LF and every lone CR turned into LF.
+pub(crate) fn normalize_newlines(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\r') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
 /// Splits `---\nYAML\n---\nBODY`. Returns the YAML, the body and the 1-based
 /// line the body starts on.
 pub(crate) fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
@@ -347,7 +365,26 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     if let Some(pos) = msg.find(", set DuplicateKeyPolicy") {
         msg.truncate(pos);
     }
+    msg.push_str(yaml_hint(&msg));
     msg
+}
+
+/// What to do about the two YAML mistakes template authors make most: an
+/// unquoted value that starts with `{` (Jinja's `{{` reads as a YAML map)
+/// and an unquoted value holding `: ` (it reads as a nested key).
+fn yaml_hint(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("expected string scalar")
+        || (lower.contains("invalid type: map") && lower.contains("string"))
+    {
+        "; a value that starts with `{` is a YAML map: quote Jinja, as in \
+         `content: \"{{ message }}\"`"
+    } else if lower.contains("mapping values are not allowed") {
+        "; an unquoted value holding `: ` starts a nested key: quote the value, as in \
+         `description: \"Note: ...\"`"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
@@ -405,7 +442,7 @@ mod proptests {
             let mut data = prefix;
             data.extend(bytes);
             let rel = if jinja { "t.prompt.jinja" } else { "t.prompt.yaml" };
-            if let Err(errors) = parse_file(Path::new(rel), rel, data) {
+            if let Err(errors) = parse_file(Path::new(rel), rel, data, &Default::default()) {
                 prop_assert!(!errors.is_empty());
                 for e in errors {
                     prop_assert!(e.location().is_some());

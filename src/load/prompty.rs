@@ -21,6 +21,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::walk::FileRefs;
 use crate::dialect::Dialect;
 
 /// A `.prompty` front matter mapped to a native manifest.
@@ -46,7 +47,13 @@ pub(crate) fn read_front_matter(text: &str) -> Result<Value, serde_saphyr::Error
 
 /// Maps parsed Prompty front matter (`yaml`) to a native manifest.
 /// `file_version` is the `@VERSION` of the file name, if any.
-pub(crate) fn map_front_matter(fm: &Value, file_version: Option<&str>) -> Result<Mapped, String> {
+pub(crate) fn map_front_matter(
+    fm: &Value,
+    file_version: Option<&str>,
+    refs: &FileRefs,
+) -> Result<Mapped, String> {
+    let mut fm = fm.clone();
+    resolve_file_refs(&mut fm, refs)?;
     let Some(fm) = fm.as_object() else {
         return Err("Prompty front matter must be a YAML mapping".into());
     };
@@ -98,6 +105,52 @@ pub(crate) fn map_front_matter(fm: &Value, file_version: Option<&str>) -> Result
         dialect: Dialect::prompty(strict),
         warnings,
     })
+}
+
+/// Replaces every value that is exactly `${file:PATH}` by that file (read
+/// by the walk, relative to the `.prompty` file and inside the root): JSON
+/// for `.json`, YAML for `.yaml`/`.yml`, text otherwise. `${env:...}`
+/// values are left as they are: never resolved at load or render time.
+fn resolve_file_refs(v: &mut Value, refs: &FileRefs) -> Result<(), String> {
+    match v {
+        Value::String(s) => {
+            let Some(path) = s
+                .trim()
+                .strip_prefix("${file:")
+                .and_then(|r| r.strip_suffix('}'))
+            else {
+                return Ok(());
+            };
+            let path = path.trim();
+            let text = match refs.get(path) {
+                Some(Ok(text)) => text,
+                Some(Err(why)) => return Err(why.clone()),
+                None => return Err(format!("`${{file:{path}}}` was not read")),
+            };
+            let lower = path.to_ascii_lowercase();
+            *v = if lower.ends_with(".json") {
+                serde_json::from_str(text)
+                    .map_err(|e| format!("`${{file:{path}}}` is not valid JSON: {e}"))?
+            } else if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+                read_front_matter(text).map_err(|e| {
+                    format!(
+                        "`${{file:{path}}}` is not valid YAML: {}",
+                        e.without_snippet()
+                    )
+                })?
+            } else {
+                Value::String(super::parse::normalize_newlines(text).into_owned())
+            };
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .try_for_each(|i| resolve_file_refs(i, refs)),
+        Value::Object(map) => map
+            .values_mut()
+            .try_for_each(|i| resolve_file_refs(i, refs)),
+        _ => Ok(()),
+    }
 }
 
 /// `1` -> `1.0.0`, `1.2` -> `1.2.0`, strings as they are.
@@ -307,8 +360,46 @@ fn map_model(model: Option<&Value>) -> Option<Value> {
             if !parameters.is_empty() {
                 out.insert("parameters".into(), Value::Object(parameters));
             }
+            if let Some(connection) = map_connection(m) {
+                out.insert("connection".into(), connection);
+            }
         }
         _ => return None,
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+/// Prompty's connection to a model (v2 `connection: {endpoint, key,
+/// apiVersion}`; v1 `configuration: {azure_endpoint | base_url, api_key,
+/// api_version}`) as a native `connection`: the endpoint as written (a URL
+/// or `${env:VAR}`, resolved only when sending) and the variable of a key
+/// written `${env:VAR}`. A key written in the file itself is not carried:
+/// keys come from the environment.
+fn map_connection(model: &Map<String, Value>) -> Option<Value> {
+    let v2 = model.get("connection").and_then(Value::as_object);
+    let v1 = model.get("configuration").and_then(Value::as_object);
+    let field = |v2_keys: &[&str], v1_keys: &[&str]| {
+        v2_keys
+            .iter()
+            .find_map(|k| v2.and_then(|c| c.get(*k)))
+            .or_else(|| v1_keys.iter().find_map(|k| v1.and_then(|c| c.get(*k))))
+            .and_then(Value::as_str)
+            .map(str::trim)
+    };
+    let endpoint = field(&["endpoint"], &["azure_endpoint", "base_url", "endpoint"]);
+    let key_env = field(&["key", "apiKey"], &["api_key"])
+        .and_then(|k| k.strip_prefix("${env:")?.strip_suffix('}'))
+        .map(|k| k.split(':').next().unwrap_or(k).trim().to_owned());
+    let api_version = field(&["apiVersion"], &["api_version"]);
+    let mut out = Map::new();
+    if let Some(e) = endpoint {
+        out.insert("endpoint".into(), e.into());
+    }
+    if let Some(k) = key_env {
+        out.insert("key_env".into(), k.into());
+    }
+    if let Some(v) = api_version.filter(|v| !v.contains("${")) {
+        out.insert("api_version".into(), v.into());
     }
     (!out.is_empty()).then_some(Value::Object(out))
 }

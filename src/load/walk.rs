@@ -31,6 +31,142 @@ pub(crate) struct File {
 /// be read.
 pub(crate) type SchemaFile = Result<(PathBuf, String), String>;
 
+/// Where a load reads its files from.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// A directory on disk.
+    Dir(&'a Path),
+    /// Files given in memory: path relative to the root (`/`-separated)
+    /// to contents.
+    Memory(&'a std::collections::BTreeMap<String, String>),
+}
+
+impl Source<'_> {
+    /// The root's path, as messages show it (empty for files in memory).
+    pub(crate) fn root(&self) -> &Path {
+        match self {
+            Source::Dir(root) => root,
+            Source::Memory(_) => Path::new(""),
+        }
+    }
+
+    /// The template files; see the module docs. Problems with single
+    /// files go to `errors`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when a root directory itself cannot be read.
+    pub(crate) fn read_files(&self, errors: &mut Vec<Error>) -> Result<Vec<File>, Error> {
+        match self {
+            Source::Dir(root) => read_files(root, errors),
+            Source::Memory(files) => Ok(files
+                .iter()
+                .filter(|(rel, _)| parse::classify(rel).is_some())
+                .map(|(rel, text)| File {
+                    path: PathBuf::from(rel),
+                    rel: rel.clone(),
+                    bytes: text.clone().into_bytes(),
+                })
+                .collect()),
+        }
+    }
+
+    /// Reads the file `r` names, relative to the template file at
+    /// `template`, under the walk's rules (inside the root, regular, at
+    /// most 8 MiB). `what` names it in messages (`input schema`).
+    pub(crate) fn read_relative(
+        &self,
+        template: &Path,
+        rel: &str,
+        r: &str,
+        what: &str,
+    ) -> Result<(PathBuf, String), String> {
+        let refuse = || format!("{what} `{r}` leads outside the template root; refused");
+        if r.contains(['\\', '\0']) || Path::new(r).is_absolute() {
+            return Err(refuse());
+        }
+        match self {
+            Source::Dir(root) => {
+                let path = template.parent().unwrap_or(Path::new(".")).join(r);
+                let (Ok(real_root), Ok(real)) = (root.canonicalize(), path.canonicalize()) else {
+                    return Err(format!(
+                        "cannot read {what} {}: no such file",
+                        path.display()
+                    ));
+                };
+                if !real.starts_with(&real_root) {
+                    return Err(refuse());
+                }
+                crate::file::read_text(&path, crate::file::MAX_FILE_BYTES)
+                    .map(|text| (path.clone(), text))
+                    .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+            }
+            Source::Memory(files) => {
+                // `..` and `.` resolved by hand: there is no disk to ask.
+                let mut parts: Vec<&str> = rel.split('/').collect();
+                parts.pop();
+                for segment in r.split('/') {
+                    match segment {
+                        "" | "." => {}
+                        ".." => {
+                            parts.pop().ok_or_else(refuse)?;
+                        }
+                        s => parts.push(s),
+                    }
+                }
+                let key = parts.join("/");
+                files
+                    .get(&key)
+                    .map(|text| (PathBuf::from(&key), text.clone()))
+                    .ok_or_else(|| format!("cannot read {what} {key}: no such file"))
+            }
+        }
+    }
+
+    /// Reads the file an `input_schema: {$ref: PATH}` names, if the
+    /// template has one (a `$ref` to a definition inside the schema,
+    /// `#...`, reads nothing).
+    pub(crate) fn read_schema_ref(&self, src: &SourceFile, rel: &str) -> Option<SchemaFile> {
+        let value = &src.manifest.input_schema.as_ref()?.value;
+        let r = value
+            .get("$ref")
+            .and_then(Value::as_str)
+            .filter(|r| !r.starts_with('#'))?;
+        Some(self.read_relative(&src.path, rel, r, "input schema"))
+    }
+
+    /// The files a `.prompty` front matter names with `${file:PATH}`, read
+    /// (or why not), by PATH.
+    pub(crate) fn read_file_refs(&self, file: &File) -> FileRefs {
+        let mut refs = FileRefs::new();
+        if parse::classify(&file.rel).map(|(_, _, f)| f) != Some(parse::Format::Prompty) {
+            return refs;
+        }
+        let Ok(text) = std::str::from_utf8(&file.bytes) else {
+            return refs;
+        };
+        let front = parse::split_front_matter(text.trim_start_matches('\u{feff}'))
+            .map_or("", |(fm, _, _)| fm);
+        let mut rest = front;
+        while let Some(at) = rest.find("${file:") {
+            let after = &rest[at + 7..];
+            let Some(end) = after.find('}') else { break };
+            let r = after[..end].trim();
+            if !refs.contains_key(r) {
+                refs.insert(
+                    r.to_owned(),
+                    self.read_relative(&file.path, &file.rel, r, "`${file:}` reference")
+                        .map(|(_, text)| text),
+                );
+            }
+            rest = &after[end..];
+        }
+        refs
+    }
+}
+
+/// The files a `.prompty` front matter references, by the path written.
+pub(crate) type FileRefs = std::collections::BTreeMap<String, Result<String, String>>;
+
 fn root_error(root: &Path, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
         ErrorKind::Io,
@@ -39,12 +175,8 @@ fn root_error(root: &Path, e: impl std::error::Error + Send + Sync + 'static) ->
     .with_source(e)
 }
 
-/// Reads the template files under `root`; see the module docs for which.
-/// Problems with single files go to `errors`.
-///
-/// # Errors
-/// [`ErrorKind::Io`] when the root itself cannot be read.
-pub(crate) fn read_files(root: &Path, errors: &mut Vec<Error>) -> Result<Vec<File>, Error> {
+/// Reads the template files under `root`.
+fn read_files(root: &Path, errors: &mut Vec<Error>) -> Result<Vec<File>, Error> {
     let meta = std::fs::metadata(root).map_err(|e| root_error(root, e))?;
     if !meta.is_dir() {
         return Err(Error::new(
@@ -153,47 +285,4 @@ pub(crate) fn read_files(root: &Path, errors: &mut Vec<Error>) -> Result<Vec<Fil
         }
     }
     Ok(out)
-}
-
-/// Reads the file an `input_schema: {$ref: PATH}` names, if the template
-/// has one (a `$ref` to a definition inside the schema, `#...`, reads
-/// nothing).
-pub(crate) fn read_schema_ref(src: &SourceFile) -> Option<SchemaFile> {
-    let value = &src.manifest.input_schema.as_ref()?.value;
-    let r = value
-        .get("$ref")
-        .and_then(Value::as_str)
-        .filter(|r| !r.starts_with('#'))?;
-    Some(schema_path(src, r).and_then(|path| {
-        crate::file::read_text(&path, crate::file::MAX_FILE_BYTES)
-            .map(|text| (path.clone(), text))
-            .map_err(|e| format!("cannot read input schema {}: {e}", path.display()))
-    }))
-}
-
-/// Where an `input_schema` `$ref` points: relative to the file, and never
-/// outside the template root (after resolving `..` and symlinks).
-fn schema_path(src: &SourceFile, r: &str) -> Result<PathBuf, String> {
-    let refuse = || format!("input schema `$ref: {r}` leads outside the template root; refused");
-    if r.contains(['\\', '\0']) || Path::new(r).is_absolute() {
-        return Err(refuse());
-    }
-    let base = src.path.parent().unwrap_or(Path::new("."));
-    // The root is as many folders above the file as its name has segments
-    // beyond the first.
-    let mut root = base.to_path_buf();
-    for _ in 1..src.name.split('/').count() {
-        root.pop();
-    }
-    let path = base.join(r);
-    let (Ok(real_root), Ok(real)) = (root.canonicalize(), path.canonicalize()) else {
-        return Err(format!(
-            "cannot read input schema {}: no such file",
-            path.display()
-        ));
-    };
-    if !real.starts_with(&real_root) {
-        return Err(refuse());
-    }
-    Ok(path)
 }

@@ -36,8 +36,9 @@
 //!   [`MAX_BODY`] and must arrive within [`Options::body_read_timeout`];
 //! - idle or trickling connections cannot starve the others when served
 //!   with [`serve`]: request heads must arrive within
-//!   [`Options::header_read_timeout`], and at most
-//!   [`Options::max_connections`] are open at once.
+//!   [`Options::header_read_timeout`], at most
+//!   [`Options::max_connections`] are open at once, and at the cap a new
+//!   client takes the place of the connection idle the longest.
 
 mod guard;
 mod listen;
@@ -91,9 +92,10 @@ pub struct Options {
     /// connection, or the next request on a kept-alive one) before the
     /// connection is closed. Default 5 s. Used by [`serve`].
     pub header_read_timeout: Duration,
-    /// Connections open at once; more wait to be accepted. Default 256, or
-    /// half the process's open-file limit when that is lower. Used by
-    /// [`serve`].
+    /// Connections open at once. At the cap a new client takes the place
+    /// of the connection idle the longest (no request in flight); when all
+    /// have one, new clients wait to be accepted. Default 256, or half the
+    /// process's open-file limit when that is lower. Used by [`serve`].
     pub max_connections: usize,
     /// `Host` names accepted besides IP literals, `localhost` and
     /// `*.localhost` (lowercase, without port). Default none.
