@@ -17,6 +17,48 @@ use crate::reference::Reference;
 use crate::registry::Index;
 use crate::template::FileForm;
 
+/// The methods a render can call on a value: Python's, as
+/// minijinja-contrib's `pycompat` layer provides them (its
+/// `unknown_method_callback`, minijinja-contrib 3.1), by the kind of value
+/// they work on. Anything else is "unknown method" at render time.
+pub(crate) const METHODS: &[(&str, &[&str])] = &[
+    (
+        "strings",
+        &[
+            "capitalize",
+            "count",
+            "endswith",
+            "find",
+            "format",
+            "isalnum",
+            "isalpha",
+            "isascii",
+            "isdigit",
+            "islower",
+            "isnumeric",
+            "isspace",
+            "isupper",
+            "join",
+            "lower",
+            "lstrip",
+            "replace",
+            "rfind",
+            "rstrip",
+            "split",
+            "splitlines",
+            "startswith",
+            "strip",
+            "title",
+            "upper",
+        ],
+    ),
+    ("maps", &["get", "items", "keys", "values"]),
+    ("lists", &["count"]),
+];
+
+/// Methods of Jinja's own objects: `loop.cycle(...)`, `loop.changed(...)`.
+pub(crate) const LOOP_METHODS: &[&str] = &["changed", "cycle"];
+
 /// The Jinja environment: strict undefined, trim and lstrip blocks, no
 /// auto-escaping, templates loaded from the in-memory index.
 pub(crate) fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environment<'static> {

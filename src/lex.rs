@@ -202,9 +202,150 @@ pub(crate) fn assigned_names(src: &str) -> std::collections::HashSet<String> {
     names
 }
 
+/// A method call found in a tag: `receiver.method(`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MethodCall {
+    /// Offset of the method's name.
+    pub offset: usize,
+    /// The first name of the dotted path it is called on (`user` in
+    /// `user.name.strip()`); `None` when that is not a plain name (a
+    /// literal, a call's result, a subscript).
+    pub root: Option<String>,
+    pub method: String,
+}
+
+/// Every `x.name(` in the expression and statement tags of `src`, outside
+/// quoted strings. Lexical, like everything here.
+pub(crate) fn method_calls(src: &str) -> Vec<MethodCall> {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    for t in tokenize(src) {
+        if !matches!(t.kind, Tok::Expr | Tok::Stmt) {
+            continue;
+        }
+        let b = &src.as_bytes()[..t.end];
+        let mut i = t.start + 2;
+        let mut quote: Option<u8> = None;
+        while i < b.len() {
+            let c = b[i];
+            if let Some(q) = quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+                i += 1;
+                continue;
+            }
+            if c == b'"' || c == b'\'' {
+                quote = Some(c);
+                i += 1;
+                continue;
+            }
+            if c != b'.'
+                || !b
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_')
+            {
+                i += 1;
+                continue;
+            }
+            let name_start = i + 1;
+            let mut name_end = name_start;
+            while name_end < b.len() && ident(b[name_end]) {
+                name_end += 1;
+            }
+            let mut after = name_end;
+            while after < b.len() && b[after].is_ascii_whitespace() {
+                after += 1;
+            }
+            if b.get(after) == Some(&b'(') {
+                // The dotted path before the dot, back to its first name.
+                let mut start = i;
+                while start > 0 && (ident(b[start - 1]) || b[start - 1] == b'.') {
+                    start -= 1;
+                }
+                let path = &src[start..i];
+                let first = path.split('.').next().unwrap_or("");
+                let plain = !first.is_empty()
+                    && !first.as_bytes()[0].is_ascii_digit()
+                    && (start == 0 || !matches!(b[start - 1], b')' | b']' | b'"' | b'\''));
+                out.push(MethodCall {
+                    offset: name_start,
+                    root: plain.then(|| first.to_owned()),
+                    method: src[name_start..name_end].to_owned(),
+                });
+            }
+            i = name_end;
+        }
+    }
+    out
+}
+
+/// The aliases a source binds with `{% import "t" as m %}`: names whose
+/// dotted calls are macros, not methods.
+pub(crate) fn import_aliases(src: &str) -> std::collections::HashSet<String> {
+    let mut names = std::collections::HashSet::new();
+    for t in tokenize(src) {
+        if t.kind != Tok::Stmt {
+            continue;
+        }
+        let tag = &src[t.start..t.end];
+        if stmt_keyword(tag) != "import" {
+            continue;
+        }
+        let inner = tag
+            .trim_start_matches("{%")
+            .trim_end_matches("%}")
+            .trim_matches(['-', '+', '~'])
+            .trim();
+        if let Some((_, alias)) = inner.rsplit_once(" as ") {
+            let alias = alias.split_whitespace().next().unwrap_or("");
+            if crate::reference::is_identifier(alias) {
+                names.insert(alias.to_owned());
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_calls_are_found_outside_strings() {
+        let src = "{{ user.name.strip() }}{{ 'a.b(c)'.upper() }}{% for k, v in d.items() %}\
+                   {% endfor %}{{ (x or y).lower () }}{{ 1.5 }}{{ m.sig(1) }}{# c.d() #}x.y()";
+        let calls = method_calls(src);
+        let got: Vec<(Option<&str>, &str)> = calls
+            .iter()
+            .map(|c| (c.root.as_deref(), c.method.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("user"), "strip"),
+                (None, "upper"),
+                (Some("d"), "items"),
+                (None, "lower"),
+                (Some("m"), "sig"),
+            ]
+        );
+        let calls = method_calls("{{ a.b() }}");
+        assert_eq!(&"{{ a.b() }}"[calls[0].offset..calls[0].offset + 1], "b");
+        assert!(method_calls("{{ a.").is_empty());
+        assert!(method_calls("{{ a.b").is_empty());
+    }
+
+    #[test]
+    fn import_aliases_are_found() {
+        let src =
+            "{% import 'x@1' as m %}{%- import \"y\" as n with context -%}{% from 'z' import q %}";
+        let mut got: Vec<String> = import_aliases(src).into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["m", "n"]);
+    }
 
     #[test]
     fn assigned_names_are_found() {

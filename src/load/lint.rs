@@ -138,6 +138,17 @@ pub(crate) fn lint_all(
                 )));
             }
         }
+        // Method calls the engine has no method for.
+        for (offset, message) in unknown_methods(&entry.source, &ancestor_aliases(entry, index)) {
+            let (l, c) = line_col(&entry.source, offset);
+            errors.push(
+                Error::new(ErrorKind::Lint, message).with_location(Location::at(
+                    &src.path,
+                    l,
+                    (entry.form == FileForm::Body).then_some(c),
+                )),
+            );
+        }
         // Unused parameters (only those this file declares).
         let mut used_cache = HashMap::new();
         let used = used_variables(env, index, &name, &mut used_cache, 0).unwrap_or_default();
@@ -265,6 +276,126 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
         rest = end;
     }
     out
+}
+
+/// The `{% import ... as m %}` aliases of a template and its ancestors:
+/// a dotted call on one is a macro call.
+fn ancestor_aliases(entry: &Entry, index: &Index) -> HashSet<String> {
+    let mut aliases = crate::lex::import_aliases(&entry.source);
+    let mut parent = entry.template.extends.clone();
+    let mut seen = 0;
+    while let Some(id) = parent {
+        let Ok(p) = index.resolve(&id) else { break };
+        aliases.extend(crate::lex::import_aliases(&p.source));
+        parent = p.template.extends.clone();
+        seen += 1;
+        if seen > 64 {
+            break;
+        }
+    }
+    aliases
+}
+
+/// minijinja's built-in filters (minijinja 3.1, `builtins` feature), to
+/// point a method that does not exist at the filter that does.
+const BUILTIN_FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "default",
+    "dictsort",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+
+/// `(offset, message)` for each `x.name(...)` whose `name` is no method the
+/// engine has ([`crate::jinja::METHODS`]), unless `x` is `loop`, `self`,
+/// or an import alias (a macro call). Such a call fails every render that
+/// reaches it.
+fn unknown_methods(source: &str, aliases: &HashSet<String>) -> Vec<(usize, String)> {
+    let known = || {
+        crate::jinja::METHODS
+            .iter()
+            .flat_map(|(_, m)| m.iter().copied())
+    };
+    crate::lex::method_calls(source)
+        .into_iter()
+        .filter(|call| match call.root.as_deref() {
+            Some("self") => false,
+            Some("loop") => !crate::jinja::LOOP_METHODS.contains(&call.method.as_str()),
+            Some(root) => !aliases.contains(root),
+            None => true,
+        })
+        .filter(|call| !known().any(|m| m == call.method))
+        .map(|call| {
+            let hint = if BUILTIN_FILTERS.contains(&call.method.as_str()) {
+                format!(" (the filter `|{}` does this)", call.method)
+            } else {
+                let methods = known().map(|m| (m, format!("`.{m}()`")));
+                let filters = BUILTIN_FILTERS
+                    .iter()
+                    .map(|f| (*f, format!("the filter `|{f}`")));
+                methods
+                    .chain(filters)
+                    .map(|(name, shown)| (strsim::jaro_winkler(name, &call.method), shown))
+                    .filter(|(score, _)| *score > 0.85)
+                    // The first best: a method before a filter on a tie.
+                    .fold(None::<(f64, String)>, |best, (score, shown)| match best {
+                        Some((b, _)) if b >= score => best,
+                        _ => Some((score, shown)),
+                    })
+                    .map(|(_, shown)| format!(" (did you mean {shown}?)"))
+                    .unwrap_or_default()
+            };
+            let lists: Vec<String> = crate::jinja::METHODS
+                .iter()
+                .map(|(kind, m)| format!("{kind}: {}", m.join(", ")))
+                .collect();
+            (
+                call.offset,
+                format!(
+                    "`.{}()` is not a method the engine has{hint}, so every render that reaches \
+                     it fails; the methods are {}",
+                    call.method,
+                    lists.join("; "),
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Parameters spliced by markers in a compiled source.
