@@ -995,3 +995,75 @@ async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
         counted.total
     );
 }
+
+/// A `.prompty` file whose `model.connection` names its endpoint and key
+/// with `${env:...}` is sent there: the endpoint read from its variable
+/// (or the reference's default when the variable is unset), the key from
+/// its variable, at send time.
+#[test]
+fn cli_send_follows_a_prompty_connection() {
+    let fake = FakeProvider::start(vec![
+        Reply::json(&fixture("openai-chat.json")),
+        Reply::json(&fixture("openai-chat.json")),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |endpoint: &str| {
+        std::fs::write(
+            dir.path().join("t.prompty"),
+            format!(
+                "---\nname: t\nmodel:\n  id: gpt-4o\n  provider: openai\n  connection:\n    kind: key\n    endpoint: {endpoint}\n    key: ${{env:PB_TEST_CONNECTION_KEY}}\n---\nuser:\nhi\n"
+            ),
+        )
+        .unwrap();
+    };
+    let send = |endpoint_var: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"));
+        command
+            .args(["send", "t", "--dir"])
+            .arg(dir.path())
+            .env("PB_TEST_CONNECTION_KEY", key())
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("PB_TEST_CONNECTION_ENDPOINT")
+            .env_remove("PROMPTBOOK_DIR");
+        if let Some(v) = endpoint_var {
+            command.env("PB_TEST_CONNECTION_ENDPOINT", v);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    write("${env:PB_TEST_CONNECTION_ENDPOINT}");
+    let (ok, stdout, stderr) = send(Some(&format!("{}/v1", fake.url)));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "Hello\n");
+    let request = &fake.requests()[0];
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(
+        request.headers["authorization"].to_str().unwrap(),
+        format!("Bearer {}", key())
+    );
+    assert_eq!(request.body["model"], "gpt-4o");
+
+    // Unset: the default after the variable's name (a URL, colons and all).
+    write(&format!(
+        "${{env:PB_TEST_CONNECTION_ENDPOINT:{}/v1}}",
+        fake.url
+    ));
+    let (ok, stdout, stderr) = send(None);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "Hello\n");
+    assert_eq!(fake.count(), 2);
+
+    // Unset without a default: a configuration error naming the variable,
+    // and nothing sent.
+    write("${env:PB_TEST_CONNECTION_ENDPOINT}");
+    let (ok, _, stderr) = send(None);
+    assert!(!ok);
+    assert!(stderr.contains("PB_TEST_CONNECTION_ENDPOINT"), "{stderr}");
+    assert_eq!(fake.count(), 2);
+}

@@ -576,17 +576,18 @@ fn connected_target(
         .unwrap_or("openai");
     let name = spec.rsplit_once(':').map_or(spec, |(_, n)| n);
     let endpoint = match connection.endpoint.as_deref().map(str::trim) {
-        Some(e) if e.starts_with("${env:") => {
-            let var = e
-                .trim_start_matches("${env:")
-                .trim_end_matches('}')
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .trim();
+        Some(e) if e.starts_with("${env:") && e.ends_with('}') => {
+            // `${env:VAR}` or `${env:VAR:default}` (Prompty's spelling; the
+            // default may hold colons, as a URL does).
+            let inner = &e["${env:".len()..e.len() - 1];
+            let (var, default) = match inner.split_once(':') {
+                Some((var, default)) => (var.trim(), Some(default.trim())),
+                None => (inner.trim(), None),
+            };
             std::env::var(var)
                 .ok()
                 .filter(|v| !v.trim().is_empty())
+                .or_else(|| default.filter(|d| !d.is_empty()).map(str::to_owned))
                 .ok_or_else(|| {
                     DispatchError::config(format!(
                         "the template's model.connection takes its endpoint from the \
