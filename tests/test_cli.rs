@@ -343,3 +343,29 @@ fn a_broken_file_leaves_the_others_usable() {
     assert_eq!(code, 1);
     assert!(stdout.contains("broken.prompt.jinja:5"), "{stdout}");
 }
+
+/// A message the template wrote that renders empty is dropped, and the
+/// text output says so (the JSON carries `dropped_empty`).
+#[test]
+fn an_empty_message_is_dropped_and_said() {
+    let dir = "tests/cases/empty_messages_dropped";
+    let (code, stdout, stderr) = run(cli().args(["render", "t", "--dir", dir]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("# dropped an empty system message"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("[system]"), "{stdout}");
+    let (code, stdout, _) = run(cli().args(["render", "t", "--json", "--dir", dir]));
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v["dropped_empty"],
+        serde_json::json!([{"role": "system", "index": 0}])
+    );
+    // Nothing dropped: no note, and no key.
+    let (_, stdout, _) =
+        run(cli().args(["render", "t", "--json", "--var", "extra=hi", "--dir", dir]));
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v.get("dropped_empty").is_none(), "{v}");
+}
