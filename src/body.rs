@@ -1,7 +1,7 @@
 //! Role lines: how a Jinja body becomes a list of messages.
 //!
 //! Before a body is compiled, every line holding only `system:`, `user:`,
-//! `assistant:` or `tool:` (outside Jinja tags, comments and `{% raw %}`) is
+//! `assistant:`, `tool:` or `developer:` (outside Jinja tags, comments and `{% raw %}`) is
 //! replaced by a *marker*: the Unicode noncharacter U+FDD0, a letter naming
 //! the role and this process's [marker key](marker_key) (a named role,
 //! `user[name="Bob"]:` in Prompty, adds the name and closes with U+FDD1). A

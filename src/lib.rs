@@ -28,7 +28,8 @@
 //! manifests whose `messages:` list holds `{role, content}` entries (content
 //! is Jinja) and `{history: PARAM}` splices; `NAME.prompt.jinja` files hold
 //! YAML front matter between `---` lines and a Jinja body in which a line
-//! holding only `system:`, `user:`, `assistant:` or `tool:` starts a message.
+//! holding only `system:`, `user:`, `assistant:`, `tool:` or `developer:` starts a
+//! message.
 //! Names come from the path (`support/triage`); a file name may carry
 //! `@VERSION` so several versions live side by side. `docs/templates.md` documents
 //! every field; `schemas/template.schema.json` (see

@@ -593,12 +593,14 @@ fn read_inputs(input: Option<&str>, vars: &[String], template: Option<&Template>
                     .with_context(|| format!("cannot read input file {source}"))?;
                 (text, source.ends_with(".yaml") || source.ends_with(".yml"))
             };
+            // A byte-order mark (Windows editors write one) is not content.
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             let value: Value = if yaml {
-                serde_saphyr::from_str(&text)
+                serde_saphyr::from_str(text)
                     .map_err(|e| anyhow::anyhow!("{}", e.without_snippet()))
                     .with_context(|| format!("input file {source} is not valid YAML"))?
             } else {
-                serde_json::from_str(&text)
+                serde_json::from_str(text)
                     .with_context(|| format!("input {source} is not valid JSON"))?
             };
             match value {

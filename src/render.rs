@@ -483,31 +483,35 @@ impl Rendered {
                 calls_tools: m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()),
             })
             .collect();
-        let (keep, dropped) = truncate::fit(&items, tokens::REPLY_PRIMING, budget, strategy)
-            .map_err(|e| {
-                let all = if e.droppable > 0 {
-                    format!(
-                        ", even with all {} droppable history messages dropped",
-                        e.droppable
-                    )
-                } else {
-                    String::new()
-                };
-                Error::new(
-                    ErrorKind::Budget,
-                    format!(
-                        "{} needs {} tokens but its budget is {budget}{detail}{all}",
-                        self.template, e.needed
-                    ),
+        // The reply priming as this render's counter counted it.
+        let priming = self
+            .tokens
+            .total
+            .saturating_sub(self.tokens.messages.iter().sum::<usize>());
+        let (keep, dropped) = truncate::fit(&items, priming, budget, strategy).map_err(|e| {
+            let all = if e.droppable > 0 {
+                format!(
+                    ", even with all {} droppable history messages dropped",
+                    e.droppable
                 )
-            })?;
+            } else {
+                String::new()
+            };
+            Error::new(
+                ErrorKind::Budget,
+                format!(
+                    "{} needs {} tokens but its budget is {budget}{detail}{all}",
+                    self.template, e.needed
+                ),
+            )
+        })?;
         if dropped == 0 {
             return Ok(None);
         }
         retain_kept(&mut self.messages, &keep);
         retain_runs(&mut self.history, &keep);
         retain_kept(&mut self.tokens.messages, &keep);
-        self.tokens.total = self.tokens.messages.iter().sum::<usize>() + tokens::REPLY_PRIMING;
+        self.tokens.total = self.tokens.messages.iter().sum::<usize>() + priming;
         let report = TruncationReport { budget, dropped };
         self.truncation = Some(report);
         Ok(Some(report))

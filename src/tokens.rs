@@ -191,6 +191,14 @@ pub trait TokenCounter: Send + Sync {
     fn cache_key(&self) -> Option<&str> {
         None
     }
+
+    /// `tokens` of chat framing ([`TOKENS_PER_MESSAGE`],
+    /// [`TOKENS_PER_NAME`], [`REPLY_PRIMING`]: OpenAI's constants) as this
+    /// counter counts them. The default is `tokens`; an estimate scales
+    /// them as it scales text, so that the whole count errs the same way.
+    fn overhead(&self, tokens: usize) -> usize {
+        tokens
+    }
 }
 
 impl TokenCounter for Encoding {
@@ -230,6 +238,11 @@ impl TokenCounter for Approximate {
 
     fn cache_key(&self) -> Option<&str> {
         Some("approximate-cl100k-1.25")
+    }
+
+    /// The framing scaled like text: 3 becomes 4, 1 becomes 2.
+    fn overhead(&self, tokens: usize) -> usize {
+        tokens + tokens.div_ceil(4)
     }
 }
 
@@ -306,9 +319,11 @@ impl TokenReport {
 /// (role, content, name, tool_call_id), plus 1 for a name. Tool calls count
 /// as their JSON text, an estimate the formula does not cover.
 pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
-    let mut n = TOKENS_PER_MESSAGE + counter.count(m.role.as_str()) + counter.count(&m.content);
+    let mut n = counter.overhead(TOKENS_PER_MESSAGE)
+        + counter.count(m.role.as_str())
+        + counter.count(&m.content);
     if let Some(name) = &m.name {
-        n += counter.count(name) + TOKENS_PER_NAME;
+        n += counter.count(name) + counter.overhead(TOKENS_PER_NAME);
     }
     if let Some(id) = &m.tool_call_id {
         n += counter.count(id);
@@ -370,7 +385,7 @@ pub fn count_messages(counter: &dyn TokenCounter, messages: &[Message]) -> Token
             .collect(),
         Some(key) => cached_counts(counter, key, messages),
     };
-    let total = counts.iter().sum::<usize>() + REPLY_PRIMING;
+    let total = counts.iter().sum::<usize>() + counter.overhead(REPLY_PRIMING);
     TokenReport {
         encoding: counter.name().to_owned(),
         approximate: counter.approximate(),
@@ -481,5 +496,23 @@ mod tests {
         assert!(Approximate.count(text) > Encoding::Cl100kBase.count(text));
         assert!(counter_for_model(Some("claude-3-5-sonnet")).approximate());
         assert!(!counter_for_model(Some("gpt-4o")).approximate());
+    }
+
+    /// The estimate scales the whole count, framing included: every
+    /// message and the total are at least 1.25 times the exact
+    /// `cl100k_base` count, and the reply priming is 4, not 3.
+    #[test]
+    fn approximate_scales_the_framing_too() {
+        let mut named = Message::new(Role::Assistant, "Sure: here it is.");
+        named.name = Some("helper".into());
+        let msgs = [Message::new(Role::User, "hi"), named];
+        let exact = count_messages(&Encoding::Cl100kBase, &msgs);
+        let approx = count_messages(&Approximate, &msgs);
+        for (e, a) in exact.messages.iter().zip(&approx.messages) {
+            assert!(*a >= (e * 5).div_ceil(4), "{a} < 1.25 x {e}");
+        }
+        assert!(approx.total >= (exact.total * 5).div_ceil(4));
+        assert_eq!(approx.total - approx.messages.iter().sum::<usize>(), 4);
+        assert_eq!(exact.total - exact.messages.iter().sum::<usize>(), 3);
     }
 }

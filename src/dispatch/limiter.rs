@@ -2,18 +2,39 @@
 //! minute, requests in flight. A call waits for its turn; it never fails
 //! for a limit.
 //!
-//! Rates use governor's GCRA (a token bucket without a refill thread);
-//! concurrency is a tokio semaphore whose permit a call holds until its
-//! answer (or its stream) ends.
+//! Rates use governor's GCRA (a token bucket without a refill thread) on
+//! tokio's clock, so a wait is a tokio sleep for exactly the time governor
+//! names (and tests can run it on tokio's paused clock); concurrency is a
+//! tokio semaphore whose permit a call holds until its answer (or its
+//! stream) ends.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::Limits;
 
-type RateLimiter = governor::DefaultDirectRateLimiter;
+/// governor's clock read from tokio's: the time since the limiter was made.
+#[derive(Debug, Clone)]
+struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+type RateLimiter =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
 /// One provider's limits.
 pub(crate) struct Limiter {
@@ -23,17 +44,20 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    /// Limits as configured (none when the configuration sets none).
+    /// Limits as configured (none when the configuration sets none). A
+    /// per-minute quota of `n` allows a burst of `n`, then one more every
+    /// `60 s / n` (governor's `Quota::per_minute`).
     pub(crate) fn new(limits: &Limits) -> Limiter {
+        let clock = TokioClock {
+            start: tokio::time::Instant::now(),
+        };
         let per_minute = |n: u32| NonZeroU32::new(n).map(governor::Quota::per_minute);
+        let limiter = |quota| RateLimiter::direct_with_clock(quota, clock.clone());
         Limiter {
-            requests: limits
-                .requests_per_minute
-                .and_then(per_minute)
-                .map(governor::RateLimiter::direct),
+            requests: limits.requests_per_minute.and_then(per_minute).map(limiter),
             tokens: limits.tokens_per_minute.and_then(|n| {
                 let quota = per_minute(n)?;
-                Some((governor::RateLimiter::direct(quota), NonZeroU32::new(n)?))
+                Some((limiter(quota), NonZeroU32::new(n)?))
             }),
             concurrent: limits
                 .concurrent
@@ -50,7 +74,7 @@ impl Limiter {
             None => None,
         };
         if let Some(r) = &self.requests {
-            r.until_ready().await;
+            until_ready(r, NonZeroU32::MIN).await;
         }
         if let Some((r, burst)) = &self.tokens {
             // A prompt larger than a minute's budget waits for a full
@@ -59,9 +83,99 @@ impl Limiter {
                 .unwrap_or(u32::MAX)
                 .clamp(1, burst.get());
             if let Some(n) = NonZeroU32::new(n) {
-                let _ = r.until_n_ready(n).await;
+                until_ready(r, n).await;
             }
         }
         permit
+    }
+}
+
+/// Takes `n` cells from `r`, sleeping (on tokio's clock) until governor
+/// says they are there.
+async fn until_ready(r: &RateLimiter, n: NonZeroU32) {
+    loop {
+        match r.check_n(n) {
+            Ok(Ok(())) => return,
+            Ok(Err(not_until)) => {
+                tokio::time::sleep(not_until.wait_time_from(r.clock().now())).await;
+            }
+            // More than the burst: `acquire` clamps, so this cannot
+            // happen; never wait forever for it.
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rpm: Option<u32>, tpm: Option<u32>, concurrent: Option<u32>) -> Limits {
+        Limits {
+            requests_per_minute: rpm,
+            tokens_per_minute: tpm,
+            concurrent,
+        }
+    }
+
+    /// How long `acquire` took on the paused clock.
+    async fn timed(l: &Limiter, tokens: usize) -> Duration {
+        let start = tokio::time::Instant::now();
+        drop(l.acquire(tokens).await);
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_rate_lets_a_burst_through_then_one_per_interval() {
+        // 2 per minute: a burst of 2, then one every 30 s.
+        let l = Limiter::new(&limits(Some(2), None, None));
+        assert_eq!(timed(&l, 1).await, Duration::ZERO);
+        assert_eq!(timed(&l, 1).await, Duration::ZERO);
+        assert_eq!(timed(&l, 1).await, Duration::from_secs(30));
+        assert_eq!(timed(&l, 1).await, Duration::from_secs(30));
+        // After a quiet minute, the burst is back.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(timed(&l, 1).await, Duration::ZERO);
+        assert_eq!(timed(&l, 1).await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_rate_waits_for_as_many_tokens_as_the_prompt_has() {
+        // 1,000 tokens a minute: one every 60 ms.
+        let l = Limiter::new(&limits(None, Some(1_000), None));
+        assert_eq!(timed(&l, 600).await, Duration::ZERO);
+        // 400 left; 600 more need 200 more cells: 12 s.
+        assert_eq!(timed(&l, 600).await, Duration::from_secs(12));
+        // A prompt over a minute's budget waits for a full budget, not
+        // forever: the bucket is empty, so a whole minute.
+        assert_eq!(timed(&l, 5_000).await, Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_holds_a_permit_until_the_answer_ends() {
+        let l = Arc::new(Limiter::new(&limits(None, None, Some(1))));
+        let first = l.acquire(1).await;
+        assert!(first.is_some());
+        let waiting = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(1).await.is_some() })
+        };
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiting.is_finished(), "a second call waits for the permit");
+        drop(first);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), waiting)
+                .await
+                .unwrap()
+                .unwrap()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limits_never_wait() {
+        let l = Limiter::new(&Limits::default());
+        for _ in 0..1_000 {
+            assert_eq!(timed(&l, 1_000_000).await, Duration::ZERO);
+        }
     }
 }

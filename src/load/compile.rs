@@ -445,6 +445,19 @@ pub(super) fn check_parameter(p: &Parameter) -> Result<(), String> {
     Ok(())
 }
 
+/// "`system:`, `user:`, ... or `developer:`": every role line, from
+/// [`Role::ALL`].
+fn role_lines() -> String {
+    let names: Vec<String> = crate::message::Role::ALL
+        .iter()
+        .map(|r| format!("`{}:`", r.as_str()))
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Builds the Jinja source of a manifest's `messages:`/`blocks:`, keeping
 /// each piece of text on its own line number.
 fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<Error>) -> String {
@@ -711,7 +724,10 @@ fn compile_jinja_body(
             errors.push(
                 Error::new(
                     ErrorKind::Syntax,
-                    "text before the first role line (`system:`, `user:`, `assistant:` or `tool:` alone on a line)",
+                    format!(
+                        "text before the first role line ({} alone on a line)",
+                        role_lines()
+                    ),
                 )
                 .with_location(at(pos)),
             );

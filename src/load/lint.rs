@@ -103,7 +103,13 @@ pub(crate) fn lint_all(
         for var in undeclared {
             let location = find_use(&entry.source, var)
                 .map(|(l, c)| {
-                    Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c))
+                    let column = match &src.manifest_text {
+                        // The generated source keeps the file's lines, not
+                        // its columns: find the use on the file's line.
+                        Some(text) => manifest_column(text, l, var),
+                        None => Some(c),
+                    };
+                    Location::at(&src.path, l, column)
                 })
                 .unwrap_or_else(|| Location::file(&src.path));
             let message =
@@ -404,6 +410,15 @@ fn static_splices(source: &str) -> HashSet<String> {
         .into_iter()
         .map(str::to_owned)
         .collect()
+}
+
+/// The column of `var`'s first use inside a Jinja tag on `line` of a
+/// manifest's text.
+fn manifest_column(text: &str, line: u32, var: &str) -> Option<u32> {
+    let line_text = text
+        .split('\n')
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    find_use(line_text, var).map(|(_, c)| c)
 }
 
 /// First line and column where `var` appears inside a Jinja tag.

@@ -3,6 +3,7 @@
 //! body.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use semver::Version;
 use serde_saphyr::Spanned;
@@ -60,6 +61,9 @@ pub(crate) struct SourceFile {
     pub dialect: Dialect,
     /// Lint warnings found while reading the file.
     pub warnings: Vec<(Location, String)>,
+    /// A manifest's text (normalised line endings), to point at a column
+    /// inside a YAML value; `None` for other forms.
+    pub manifest_text: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -161,8 +165,8 @@ pub(crate) fn parse_file(
         Format::Prompty => {
             // Prompty allows a file without front matter: all body.
             let (fm_text, body, first) = split_front_matter(text).unwrap_or(("", text, 1));
-            let fm =
-                super::prompty::read_front_matter(fm_text).map_err(|e| yaml_error(path, e, 2))?;
+            let fm = super::prompty::read_front_matter(fm_text)
+                .map_err(|e| yaml_error(path, fm_text, e, 2))?;
             let mapped = super::prompty::map_front_matter(&fm, stem_version.as_deref(), refs)
                 .map_err(|msg| {
                     vec![
@@ -222,7 +226,7 @@ pub(crate) fn parse_file(
         None => {
             let options = serde_saphyr::options! { with_snippet: false };
             serde_saphyr::from_str_with_options(yaml, options)
-                .map_err(|e| yaml_error(path, e, yaml_first_line))?
+                .map_err(|e| yaml_error(path, yaml, e, yaml_first_line))?
         }
     };
     let mut source = SourceFile {
@@ -235,6 +239,7 @@ pub(crate) fn parse_file(
         span_line_offset: u64::from(yaml_first_line - 1),
         dialect,
         warnings: file_warnings,
+        manifest_text: (format == Format::Manifest).then(|| Arc::from(text)),
     };
 
     let mut errors = Vec::new();
@@ -335,27 +340,41 @@ pub(crate) fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
     None
 }
 
-/// A YAML error as a load error at its line of the file, given the line
-/// the YAML starts on.
-fn yaml_error(path: &Path, e: serde_saphyr::Error, first_line: u32) -> Vec<Error> {
-    let location = match e.location() {
-        Some(l) if l.line() > 0 => Location::at(
-            path,
-            (l.line() as u32).saturating_add(first_line - 1),
-            Some(l.column() as u32),
-        ),
-        _ => Location::file(path),
+/// A YAML error in `yaml` as a load error at its line of the file, given
+/// the line the YAML starts on.
+fn yaml_error(path: &Path, yaml: &str, e: serde_saphyr::Error, first_line: u32) -> Vec<Error> {
+    let (location, found) = match e.location() {
+        Some(l) if l.line() > 0 => {
+            // The character the parser stopped at, for the hint.
+            let found = usize::try_from(l.line())
+                .ok()
+                .and_then(|n| yaml.lines().nth(n.checked_sub(1)?))
+                .and_then(|line| {
+                    let col = usize::try_from(l.column()).ok()?.checked_sub(1)?;
+                    line.chars().nth(col)
+                });
+            (
+                Location::at(
+                    path,
+                    (l.line() as u32).saturating_add(first_line - 1),
+                    Some(l.column() as u32),
+                ),
+                found,
+            )
+        }
+        _ => (Location::file(path), None),
     };
     vec![
-        Error::new(ErrorKind::Syntax, yaml_message(&e))
+        Error::new(ErrorKind::Syntax, yaml_message(&e, found))
             .with_location(location)
             .with_source(e),
     ]
 }
 
 /// The message of a YAML error without serde-saphyr's own location suffix
-/// (we print `path:line:col:` in front) or its advice about parser options.
-fn yaml_message(e: &serde_saphyr::Error) -> String {
+/// (we print `path:line:col:` in front) or its advice about parser options,
+/// with a hint when `found` (the character it stopped at) makes one.
+fn yaml_message(e: &serde_saphyr::Error, found: Option<char>) -> String {
     let mut msg = e.without_snippet().to_string();
     if let Some(pos) = msg.rfind(" at line ")
         && msg[pos..].contains(", column ")
@@ -365,20 +384,26 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     if let Some(pos) = msg.find(", set DuplicateKeyPolicy") {
         msg.truncate(pos);
     }
-    msg.push_str(yaml_hint(&msg));
+    msg.push_str(yaml_hint(&msg, found));
     msg
 }
 
-/// What to do about the two YAML mistakes template authors make most: an
+/// What to do about the YAML mistakes template authors make most: an
 /// unquoted value that starts with `{` (Jinja's `{{` reads as a YAML map)
-/// and an unquoted value holding `: ` (it reads as a nested key).
-fn yaml_hint(message: &str) -> &'static str {
+/// or `[` (a list), and an unquoted value holding `: ` (a nested key).
+fn yaml_hint(message: &str, found: Option<char>) -> &'static str {
     let lower = message.to_ascii_lowercase();
-    if lower.contains("expected string scalar")
-        || (lower.contains("invalid type: map") && lower.contains("string"))
-    {
+    let not_a_string = lower.contains("expected string scalar")
+        || ((lower.contains("invalid type: map") || lower.contains("invalid type: sequence"))
+            && lower.contains("string"));
+    if not_a_string && (found == Some('{') || lower.contains("invalid type: map")) {
         "; a value that starts with `{` is a YAML map: quote Jinja, as in \
          `content: \"{{ message }}\"`"
+    } else if not_a_string && (found == Some('[') || lower.contains("invalid type: sequence")) {
+        "; a value that starts with `[` is a YAML list: quote it, as in \
+         `content: \"[draft] {{ text }}\"`"
+    } else if not_a_string {
+        "; quote the value to make it a string"
     } else if lower.contains("mapping values are not allowed") {
         "; an unquoted value holding `: ` starts a nested key: quote the value, as in \
          `description: \"Note: ...\"`"
