@@ -1,5 +1,6 @@
 //! Property tests: reference parsing, version resolution against semver's
-//! own rules, and the truncation invariants.
+//! own rules, and the truncation invariants (tool exchanges, both dropping
+//! strategies, minimality, counts checked with tiktoken-rs).
 
 use std::fs;
 
@@ -123,66 +124,169 @@ proptest! {
     }
 }
 
-fn history() -> impl Strategy<Value = Vec<(Role, usize)>> {
+/// One unit of a generated conversation.
+#[derive(Debug, Clone)]
+enum Turn {
+    User(usize),
+    Assistant(usize),
+    /// An assistant turn calling `n` tools at once, then their `n` results.
+    Tools(usize, usize),
+}
+
+fn conversation() -> impl Strategy<Value = Vec<Turn>> {
     prop::collection::vec(
-        (
-            prop_oneof![Just(Role::User), Just(Role::Assistant)],
-            1usize..60,
-        ),
-        0..40,
+        prop_oneof![
+            3 => (1usize..40).prop_map(Turn::User),
+            3 => (1usize..40).prop_map(Turn::Assistant),
+            2 => (1usize..4, 1usize..30).prop_map(|(n, w)| Turn::Tools(n, w)),
+        ],
+        0..30,
     )
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+fn history_json(turns: &[Turn]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (i, turn) in turns.iter().enumerate() {
+        match turn {
+            Turn::User(w) => {
+                out.push(json!({"role": "user", "content": format!("{i} {}", "ask ".repeat(*w))}))
+            }
+            Turn::Assistant(w) => out.push(
+                json!({"role": "assistant", "content": format!("{i} {}", "say ".repeat(*w))}),
+            ),
+            Turn::Tools(n, w) => {
+                let calls: Vec<_> = (0..*n)
+                    .map(|k| json!({"id": format!("call_{i}_{k}"), "type": "function", "function": {"name": "lookup", "arguments": format!("{{\"k\":{k}}}")}}))
+                    .collect();
+                out.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+                for k in 0..*n {
+                    out.push(json!({"role": "tool", "tool_call_id": format!("call_{i}_{k}"), "content": format!("{i} {}", "result ".repeat(*w))}));
+                }
+            }
+        }
+    }
+    out
+}
 
-    /// Fitting never breaks the conversation: the result fits, template
-    /// messages stay, the oldest history goes first, and what is left of the
-    /// history starts with a user turn.
+/// A message's tokens by OpenAI's published formula, counted with
+/// tiktoken-rs (independent of promptbook's tokenizer).
+fn tiktoken_tokens(bpe: &tiktoken_rs::CoreBPE, m: &promptbook::Message) -> usize {
+    let count = |s: &str| bpe.encode_ordinary(s).len();
+    let mut n = 3 + count(m.role.as_str()) + count(&m.content);
+    if let Some(name) = &m.name {
+        n += count(name) + 1;
+    }
+    if let Some(id) = &m.tool_call_id {
+        n += count(id);
+    }
+    if let Some(calls) = &m.tool_calls {
+        n += count(&serde_json::to_string(calls).unwrap());
+    }
+    n
+}
+
+fn strategy() -> impl Strategy<Value = promptbook::Strategy> {
+    prop_oneof![
+        Just(promptbook::Strategy::DropOldest),
+        (0usize..6).prop_map(promptbook::Strategy::KeepFirst),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(160))]
+
+    /// Fitting a history with tool calls (parallel ones too), under either
+    /// dropping strategy: the kept prompt fits by tiktoken's count; template
+    /// messages stay; a `KeepFirst(n)` prefix stays (widened so no tool
+    /// exchange is split); the rest is a suffix that starts on a user turn
+    /// when anything was cut; every tool result keeps its call and every
+    /// call its results; and the fit is minimal: no cut that drops fewer
+    /// messages at a valid place would have fitted. A fit that fails does
+    /// so only when dropping everything droppable does not fit either.
     #[test]
-    fn truncation_invariants(turns in history(), budget in 20usize..1500) {
-        let registry = Registry::load("templates").unwrap();
-        let history: Vec<_> = turns
-            .iter()
-            .enumerate()
-            .map(|(i, (role, words))| json!({"role": role, "content": format!("{i} {}", "word ".repeat(*words))}))
-            .collect();
-        let rendered = registry
-            .render("chat/assistant", &json!({"question": "Now?", "history": history}))
+    fn truncation_keeps_tool_exchanges_whole_and_drops_no_more_than_it_must(
+        turns in conversation(),
+        budget in 20usize..2500,
+        strategy in strategy(),
+    ) {
+        static BPE: std::sync::LazyLock<tiktoken_rs::CoreBPE> =
+            std::sync::LazyLock::new(|| tiktoken_rs::o200k_base().unwrap());
+        static REGISTRY: std::sync::LazyLock<Registry> =
+            std::sync::LazyLock::new(|| Registry::load("templates").unwrap());
+        let bpe = &*BPE;
+        let rendered = REGISTRY
+            .render("chat/assistant", &json!({"question": "Now?", "history": history_json(&turns)}))
             .unwrap();
-        let mut fitted = rendered.clone();
-        match fitted.fit(budget, promptbook::Strategy::DropOldest) {
-            Ok(_) => {
-                prop_assert!(fitted.tokens.total <= budget, "{} > {budget}", fitted.tokens.total);
-                let template = |r: &promptbook::Rendered| -> Vec<String> {
-                    r.messages_with_origin()
-                        .filter(|(_, o)| **o == Origin::Template)
-                        .map(|(m, _)| m.content.clone())
-                        .collect()
-                };
-                prop_assert_eq!(template(&fitted), template(&rendered));
-                let kept: Vec<&str> = fitted
-                    .messages_with_origin()
-                    .filter(|(_, o)| matches!(o, Origin::History { .. }))
-                    .map(|(m, _)| m.content.as_str())
-                    .collect();
-                let all: Vec<&str> = rendered
-                    .messages_with_origin()
-                    .filter(|(_, o)| matches!(o, Origin::History { .. }))
-                    .map(|(m, _)| m.content.as_str())
-                    .collect();
-                prop_assert!(all.ends_with(&kept), "not a suffix: dropped from the middle or the end");
-                // After a cut, the history restarts on a user turn (a history
-                // that fits whole is left as the caller gave it).
-                if kept.len() < all.len()
-                    && let Some(first) = fitted.messages_with_origin().find(|(_, o)| matches!(o, Origin::History { .. }))
+        let all: Vec<(promptbook::Message, bool)> = rendered
+            .messages_with_origin()
+            .map(|(m, o)| (m.clone(), matches!(o, Origin::History { .. })))
+            .collect();
+        let cost: Vec<usize> = all.iter().map(|(m, _)| tiktoken_tokens(bpe, m)).collect();
+        prop_assert_eq!(&rendered.tokens.messages, &cost, "counts differ from tiktoken's");
+        let total_of = |keep: &dyn Fn(usize) -> bool| -> usize {
+            (0..all.len()).filter(|&i| keep(i)).map(|i| cost[i]).sum::<usize>() + 3
+        };
+        let history: Vec<usize> = (0..all.len()).filter(|&i| all[i].1).collect();
+        // The protected prefix, widened past a split tool exchange.
+        let protected = match strategy {
+            promptbook::Strategy::KeepFirst(n) => {
+                let mut n = n.min(history.len());
+                while n > 0
+                    && n < history.len()
+                    && (all[history[n]].0.role == Role::Tool
+                        || all[history[n - 1]].0.tool_calls.is_some())
                 {
-                    prop_assert_eq!(first.0.role, Role::User);
+                    n += 1;
+                }
+                n
+            }
+            _ => 0,
+        };
+        let tail = &history[protected..];
+        let cut_is_valid = |p: usize| p == tail.len() || all[tail[p]].0.role == Role::User;
+        let fits_after = |p: usize| total_of(&|i| !tail[..p].contains(&i)) <= budget;
+
+        let mut fitted = rendered.clone();
+        match fitted.fit(budget, strategy) {
+            Ok(_) => {
+                let kept: Vec<&promptbook::Message> = fitted.messages.iter().collect();
+                let independent: usize = kept.iter().map(|m| tiktoken_tokens(bpe, m)).sum::<usize>() + 3;
+                prop_assert_eq!(fitted.tokens.total, independent);
+                prop_assert!(independent <= budget, "{} > {}", independent, budget);
+                // What was dropped is exactly tail[..p] for some p.
+                let dropped = all.len() - kept.len();
+                prop_assert!(dropped <= tail.len());
+                let expected: Vec<&promptbook::Message> = (0..all.len())
+                    .filter(|i| !tail[..dropped].contains(i))
+                    .map(|i| &all[i].0)
+                    .collect();
+                prop_assert_eq!(&kept, &expected, "not the protected prefix plus a suffix");
+                if dropped > 0 {
+                    prop_assert!(cut_is_valid(dropped), "the kept history restarts on a non-user turn");
+                    // Minimal: no valid smaller cut fits.
+                    for p in 0..dropped {
+                        prop_assert!(!(cut_is_valid(p) && fits_after(p)), "dropping {} would have fitted, dropped {}", p, dropped);
+                    }
+                }
+                // Tool exchanges are whole.
+                for (i, m) in kept.iter().enumerate() {
+                    if m.role == Role::Tool {
+                        let id = m.tool_call_id.as_deref().unwrap();
+                        let called = kept[..i].iter().any(|c| c.tool_calls.as_ref().is_some_and(|cs| cs.iter().any(|c| c["id"] == id)));
+                        prop_assert!(called, "tool result {} kept without its call", id);
+                    }
+                    if let Some(calls) = &m.tool_calls {
+                        for c in calls {
+                            let answered = kept.iter().any(|r| r.tool_call_id.as_deref() == c["id"].as_str());
+                            prop_assert!(answered, "call {} kept without its result", c["id"]);
+                        }
+                    }
                 }
             }
             Err(e) => {
                 prop_assert_eq!(e.kind(), ErrorKind::Budget);
                 prop_assert_eq!(&fitted.messages, &rendered.messages, "a failed fit changed the messages");
+                prop_assert!(total_of(&|i| !tail.contains(&i)) > budget, "dropping all droppable would have fitted");
             }
         }
     }
