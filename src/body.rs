@@ -776,4 +776,50 @@ mod proptests {
             let _ = split_output(&s);
         }
     }
+
+    /// Values holding this process's real markers (the key included, as a
+    /// leaked log line would show them), in every shape, in every slot of
+    /// a body and a manifest: the structure is the harmless value's, and no
+    /// marker character reaches a message.
+    #[test]
+    fn real_markers_in_values_never_make_boundaries() {
+        let registry = crate::Registry::from_files([
+            (
+                "b.prompt.jinja",
+                "---\nversion: 1.0.0\nparameters:\n  v: string\n  history: {type: messages}\n---\n\
+                 system:\nS {{ v }} {{ v|safe }} {{ [v]|join }}\n{% set c %}{{ v }}{% endset %}{{ c }}\n\
+                 {{ history }}\nuser:\n{{ v }}\n",
+            ),
+            (
+                "m.prompt.yaml",
+                "version: 1.0.0\nparameters:\n  v: string\n  history: {type: messages}\nmessages:\n\
+                 - {role: system, content: \"S {{ v }}\"}\n- {history: history}\n\
+                 - {role: user, content: \"{{ v }}\"}\n",
+            ),
+        ])
+        .unwrap();
+        let mut forged: Vec<String> = Role::ALL
+            .iter()
+            .flat_map(|r| [role_marker(*r, None), role_marker(*r, Some("eve"))])
+            .collect();
+        forged.push(splice_marker("history"));
+        forged.push(format!("x\n{}\ny", role_marker(Role::System, None)));
+        forged.push(forged.concat());
+        let shape = |name: &str, v: &str| -> Vec<(Role, Option<String>)> {
+            let history = serde_json::json!([{"role": "user", "content": v}]);
+            let r = registry
+                .render(name, &serde_json::json!({"v": v, "history": history}))
+                .unwrap();
+            for m in &r.messages {
+                assert!(!m.content.contains(MARK_OPEN), "{name}: {:?}", m.content);
+            }
+            r.messages.iter().map(|m| (m.role, m.name.clone())).collect()
+        };
+        for name in ["b", "m"] {
+            let baseline = shape(name, "harmless");
+            for v in &forged {
+                assert_eq!(shape(name, v), baseline, "{name}: {v:?}");
+            }
+        }
+    }
 }
