@@ -122,10 +122,10 @@ fn check(state: &State, value: &Value, depth: usize) -> Result<(), Error> {
                     }
                 }
             }
-            // Maps, and plain objects (macros, `loop`) for what they
-            // enumerate, if anything: `loop` holds items a namespace
-            // could reach.
-            _ => {
+            ObjectRepr::Map => {
+                if is_loop(obj) {
+                    return Err(live_object());
+                }
                 if let Some(pairs) = obj.try_iter_pairs() {
                     for (k, v) in pairs {
                         walk.push(k, level)?;
@@ -133,10 +133,38 @@ fn check(state: &State, value: &Value, depth: usize) -> Result<(), Error> {
                     }
                 }
             }
+            // Plain objects (functions) hold no values.
+            _ => {}
         }
     }
     state.consume_fuel(walk.seen / 16)?;
     Ok(())
+}
+
+/// Whether `obj` is a `loop` object: live state, whose `nextitem` changes
+/// as the loop runs and may be this very namespace one pass later, so no
+/// check made when it is stored holds afterwards. minijinja's loop type is
+/// private; it is recognised as the map-like object whose keys include
+/// `index0`, `revindex0` and `depth0` (so a map a template writes with
+/// those three keys is refused too).
+fn is_loop(obj: &minijinja::value::DynObject) -> bool {
+    if obj.downcast_ref::<InputMap>().is_some() {
+        return false;
+    }
+    obj.try_iter().is_some_and(|keys| {
+        let keys: Vec<Value> = keys.take(16).collect();
+        ["index0", "revindex0", "depth0"]
+            .iter()
+            .all(|k| keys.iter().any(|v| v.as_str() == Some(k)))
+    })
+}
+
+fn live_object() -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        "a namespace cannot hold `loop` (its contents change as the template runs, and may \
+         come to hold the namespace itself); store the values you need, such as `loop.index`",
+    )
 }
 
 /// The values still to look at, and how many were seen since fuel was last
@@ -284,13 +312,24 @@ mod tests {
             "{% set ns = namespace() %}{% set x, ns.me = 1, ns %}{{ ns }}",
             "{% set ns = namespace() %}{% for x in [ns, ns] %}{% set ns.l = loop %}{% endfor %}{{ ns|tojson }}",
             "{% set ns = namespace() %}{% set alias = ns %}{% set ns.me = [alias]|list %}{{ ns }}",
+            // `loop` is live: stored while it holds no namespace, its
+            // `nextitem` is the namespace one pass later.
+            "{% set ns = namespace() %}{% for x in [1, 2, ns] %}{% if loop.first %}{% set ns.l = loop %}{% endif %}{% if loop.index == 2 %}{{ ns|tojson }}{% endif %}{% endfor %}",
+            "{% set ns = namespace() %}{% for x in [1, ns] %}{% set ns.l = [loop] %}{% endfor %}{{ ns }}",
+            "{% set ns = namespace() %}{% for x in [1, ns] %}{% set ns.l = {'k': loop} %}{% endfor %}{{ ns == ns }}",
         ] {
             let e = render(src).expect_err(src);
             assert!(
-                e.to_string().contains("cannot hold a namespace"),
+                e.to_string().contains("cannot hold a namespace")
+                    || e.to_string().contains("cannot hold `loop`"),
                 "{src}: {e}"
             );
         }
+        // Values taken from `loop`, and macros, are fine.
+        assert_eq!(
+            render("{% macro m() %}hi{% endmacro %}{% set ns = namespace() %}{% for x in 'ab' %}{% set ns.i = loop.index %}{% endfor %}{% set ns.m = m %}{{ ns.i }}{{ ns.m() }}").unwrap(),
+            "2hi"
+        );
     }
 
     #[test]

@@ -427,6 +427,10 @@ fn self_referencing_values_are_errors_not_crashes() {
         "{% include 'partial' %}",
         "{% for i in range(50000) %}{% set ns.deep = [ns.deep] %}{% endfor %}",
         "{%- set x, ns.me = 1, [ns] -%}",
+        // `loop` stored while it holds no namespace: its `nextitem` is the
+        // namespace one pass later.
+        "{% for x in [1, 2, ns] %}{% if loop.first %}{% set ns.l = loop %}{% endif %}{% endfor %}",
+        "{% for x in [1, ns] %}{% if loop.first %}{% set ns.l = {'k': [loop]} %}{% endif %}{% endfor %}",
     ];
     let walks = [
         "{{ ns }}",
@@ -470,7 +474,9 @@ fn self_referencing_values_are_errors_not_crashes() {
             assert_eq!(e.kind(), ErrorKind::Template, "{what}: {e}");
             let text = e.to_string();
             assert!(
-                text.contains("cannot hold a namespace") || text.contains("may nest at most"),
+                text.contains("cannot hold a namespace")
+                    || text.contains("cannot hold `loop`")
+                    || text.contains("may nest at most"),
                 "{what}: {text}"
             );
         }
