@@ -202,6 +202,64 @@ pub(crate) fn assigned_names(src: &str) -> std::collections::HashSet<String> {
     names
 }
 
+/// The most operators one tag may chain. minijinja parses and compiles an
+/// expression recursively, one stack frame or more per operator, so a tag
+/// chaining tens of thousands (`{{ 1+1+...+1 }}`, `not not ... x`,
+/// `x|lower|lower...`, `x.a.a...`) overflows a thread's stack and aborts
+/// the process. 8,000 render in a debug build on an 8 MiB stack; this
+/// leaves room for the 2 MiB stacks of worker threads. Real templates use
+/// a few dozen.
+pub(crate) const MAX_TAG_OPERATORS: usize = 1_000;
+
+/// The first expression or statement tag of `src` that chains more than
+/// [`MAX_TAG_OPERATORS`] operators: its offset and how many it has.
+/// Counted lexically, outside quoted strings: the operator characters
+/// `+ - * / % ~ | . [ ( < > = !` and the words `not and or in is if else`.
+pub(crate) fn overlong_tag(src: &str) -> Option<(usize, usize)> {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    for t in tokenize(src) {
+        if !matches!(t.kind, Tok::Expr | Tok::Stmt) {
+            continue;
+        }
+        let b = &src.as_bytes()[t.start + 2..t.end.saturating_sub(2).max(t.start + 2)];
+        let mut count = 0usize;
+        let mut quote: Option<u8> = None;
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if let Some(q) = quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            } else if c == b'"' || c == b'\'' {
+                quote = Some(c);
+            } else if b"+-*/%~|.[(<>=!".contains(&c) {
+                count += 1;
+            } else if ident(c) && (i == 0 || !ident(b[i - 1])) {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| !ident(c))
+                    .map_or(b.len(), |p| i + p);
+                if matches!(
+                    &b[i..end],
+                    b"not" | b"and" | b"or" | b"in" | b"is" | b"if" | b"else"
+                ) {
+                    count += 1;
+                }
+                i = end;
+                continue;
+            }
+            i += 1;
+        }
+        if count > MAX_TAG_OPERATORS {
+            return Some((t.start, count));
+        }
+    }
+    None
+}
+
 /// A method call found in a tag: `receiver.method(`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MethodCall {
@@ -336,6 +394,26 @@ mod tests {
         assert_eq!(&"{{ a.b() }}"[calls[0].offset..calls[0].offset + 1], "b");
         assert!(method_calls("{{ a.").is_empty());
         assert!(method_calls("{{ a.b").is_empty());
+    }
+
+    #[test]
+    fn overlong_tags_are_found_and_strings_do_not_count() {
+        let chain = |op: &str, n: usize| format!("{{{{ x{} }}}}", op.repeat(n));
+        assert_eq!(overlong_tag(&chain("+1", 1_000)), None);
+        assert_eq!(overlong_tag(&chain("+1", 1_001)), Some((0, 1_001)));
+        assert!(overlong_tag(&chain("|lower", 5_000)).is_some());
+        assert!(overlong_tag(&chain(".a", 5_000)).is_some());
+        let nots = format!("text {{% if {}x %}}{{% endif %}}", "not ".repeat(2_000));
+        // The `if` counts too.
+        assert_eq!(overlong_tag(&nots), Some((5, 2_001)));
+        // Operators inside strings, and in text, are not operators.
+        let quoted = format!("{{{{ '{}' }}}} {}", "+".repeat(5_000), "+".repeat(5_000));
+        assert_eq!(overlong_tag(&quoted), None);
+        // Words that merely contain `in` or `or` are not operators.
+        assert_eq!(
+            overlong_tag(&format!("{{{{ {} }}}}", "index order ".repeat(2_000))),
+            None
+        );
     }
 
     #[test]

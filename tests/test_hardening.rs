@@ -286,6 +286,20 @@ fn malformed_files_are_errors_with_their_file() {
             b"version: 1.0.0\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\ni: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\nmessages: *i\n",
         ),
         ("deep.prompt.yaml", &[b'['; 100_000]),
+        // Operator chains minijinja would recurse on too deeply: a body,
+        // a manifest's content, a `.prompty` body.
+        (
+            "plus.prompt.jinja",
+            format!("---\nversion: 1.0.0\n---\nuser:\n{{{{ 1{} }}}}\n", "+1".repeat(30_000)).leak().as_bytes(),
+        ),
+        (
+            "nots.prompt.yaml",
+            format!("version: 1.0.0\nmessages:\n  - role: user\n    content: \"{{{{ {}true }}}}\"\n", "not ".repeat(30_000)).leak().as_bytes(),
+        ),
+        (
+            "filters.prompty",
+            format!("---\nname: f\n---\nuser:\n{{{{ 'a'{} }}}}\n", "|lower".repeat(50_000)).leak().as_bytes(),
+        ),
         (
             "nested_if.prompt.jinja",
             format!("---\nversion: 1.0.0\n---\nuser:\n{}x{}", "{% if true %}".repeat(5000), "{% endif %}".repeat(5000)).leak().as_bytes(),

@@ -47,6 +47,34 @@ fn compile_one(src: &SourceFile, res: &Resolved) -> Compiled {
         }
         FileForm::Body => compile_jinja_body(src, res, &mut errs),
     };
+    // Before minijinja ever parses it: a chain it would recurse on too
+    // deeply (see `lex::MAX_TAG_OPERATORS`).
+    if let Some((offset, n)) = crate::lex::overlong_tag(&source) {
+        let (line, column) = crate::error::line_col(&source, offset);
+        errs.push(
+            Error::new(
+                ErrorKind::Limit,
+                format!(
+                    "this tag chains {n} operators, more than the {} one tag may hold; \
+                     split it with `{{% set %}}`",
+                    crate::lex::MAX_TAG_OPERATORS
+                ),
+            )
+            .with_location(Location::at(
+                &src.path,
+                line,
+                (src.form == FileForm::Body).then_some(column),
+            )),
+        );
+        return Compiled {
+            source,
+            own_implicit,
+            model: None,
+            context: None,
+            schema: None,
+            errors: errs,
+        };
+    }
     let source = crate::namespace::guard_sets(&source);
     let source = match src.dialect.engine {
         Engine::Native => keep_newline_after_includes(&source).into_owned(),
