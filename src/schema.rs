@@ -80,18 +80,35 @@ pub(crate) fn compile(schema: &Value) -> Result<Arc<jsonschema::Validator>, Stri
     compile_keyed(schema, crate::memo::value_key(schema))
 }
 
+/// The largest compiled `pattern` (bytes, the regex crate's estimate):
+/// 1 MiB, a tenth of the crate's default.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
 /// [`compile`] with the schema's memo key already computed.
 fn compile_keyed(schema: &Value, key: u128) -> Result<Arc<jsonschema::Validator>, String> {
     static COMPILED: crate::memo::Memo<Arc<jsonschema::Validator>> = crate::memo::Memo::new(20_000);
     if let Some(v) = COMPILED.get(key) {
         return Ok(v);
     }
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
+    // `pattern` and `patternProperties` run on the `regex` crate, whose
+    // matching is linear in the text: a pattern an author (or a copied
+    // schema) wrote cannot make validating an input take minutes. Its
+    // price: lookaround and backreferences are not supported, and a
+    // pattern using them is an error at load.
+    let options = jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(PATTERN_SIZE_LIMIT));
+    let validator = options.build(schema).map_err(|e| {
         let at = e.instance_path().as_str();
-        if at.is_empty() {
-            format!("invalid JSON Schema: {e}")
+        let hint = if e.to_string().contains("is not a \"regex\"") {
+            "; patterns are matched in linear time (the regex crate), without lookaround \
+             (`(?=`, `(?!`, `(?<=`, `(?<!`) or backreferences (`\\1`)"
         } else {
-            format!("invalid JSON Schema at `{at}`: {e}")
+            ""
+        };
+        if at.is_empty() {
+            format!("invalid JSON Schema: {e}{hint}")
+        } else {
+            format!("invalid JSON Schema at `{at}`: {e}{hint}")
         }
     })?;
     let validator = Arc::new(validator);

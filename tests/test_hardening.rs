@@ -592,3 +592,29 @@ fn non_utf8_file_names_are_ignored_unless_they_are_templates() {
     assert!(problems[0].to_string().contains("not valid UTF-8"), "{e:#}");
     assert!(problems[0].to_string().contains("caf"), "{e:#}");
 }
+
+/// Patterns are matched in linear time: the classic catastrophic pattern
+/// `^(a+)+$` against 100,000 `a`s and a `b` answers (no match) within the
+/// bounded wait, in a parameter and under `patternProperties`.
+#[test]
+fn patterns_cannot_make_validation_take_minutes() {
+    let dir = root(&[(
+        "p@1.0.0.prompt.yaml",
+        "version: 1.0.0\nparameters:\n  s: {type: string, pattern: \"^(a+)+$\"}\n  m: {type: object, default: {}, patternProperties: {\"^(a|aa)+$\": {type: integer}}}\nmessages:\n  - role: user\n    content: \"{{ s }}\"\n",
+    )]);
+    let registry = Registry::load(dir.path()).unwrap();
+    let evil = format!("{}b", "a".repeat(100_000));
+    let r = registry.clone();
+    let s = evil.clone();
+    let e = within_wait("pattern", move || r.render("p", &json!({"s": s})).map(|_| ()))
+        .expect_err("no match");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(e.parameter(), Some("/s"));
+    // The key does not match (it ends in `b`), so its value is free.
+    let r = registry.clone();
+    within_wait("patternProperties", move || {
+        r.render("p", &json!({"s": "aaa", "m": {evil: "not an integer"}}))
+            .map(|_| ())
+    })
+    .expect("a key the pattern does not match is not checked");
+}
