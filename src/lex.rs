@@ -30,10 +30,16 @@ pub(crate) struct Token {
 
 /// Finds the end of a tag opened at `from` (just after `{%` or `{{`),
 /// skipping quoted strings. Returns the offset just past the closer.
+///
+/// As minijinja's lexer does, a closer counts only where every `(`, `[`
+/// and `{` opened inside the tag is closed again (`{{ {'a': {'b': 1}} }}`
+/// ends at the last `}}`), so that this pass and the engine always agree
+/// on where a tag ends.
 pub(crate) fn tag_end(src: &str, from: usize, closer: &[u8; 2]) -> usize {
     let b = src.as_bytes();
     let mut i = from;
     let mut quote: Option<u8> = None;
+    let mut balance: isize = 0;
     while i < b.len() {
         let c = b[i];
         match quote {
@@ -45,10 +51,14 @@ pub(crate) fn tag_end(src: &str, from: usize, closer: &[u8; 2]) -> usize {
                 }
             }
             None => {
-                if c == b'"' || c == b'\'' {
-                    quote = Some(c);
-                } else if c == closer[0] && b.get(i + 1) == Some(&closer[1]) {
+                if balance == 0 && c == closer[0] && b.get(i + 1) == Some(&closer[1]) {
                     return i + 2;
+                }
+                match c {
+                    b'"' | b'\'' => quote = Some(c),
+                    b'(' | b'[' | b'{' => balance += 1,
+                    b')' | b']' | b'}' => balance -= 1,
+                    _ => {}
                 }
             }
         }
@@ -394,6 +404,26 @@ mod tests {
         assert_eq!(&"{{ a.b() }}"[calls[0].offset..calls[0].offset + 1], "b");
         assert!(method_calls("{{ a.").is_empty());
         assert!(method_calls("{{ a.b").is_empty());
+    }
+
+    #[test]
+    fn tags_end_where_minijinja_ends_them() {
+        // A `}}` inside an open brace does not end an expression tag.
+        let src = "{{ {'a': {'b': 1}} ~ \"{% x\" }}{% set ns.me = ns %}{{ \"y %}\" }}";
+        let kinds: Vec<(Tok, &str)> = tokenize(src)
+            .iter()
+            .map(|t| (t.kind, &src[t.start..t.end]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Tok::Expr, "{{ {'a': {'b': 1}} ~ \"{% x\" }}"),
+                (Tok::Stmt, "{% set ns.me = ns %}"),
+                (Tok::Expr, "{{ \"y %}\" }}"),
+            ]
+        );
+        // An unclosed bracket runs to the end, as the engine reads it.
+        assert_eq!(tokenize("{{ [1 }} x").len(), 1);
     }
 
     #[test]

@@ -445,6 +445,8 @@ fn self_referencing_values_are_errors_not_crashes() {
         // namespace one pass later.
         "{% for x in [1, 2, ns] %}{% if loop.first %}{% set ns.l = loop %}{% endif %}{% endfor %}",
         "{% for x in [1, ns] %}{% if loop.first %}{% set ns.l = {'k': [loop]} %}{% endif %}{% endfor %}",
+        // A `}}` inside braces must not hide the `set` from the guard.
+        "{{ {'a': {'b': 1}} ~ \"{% x\" }}{% set ns.me = ns %}{{ \"y %}\" }}",
     ];
     let walks = [
         "{{ ns }}",
