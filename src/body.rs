@@ -471,7 +471,12 @@ impl<'a> Iterator for Pieces<'a> {
             }
             let letter = b.get(open + 3).copied().unwrap_or_default();
             let keyed = open + 4 + KEY_LEN;
-            let Some(tag) = b.get(open + 4..keyed) else {
+            // A tag is 16 lowercase hex digits; anything else (a multi-byte
+            // character among them included) is not one.
+            let Some(tag) = b
+                .get(open + 4..keyed)
+                .filter(|t| t.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+            else {
                 return self.fail(FORGED.into());
             };
             let named =
@@ -740,6 +745,9 @@ mod tests {
                 marker_tag('h', "history")
             ),
             format!("{MARK_OPEN}x{user}"),
+            // A multi-byte character inside the 16 tag bytes.
+            format!("{MARK_OPEN}h{}{MARK_OPEN}history{MARK_CLOSE}", &user[..14]),
+            format!("{MARK_OPEN}U{}\u{e9}{MARK_CLOSE}", &user[..15]),
             format!("{}{MARK_OPEN}s", role_marker(Role::User, None)),
         ] {
             let e = split_output(&forged).expect_err(&forged);

@@ -77,6 +77,12 @@ pub(crate) fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environme
     env.set_debug(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     crate::namespace::register(&mut env, limits.max_input_depth);
+    crate::bounded::register(
+        &mut env,
+        crate::namespace::max_depth(limits.max_input_depth),
+        limits.max_output_bytes,
+    );
+
     // A name that parses but matches nothing is "not found" (so Jinja's
     // `ignore missing` works); a malformed one is an error of its own.
     // Static includes were already checked at load, with version lists.
@@ -109,7 +115,9 @@ pub(crate) fn prompty_environment(
     {
         env.set_syntax(syntax);
     }
-    env.set_formatter(|out, state, value| {
+    let budget = limits.max_output_bytes as u64;
+    env.set_formatter(move |out, state, value| {
+        crate::bounded::check_printable(state, value, budget)?;
         if value.is_none() || value.is_undefined() {
             return Ok(());
         }
@@ -162,6 +170,14 @@ pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
             message = "the render nested macro calls, includes or blocks deeper than \
                        RenderLimits::recursion allows (runaway recursion?)"
                 .to_owned();
+            ErrorKind::Limit
+        }
+        // The bounds of `crate::bounded`.
+        minijinja::ErrorKind::InvalidOperation
+            if e.detail().is_some_and(|d| {
+                d.starts_with("a value grew past") || d.starts_with("a value may nest at most")
+            }) =>
+        {
             ErrorKind::Limit
         }
         _ => ErrorKind::Template,

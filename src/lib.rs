@@ -76,6 +76,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod bounded;
 mod check;
 mod convert;
 mod dialect;

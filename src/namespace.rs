@@ -20,27 +20,27 @@
 //!   private);
 //! - every `{% set a.b = EXPR %}` (the only statement that assigns to an
 //!   attribute) is rewritten before compiling to `{% set a.b =
-//!   (EXPR)|__namespace_value %}`, a filter that refuses a value holding a
-//!   namespace or nested too deep. Block sets (`{% set a.b %}...{% endset
-//!   %}`) assign rendered text and need no check.
+//!   (EXPR)|__namespace_value %}` (by [`crate::bounded::guard_bindings`]),
+//!   a filter that refuses a value holding a namespace or `loop`, nested
+//!   too deep, or larger than [`crate::bounded::MAX_VALUE_NODES`]. Block
+//!   sets (`{% set a.b %}...{% endset %}`) assign rendered text and need no
+//!   check.
 //!
 //! The check walks the assigned value (with an explicit stack, charging one
-//! unit of fuel per 16 values visited), except when the render has made no
-//! namespace at all, and except the inputs (which cannot hold one). The
+//! unit of fuel per 16 values visited, and one per 16 comparisons with the
+//! namespaces made so far), except the inputs (which cannot hold one). The
 //! rewrite adds characters inside the `set` tag only: line numbers are kept;
 //! an error later on the same line reports a column up to 21 characters
 //! further right than the file has it.
-
-use std::borrow::Cow;
 
 use minijinja::value::{ObjectRepr, Value, ValueKind, ValueOrKwargs};
 use minijinja::{Environment, Error, ErrorKind, State};
 
 use crate::input::InputMap;
-use crate::lex::{Tok, stmt_keyword, tokenize};
 
-/// The filter the rewrite inserts.
-const FILTER: &str = "__namespace_value";
+/// The filter [`crate::bounded::guard_bindings`] inserts for an attribute
+/// target.
+pub(crate) const FILTER: &str = "__namespace_value";
 
 /// The deepest value a namespace may hold (for the default
 /// `max_input_depth` of 64): inputs at their deepest, with room for the
@@ -75,6 +75,7 @@ pub(crate) fn register(env: &mut Environment<'static>, max_input_depth: usize) {
         FILTER,
         move |state: &State, value: Value| -> Result<Value, Error> {
             check(state, &value, depth)?;
+            crate::bounded::check_bound(state, &value, depth)?;
             Ok(value)
         },
     );
@@ -94,7 +95,13 @@ fn check(state: &State, value: &Value, depth: usize) -> Result<(), Error> {
     };
     while let Some((v, level)) = walk.stack.pop() {
         let Some(obj) = v.as_object() else { continue };
-        if made.iter().any(|ns| minijinja::tests::is_sameas(&v, ns)) {
+        // A namespace is map-like: only maps need comparing, and each
+        // comparison is paid for.
+        let is_map = obj.repr() == ObjectRepr::Map;
+        if is_map {
+            walk.pay(made.len() as u64)?;
+        }
+        if is_map && made.iter().any(|ns| minijinja::tests::is_sameas(&v, ns)) {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
                 "a namespace cannot hold a namespace (it could then hold itself); \
@@ -176,13 +183,19 @@ struct Walk<'a, 's, 'e> {
 }
 
 impl Walk<'_, '_, '_> {
-    /// Notes `v`, one level below `level`; only containers are walked.
-    fn push(&mut self, v: Value, level: usize) -> Result<(), Error> {
-        self.seen += 1;
-        if self.seen == 4096 {
+    /// Counts `n` more steps, charging fuel every 4,096.
+    fn pay(&mut self, n: u64) -> Result<(), Error> {
+        self.seen += n;
+        if self.seen >= 4096 {
             self.state.consume_fuel(self.seen / 16)?;
             self.seen = 0;
         }
+        Ok(())
+    }
+
+    /// Notes `v`, one level below `level`; only containers are walked.
+    fn push(&mut self, v: Value, level: usize) -> Result<(), Error> {
+        self.pay(1)?;
         if matches!(
             v.kind(),
             ValueKind::Map | ValueKind::Seq | ValueKind::Iterable | ValueKind::Plain
@@ -193,59 +206,6 @@ impl Walk<'_, '_, '_> {
     }
 }
 
-/// Rewrites every `{% set TARGET = EXPR %}` whose target assigns to an
-/// attribute into `{% set TARGET = (EXPR)|__namespace_value %}`; see the
-/// module docs. Everything else, line breaks included, is kept.
-pub(crate) fn guard_sets(source: &str) -> Cow<'_, str> {
-    let mut out = String::new();
-    let mut copied = 0;
-    for t in tokenize(source) {
-        if t.kind != Tok::Stmt {
-            continue;
-        }
-        let tag = &source[t.start..t.end];
-        if stmt_keyword(tag) != "set" {
-            continue;
-        }
-        let Some((from, to)) = assigned_expression(tag) else {
-            continue;
-        };
-        out.push_str(&source[copied..t.start + from]);
-        out.push_str(" (");
-        out.push_str(&tag[from..to]);
-        out.push_str(")|");
-        out.push_str(FILTER);
-        out.push(' ');
-        copied = t.start + to;
-    }
-    if copied == 0 {
-        return Cow::Borrowed(source);
-    }
-    out.push_str(&source[copied..]);
-    Cow::Owned(out)
-}
-
-/// In a `{% set ... %}` tag, the byte range of the expression assigned when
-/// the target names an attribute (`ns.x`, `a, ns.x`); `None` for a plain
-/// target, a block set or an unterminated tag.
-fn assigned_expression(tag: &str) -> Option<(usize, usize)> {
-    let body_end = tag.strip_suffix("%}")?.len();
-    // `-%}` and `+%}` control whitespace; they are not the expression's.
-    let body_end = match tag.as_bytes()[..body_end].last() {
-        Some(b'-' | b'+' | b'~') => body_end - 1,
-        _ => body_end,
-    };
-    let keyword = tag.find("set")? + 3;
-    // The target holds only names, dots, commas and parentheses: the
-    // first `=` is the assignment.
-    let eq = keyword + tag[keyword..body_end].find('=')?;
-    let target = &tag[keyword..eq];
-    if !target.contains('.') || tag[eq + 1..].starts_with('=') {
-        return None;
-    }
-    Some((eq + 1, body_end))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,39 +214,13 @@ mod tests {
         let mut env = Environment::new();
         env.set_fuel(Some(200_000));
         register(&mut env, 64);
+        crate::bounded::register(&mut env, max_depth(64), 8 << 20);
         env
     }
 
     fn render(src: &str) -> Result<String, Error> {
-        let src = guard_sets(src).into_owned();
+        let src = crate::bounded::guard_bindings(src).into_owned();
         env().render_str(&src, ())
-    }
-
-    #[test]
-    fn sets_to_attributes_are_guarded_and_lines_kept() {
-        assert_eq!(
-            guard_sets("{% set ns.x = 1 %}"),
-            "{% set ns.x = ( 1 )|__namespace_value %}"
-        );
-        assert_eq!(
-            guard_sets("{%- set a, ns.x = 1, 2 -%}\n"),
-            "{%- set a, ns.x = ( 1, 2 )|__namespace_value -%}\n"
-        );
-        for unchanged in [
-            "{% set x = ns %}",
-            "{% set ns.x %}a{% endset %}",
-            "{% if ns.x == 1 %}{% endif %}",
-            "{% raw %}{% set ns.x = ns %}{% endraw %}",
-            "{{ '{% set ns.x = ns %}' }}",
-            "{% set ns.x = 1",
-        ] {
-            assert_eq!(guard_sets(unchanged), unchanged);
-        }
-        let src = "{% set ns.a = \"%}\n\" %}\n{% set ns.b =\n 2\n%}\n";
-        assert_eq!(
-            guard_sets(src).matches('\n').count(),
-            src.matches('\n').count()
-        );
     }
 
     #[test]

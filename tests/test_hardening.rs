@@ -608,8 +608,10 @@ fn patterns_cannot_make_validation_take_minutes() {
     let evil = format!("{}b", "a".repeat(100_000));
     let r = registry.clone();
     let s = evil.clone();
-    let e = within_wait("pattern", move || r.render("p", &json!({"s": s})).map(|_| ()))
-        .expect_err("no match");
+    let e = within_wait("pattern", move || {
+        r.render("p", &json!({"s": s})).map(|_| ())
+    })
+    .expect_err("no match");
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert_eq!(e.parameter(), Some("/s"));
     // The key does not match (it ends in `b`), so its value is free.
@@ -619,4 +621,88 @@ fn patterns_cannot_make_validation_take_minutes() {
             .map(|_| ())
     })
     .expect("a key the pattern does not match is not checked");
+}
+
+/// Values that share their parts (each `[x, x]` doubles a value without
+/// copying it) or nest without end, built without any namespace, through
+/// `set`, `with` and macro arguments: every walk of them (printing,
+/// `tojson`, `==`, `sort`, `pprint`) is refused as a `Limit` error within
+/// the bounded wait, never a hang, a crash or unbounded memory.
+#[test]
+fn shared_and_deep_values_are_bounded_wherever_they_are_bound() {
+    let doubling = |name: &str| -> String {
+        (1..=50)
+            .map(|i| format!("{{% set {name}{i} = [{name}{p}, {name}{p}] %}}", p = i - 1))
+            .collect()
+    };
+    let withs: String = (1..=50)
+        .map(|i| format!("{{% with a{i} = [a{p}, a{p}] %}}", p = i - 1))
+        .collect();
+    // (before the walk, after it); the walk reads `a50` and `b50`.
+    let builds = [
+        (
+            format!(
+                "{{% set a0 = [1] %}}{{% set b0 = [1] %}}{}{}",
+                doubling("a"),
+                doubling("b")
+            ),
+            String::new(),
+        ),
+        (
+            // 16 copies a level, 10 levels: within the recursion limit.
+            format!(
+                "{{% macro f(x, n) %}}{{% if n %}}{{{{ f([{}], n - 1) }}}}{{% else %}}{{% set a50 = x %}}{{% set b50 = x %}}",
+                vec!["x"; 16].join(", ")
+            ),
+            "{% endif %}{% endmacro %}{{ f([1], 10) }}".to_owned(),
+        ),
+        (
+            format!(
+                "{{% set x = 1 %}}{}{{% set a50 = x %}}{{% set b50 = x %}}",
+                "{% set x = [x] %}".repeat(20_000)
+            ),
+            String::new(),
+        ),
+        (
+            format!("{{% set a0 = [1] %}}{withs}{{% set b50 = a50 %}}"),
+            "{% endwith %}".repeat(50),
+        ),
+    ];
+    let walks = [
+        "{{ a50 }}",
+        "{{ a50|tojson }}",
+        "{{ a50 == b50 }}",
+        "{{ [a50, b50]|sort }}",
+        "{{ a50|pprint }}",
+    ];
+    let mut files = Vec::new();
+    for (b, (before, after)) in builds.iter().enumerate() {
+        for (w, walk) in walks.iter().enumerate() {
+            files.push((
+                format!("t{b}_{w}@1.0.0.prompt.jinja"),
+                body(&format!("user:\n{before}{walk}{after}\n")),
+            ));
+        }
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = root(&files);
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    for b in 0..builds.len() {
+        for (w, walk) in walks.iter().enumerate() {
+            let r = registry.clone();
+            let name = format!("t{b}_{w}");
+            let what = format!("build {b}, then {walk}");
+            let e = within_wait(&what, move || r.render(&name, &json!({})).map(|_| ()))
+                .expect_err(&what);
+            assert_eq!(e.kind(), ErrorKind::Limit, "{what}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("grew past") || text.contains("nest at most"),
+                "{what}: {text}"
+            );
+        }
+    }
 }

@@ -75,7 +75,7 @@ fn compile_one(src: &SourceFile, res: &Resolved) -> Compiled {
             errors: errs,
         };
     }
-    let source = crate::namespace::guard_sets(&source);
+    let source = crate::bounded::guard_bindings(&source);
     let source = match src.dialect.engine {
         Engine::Native => keep_newline_after_includes(&source).into_owned(),
         Engine::Prompty => source.into_owned(),
