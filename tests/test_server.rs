@@ -579,6 +579,76 @@ fn concurrent_renders_are_bounded() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Bodies that are small as text but many values once parsed (16 MB of
+/// `[0,0,...]`, 8 million numbers), eight at once with one render slot:
+/// each is refused with 413 before its values are built, and the server's
+/// memory stays far below what parsing them would take (2.5 GB before).
+#[test]
+fn bodies_of_many_small_values_are_refused_before_they_are_parsed() {
+    let server = Server::start_with(Path::new("templates"), &["--max-renders", "1"], None);
+    let body = format!(
+        "{{\"template\": \"support/triage\", \"inputs\": {{\"ticket\": \"x\", \"x\": [{}0]}}}}",
+        "0,".repeat(8_000_000)
+    );
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    client()
+                        .post(format!("{}/api/render", server.url))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 413 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&413), "{statuses:?}");
+    let peak_mib = peak_rss_kib(server.pid()) / 1024;
+    eprintln!("peak resident memory under 8 bodies of 8M values: {peak_mib} MiB");
+    assert!(peak_mib < 400, "{peak_mib} MiB");
+    let (status, _) = post_render(
+        &server,
+        &json!({"template": "support/triage", "inputs": {"ticket": "hello"}}),
+    );
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Hundreds of reload-event streams (long-lived by design) under a low
+/// open-file limit: valid renders are still served, the longest-waiting
+/// streams making room (a browser's EventSource reconnects by itself).
+#[test]
+fn event_streams_do_not_starve_valid_requests() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let server = Server::start_with(Path::new("templates"), &[], Some(256));
+    let mut streams = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut c) = TcpStream::connect(server.addr()) {
+            let _ = c.write_all(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            streams.push(c);
+        }
+    }
+    let served = (0..10)
+        .filter(|_| {
+            let (status, _) = post_render(
+                &server,
+                &json!({"template": "support/triage", "inputs": {"ticket": "hello"}}),
+            );
+            status == StatusCode::OK
+        })
+        .count();
+    assert_eq!(served, 10, "beside {} event streams", streams.len());
+}
+
 /// Hundreds of connections that never send a request, or trickle one a
 /// byte at a time, under a low open-file limit: valid requests are still
 /// served (none were, before header timeouts and the connection cap).

@@ -105,7 +105,12 @@ pub(crate) async fn serve(
                 let mut app = app.clone();
                 async move {
                     let response = tower_service::Service::call(&mut app, request).await?;
-                    Ok::<_, Infallible>(response.map(|body| {
+                    if response.extensions().get::<LongLived>().is_some() {
+                        // Waiting on the server's events, not working: idle.
+                        drop(in_flight);
+                        return Ok::<_, Infallible>(response);
+                    }
+                    Ok(response.map(|body| {
                         Body::new(Tracked {
                             body,
                             _in_flight: in_flight,
@@ -129,6 +134,11 @@ pub(crate) async fn serve(
         });
     }
 }
+
+/// Marks a response that streams for as long as the client listens (the
+/// reload events): its connection counts as idle while it does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LongLived;
 
 /// The open connections, for choosing which one makes room.
 struct Open {

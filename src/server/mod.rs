@@ -41,6 +41,7 @@
 //!   client takes the place of the connection idle the longest.
 
 mod guard;
+mod prescan;
 mod listen;
 
 use std::convert::Infallible;
@@ -86,7 +87,8 @@ pub struct Options {
     /// How long a render may take before the answer is 503. Default
     /// [`RENDER_TIMEOUT`] (10 s).
     pub render_timeout: Duration,
-    /// How long a request body may take to arrive. Default 30 s.
+    /// How long a request body may take to arrive. Default 10 s (a
+    /// [`MAX_BODY`] body over loopback takes milliseconds).
     pub body_read_timeout: Duration,
     /// How long a client may take to send a request head (on a new
     /// connection, or the next request on a kept-alive one) before the
@@ -108,7 +110,7 @@ impl Default for Options {
             max_renders: std::thread::available_parallelism().map_or(2, |n| n.get()),
             render_queue_wait: Duration::from_secs(1),
             render_timeout: RENDER_TIMEOUT,
-            body_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
             max_connections: listen::default_max_connections(),
             allowed_hosts: Vec::new(),
@@ -171,6 +173,8 @@ struct AppState {
     registry: WatchedRegistry,
     events: broadcast::Sender<Arc<ReloadEvent>>,
     renders: Arc<Semaphore>,
+    /// [`BODY_BUDGET`], in [`BODY_BLOCK`]s.
+    bodies: Arc<Semaphore>,
     options: Arc<Options>,
 }
 
@@ -227,6 +231,7 @@ pub fn router_with(registry: WatchedRegistry, options: Options) -> std::io::Resu
         registry,
         events,
         renders: Arc::new(Semaphore::new(options.max_renders.max(1))),
+        bodies: Arc::new(Semaphore::new(BODY_BUDGET / BODY_BLOCK)),
         options: Arc::new(options),
     };
     Ok(Router::new()
@@ -287,35 +292,68 @@ fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
-/// Reads a request body: at most [`MAX_BODY`] bytes, within
-/// `timeout`.
-async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, Response> {
-    let read = axum::body::to_bytes(body, MAX_BODY);
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            // axum reports the cap as http-body-util's "length limit
-            // exceeded", somewhere in the chain.
-            let mut cause: Option<&dyn std::error::Error> = Some(&e);
-            let mut too_large = false;
-            while let Some(c) = cause {
-                too_large |= c.to_string().contains("length limit exceeded");
-                cause = c.source();
-            }
-            Err(if too_large {
-                api_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too large",
-                    format!("the request body is over {MAX_BODY} bytes"),
-                )
-            } else {
+/// The most request-body bytes held at once, across all requests: 256 MiB,
+/// sixteen bodies of [`MAX_BODY`]. A body takes its share as its bytes
+/// arrive and gives it back when its request is done.
+const BODY_BUDGET: usize = 256 << 20;
+
+/// The unit [`BODY_BUDGET`] is handed out in.
+const BODY_BLOCK: usize = 64 << 10;
+
+/// Reads a request body: at most [`MAX_BODY`] bytes, within `timeout`,
+/// taking its share of [`BODY_BUDGET`] as it arrives (503 when the budget
+/// is spent). Returns the bytes and the share, to keep until they are
+/// parsed.
+async fn read_body(
+    body: Body,
+    timeout: Duration,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
+    use futures_util::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        let mut share: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
                 api_error(
                     StatusCode::BAD_REQUEST,
                     "bad request",
                     format!("cannot read the request body: {e}"),
                 )
-            })
+            })?;
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too large",
+                    format!("the request body is over {MAX_BODY} bytes"),
+                ));
+            }
+            let held = share.as_ref().map_or(0, |s| s.num_permits());
+            let needed = (bytes.len() + chunk.len()).div_ceil(BODY_BLOCK);
+            if needed > held {
+                let more = u32::try_from(needed - held).unwrap_or(u32::MAX);
+                let Ok(extra) = budget.clone().try_acquire_many_owned(more) else {
+                    let mut busy = api_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "the server holds as many request bodies as it may; try again".into(),
+                    );
+                    busy.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Err(busy);
+                };
+                match &mut share {
+                    Some(s) => s.merge(extra),
+                    None => share = Some(extra),
+                }
+            }
+            bytes.extend_from_slice(&chunk);
         }
+        Ok((Bytes::from(bytes), share))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result,
         Err(_) => Err(api_error(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
@@ -327,27 +365,24 @@ async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, Response> {
     }
 }
 
+/// What a render job came to.
+enum Outcome {
+    Rendered(Vec<u8>),
+    Failed(Error),
+    BadRequest(String),
+    TooBig(u64),
+    Internal(String),
+}
+
 async fn render(State(state): State<AppState>, body: Body) -> Response {
-    let body = match read_body(body, state.options.body_read_timeout).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let request: RenderRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad request",
-                format!(
-                    "the request body must be {{\"template\": \"NAME@REQ\", \"inputs\": {{...}}, \
-                     \"model\": \"...\"?}}: {e}"
-                ),
-            );
-        }
-    };
+    let (body, share) =
+        match read_body(body, state.options.body_read_timeout, &state.bodies).await {
+            Ok(read) => read,
+            Err(response) => return response,
+        };
     // A slot, held by the render itself until it ends (not by this
-    // request, which may give up on it first): renders in memory never
-    // outnumber the slots.
+    // request, which may give up on it first): parsed inputs and renders
+    // in memory never outnumber the slots.
     let wait = state.options.render_queue_wait;
     let slot = match tokio::time::timeout(wait, state.renders.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
@@ -371,25 +406,57 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
     let registry = state.registry.registry();
     let job = tokio::task::spawn_blocking(move || {
         let _slot = slot;
+        let _share = share;
+        // What the values would take, before building them.
+        let budget = registry.limits().max_input_bytes as u64;
+        match prescan::check(&body, budget) {
+            Ok(()) => {}
+            Err(prescan::Refused::TooBig { budget }) => return Outcome::TooBig(budget),
+            Err(prescan::Refused::Invalid(e)) => return Outcome::BadRequest(e),
+        }
+        let request: RenderRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return Outcome::BadRequest(e.to_string()),
+        };
+        drop(body);
         let mut options = RenderOptions::new();
         if let Some(model) = request.model {
             options = options.model(model);
         }
-        registry
-            .render_with(&request.template, &request.inputs, &options)
-            .map(|rendered| serde_json::to_vec(&rendered))
+        match registry.render_with(&request.template, &request.inputs, &options) {
+            Ok(rendered) => match serde_json::to_vec(&rendered) {
+                Ok(json) => Outcome::Rendered(json),
+                Err(e) => Outcome::Internal(format!("cannot serialise the render: {e}")),
+            },
+            Err(e) => Outcome::Failed(e),
+        }
     });
     let timeout = state.options.render_timeout;
     match tokio::time::timeout(timeout, job).await {
-        Ok(Ok(Ok(Ok(json)))) => {
+        Ok(Ok(Outcome::Rendered(json))) => {
             ([(header::CONTENT_TYPE, "application/json")], json).into_response()
         }
-        Ok(Ok(Err(e))) => error_response(&e),
-        Ok(Ok(Ok(Err(e)))) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("cannot serialise the render: {e}"),
+        Ok(Ok(Outcome::Failed(e))) => error_response(&e),
+        Ok(Ok(Outcome::BadRequest(e))) => api_error(
+            StatusCode::BAD_REQUEST,
+            "bad request",
+            format!(
+                "the request body must be {{\"template\": \"NAME@REQ\", \"inputs\": {{...}}, \
+                 \"model\": \"...\"?}}: {e}"
+            ),
         ),
+        Ok(Ok(Outcome::TooBig(budget))) => api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+            format!(
+                "the request's values would take more than {budget} bytes in memory \
+                 (RenderLimits::max_input_bytes; strings plus {} bytes per value)",
+                prescan::PER_VALUE
+            ),
+        ),
+        Ok(Ok(Outcome::Internal(e))) => {
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
+        }
         Ok(Err(e)) => api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -408,9 +475,17 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
     }
 }
 
-async fn events_stream(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// The reload events, as server-sent events. The stream is marked
+/// [`listen::LongLived`]: while it waits for a reload its connection counts
+/// as idle, so at the connection cap it may be closed for a new client (a
+/// browser's `EventSource` reconnects by itself).
+async fn events_stream(State(state): State<AppState>) -> Response {
+    let mut response = events_sse(&state).into_response();
+    response.extensions_mut().insert(listen::LongLived);
+    response
+}
+
+fn events_sse(state: &AppState) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let rx = state.events.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
