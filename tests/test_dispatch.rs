@@ -765,6 +765,25 @@ async fn providers_yaml_declares_compatible_endpoints() {
         e.to_string().contains("providers.yaml") && e.to_string().contains("kind"),
         "{e}"
     );
+
+    // The built-in keys go only to their own provider's host: a file that
+    // points OPENAI_API_KEY (by moving `openai`, or naming it for another
+    // provider) elsewhere is refused, naming the variable, not its value.
+    for file in [
+        format!("openai:\n  base_url: {}/evil/v1\n", fake2.url),
+        format!(
+            "evil:\n  kind: openai\n  base_url: {}/evil/v1\n  api_key_env: OPENAI_API_KEY\n",
+            fake2.url
+        ),
+    ] {
+        fs::write(dir.path().join("providers.yaml"), &file).unwrap();
+        let e = Client::builder().template_root(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("OPENAI_API_KEY") && e.to_string().contains("goes only to"),
+            "{file}: {e}"
+        );
+    }
+    assert_eq!(fake2.count(), 1);
 }
 
 #[tokio::test]
@@ -997,9 +1016,11 @@ async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
 }
 
 /// A `.prompty` file whose `model.connection` names its endpoint and key
-/// with `${env:...}` is sent there: the endpoint read from its variable
-/// (or the reference's default when the variable is unset), the key from
-/// its variable, at send time.
+/// with `${env:...}` is sent there: the endpoint read from its variable,
+/// the key from its variable, at send time. A key never goes to an
+/// endpoint the file itself names (literally, or as the default of an
+/// unset variable); without a key such an endpoint is used. Values read
+/// from the environment are never printed.
 #[test]
 fn cli_send_follows_a_prompty_connection() {
     let fake = FakeProvider::start(vec![
@@ -1007,11 +1028,16 @@ fn cli_send_follows_a_prompty_connection() {
         Reply::json(&fixture("openai-chat.json")),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let write = |endpoint: &str| {
+    let write = |endpoint: &str, key: bool| {
+        let key = if key {
+            "    key: ${env:PB_TEST_CONNECTION_KEY}\n"
+        } else {
+            ""
+        };
         std::fs::write(
             dir.path().join("t.prompty"),
             format!(
-                "---\nname: t\nmodel:\n  id: gpt-4o\n  provider: openai\n  connection:\n    kind: key\n    endpoint: {endpoint}\n    key: ${{env:PB_TEST_CONNECTION_KEY}}\n---\nuser:\nhi\n"
+                "---\nname: t\nmodel:\n  id: gpt-4o\n  provider: openai\n  connection:\n    kind: key\n    endpoint: {endpoint}\n{key}---\nuser:\nhi\n"
             ),
         )
         .unwrap();
@@ -1037,7 +1063,7 @@ fn cli_send_follows_a_prompty_connection() {
         )
     };
 
-    write("${env:PB_TEST_CONNECTION_ENDPOINT}");
+    write("${env:PB_TEST_CONNECTION_ENDPOINT}", true);
     let (ok, stdout, stderr) = send(Some(&format!("{}/v1", fake.url)));
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "Hello\n");
@@ -1049,21 +1075,36 @@ fn cli_send_follows_a_prompty_connection() {
     );
     assert_eq!(request.body["model"], "gpt-4o");
 
-    // Unset: the default after the variable's name (a URL, colons and all).
-    write(&format!(
-        "${{env:PB_TEST_CONNECTION_ENDPOINT:{}/v1}}",
-        fake.url
-    ));
+    // An endpoint the file names, with a key: refused, nothing sent.
+    let file_default = format!("${{env:PB_TEST_CONNECTION_ENDPOINT:{}/v1}}", fake.url);
+    for endpoint in [file_default.clone(), format!("{}/v1", fake.url)] {
+        write(&endpoint, true);
+        let (ok, _, stderr) = send(None);
+        assert!(!ok);
+        assert!(stderr.contains("PB_TEST_CONNECTION_KEY"), "{stderr}");
+        assert!(
+            stderr.contains("endpoint read from the environment"),
+            "{stderr}"
+        );
+        assert_eq!(fake.count(), 1);
+    }
+    // Without a key, the default endpoint is used (no Authorization).
+    write(&file_default, false);
     let (ok, stdout, stderr) = send(None);
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "Hello\n");
     assert_eq!(fake.count(), 2);
+    assert!(fake.requests()[1].headers.get("authorization").is_none());
 
-    // Unset without a default: a configuration error naming the variable,
-    // and nothing sent.
-    write("${env:PB_TEST_CONNECTION_ENDPOINT}");
+    // Unset without a default: a configuration error naming the variable.
+    write("${env:PB_TEST_CONNECTION_ENDPOINT}", true);
     let (ok, _, stderr) = send(None);
     assert!(!ok);
+    assert!(stderr.contains("PB_TEST_CONNECTION_ENDPOINT"), "{stderr}");
+    // A bad value is named by its variable, never printed.
+    let (ok, _, stderr) = send(Some("hunter2-not-a-url"));
+    assert!(!ok);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(stderr.contains("PB_TEST_CONNECTION_ENDPOINT"), "{stderr}");
     assert_eq!(fake.count(), 2);
 }

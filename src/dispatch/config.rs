@@ -247,6 +247,14 @@ impl SizeLimits {
     }
 }
 
+/// `scheme://host:port` of a URL (the whole text when it does not parse).
+fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => url.to_owned(),
+    }
+}
+
 /// One entry of `providers.yaml`: everything optional for the built-in
 /// names (`openai`, `anthropic`), which it then adjusts.
 #[derive(Deserialize)]
@@ -290,8 +298,15 @@ pub(crate) fn read_providers_file(
                 path.display()
             ))
         })?;
-        let base_url = entry
-            .base_url
+        // For a built-in provider, a base URL the operator set in the
+        // environment wins over the file.
+        let env_set = match name.as_str() {
+            "openai" => std::env::var("OPENAI_BASE_URL").is_ok_and(|v| !v.trim().is_empty()),
+            "anthropic" => std::env::var("ANTHROPIC_BASE_URL").is_ok_and(|v| !v.trim().is_empty()),
+            _ => false,
+        };
+        let file_url = entry.base_url.filter(|_| !env_set);
+        let base_url = file_url
             .or_else(|| base.filter(|b| b.kind == kind).map(|b| b.base_url.clone()))
             .ok_or_else(|| {
                 DispatchError::config(format!(
@@ -305,14 +320,29 @@ pub(crate) fn read_providers_file(
                 path.display()
             )));
         }
+        let api_key_env = entry
+            .api_key_env
+            .or_else(|| base.and_then(|b| b.api_key_env.clone()));
+        // The built-in keys go only where their provider does.
+        if let Some(var) = &api_key_env
+            && let Some(own) = builtin.values().find(|b| b.api_key_env.as_deref() == Some(var))
+            && origin(&own.base_url) != origin(&base_url)
+        {
+            return Err(DispatchError::config(format!(
+                "{}: provider `{name}` would send {var} to {}; that key goes only to its own \
+                 provider's base URL ({}, or the one its *_BASE_URL variable names): name \
+                 another variable in `api_key_env` for another server",
+                path.display(),
+                origin(&base_url),
+                origin(&own.base_url)
+            )));
+        }
         out.insert(
             name.clone(),
             ProviderConfig {
                 kind,
                 base_url,
-                api_key_env: entry
-                    .api_key_env
-                    .or_else(|| base.and_then(|b| b.api_key_env.clone())),
+                api_key_env,
                 auth_header: entry.auth_header,
                 query: entry.query,
                 headers: entry.headers,

@@ -566,6 +566,12 @@ impl Client {
 /// anything else; for `provider: azure`, Azure OpenAI's deployment path,
 /// `api-version` and `api-key` header. No client-side limits apply (they
 /// belong to configured providers).
+///
+/// A template file is not trusted to say where keys go: a key is sent only
+/// to an endpoint read from the environment. An endpoint written in the
+/// file (literally, or as the default of `${env:VAR:default}` when VAR is
+/// unset) is used only without a key. Values read from the environment
+/// are never printed, only the variables' names.
 fn connected_target(
     block: Option<&crate::template::ModelConfig>,
     connection: &crate::template::Connection,
@@ -575,7 +581,8 @@ fn connected_target(
         .and_then(|b| b.provider.as_deref())
         .unwrap_or("openai");
     let name = spec.rsplit_once(':').map_or(spec, |(_, n)| n);
-    let endpoint = match connection.endpoint.as_deref().map(str::trim) {
+    // The endpoint, and the variable it came from (`None`: the file's).
+    let (endpoint, from_env) = match connection.endpoint.as_deref().map(str::trim) {
         Some(e) if e.starts_with("${env:") && e.ends_with('}') => {
             // `${env:VAR}` or `${env:VAR:default}` (Prompty's spelling; the
             // default may hold colons, as a URL does).
@@ -584,18 +591,20 @@ fn connected_target(
                 Some((var, default)) => (var.trim(), Some(default.trim())),
                 None => (inner.trim(), None),
             };
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .or_else(|| default.filter(|d| !d.is_empty()).map(str::to_owned))
-                .ok_or_else(|| {
-                    DispatchError::config(format!(
-                        "the template's model.connection takes its endpoint from the \
-                         environment variable {var}, which is not set"
-                    ))
-                })?
+            match std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+                Some(value) => (value, Some(var.to_owned())),
+                None => match default.filter(|d| !d.is_empty()) {
+                    Some(d) => (d.to_owned(), None),
+                    None => {
+                        return Err(DispatchError::config(format!(
+                            "the template's model.connection takes its endpoint from the \
+                             environment variable {var}, which is not set"
+                        )));
+                    }
+                },
+            }
         }
-        Some(e) => e.to_owned(),
+        Some(e) => (e.to_owned(), None),
         None => {
             return Err(DispatchError::config(
                 "the template's model.connection names no endpoint",
@@ -603,8 +612,24 @@ fn connected_target(
         }
     };
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(DispatchError::config(match &from_env {
+            Some(var) => format!(
+                "the template's model.connection endpoint, read from the environment \
+                 variable {var}, must start with http:// or https://"
+            ),
+            None => format!(
+                "the template's model.connection endpoint `{endpoint}` must start with \
+                 http:// or https://"
+            ),
+        }));
+    }
+    if from_env.is_none()
+        && let Some(key) = &connection.key_env
+    {
         return Err(DispatchError::config(format!(
-            "the template's model.connection endpoint `{endpoint}` must start with http:// or https://"
+            "the template's model.connection would send the key in {key} to an endpoint the \
+             template file itself names; a key goes only to an endpoint read from the \
+             environment: write `endpoint: ${{env:VAR}}` and set VAR"
         )));
     }
     let kind = if provider == "anthropic" {

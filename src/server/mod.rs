@@ -41,8 +41,8 @@
 //!   client takes the place of the connection idle the longest.
 
 mod guard;
-mod prescan;
 mod listen;
+mod prescan;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -375,11 +375,11 @@ enum Outcome {
 }
 
 async fn render(State(state): State<AppState>, body: Body) -> Response {
-    let (body, share) =
-        match read_body(body, state.options.body_read_timeout, &state.bodies).await {
-            Ok(read) => read,
-            Err(response) => return response,
-        };
+    let (body, share) = match read_body(body, state.options.body_read_timeout, &state.bodies).await
+    {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
     // A slot, held by the render itself until it ends (not by this
     // request, which may give up on it first): parsed inputs and renders
     // in memory never outnumber the slots.
@@ -454,9 +454,7 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
                 prescan::PER_VALUE
             ),
         ),
-        Ok(Ok(Outcome::Internal(e))) => {
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
-        }
+        Ok(Ok(Outcome::Internal(e))) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
         Ok(Err(e)) => api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

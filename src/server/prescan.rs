@@ -131,9 +131,15 @@ mod tests {
 
     #[test]
     fn invalid_json_is_invalid_not_too_big() {
-        assert!(matches!(check(b"{\"x\": ", 1 << 20), Err(Refused::Invalid(_))));
+        assert!(matches!(
+            check(b"{\"x\": ", 1 << 20),
+            Err(Refused::Invalid(_))
+        ));
         assert!(matches!(check(b"{} {}", 1 << 20), Err(Refused::Invalid(_))));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(check(deep.as_bytes(), 1 << 30), Err(Refused::Invalid(_))));
+        assert!(matches!(
+            check(deep.as_bytes(), 1 << 30),
+            Err(Refused::Invalid(_))
+        ));
     }
 }
