@@ -325,7 +325,9 @@ pub(crate) fn read_providers_file(
             .or_else(|| base.and_then(|b| b.api_key_env.clone()));
         // The built-in keys go only where their provider does.
         if let Some(var) = &api_key_env
-            && let Some(own) = builtin.values().find(|b| b.api_key_env.as_deref() == Some(var))
+            && let Some(own) = builtin
+                .values()
+                .find(|b| b.api_key_env.as_deref() == Some(var))
             && origin(&own.base_url) != origin(&base_url)
         {
             return Err(DispatchError::config(format!(

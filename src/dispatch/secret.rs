@@ -3,11 +3,16 @@
 //!
 //! Provider text that reaches an error message (an error body, a stream's
 //! error event, a transport error) goes through [`redact`]: every
-//! occurrence of the key is replaced first, then the text is cut to
-//! [`MAX_MESSAGE_CHARS`], then a start of the key left at a cut (the read
-//! cap or the shortening may split an echo) is removed too. Scrubbing
-//! before cutting is the point: cutting first could leave half a key that
-//! no longer matches the whole.
+//! occurrence of the key is replaced first, and so is every run of
+//! [`MIN_ECHO`] or more characters that is part of the key (a provider
+//! echoing all but the last character, or a masked `sk-abc...****wxyz`);
+//! then the text is cut to [`MAX_MESSAGE_CHARS`], then a start of the key
+//! left at a cut (the read cap or the shortening may split an echo) is
+//! removed too. Scrubbing before cutting is the point: cutting first could
+//! leave half a key that no longer matches the whole. Last, control
+//! characters are shown as escapes (`\u{1b}`), so provider text cannot
+//! drive the terminal it is printed to (retitle it, write the clipboard,
+//! erase the line and print a fake one).
 
 /// An API key, only ever printed as `[redacted]`.
 pub(crate) struct ApiKey(String);
@@ -44,7 +49,7 @@ const MIN_PARTIAL: usize = 4;
 /// see the module docs.
 pub(crate) fn redact(text: &str, key: Option<&ApiKey>, cut: bool) -> String {
     let mut out = match key {
-        Some(k) if !k.0.is_empty() => text.replace(&k.0, "[redacted]"),
+        Some(k) if !k.0.is_empty() => strip_key_parts(&text.replace(&k.0, "[redacted]"), &k.0),
         _ => text.to_owned(),
     };
     let mut cut = cut;
@@ -58,7 +63,66 @@ pub(crate) fn redact(text: &str, key: Option<&ApiKey>, cut: bool) -> String {
         }
         out.push('…');
     }
+    visible(&out)
+}
+
+/// The shortest part of a key removed wherever it appears: long enough
+/// not to match ordinary words, short enough to catch a masked echo.
+const MIN_ECHO: usize = 8;
+
+/// `text` with every run of at least [`MIN_ECHO`] bytes that occurs in
+/// `key` replaced by `[redacted]`.
+fn strip_key_parts(text: &str, key: &str) -> String {
+    if key.len() < MIN_ECHO {
+        return text.to_owned();
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i + MIN_ECHO <= b.len() {
+        if !text.is_char_boundary(i)
+            || memchr::memmem::find(key.as_bytes(), &b[i..i + MIN_ECHO]).is_none()
+        {
+            i += 1;
+            continue;
+        }
+        let mut end = i + MIN_ECHO;
+        while end < b.len() && memchr::memmem::find(key.as_bytes(), &b[i..=end]).is_some() {
+            end += 1;
+        }
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push_str(&text[copied..i]);
+        out.push_str("[redacted]");
+        copied = end;
+        i = end;
+    }
+    out.push_str(&text[copied..]);
     out
+}
+
+/// `text` with control characters (but line breaks and tabs) written as
+/// `\u{..}` escapes.
+pub(crate) fn visible(text: &str) -> String {
+    if !text.chars().any(is_hidden) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if is_hidden(c) {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn is_hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Removes from the end of `text` the longest start of `key` (of at least
@@ -107,6 +171,46 @@ mod tests {
         assert_eq!(redact("code sk-t", Some(&key()), false), "code sk-t");
         assert_eq!(redact("short", None, false), "short");
         assert_eq!(redact(KEY, Some(&key()), false), "[redacted]");
+    }
+
+    #[test]
+    fn parts_of_the_key_are_removed_wherever_they_appear() {
+        let k = key();
+        // All but the last character, all but the first, a masked echo.
+        for (text, shown) in [
+            (
+                format!("key {} end", &KEY[..KEY.len() - 1]),
+                "key [redacted] end",
+            ),
+            (format!("key {} end", &KEY[1..]), "key [redacted] end"),
+            (
+                format!("got {}****ghij", &KEY[..20]),
+                "got [redacted]****ghij",
+            ),
+        ] {
+            assert_eq!(redact(&text, Some(&k), false), shown, "{text}");
+        }
+        // Seven characters of it, or text that merely looks alike, stay.
+        assert_eq!(redact("code sk-test", Some(&k), false), "code sk-test");
+        assert_eq!(
+            redact("an ordinary message", Some(&k), false),
+            "an ordinary message"
+        );
+    }
+
+    #[test]
+    fn control_characters_cannot_drive_the_terminal() {
+        let shown = redact(
+            "bad \u{1b}]0;PWNED\u{7}\u{1b}[2J\r\nfake: line\ttab",
+            None,
+            false,
+        );
+        assert_eq!(
+            shown,
+            "bad \\u{1b}]0;PWNED\\u{7}\\u{1b}[2J\\u{d}\nfake: line\ttab"
+        );
+        assert!(!shown.contains('\u{1b}'));
+        assert_eq!(redact("\u{202e}gnp.exe", None, false), "\\u{202e}gnp.exe");
     }
 
     #[test]
