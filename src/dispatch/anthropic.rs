@@ -118,8 +118,10 @@ impl Wire for Anthropic {
                         let i = acc.slot(index);
                         let id = block["id"].as_str().unwrap_or("").to_owned();
                         let name = block["name"].as_str().unwrap_or("").to_owned();
-                        acc.response.tool_calls[i].id.clone_from(&id);
-                        acc.response.tool_calls[i].name.clone_from(&name);
+                        acc.edit_call(i, |call| {
+                            call.id.clone_from(&id);
+                            call.name.clone_from(&name);
+                        });
                         events.push(StreamEvent::ToolCall {
                             index: i,
                             id: Some(id),
@@ -152,7 +154,7 @@ impl Wire for Anthropic {
                     Some("input_json_delta") => {
                         let part = delta["partial_json"].as_str().unwrap_or("");
                         let i = acc.slot(index);
-                        acc.response.tool_calls[i].arguments.push_str(part);
+                        acc.edit_call(i, |call| call.arguments.push_str(part));
                         if !part.is_empty() {
                             events.push(StreamEvent::ToolCall {
                                 index: i,

@@ -340,6 +340,7 @@ impl Client {
         let finished = retry::run(
             &targets,
             &self.inner.retry,
+            self.budget(TimeoutKind::Request),
             |target| self.prepare(rendered, target, false),
             |target, prepared, retry| {
                 Box::pin(async move {
@@ -442,6 +443,7 @@ impl Client {
         let finished = retry::run(
             &targets,
             &self.inner.retry,
+            self.budget(TimeoutKind::Stream),
             |target| self.prepare(rendered, target, true),
             |target, prepared, _retry| {
                 Box::pin(async move { stream::attempt(&self.inner, target, &prepared, tx).await })
@@ -455,6 +457,16 @@ impl Client {
             response.attempts = f.attempts;
             response
         }))
+    }
+
+    /// The whole call's time: the longer of the request and stream
+    /// timeouts.
+    fn budget(&self, kind: TimeoutKind) -> retry::Budget {
+        let t = &self.inner.timeouts;
+        retry::Budget {
+            whole: t.request.max(t.stream),
+            kind,
+        }
     }
 
     /// The primary model and its fallbacks, each checked (known provider,

@@ -78,14 +78,15 @@ impl Wire for OpenAi {
                 let id = call["id"].as_str().map(str::to_owned);
                 let name = call["function"]["name"].as_str().map(str::to_owned);
                 let args = call["function"]["arguments"].as_str().unwrap_or("");
-                let slot = &mut acc.response.tool_calls[i];
-                if let Some(id) = &id {
-                    slot.id.clone_from(id);
-                }
-                if let Some(name) = &name {
-                    slot.name.push_str(name);
-                }
-                slot.arguments.push_str(args);
+                acc.edit_call(i, |slot| {
+                    if let Some(id) = &id {
+                        slot.id.clone_from(id);
+                    }
+                    if let Some(name) = &name {
+                        slot.name.push_str(name);
+                    }
+                    slot.arguments.push_str(args);
+                });
                 events.push(StreamEvent::ToolCall {
                     index: i,
                     id,

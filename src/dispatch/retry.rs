@@ -9,7 +9,8 @@
 //! waiting [`RetryPolicy::delay`] between; the next model gets its turn
 //! after such a failure, never after a request error (the next model
 //! would not fix it) or once part of a stream was delivered. Every attempt
-//! first waits for the provider's client-side limits.
+//! first waits for the provider's client-side limits. The whole call, all
+//! attempts and waits included, runs within one [`Budget`].
 //!
 //! Every header value comes from the server and is untrusted: it is parsed
 //! without panicking, and capped before it becomes a [`Duration`].
@@ -124,22 +125,29 @@ pub(crate) struct Finished<T> {
 pub(crate) async fn run<'c, T>(
     targets: &'c [Target],
     policy: &RetryPolicy,
+    budget: Budget,
     mut prepare: impl FnMut(&Target) -> Result<Prepared, DispatchError>,
     mut attempt: impl FnMut(&'c Target, Arc<Prepared>, u32) -> BoxFuture<'c, Outcome<T>>,
 ) -> Result<Option<Finished<T>>, DispatchError> {
+    let deadline = tokio::time::Instant::now() + budget.whole;
     let mut attempts = 0;
     let mut last = None;
     for (i, target) in targets.iter().enumerate() {
         let prepared = Arc::new(prepare(target)?);
         let mut retry = 0;
         let failed = loop {
-            let permit = target
-                .provider
-                .limiter
-                .acquire(prepared.prompt_tokens)
-                .await;
+            let out_of_time =
+                || DispatchError::timed_out(&target.provider.name, budget.kind, budget.whole);
+            let permit = tokio::time::timeout_at(
+                deadline,
+                target.provider.limiter.acquire(prepared.prompt_tokens),
+            )
+            .await
+            .map_err(|_| out_of_time())?;
             let started = std::time::Instant::now();
-            let outcome = attempt(target, prepared.clone(), retry).await;
+            let outcome = tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
+                .await
+                .map_err(|_| out_of_time())?;
             drop(permit);
             let (error, delivered) = match outcome {
                 Outcome::Reused(value) => {
@@ -173,6 +181,10 @@ pub(crate) async fn run<'c, T>(
             }
             retry += 1;
             let delay = policy.delay(retry, error.retry_after());
+            // No attempt that could not start before the budget ends.
+            if tokio::time::Instant::now() + delay >= deadline {
+                break (error, delivered);
+            }
             tracing::info!(
                 provider = %target.provider.name,
                 error = %error,
@@ -197,6 +209,16 @@ pub(crate) async fn run<'c, T>(
         }
     }
     Err(last.unwrap_or_else(|| DispatchError::config("no model to send to")))
+}
+
+/// How long a whole call may take, retries, waits and fallbacks
+/// included: no attempt starts after it, and one still running is stopped
+/// as a timeout of `kind` (its length is the longer of
+/// [`Timeouts::request`](super::Timeouts) and `stream`, 600 s by default).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub whole: Duration,
+    pub kind: super::TimeoutKind,
 }
 
 /// The longest wait read from a header before the policy's own cap: one
@@ -378,6 +400,10 @@ mod loop_tests {
         let result = run(
             &targets,
             &policy,
+            Budget {
+                whole: Duration::from_secs(600),
+                kind: super::super::TimeoutKind::Request,
+            },
             |_| Ok(prepared()),
             |target, _, retry| {
                 calls
@@ -421,6 +447,62 @@ mod loop_tests {
             Duration::from_secs(3 + 60),
             "3 s, then 90 s cut to 60 s"
         );
+    }
+
+    /// Attempts that each run 400 s before timing out: the second is
+    /// stopped when the call's 600 s are up, and no third starts. (Three
+    /// full attempts took 1,800 s before.)
+    #[tokio::test(start_paused = true)]
+    async fn the_whole_call_ends_within_its_budget() {
+        let targets = [
+            Target {
+                provider: Arc::new(provider("a")),
+                model: "m".into(),
+            },
+            Target {
+                provider: Arc::new(provider("b")),
+                model: "m".into(),
+            },
+        ];
+        let calls = Mutex::new(0u32);
+        let started = tokio::time::Instant::now();
+        let result: Result<Option<Finished<()>>, _> = run(
+            &targets,
+            &RetryPolicy::retries(2),
+            Budget {
+                whole: Duration::from_secs(600),
+                kind: super::super::TimeoutKind::Stream,
+            },
+            |_| Ok(prepared()),
+            |target, _, _| {
+                *calls.lock().unwrap() += 1;
+                let name = target.provider.name.clone();
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_secs(400)).await;
+                    failed_unit(DispatchError::timed_out(
+                        &name,
+                        super::super::TimeoutKind::Request,
+                        Duration::from_secs(400),
+                    ))
+                })
+            },
+        )
+        .await;
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(
+            e.timeout(),
+            Some((super::super::TimeoutKind::Stream, Duration::from_secs(600)))
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(600));
+        assert_eq!(*calls.lock().unwrap(), 2);
+    }
+
+    fn failed_unit(e: DispatchError) -> Outcome<()> {
+        Outcome::Failed {
+            error: e,
+            delivered: false,
+        }
     }
 
     #[tokio::test(start_paused = true)]
