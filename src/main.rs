@@ -233,8 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let text = match file.as_deref() {
                 None => read_stdin()?,
                 Some(p) if p.as_os_str() == "-" => read_stdin()?,
-                Some(p) => std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
+                Some(p) => read_regular_file(p, COUNTED_FILE_BYTES)?,
             };
             let n = match (model, encoding) {
                 (Some(model), _) => match promptbook::tokens::model_info(&model).encoding {
@@ -279,8 +278,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             force,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let text = read_regular_file(&file, TEMPLATE_FILE_BYTES)?;
             let converted = promptbook::convert_prompty(&text)
                 .with_context(|| format!("cannot convert {}", file.display()))?;
             for w in &converted.warnings {
@@ -471,6 +469,17 @@ fn write_new_file(target: &std::path::Path, bytes: &[u8], force: bool) -> Result
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", target.display()));
     }
+    // Replace a file or a link, never a device, FIFO or directory (a
+    // rename over `/dev/null` would replace the device itself).
+    if let Ok(meta) = std::fs::symlink_metadata(target)
+        && !meta.is_file()
+        && !meta.file_type().is_symlink()
+    {
+        bail!(
+            "{} is not a regular file (a directory, FIFO or device); --force replaces files and links only",
+            target.display()
+        );
+    }
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -486,6 +495,40 @@ fn write_new_file(target: &std::path::Path, bytes: &[u8], force: bool) -> Result
         return Err(anyhow::Error::new(e).context(format!("cannot write {}", target.display())));
     }
     Ok(())
+}
+
+/// The largest `.prompty` file `convert` reads: the loader's cap.
+const TEMPLATE_FILE_BYTES: u64 = 8 << 20;
+/// The largest file `tokens` counts.
+const COUNTED_FILE_BYTES: u64 = 256 << 20;
+/// The largest `--input` file.
+const INPUT_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a regular file of at most `max` bytes as UTF-8 text. A FIFO, a
+/// device (`/dev/zero`, even behind a link) or a directory is refused
+/// before it is opened, so nothing blocks or reads without end.
+fn read_regular_file(path: &std::path::Path, max: u64) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file (a directory, FIFO or device); give a file",
+            path.display()
+        );
+    }
+    if meta.len() > max {
+        bail!("{} is over {max} bytes", path.display());
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > max {
+        bail!("{} is over {max} bytes", path.display());
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
 }
 
 fn read_stdin() -> Result<String> {
@@ -589,7 +632,7 @@ fn read_inputs(input: Option<&str>, vars: &[String], template: Option<&Template>
                     .context("cannot read inputs from stdin")?;
                 (s, false)
             } else {
-                let text = std::fs::read_to_string(source)
+                let text = read_regular_file(std::path::Path::new(source), INPUT_FILE_BYTES)
                     .with_context(|| format!("cannot read input file {source}"))?;
                 (text, source.ends_with(".yaml") || source.ends_with(".yml"))
             };

@@ -369,3 +369,70 @@ fn an_empty_message_is_dropped_and_said() {
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert!(v.get("dropped_empty").is_none(), "{v}");
 }
+
+/// `convert`, `tokens` and `--input` read only regular files of bounded
+/// size: a FIFO or `/dev/zero` behind a link is refused at once (it blocked
+/// forever, or read 7 GB); and `convert --force` never replaces a FIFO or
+/// a device with a file.
+#[cfg(unix)]
+#[test]
+fn only_regular_files_are_read_or_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("f.prompty");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let zero = dir.path().join("z.prompty");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for args in [
+        vec!["convert".to_owned(), fifo.display().to_string()],
+        vec![
+            "convert".to_owned(),
+            zero.display().to_string(),
+            "-o".into(),
+            "-".into(),
+        ],
+        vec!["tokens".to_owned(), zero.display().to_string()],
+        vec![
+            "render".to_owned(),
+            "support/triage".into(),
+            "--input".into(),
+            zero.display().to_string(),
+        ],
+    ] {
+        let (code, _, stderr) = run(cli().args(&args));
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+    // --force over a FIFO: refused, and the FIFO is still one.
+    let source = dir.path().join("ok.prompty");
+    std::fs::write(&source, "---\nname: ok\n---\nuser:\nhi\n").unwrap();
+    let target = dir.path().join("target.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&target)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, _, stderr) = run(cli().args([
+        "convert".as_ref(),
+        source.as_os_str(),
+        "-o".as_ref(),
+        target.as_os_str(),
+        "--force".as_ref(),
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}

@@ -145,9 +145,10 @@ pub(crate) async fn run<'c, T>(
             .await
             .map_err(|_| out_of_time())?;
             let started = std::time::Instant::now();
-            let outcome = tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
-                .await
-                .map_err(|_| out_of_time())?;
+            let outcome =
+                tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
+                    .await
+                    .map_err(|_| out_of_time())?;
             drop(permit);
             let (error, delivered) = match outcome {
                 Outcome::Reused(value) => {
