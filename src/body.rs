@@ -355,11 +355,50 @@ fn near_miss(trimmed: &str, grammar: Grammar) -> Option<String> {
     if grammar == Grammar::Prompty {
         return None;
     }
-    let s = trimmed.trim_start_matches('#').trim_start();
-    let s = s.strip_suffix(':')?.trim_end();
-    let word = s.split('[').next()?.trim_end();
-    let role: Role = word.to_ascii_lowercase().parse().ok()?;
+    // Invisible characters and look-alike colons (a fullwidth `：` from an
+    // input method) make a line that looks like a role line and is not.
+    let cleaned: String = trimmed
+        .chars()
+        .filter(|c| !matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'))
+        .map(|c| match c {
+            '\u{ff1a}' | '\u{fe55}' | '\u{fe13}' | '\u{2236}' | '\u{a789}' => ':',
+            c => c,
+        })
+        .collect();
+    let s = cleaned.trim().trim_start_matches('#').trim_start();
+    let s = s.strip_suffix(':')?.trim_end_matches(':').trim_end();
+    let word = s.split('[').next()?.trim_end().to_ascii_lowercase();
+    let role = match word.parse::<Role>() {
+        Ok(role) => role,
+        Err(_) => misspelt_role(&word)?,
+    };
     Some(format!("{role}:"))
+}
+
+/// The role `word` misspells: one letter off for the long role names
+/// (`systen`, `assitant`), two neighbours swapped for the short ones
+/// (`uesr`), so that ordinary words such as `Users:` or `cool:` alone on a
+/// line stay text.
+fn misspelt_role(word: &str) -> Option<Role> {
+    if !word.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    Role::ALL.into_iter().find(|role| {
+        let name = role.as_str();
+        if name.len() >= 6 {
+            strsim::damerau_levenshtein(word, name) == 1
+        } else {
+            word.len() == name.len()
+                && strsim::damerau_levenshtein(word, name) == 1
+                && {
+                    let mut a: Vec<char> = word.chars().collect();
+                    let mut b: Vec<char> = name.chars().collect();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                }
+        }
+    })
 }
 
 /// The role a line (already trimmed) announces, if it is a role line.
@@ -622,7 +661,8 @@ mod tests {
     #[test]
     fn near_misses_of_role_lines_are_found_with_the_spelling_meant() {
         let c = compile(
-            "system:\nx\nuser :\nAssistant:\n# assistant:\n  USER[name=Bob]:\nuser: hello\nThe user:\n{# User: #}\n{% raw %}\nUser:\n{% endraw %}\n",
+            "system:\nx\nuser :\nAssistant:\n# assistant:\n  USER[name=Bob]:\nuser: hello\nThe user:\n{# User: #}\n{% raw %}\nUser:\n{% endraw %}\n\
+             user\u{ff1a}\n\u{200b}user:\nuser:\u{200b}\nuesr:\nassitant:\nsysten:\nuser::\nUsers:\ncool:\nNote:\n",
         );
         let found: Vec<(&str, &str)> = c
             .near_misses
@@ -636,6 +676,13 @@ mod tests {
                 ("Assistant:", "assistant:"),
                 ("# assistant:", "assistant:"),
                 ("USER[name=Bob]:", "user:"),
+                ("user\u{ff1a}", "user:"),
+                ("\u{200b}user:", "user:"),
+                ("user:\u{200b}", "user:"),
+                ("uesr:", "user:"),
+                ("assitant:", "assistant:"),
+                ("systen:", "system:"),
+                ("user::", "user:"),
             ]
         );
         let prompty = compile_body_as("# User:\nuser :\n", &|_| false, Grammar::Prompty);

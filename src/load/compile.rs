@@ -722,9 +722,11 @@ fn compile_jinja_body(
             Error::new(
                 ErrorKind::Syntax,
                 format!(
-                    "`{line}` looks like a role line but is text here: a role line is \
-                     lowercase, alone on its line, with no space before the colon: write \
-                     `{meant}` (or, to keep it as text, `{{{{ '{line}' }}}}`)"
+                    "`{shown}` looks like a role line but is text here: a role line is \
+                     lowercase, spelt as the role, alone on its line, with one ASCII colon and \
+                     nothing invisible: write `{meant}` (or, to keep it as text, \
+                     `{{{{ '{line}' }}}}`)",
+                    shown = line.escape_default()
                 ),
             )
             .with_location(at(*pos)),
