@@ -95,7 +95,11 @@ fn compile_keyed(schema: &Value, key: u128) -> Result<Arc<jsonschema::Validator>
     // schema) wrote cannot make validating an input take minutes. Its
     // price: lookaround and backreferences are not supported, and a
     // pattern using them is an error at load.
+    // `format` is asserted (`format: email`, `date`, `uri`, ...): an
+    // author who writes it means it, though 2020-12 makes it an
+    // annotation by default.
     let options = jsonschema::options()
+        .should_validate_formats(true)
         .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(PATTERN_SIZE_LIMIT));
     let validator = options.build(schema).map_err(|e| {
         let at = e.instance_path().as_str();
