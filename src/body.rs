@@ -359,7 +359,12 @@ fn near_miss(trimmed: &str, grammar: Grammar) -> Option<String> {
     // input method) make a line that looks like a role line and is not.
     let cleaned: String = trimmed
         .chars()
-        .filter(|c| !matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'))
+        .filter(|c| {
+            !matches!(
+                c,
+                '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}'
+            )
+        })
         .map(|c| match c {
             '\u{ff1a}' | '\u{fe55}' | '\u{fe13}' | '\u{2236}' | '\u{a789}' => ':',
             c => c,
@@ -388,15 +393,13 @@ fn misspelt_role(word: &str) -> Option<Role> {
         if name.len() >= 6 {
             strsim::damerau_levenshtein(word, name) == 1
         } else {
-            word.len() == name.len()
-                && strsim::damerau_levenshtein(word, name) == 1
-                && {
-                    let mut a: Vec<char> = word.chars().collect();
-                    let mut b: Vec<char> = name.chars().collect();
-                    a.sort_unstable();
-                    b.sort_unstable();
-                    a == b
-                }
+            word.len() == name.len() && strsim::damerau_levenshtein(word, name) == 1 && {
+                let mut a: Vec<char> = word.chars().collect();
+                let mut b: Vec<char> = name.chars().collect();
+                a.sort_unstable();
+                b.sort_unstable();
+                a == b
+            }
         }
     })
 }

@@ -563,24 +563,95 @@ fn load_isolated(dir: &std::path::Path) -> Result<Registry> {
     Ok(registry)
 }
 
+/// The JSON types a parameter's schema allows: its `type`, or the types of
+/// its `enum`/`const` values, or those of its `anyOf`/`oneOf` branches.
+/// Empty when it does not say.
+fn schema_types(schema: &Value) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(t)) => return vec![t.as_str()],
+        Some(Value::Array(ts)) => return ts.iter().filter_map(Value::as_str).collect(),
+        _ => {}
+    }
+    let mut types: Vec<&str> = listed_values(schema)
+        .iter()
+        .map(|v| match v {
+            Value::String(_) => "string",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::Bool(_) => "boolean",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        })
+        .collect();
+    for key in ["anyOf", "oneOf"] {
+        for branch in schema
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            types.extend(schema_types(branch));
+        }
+    }
+    types.sort_unstable();
+    types.dedup();
+    types
+}
+
+/// The values a schema lists: its `enum`, its `const`, and those of its
+/// `anyOf`/`oneOf` branches.
+fn listed_values(schema: &Value) -> Vec<&Value> {
+    let mut out: Vec<&Value> = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .map(|e| e.iter().collect())
+        .unwrap_or_default();
+    out.extend(schema.get("const"));
+    for key in ["anyOf", "oneOf"] {
+        for branch in schema
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.extend(listed_values(branch));
+        }
+    }
+    out
+}
+
 /// A `--var k=v` value, converted by the parameter's declared type: a
 /// number for `integer` and `number`, `true`/`false` for `boolean`, JSON
 /// for `array`, `object` and `null`; a string otherwise (or when the type
 /// allows strings).
 fn typed_var(template: Option<&Template>, key: &str, value: &str) -> Result<Value> {
     let schema = template.and_then(|t| t.input_schema().get("properties")?.get(key));
-    let types: Vec<&str> = match schema.and_then(|s| s.get("type")) {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+    let v = value.trim();
+    // A value the schema lists (`enum`, `const`, in itself or in one of
+    // its `anyOf`/`oneOf` branches), written as it prints: that value.
+    if let Some(schema) = schema {
+        let listed = listed_values(schema);
+        if let Some(m) = listed.iter().find(|m| match m {
+            Value::String(s) => s == value,
+            other => other.to_string() == v,
+        }) {
+            return Ok((*m).clone());
+        }
+    }
+    let types = schema.map(schema_types).unwrap_or_default();
     if types.is_empty() || types.contains(&"string") {
         return Ok(Value::String(value.to_owned()));
     }
-    let v = value.trim();
     for t in &types {
         let parsed = match *t {
-            "integer" => v.parse::<i64>().ok().map(Value::from),
+            // JSON Schema's integers include `2.0`.
+            "integer" => v.parse::<i64>().ok().map(Value::from).or_else(|| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| Value::from(f as i64))
+            }),
             "number" => v
                 .parse::<f64>()
                 .ok()

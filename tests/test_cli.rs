@@ -305,6 +305,31 @@ fn vars_are_converted_by_the_parameters_type() {
     assert!(stdout.is_empty());
     assert!(stderr.contains("`bullets` is an integer"), "{stderr}");
     assert!(stderr.contains("--var bullets:=JSON"), "{stderr}");
+
+    // Types said by `enum`, `const` or `anyOf` instead of `type`, and an
+    // integer written `2.0`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.prompt.yaml"),
+        "version: 1.0.0\nparameters:\n  e: {enum: [1, 2, 3]}\n  c: {const: 5}\n  \
+         a: {anyOf: [{type: integer}, {type: boolean}]}\n  i: integer\n  \
+         s: {enum: ['1', '2']}\nmessages:\n  - role: user\n    content: \"{{ e }} {{ c }} {{ a }} {{ i }} {{ s }}\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(cli()
+        .args(["render", "t", "--json", "--dir"])
+        .arg(dir.path())
+        .args([
+            "--var", "e=2", "--var", "c=5", "--var", "a=true", "--var", "i=2.0", "--var", "s=1",
+        ]));
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["messages"][0]["content"], "2 5 True 2 1");
+    let (code, _, stderr) = run(cli().args(["render", "t", "--dir"]).arg(dir.path()).args([
+        "--var", "e=9", "--var", "c=5", "--var", "a=1", "--var", "i=1", "--var", "s=1",
+    ]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/e: 9 is not one of 1, 2 or 3"), "{stderr}");
 }
 
 /// One broken file does not stop `render`, `list` or `send` from using the
