@@ -267,16 +267,20 @@ fn included_parameters(
         let Ok(partial) = index.resolve(&target) else {
             continue;
         };
-        // A parent (`{% extends %}`) already gave its parameters.
-        if entry.template.extends.as_deref() == Some(partial.id.as_str())
-            || stack.contains(&partial.id)
-        {
+        if stack.contains(&partial.id) {
             continue;
         }
         keys.push(partial.memo_key);
         let (deeper, deeper_keys) = included_parameters(partial, index, stack);
         keys.extend(deeper_keys);
-        for p in partial.template.parameters.iter().chain(&deeper) {
+        // A parent (`{% extends %}`) gave its own parameters already; what
+        // its includes declare comes through it.
+        let own: &[Parameter] = if entry.template.extends.as_deref() == Some(partial.id.as_str()) {
+            &[]
+        } else {
+            &partial.template.parameters
+        };
+        for p in own.iter().chain(&deeper) {
             if !params.iter().any(|q| q.name == p.name) {
                 params.push(p.clone());
             }
