@@ -203,9 +203,29 @@ fn body(
 ) -> Result<Value, String> {
     let mut system: Vec<&str> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    // The tool calls the last assistant turn made.
+    // The tool calls the last assistant turn made and no tool message has
+    // answered yet, with the message that made them.
     let mut open_calls: Vec<String> = Vec::new();
+    let mut calls_from = 0;
+    // Every tool call id of the request: Anthropic wants them unique.
+    let mut seen_ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let unanswered = |open: &[String], from: usize, at: Option<usize>| -> String {
+        let ids: Vec<String> = open.iter().map(|c| format!("`{c}`")).collect();
+        format!(
+            "message {from} (assistant) calls {} that no tool message answers {}; Anthropic \
+             requires the result of every tool call in the turn right after it",
+            ids.join(", "),
+            match at {
+                Some(at) => format!("before message {at}"),
+                None => "(the messages end)".to_owned(),
+            }
+        )
+    };
     for (i, m) in messages.iter().enumerate() {
+        if !matches!(m.role, Role::Tool | Role::System | Role::Developer) && !open_calls.is_empty()
+        {
+            return Err(unanswered(&open_calls, calls_from, Some(i + 1)));
+        }
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
                 if !m.content.trim().is_empty() {
@@ -216,15 +236,17 @@ fn body(
             Role::User => ("user", text_block(&m.content)),
             Role::Tool => {
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
-                if !open_calls.iter().any(|c| c == id) {
+                let Some(at) = open_calls.iter().position(|c| c == id) else {
                     return Err(format!(
                         "message {} ({}) answers tool call `{id}`, which the assistant message \
-                         before it did not make; Anthropic requires every tool result to answer a \
-                         tool call of the turn before",
+                         before it did not make (or another tool message answered already); \
+                         Anthropic requires every tool result to answer one tool call of the turn \
+                         before",
                         i + 1,
                         m.role
                     ));
-                }
+                };
+                open_calls.remove(at);
                 (
                     "user",
                     vec![json!({
@@ -236,7 +258,7 @@ fn body(
             }
             Role::Assistant => {
                 let mut blocks = text_block(&m.content);
-                open_calls.clear();
+                calls_from = i + 1;
                 for call in m.tool_calls.iter().flatten() {
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
                     let input: Value = match serde_json::from_str(args) {
@@ -252,6 +274,38 @@ fn body(
                         }
                     };
                     let id = call["id"].as_str().unwrap_or_default();
+                    let name = call["function"]["name"].as_str().unwrap_or_default();
+                    // Anthropic's patterns for a tool_use id and a tool name.
+                    if id.is_empty()
+                        || !id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return Err(format!(
+                            "message {} (assistant) has a tool call id `{id}` Anthropic does not \
+                             accept: letters, digits, `_` and `-` only",
+                            i + 1
+                        ));
+                    }
+                    if name.is_empty()
+                        || name.len() > 64
+                        || !name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return Err(format!(
+                            "message {} (assistant) calls a tool named `{name}`, which Anthropic \
+                             does not accept: 1 to 64 letters, digits, `_` and `-`",
+                            i + 1
+                        ));
+                    }
+                    if !seen_ids.insert(id) {
+                        return Err(format!(
+                            "message {} (assistant) reuses the tool call id `{id}`; Anthropic \
+                             requires every tool call id to be unique",
+                            i + 1
+                        ));
+                    }
                     open_calls.push(id.to_owned());
                     blocks.push(json!({
                         "type": "tool_use",
@@ -270,6 +324,9 @@ fn body(
             Some((last, prev)) if *last == role => prev.extend(blocks),
             _ => turns.push((role, blocks)),
         }
+    }
+    if !open_calls.is_empty() {
+        return Err(unanswered(&open_calls, calls_from, None));
     }
     if turns.first().is_none_or(|(role, _)| *role != "user") {
         turns.insert(0, ("user", text_block(ANTHROPIC_FIRST_TURN)));
@@ -626,7 +683,88 @@ mod constraint_tests {
             "{e}"
         );
         // No arguments at all is an empty input.
-        let b = build(&[Message::new(Role::User, "x"), tool_call("c1", "")]).unwrap();
+        let b = build(&[
+            Message::new(Role::User, "x"),
+            tool_call("c1", ""),
+            tool_result("c1"),
+        ])
+        .unwrap();
         assert_eq!(b["messages"][1]["content"][0]["input"], json!({}));
+    }
+
+    fn parallel(ids: &[&str]) -> Message {
+        let mut m = Message::new(Role::Assistant, "");
+        m.tool_calls = Some(
+            ids.iter()
+                .map(|id| json!({"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}}))
+                .collect(),
+        );
+        m
+    }
+
+    /// What Anthropic answers 400 to is refused before sending, naming the
+    /// message: a call without its result (parallel calls with one
+    /// missing, a call followed by text, a call at the end), a result
+    /// given twice, a repeated call id, an id or a tool name outside
+    /// Anthropic's patterns.
+    #[test]
+    fn every_tool_call_has_exactly_one_result_right_after_it() {
+        let user = || Message::new(Role::User, "x");
+        for (messages, says) in [
+            (
+                vec![user(), parallel(&["c1", "c2"]), tool_result("c1")],
+                "`c2`",
+            ),
+            (vec![user(), parallel(&["c1"]), user()], "before message 3"),
+            (vec![user(), parallel(&["c1"])], "the messages end"),
+            (
+                vec![
+                    user(),
+                    parallel(&["c1"]),
+                    tool_result("c1"),
+                    tool_result("c1"),
+                ],
+                "answered already",
+            ),
+            (
+                vec![
+                    user(),
+                    parallel(&["c1"]),
+                    tool_result("c1"),
+                    parallel(&["c1"]),
+                    tool_result("c1"),
+                ],
+                "unique",
+            ),
+            (
+                vec![user(), parallel(&["bad id!"]), tool_result("bad id!")],
+                "does not accept",
+            ),
+        ] {
+            let e = build(&messages).unwrap_err();
+            assert!(e.contains(says), "{says}: {e}");
+        }
+        let mut named = parallel(&["c1"]);
+        named.tool_calls.as_mut().unwrap()[0]["function"]["name"] = json!("f n");
+        let e = build(&[user(), named, tool_result("c1")]).unwrap_err();
+        assert!(e.contains("named `f n`"), "{e}");
+        // Parallel calls answered in any order, a system message between:
+        // fine, results first in one user turn.
+        let b = build(&[
+            user(),
+            parallel(&["c1", "c2"]),
+            Message::new(Role::System, "note"),
+            tool_result("c2"),
+            tool_result("c1"),
+        ])
+        .unwrap();
+        let turn = &b["messages"][2]["content"];
+        assert_eq!(
+            (
+                turn[0]["tool_use_id"].as_str(),
+                turn[1]["tool_use_id"].as_str()
+            ),
+            (Some("c2"), Some("c1"))
+        );
     }
 }
