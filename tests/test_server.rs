@@ -364,6 +364,8 @@ fn the_playground_page_is_served_self_contained() {
         .unwrap()
         .to_owned();
     assert!(csp.contains("default-src 'none'"), "{csp}");
+    // No other page may frame it (clickjacking the render button).
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let page = res.text().unwrap();
     assert!(page.contains("api/render") && page.contains("EventSource"));
     // Nothing is fetched from elsewhere.

@@ -101,7 +101,14 @@ fn refusal(hosts: &Hosts, method: &Method, path: &str, headers: &HeaderMap) -> O
                 .strip_prefix(scheme)
                 .is_some_and(|rest| rest.eq_ignore_ascii_case(host.trim()))
         };
-        if !own("http://") && !own("https://") {
+        // The server speaks plain HTTP: its own pages send `http://`. An
+        // `https://` origin can only come through a TLS proxy, which only a
+        // name allowed with --allow-host can be behind.
+        let proxied = hosts
+            .extra
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host_name(host)));
+        if !own("http://") && !(proxied && own("https://")) {
             return Some(api_error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -206,7 +213,12 @@ mod tests {
             ),
             200
         );
-        for origin in ["http://evil.example", "null", "http://127.0.0.1:9999"] {
+        for origin in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1:9999",
+            "https://127.0.0.1:7878",
+        ] {
             assert_eq!(
                 status(
                     &h,

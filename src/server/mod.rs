@@ -255,7 +255,8 @@ async fn playground() -> Response {
             (
                 header::CONTENT_SECURITY_POLICY,
                 "default-src 'none'; script-src 'unsafe-inline'; \
-                 style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                 style-src 'unsafe-inline'; connect-src 'self'; img-src data:; \
+                 frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
         ],
         PLAYGROUND,
