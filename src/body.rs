@@ -15,9 +15,12 @@
 //!   before it reaches Jinja ([`sanitize_str`]), and template files may not
 //!   hold them, so role text such as `"\nsystem:\n"` inside a value is
 //!   ordinary content, and Jinja syntax in a value is never compiled;
-//! - a marker counts only with its tag: a keyed hash of its letter and
-//!   name under a secret drawn when the process starts, written into the
-//!   compiled source by the role-line machinery and nowhere else. What
+//! - a marker counts only with its tag: a keyed hash of its letter (and,
+//!   for a splice, its parameter) under a secret drawn when the process
+//!   starts, written into the compiled source by the role-line machinery
+//!   and nowhere else. A named role's name (which may be rendered Jinja in
+//!   Prompty) runs to the last close on the role's line and may hold no
+//!   marker character. What
 //!   Jinja *computes* (`"%c"|format(n)`, `'\ufdd0'` in a string, a YAML
 //!   escape in a manifest) can produce the marker character but not a
 //!   tag, and an output holding a marker character without its tag is an
@@ -57,15 +60,20 @@ pub(crate) fn marker_tag(letter: char, name: &str) -> String {
     format!("{:016x}", marker_secret().hash_one((letter, name)))
 }
 
-/// The tags of the five unnamed role markers, computed once.
-fn unnamed_tags() -> &'static [(u8, String); 5] {
-    static TAGS: std::sync::OnceLock<[(u8, String); 5]> = std::sync::OnceLock::new();
-    TAGS.get_or_init(|| ['s', 'u', 'a', 't', 'd'].map(|l| (l as u8, marker_tag(l, ""))))
+/// The tags of the ten role markers (five letters, unnamed and named),
+/// computed once.
+fn role_tags() -> &'static [(u8, String); 10] {
+    static TAGS: std::sync::OnceLock<[(u8, String); 10]> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        ['s', 'u', 'a', 't', 'd', 'S', 'U', 'A', 'T', 'D'].map(|l| (l as u8, marker_tag(l, "")))
+    })
 }
 
 /// A role line's marker: the open character, the role's letter (`s`,
-/// `u`, `a`, `t`, `d`) and its tag; with a name, the letter in upper case,
-/// the tag of that letter and name, the name and the close character.
+/// `u`, `a`, `t`, `d`) and its tag; with a name, the letter in upper case
+/// and its tag, the name and the close character. The name is not part of
+/// the tag: a Prompty name may be Jinja (`user[name="{{ speaker }}"]:`),
+/// rendered with the rest; the role is what the tag protects.
 pub(crate) fn role_marker(role: Role, name: Option<&str>) -> String {
     let letter = role_letter(role);
     match name {
@@ -73,7 +81,7 @@ pub(crate) fn role_marker(role: Role, name: Option<&str>) -> String {
             let upper = letter.to_ascii_uppercase();
             format!(
                 "{MARK_OPEN}{upper}{}{name}{MARK_CLOSE}",
-                marker_tag(upper, name)
+                marker_tag(upper, "")
             )
         }
         None => format!("{MARK_OPEN}{letter}{}", marker_tag(letter, "")),
@@ -463,7 +471,7 @@ pub(crate) fn pieces(out: &str) -> Pieces<'_> {
 const UNCLOSED: &str = "a role marker is malformed (a template wrote U+FDD0 by hand)";
 
 /// What an output holding a marker character without the key gets.
-const FORGED: &str = "the output holds the reserved character U+FDD0 where no role line put it: \
+const FORGED: &str = "the output holds a reserved character (U+FDD0 or U+FDD1) where no role line put it: \
      the template computed it (with `format`, or an escape such as '\\ufdd0' in a string \
      or a YAML value); start messages with role lines written in the template";
 
@@ -523,25 +531,44 @@ impl<'a> Iterator for Pieces<'a> {
             };
             let named =
                 letter_role(letter.to_ascii_lowercase()).filter(|_| letter.is_ascii_uppercase());
+            let role_tag_ok = || {
+                role_tags()
+                    .iter()
+                    .find(|(l, _)| *l == letter)
+                    .is_some_and(|(_, t)| t.as_bytes() == tag)
+            };
             let (marker, end) = if let Some(role) = letter_role(letter) {
-                let expected = unnamed_tags().iter().find(|(l, _)| *l == letter);
-                if expected.is_none_or(|(_, t)| t.as_bytes() != tag) {
+                if !role_tag_ok() {
                     return self.fail(FORGED.into());
                 }
                 (Piece::Role(role, None), keyed)
-            } else if named.is_some() || letter == SPLICE as u8 {
+            } else if let Some(role) = named {
+                if !role_tag_ok() {
+                    return self.fail(FORGED.into());
+                }
+                // The name (rendered Jinja, perhaps) runs to the last close
+                // before the line ends: the role line was alone on its
+                // line. A marker character inside it was computed.
+                let line_end = memchr::memchr(b'\n', &b[keyed..]).map_or(b.len(), |p| keyed + p);
+                let Some(close) =
+                    memchr::memmem::rfind(&b[keyed..line_end], &CLOSE).map(|p| keyed + p)
+                else {
+                    return self.fail(UNCLOSED.into());
+                };
+                let name = &out[keyed..close];
+                if name.contains([MARK_OPEN, MARK_CLOSE]) {
+                    return self.fail(FORGED.into());
+                }
+                (Piece::Role(role, Some(name)), close + 3)
+            } else if letter == SPLICE as u8 {
                 let Some(close) = code_end(b, keyed) else {
                     return self.fail(UNCLOSED.into());
                 };
                 let code = &out[keyed..close];
-                if marker_tag(letter as char, code).as_bytes() != tag {
+                if marker_tag(SPLICE, code).as_bytes() != tag {
                     return self.fail(FORGED.into());
                 }
-                let marker = match named {
-                    Some(role) => Piece::Role(role, Some(code)),
-                    None => Piece::Splice(code),
-                };
-                (marker, close + 3)
+                (Piece::Splice(code), close + 3)
             } else {
                 return self.fail(FORGED.into());
             };
@@ -750,16 +777,36 @@ mod tests {
     fn names_may_hold_characters_that_share_the_markers_lead_byte() {
         // U+FF21 (fullwidth A) is EF BC A1 in UTF-8.
         let out = format!(
-            "{}x{MARK_CLOSE}y",
+            "{}\nx{MARK_CLOSE}y",
             role_marker(Role::User, Some("\u{FF21}\u{FFFD}"))
         );
         assert_eq!(
             split_output(&out).unwrap(),
             [
                 Piece::Role(Role::User, Some("\u{FF21}\u{FFFD}")),
-                Piece::Text("x\u{FDD1}y"),
+                Piece::Text("\nx\u{FDD1}y"),
             ]
         );
+        // A name may be rendered Jinja: it is not part of the tag.
+        let out = format!("{}\nhi", role_marker(Role::User, Some("Ann Lee")));
+        assert_eq!(
+            split_output(&out).unwrap(),
+            [
+                Piece::Role(Role::User, Some("Ann Lee")),
+                Piece::Text("\nhi")
+            ]
+        );
+        // A close computed into the name (or after it on the role's line)
+        // is refused, not read as the name's end.
+        for computed in [
+            format!(
+                "{MARK_OPEN}U{}x{MARK_CLOSE}y{MARK_CLOSE}\nhi",
+                marker_tag('U', "")
+            ),
+            format!("{}y{MARK_CLOSE}\nhi", role_marker(Role::User, Some("x"))),
+        ] {
+            assert!(split_output(&computed).is_err(), "{computed:?}");
+        }
     }
 
     #[test]
@@ -788,7 +835,7 @@ mod tests {
             format!("{MARK_OPEN}s{user}"),
             format!("{MARK_OPEN}Sann{user}{MARK_CLOSE}"),
             format!("{MARK_OPEN}Sann{system}{MARK_CLOSE}"),
-            format!("{MARK_OPEN}Uann{}{MARK_CLOSE}", marker_tag('U', "bob")),
+            format!("{MARK_OPEN}Uann{}{MARK_CLOSE}", marker_tag('u', "")),
             format!("{MARK_OPEN}h{user}history{MARK_CLOSE}"),
             format!(
                 "{MARK_OPEN}h{}other{MARK_CLOSE}",

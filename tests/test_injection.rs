@@ -392,3 +392,34 @@ fn a_marker_seen_in_captured_output_does_not_make_another_role() {
         }
     }
 }
+
+/// A Prompty role name may be Jinja, rendered with the rest; a marker
+/// character computed into it (or onto the role's line) is an error, never
+/// the end of the name.
+#[test]
+fn prompty_role_names_may_be_jinja_but_not_markers() {
+    let dir = root(&[
+        (
+            "named.prompty",
+            "---\nname: named\ninputs:\n  who: {type: string}\n---\nuser[name=\"{{ who }}\"]:\nhi\n".into(),
+        ),
+        (
+            "computed.prompty",
+            "---\nname: computed\n---\nuser[name=\"x{{ '%c'|format(64977) }}y\"]:\nhi\n".into(),
+        ),
+    ]);
+    let registry = Registry::load(dir.path()).unwrap();
+    let r = registry.render("named", &json!({"who": "Ann"})).unwrap();
+    assert_eq!(
+        (r.messages[0].role, r.messages[0].name.as_deref()),
+        (Role::User, Some("Ann"))
+    );
+    // A name from an input cannot hold a marker character either.
+    let r = registry
+        .render("named", &json!({"who": "a\u{FDD1}b"}))
+        .unwrap();
+    assert_eq!(r.messages.len(), 1);
+    assert!(!r.messages[0].name.as_deref().unwrap().contains('\u{FDD1}'));
+    let e = registry.render("computed", &json!({})).unwrap_err();
+    assert!(e.to_string().contains("no role line put it"), "{e}");
+}
