@@ -108,7 +108,7 @@ fn refusal(hosts: &Hosts, method: &Method, path: &str, headers: &HeaderMap) -> O
             .extra
             .iter()
             .any(|h| h.eq_ignore_ascii_case(host_name(host)));
-        if !own("http://") && !(proxied && own("https://")) {
+        if !(own("http://") || (proxied && own("https://"))) {
             return Some(api_error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
