@@ -473,11 +473,41 @@ impl Registry {
     /// [`ErrorKind::Reference`] when the reference is malformed or nothing
     /// matches; the message lists the versions available.
     pub fn get(&self, reference: &str) -> Result<&Template, Error> {
-        self.inner
+        self.resolve_entry(reference).map(|e| &e.template)
+    }
+
+    /// Resolves a reference among the templates that loaded. When an
+    /// isolating load left out a version the reference would have chosen
+    /// (`t@^1` with `t@1.1.0` broken), that is an error saying so, not a
+    /// quiet older version: as a template's include of it is.
+    fn resolve_entry(&self, reference: &str) -> Result<&Arc<Entry>, Error> {
+        let entry = self
+            .inner
             .index
             .resolve(reference)
-            .map(|e| &e.template)
-            .map_err(|e| self.explain_left_out(reference, e))
+            .map_err(|e| self.explain_left_out(reference, e))?;
+        if let Ok(r) = Reference::parse(reference) {
+            let gone: Vec<&semver::Version> = self
+                .inner
+                .left_out
+                .iter()
+                .filter(|l| l.name == entry.template.name)
+                .filter_map(|l| l.version.as_ref())
+                .collect();
+            let no_labels: &[String] = &[];
+            let candidates = std::iter::once((&entry.template.version, no_labels))
+                .chain(gone.iter().map(|v| (*v, no_labels)));
+            if !gone.is_empty()
+                && !matches!(r.selector(), crate::reference::Selector::Label(_))
+                && r.select(candidates).is_some_and(|i| i > 0)
+            {
+                return Err(self.explain_left_out(
+                    reference,
+                    Error::new(ErrorKind::Reference, String::new()),
+                ));
+            }
+        }
+        Ok(entry)
     }
 
     /// A reference error, said better when an isolating load left the
@@ -489,13 +519,14 @@ impl Registry {
         let Some(gone) = self.inner.left_out.iter().find(|l| l.name == r.name()) else {
             return e;
         };
-        let why: Vec<String> = self
+        // Its file's own problems, the first one placing the error.
+        let problems: Vec<&Diagnostic> = self
             .inner
             .diagnostics
             .iter()
-            .filter(|d| d.location().path() == gone.path)
-            .map(ToString::to_string)
+            .filter(|d| d.location().path() == gone.path && d.severity() == crate::error::Severity::Error)
             .collect();
+        let why: Vec<&str> = problems.iter().map(|d| d.message()).collect();
         Error::new(
             ErrorKind::Reference,
             format!(
@@ -508,7 +539,11 @@ impl Registry {
                 }
             ),
         )
-        .with_location(Location::file(&gone.path))
+        .with_location(
+            problems
+                .first()
+                .map_or_else(|| Location::file(&gone.path), |d| d.location().clone()),
+        )
     }
 
     /// Warnings found while loading (unused parameters, ...).
@@ -563,12 +598,7 @@ impl Registry {
         {
             return Ok(entry.clone());
         }
-        let entry = self
-            .inner
-            .index
-            .resolve(reference)
-            .map_err(|e| self.explain_left_out(reference, e))?
-            .clone();
+        let entry = self.resolve_entry(reference)?.clone();
         let mut cache = self.inner.refs.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= 4096 {
             cache.clear();

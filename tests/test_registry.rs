@@ -546,6 +546,19 @@ fn an_isolating_load_leaves_out_what_does_not_load_and_says_why() {
     let e = registry.render("broken", &json!({})).unwrap_err();
     assert!(e.to_string().contains("did not load"), "{e}");
     assert!(e.to_string().contains("broken.prompt.jinja"), "{e}");
+    // As for a template's include, `p@^1` (and `p`) would be the broken
+    // 1.1.0: an error saying so, not the older version; `p@1.0.0` is fine.
+    for reference in ["p@^1", "p"] {
+        let e = registry.render(reference, &json!({})).unwrap_err();
+        assert!(
+            e.to_string().contains("did not load") && e.to_string().contains("p@1.1.0"),
+            "{reference}: {e}"
+        );
+    }
+    assert_eq!(
+        registry.render("p@1.0.0", &json!({})).unwrap().messages[0].content,
+        "old partial"
+    );
 }
 
 /// Templates can be loaded from memory (embedded with `include_str!`,
