@@ -200,6 +200,8 @@ pub(crate) fn compile_body_as(
         source: String::with_capacity(body.len() + 64),
         ..CompiledBody::default()
     };
+    // Names bound to a history list: printing them is printing it.
+    let aliases = history_aliases(body, is_history);
 
     // Block depth at each token, and stray text outside blocks / before roles.
     let mut depth_at = Vec::with_capacity(tokens.len());
@@ -302,7 +304,9 @@ pub(crate) fn compile_body_as(
                 if !out.splices.iter().any(|(_, at)| *at == t.start) {
                     positions.push(t.start);
                     let tag = &body[t.start..t.end];
-                    if let Some(param) = printed_history(tag, is_history) {
+                    if let Some(param) =
+                        printed_history(tag, &|n| is_history(n) || aliases.iter().any(|a| a == n))
+                    {
                         out.printed_histories
                             .push((t.start, tag.to_owned(), param.to_owned()));
                     }
@@ -323,36 +327,221 @@ pub(crate) fn compile_body_as(
 }
 
 /// The `messages` parameter an expression tag prints as text, if it does:
-/// the parameter alone (where it is not a splice), or through a filter that
-/// turns the list into text or one message into a map (`string`, `tojson`,
-/// `join`, `first`, ...). Tests and counts (`{{ history|length }}`) print
-/// a number and are fine.
+/// the list itself (`{{ history }}` where it is not a splice, `(history)`,
+/// `history ~ "x"`, `history if c`, `history + []`), a slice of it or one
+/// of its messages without an attribute (`history[-3:]`, `history[0]`), or
+/// the list through a filter that keeps it a list or makes it text
+/// (`string`, `tojson`, `join`, `selectattr`, `batch`, ...). Counting it
+/// (`history|length`), testing it (`{% if history %}`), taking an
+/// attribute (`history[-1].content`) or mapping it
+/// (`history|map(attribute='content')|join`) is fine. `is_history` also
+/// says yes for names a `{% set %}` or `{% with %}` bound to the list.
 pub(crate) fn printed_history<'a>(
     tag: &'a str,
     is_history: &dyn Fn(&str) -> bool,
 ) -> Option<&'a str> {
-    const AS_TEXT: &[&str] = &[
-        "string", "tojson", "pprint", "safe", "join", "list", "first", "last", "reverse", "sort",
-        "unique", "e", "escape", "trim", "items",
-    ];
+    const FINE: &[&str] = &["length", "count", "int", "float", "map", "sum", "bool"];
     let inner = tag
         .strip_prefix("{{")?
         .strip_suffix("}}")?
         .trim_matches(['-', '+', '~'])
         .trim();
-    let mut chain = inner.split('|').map(str::trim);
-    let name = chain.next()?;
-    if !crate::reference::is_identifier(name) || !is_history(name) {
-        return None;
+    for (operand, condition) in operands(inner) {
+        if condition {
+            continue;
+        }
+        let operand = strip_parens(operand);
+        let mut chain = split_top(operand, b'|').into_iter().map(str::trim);
+        let head = chain.next()?;
+        let ident_end = head
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(head.len());
+        let (name, rest) = head.split_at(ident_end);
+        if name.is_empty() || !is_history(name) {
+            continue;
+        }
+        // `history.x`, `history[0].content`, `history[0]['content']`: an
+        // attribute, printed as it is. `history[-3:]`, `history[0]`: a
+        // list or a message.
+        let rest = rest.trim();
+        let attribute = split_top(rest, b'.').len() > 1
+            || rest.contains("['")
+            || rest.contains("[\"")
+            || (!rest.is_empty() && !rest.starts_with('['));
+        if attribute {
+            continue;
+        }
+        let first = chain
+            .next()
+            .map(|f| f.split(['(', ' ']).next().unwrap_or(f));
+        if first.is_some_and(|f| FINE.contains(&f)) {
+            continue;
+        }
+        return Some(name);
     }
-    let filters: Vec<&str> = chain
-        .map(|f| f.split(['(', ' ']).next().unwrap_or(f))
-        .collect();
-    let counted = filters
-        .iter()
-        .any(|f| matches!(*f, "length" | "count" | "int" | "float"));
-    let texted = filters.is_empty() || filters.first().is_some_and(|f| AS_TEXT.contains(f));
-    (texted && !counted).then_some(name)
+    None
+}
+
+/// The operands of an expression at its top level: split at `~`, `+`,
+/// and the words `if`, `else`, `or`, `and` (outside strings and brackets);
+/// each with whether it is the condition of an `if` (tested, not printed).
+fn operands(expr: &str) -> Vec<(&str, bool)> {
+    let mut parts: Vec<(&str, bool)> = Vec::new();
+    let mut condition = false;
+    let mut from = 0;
+    let b = expr.as_bytes();
+    let mut depth = 0isize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' | b'\'' => quote = Some(c),
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b'~' | b'+' if depth == 0 => {
+                parts.push((&expr[from..i], condition));
+                from = i + 1;
+            }
+            b' ' if depth == 0 => {
+                for word in [" if ", " else ", " or ", " and "] {
+                    if expr[i..].starts_with(word) {
+                        parts.push((&expr[from..i], condition));
+                        condition = match word {
+                            " if " => true,
+                            " else " => false,
+                            _ => condition,
+                        };
+                        from = i + word.len() - 1;
+                        i = from;
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push((&expr[from..], condition));
+    parts
+        .into_iter()
+        .map(|(p, c)| (p.trim(), c))
+        .filter(|(p, _)| !p.is_empty())
+        .collect()
+}
+
+/// `s` without parentheses around all of it.
+fn strip_parens(mut s: &str) -> &str {
+    loop {
+        let t = s.trim();
+        match t.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+            Some(inner) if split_top(t, b'|').len() == 1 && balanced(inner) => s = inner,
+            _ => return t,
+        }
+    }
+}
+
+fn balanced(s: &str) -> bool {
+    let mut depth = 0isize;
+    for c in s.bytes() {
+        match c {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
+}
+
+/// `s` split at `sep` outside strings and brackets.
+fn split_top(s: &str, sep: u8) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut parts = Vec::new();
+    let mut from = 0;
+    let mut depth = 0isize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                b'"' | b'\'' => quote = Some(c),
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth -= 1,
+                c if c == sep && depth == 0 => {
+                    parts.push(&s[from..i]);
+                    from = i + 1;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    parts.push(&s[from..]);
+    parts
+}
+
+/// Names `{% set NAME = ... %}` or `{% with NAME = ... %}` bind to a
+/// `messages` parameter (or to such a name), so that printing them is
+/// caught too.
+pub(crate) fn history_aliases(source: &str, is_history: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut aliases: Vec<String> = Vec::new();
+    // Twice: an alias of an alias.
+    for _ in 0..2 {
+        for t in tokenize(source) {
+            if t.kind != Tok::Stmt {
+                continue;
+            }
+            let tag = &source[t.start..t.end];
+            let keyword = stmt_keyword(tag);
+            if keyword != "set" && keyword != "with" {
+                continue;
+            }
+            let inner = tag
+                .trim_start_matches("{%")
+                .trim_end_matches("%}")
+                .trim_matches(['-', '+', '~'])
+                .trim();
+            let body = inner[keyword.len()..].trim();
+            for binding in split_top(body, b',') {
+                let Some((target, value)) = binding.split_once('=') else {
+                    continue;
+                };
+                let (target, value) = (target.trim(), strip_parens(value));
+                let base = value
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("");
+                if crate::reference::is_identifier(target)
+                    && !aliases.iter().any(|a| a == target)
+                    && (is_history(base) || aliases.iter().any(|a| a == base))
+                {
+                    aliases.push(target.to_owned());
+                }
+            }
+        }
+    }
+    aliases
 }
 
 /// For a line (trimmed) that is not a role line in `grammar` but has the
@@ -807,6 +996,46 @@ mod tests {
         ] {
             assert!(split_output(&computed).is_err(), "{computed:?}");
         }
+    }
+
+    #[test]
+    fn printing_a_history_as_text_is_found_however_it_is_written() {
+        let is = |n: &str| n == "history";
+        for printed in [
+            "{{ history }}",
+            "{{ (history) }}",
+            "{{ history ~ \"\" }}",
+            "{{ 'Earlier: ' ~ history }}",
+            "{{ history + [] }}",
+            "{{ history if true }}",
+            "{{ x if false else history }}",
+            "{{ history|selectattr(\"role\") }}",
+            "{{ history|batch(1) }}",
+            "{{ history|tojson }}",
+            "{{ history|string }}",
+            "{{ history[-3:] }}",
+            "{{ history[0] }}",
+        ] {
+            assert_eq!(printed_history(printed, &is), Some("history"), "{printed}");
+        }
+        for fine in [
+            "{{ history|length }}",
+            "{{ history|count }}",
+            "{{ history[-1].content }}",
+            "{{ history[0]['content'] }}",
+            "{{ history|map(attribute='content')|join('\\n') }}",
+            "{{ 'yes' if history else 'no' }}",
+            "{{ other }}",
+            "{{ history_count }}",
+        ] {
+            assert_eq!(printed_history(fine, &is), None, "{fine}");
+        }
+        // Names bound to it are it.
+        let c = compile_body(
+            "user:\n{% set h = history %}{% with w = (h) %}Earlier: {{ w }}{% endwith %}\n",
+            &is,
+        );
+        assert_eq!(c.printed_histories.len(), 1, "{:?}", c.printed_histories);
     }
 
     #[test]

@@ -501,10 +501,8 @@ impl Registry {
                 && !matches!(r.selector(), crate::reference::Selector::Label(_))
                 && r.select(candidates).is_some_and(|i| i > 0)
             {
-                return Err(self.explain_left_out(
-                    reference,
-                    Error::new(ErrorKind::Reference, String::new()),
-                ));
+                return Err(self
+                    .explain_left_out(reference, Error::new(ErrorKind::Reference, String::new())));
             }
         }
         Ok(entry)
@@ -524,7 +522,9 @@ impl Registry {
             .inner
             .diagnostics
             .iter()
-            .filter(|d| d.location().path() == gone.path && d.severity() == crate::error::Severity::Error)
+            .filter(|d| {
+                d.location().path() == gone.path && d.severity() == crate::error::Severity::Error
+            })
             .collect();
         let why: Vec<&str> = problems.iter().map(|d| d.message()).collect();
         Error::new(

@@ -557,12 +557,15 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                         );
                         continue;
                     }
+                    let aliases = body::history_aliases(&content.value, &|n| history.contains(n));
                     for tag in crate::lex::tokenize(&content.value)
                         .iter()
                         .filter(|t| t.kind == crate::lex::Tok::Expr)
                         .map(|t| &content.value[t.start..t.end])
                     {
-                        if let Some(param) = body::printed_history(tag, &|n| history.contains(n)) {
+                        if let Some(param) = body::printed_history(tag, &|n| {
+                            history.contains(n) || aliases.iter().any(|a| a == n)
+                        }) {
                             errors.push(
                                 printed_history_error(tag, param)
                                     .with_location(src.at_span(content)),
