@@ -145,6 +145,14 @@ impl fmt::Display for Reference {
         f.write_str(&self.name)?;
         match &self.selector {
             Selector::Latest => Ok(()),
+            // A bare full version is exact; it is written as it was typed.
+            Selector::Req(req)
+                if req.comparators.len() == 1
+                    && req.comparators[0].op == semver::Op::Exact
+                    && req.comparators[0].patch.is_some() =>
+            {
+                write!(f, "@{}", req.to_string().trim_start_matches('='))
+            }
             Selector::Req(req) => write!(f, "@{req}"),
             Selector::Label(label) => write!(f, "@{label}"),
         }

@@ -161,10 +161,24 @@ impl Index {
                 .map(|e| (&e.template.version, e.template.labels.as_slice())),
         );
         chosen.map(|i| &versions[i]).ok_or_else(|| {
+            // `t@v1.0.0` reads as a label; say what was probably meant.
+            let hint = match r.selector() {
+                crate::reference::Selector::Label(l)
+                    if l.strip_prefix(['v', 'V'])
+                        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit())) =>
+                {
+                    format!(
+                        " (a version is written without `v`: `{}@{}`)",
+                        r.name(),
+                        &l[1..]
+                    )
+                }
+                _ => String::new(),
+            };
             Error::new(
                 ErrorKind::Reference,
                 format!(
-                    "no version of `{}` matches `{r}`; available: {}",
+                    "no version of `{}` matches `{r}`; available: {}{hint}",
                     r.name(),
                     describe_versions(versions.iter().map(|e| &e.template))
                 ),

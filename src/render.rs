@@ -262,6 +262,17 @@ impl Registry {
         inputs: &impl Serialize,
         options: &RenderOptions,
     ) -> Result<Rendered, Error> {
+        if let Some(model) = &options.model
+            && (model.trim().is_empty() || model.trim() != model)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the model name {model:?} is blank or has spaces around it; name a model such \
+                     as `gpt-4o` (or leave it out to use the template's)"
+                ),
+            ));
+        }
         let (entry, id, mut inputs) = self.prepare_inputs(reference, inputs)?;
         let t = &entry.template;
         let limits = *self.limits();

@@ -461,3 +461,31 @@ fn only_regular_files_are_read_or_replaced() {
             .is_fifo()
     );
 }
+
+/// Small things a user types wrong get a message about what they typed: a
+/// blank model name, a version written with `v`, a full version that
+/// matches nothing (shown as typed).
+#[test]
+fn typos_in_references_and_models_are_named_as_typed() {
+    let (code, _, stderr) = run(cli().args([
+        "render",
+        "support/triage",
+        "--var",
+        "ticket=x",
+        "--model",
+        " ",
+    ]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("the model name \" \" is blank"), "{stderr}");
+    let (code, _, stderr) =
+        run(cli().args(["render", "support/triage@v1.0.0", "--var", "ticket=x"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("written without `v`"), "{stderr}");
+    let (code, _, stderr) =
+        run(cli().args(["render", "support/triage@9.9.9", "--var", "ticket=x"]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("matches `support/triage@9.9.9`"),
+        "{stderr}"
+    );
+}

@@ -354,6 +354,24 @@ fn a_root_that_does_not_load_yet_is_served_empty_until_fixed() {
     assert_eq!(body["messages"][0]["content"], "hello");
 }
 
+/// Methods a route does not take get 405 (not a content-type error), and
+/// a blank model name is an input error.
+#[test]
+fn wrong_methods_and_blank_models_get_the_right_status() {
+    let server = Server::start(Path::new("templates"));
+    let res = client()
+        .put(format!("{}/api/templates", server.url))
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = post_render(
+        &server,
+        &json!({"template": "support/triage", "inputs": {"ticket": "x"}, "model": ""}),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
 #[test]
 fn the_playground_page_is_served_self_contained() {
     let server = Server::start(Path::new("templates"));

@@ -310,11 +310,13 @@ impl fmt::Display for DispatchError {
                     after.as_secs_f64()
                 )
             }
-            ErrorKind::Stream => write!(
-                f,
-                "{provider}: stream failed after {} characters of reply: {message}",
-                i.partial.as_ref().map_or(0, |p| p.text.chars().count())
-            ),
+            ErrorKind::Stream => match i.partial.as_ref().map_or(0, |p| p.text.chars().count()) {
+                0 => write!(f, "{provider}: the answer could not be read: {message}"),
+                n => write!(
+                    f,
+                    "{provider}: the answer broke off after {n} characters: {message}"
+                ),
+            },
         }
     }
 }

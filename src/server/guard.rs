@@ -119,8 +119,9 @@ fn refusal(hosts: &Hosts, method: &Method, path: &str, headers: &HeaderMap) -> O
             ));
         }
     }
-    let has_body = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if path.starts_with("/api/") && has_body {
+    // The one route that takes a body is POST /api/render; any other
+    // method gets the router's 405, whatever its body.
+    if path.starts_with("/api/") && *method == Method::POST {
         let json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
