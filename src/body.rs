@@ -710,14 +710,15 @@ impl<'a> Iterator for Pieces<'a> {
             }
             let letter = b.get(open + 3).copied().unwrap_or_default();
             let keyed = open + 4 + KEY_LEN;
-            // A tag is 16 lowercase hex digits; anything else (a multi-byte
-            // character among them included) is not one.
-            let Some(tag) = b
-                .get(open + 4..keyed)
-                .filter(|t| t.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
-            else {
+            let Some(tag) = b.get(open + 4..keyed) else {
                 return self.fail(FORGED.into());
             };
+            // A tag is 16 lowercase hex digits. A role's tag is compared
+            // whole with the known one (so a match is ASCII); a splice's
+            // code is sliced out before its tag can be computed, so its tag
+            // is checked to be ASCII first (a multi-byte character among
+            // those bytes would not end on a character boundary).
+            let hex = || tag.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
             let named =
                 letter_role(letter.to_ascii_lowercase()).filter(|_| letter.is_ascii_uppercase());
             let role_tag_ok = || {
@@ -750,6 +751,9 @@ impl<'a> Iterator for Pieces<'a> {
                 }
                 (Piece::Role(role, Some(name)), close + 3)
             } else if letter == SPLICE as u8 {
+                if !hex() {
+                    return self.fail(FORGED.into());
+                }
                 let Some(close) = code_end(b, keyed) else {
                     return self.fail(UNCLOSED.into());
                 };

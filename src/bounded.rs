@@ -22,8 +22,9 @@
 //! that budget, before anything is written.
 //!
 //! The inputs are data from outside, bounded in size and depth when they
-//! came in: a binding counts an input list or map as one value (binding
-//! `documents` costs nothing), printing counts it whole.
+//! came in, and trees (no shared parts): binding or printing counts an
+//! input map as one value (binding or printing `documents` costs nothing),
+//! while a template's list of them counts each reference.
 //!
 //! The checks walk with an explicit stack and charge one unit of fuel per
 //! 16 values visited.
@@ -121,8 +122,22 @@ pub(crate) fn check_printable(state: &State, value: &Value, budget: u64) -> Resu
     if value.as_object().is_none() {
         return Ok(());
     }
+    // An input map is a tree that came in bounded (`max_input_bytes`) and
+    // cannot share its parts: printing one writes at most what came in.
+    // What can grow without bound is a template's lists of them, counted
+    // below, one unit each.
+    let is_input = |v: &Value| {
+        v.as_object()
+            .is_some_and(|o| o.downcast_ref::<InputMap>().is_some())
+    };
+    if is_input(value) {
+        return Ok(());
+    }
     let mut walk = Walk::new(state, value, budget);
     while let Some((v, level)) = walk.stack.pop() {
+        if is_input(&v) {
+            continue;
+        }
         walk.children(&v, level, |v| {
             v.as_str()
                 .map_or(0, |s| u64::try_from(s.len()).unwrap_or(u64::MAX))
