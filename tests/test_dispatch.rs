@@ -89,6 +89,39 @@ messages:
 ",
     ),
     (
+        "fbh.prompt.yaml",
+        "version: 1.0.0
+parameters:
+  q: string
+  history: {type: messages, default: []}
+model:
+  provider: openai
+  name: gpt-4o
+  parameters: {max_tokens: 50}
+  fallbacks: ['openai:gpt-4']
+messages:
+  - role: system
+    content: Be brief.
+  - history: history
+  - role: user
+    content: '{{ q }}'
+",
+    ),
+    (
+        "det0.prompt.yaml",
+        "version: 1.0.0
+parameters:
+  q: string
+model:
+  provider: openai
+  name: gpt-4o-mini
+  parameters: {temperature: 0}
+messages:
+  - role: user
+    content: '{{ q }}'
+",
+    ),
+    (
         "nomodel.prompt.yaml",
         "version: 1.0.0
 messages:
@@ -362,6 +395,67 @@ async fn anthropic_stream_replays_the_sdk_fixture() {
     );
     assert_eq!(r.response_model.as_deref(), Some("claude-3-opus-latest"));
     assert_eq!(fake.requests()[0].body["stream"], true);
+}
+
+/// A streamed request is the whole-answer request plus the fields that ask
+/// for a stream, on both providers: nothing of the prompt is lost or
+/// changed on the way to a stream.
+#[tokio::test]
+async fn a_streamed_request_is_the_whole_request_plus_its_stream_fields() {
+    let history = json!([
+        {"role": "user", "content": "Earlier question"},
+        {"role": "assistant", "content": "Earlier answer"},
+    ]);
+    for (template, whole, stream, extra) in [
+        (
+            "oa",
+            "openai-chat.json",
+            "compatible-stream.sse",
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
+        (
+            "an",
+            "anthropic-recorded-text.json",
+            "anthropic-stream-basic.sse",
+            json!({"stream": true}),
+        ),
+    ] {
+        let whole_body = if template == "an" {
+            recorded_body(whole)
+        } else {
+            fixture(whole)
+        };
+        let fake = FakeProvider::start(vec![Reply::json(&whole_body), Reply::Sse(fixture(stream))]);
+        let client = client(&fake);
+        let rendered = render(template, json!({"q": "Now?", "history": history}));
+        client.send(&rendered).await.unwrap();
+        let (_, error) = collect(&client, &rendered).await;
+        assert!(error.is_none(), "{template}: {error:?}");
+        let requests = fake.requests();
+        let (sent_whole, sent_stream) = (&requests[0].body, &requests[1].body);
+        assert_eq!(requests[0].path, requests[1].path, "{template}");
+        let mut expected = sent_whole.as_object().unwrap().clone();
+        expected.extend(extra.as_object().unwrap().clone());
+        assert_eq!(sent_stream, &Value::Object(expected), "{template}");
+        assert!(sent_whole.get("stream").is_none_or(|s| s == false));
+        // The prompt itself, in the provider's shape.
+        let texts: Vec<&str> = sent_stream["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        match template {
+            "oa" => assert_eq!(
+                texts,
+                ["Be brief.", "Earlier question", "Earlier answer", "Now?"]
+            ),
+            _ => {
+                assert_eq!(sent_stream["system"], "Rule one.\n\nRule two.");
+                assert_eq!(texts, ["Earlier question", "Earlier answer", "Now?"]);
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------- faults
@@ -650,7 +744,22 @@ async fn the_model_can_be_overridden_per_call() {
         (r.provider.as_str(), r.model.as_str()),
         ("anthropic", "claude-opus-4-5")
     );
-    assert_eq!(fake.requests()[0].body["model"], "claude-opus-4-5");
+    let body = &fake.requests()[0].body;
+    assert_eq!(fake.requests()[0].path, "/v1/messages");
+    // In Anthropic's shape: the system message moved to `system`, the
+    // template's parameters kept, a `max_tokens` (which Anthropic requires)
+    // taken from the template.
+    assert_eq!(
+        body,
+        &json!({
+            "model": "claude-opus-4-5",
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 50,
+            "temperature": 0.2,
+            "top_k": 3,
+        })
+    );
 }
 
 // ---------------------------------------------------- config and secrets
@@ -844,11 +953,30 @@ async fn deterministic_calls_can_be_cached() {
     assert_eq!(fake.count(), 1);
     assert!(!first.cached && second.cached);
     assert_eq!(first.text, second.text);
+    // The same template, provider and model with other inputs is another
+    // request: never answered from the cache.
+    let other = render("det0", json!({"q": "Say goodbye."}));
+    let again = render("det0", json!({"q": "Say goodbye!"}));
+    let (a, b) = (
+        cached.send(&other).await.unwrap(),
+        cached.send(&again).await.unwrap(),
+    );
+    assert!(!a.cached && !b.cached, "a different body is a miss");
+    assert_eq!(fake.count(), 3);
+    assert_eq!(
+        fake.requests()[2].body["messages"][0]["content"],
+        "Say goodbye!"
+    );
+    let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json")); 3]);
+    let cached = builder(&fake)
+        .cache(Duration::from_secs(60))
+        .build()
+        .unwrap();
     // temperature 0.2 is not deterministic: not cached.
     let creative = render("oa", json!({"q": "x"}));
     cached.send(&creative).await.unwrap();
     cached.send(&creative).await.unwrap();
-    assert_eq!(fake.count(), 3);
+    assert_eq!(fake.count(), 2);
 }
 
 // -------------------------------------------------------------------- CLI
@@ -1012,6 +1140,54 @@ async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
         counted.total <= 8_192 - 50,
         "{} tokens do not fit",
         counted.total
+    );
+}
+
+/// A fallback to a model with a smaller window gets the prompt fitted to
+/// that window: the primary saw the whole history, the fallback the newest
+/// turns that fit, the template's own messages kept.
+#[tokio::test]
+async fn a_fallback_gets_the_history_fitted_to_its_own_window() {
+    let turn = "lorem ipsum dolor sit amet ".repeat(20); // ~100 tokens
+    let history: Vec<Value> = (0..200)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("{i}: {turn}")}))
+        .collect();
+    let rendered = render("fbh", json!({"q": "Sum it up", "history": history}));
+    assert_eq!(rendered.messages.len(), 202, "gpt-4o's window holds it all");
+    let mut script = vec![Reply::error(503, "down"); 3];
+    script.push(Reply::json(&fixture("openai-chat.json")));
+    let fake = FakeProvider::start(script);
+    let r = client(&fake).send(&rendered).await.unwrap();
+    assert!(r.fallback);
+    assert_eq!(r.model, "gpt-4");
+    let requests = fake.requests();
+    for primary in &requests[..3] {
+        assert_eq!(primary.body["model"], "gpt-4o");
+        assert_eq!(primary.body["messages"].as_array().unwrap().len(), 202);
+    }
+    let body = &requests[3].body;
+    assert_eq!(body["model"], "gpt-4");
+    let sent = body["messages"].as_array().unwrap().clone();
+    assert!(sent.len() < 202, "not fitted to gpt-4's 8k window");
+    assert_eq!(sent[0]["content"], "Be brief.");
+    assert_eq!(sent.last().unwrap()["content"], "Sum it up");
+    assert!(
+        sent[1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", 200 - (sent.len() - 2))),
+        "the oldest turns are the ones dropped"
+    );
+    // Counted by an independent implementation of OpenAI's tokenizer.
+    let bpe = tiktoken_rs::cl100k_base().unwrap();
+    let tokens: usize = sent
+        .iter()
+        .map(|m| 3 + bpe.encode_ordinary(m["content"].as_str().unwrap()).len() + 1)
+        .sum::<usize>()
+        + 3;
+    assert!(
+        tokens <= 8_192 - 50,
+        "{tokens} tokens do not fit gpt-4's window"
     );
 }
 

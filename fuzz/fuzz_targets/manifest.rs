@@ -7,9 +7,9 @@
 //! The input is UTF-8 text (libFuzzer's bytes are taken as `&str`, so runs
 //! reach the YAML, front-matter and Jinja parsers instead of stopping at
 //! the UTF-8 check): its first character picks the forms, and a U+0001
-//! splits the first file from the second. `fuzz/corpus/manifest/` seeds it
-//! with the shipped templates and the snapshot cases (`fuzz/seed` rebuilds
-//! it).
+//! splits the first file from the second. `fuzz/seed` writes a seed corpus
+//! in that encoding into `fuzz/corpus/manifest/` (not committed) from the
+//! shipped templates, the snapshot cases and the Prompty test files.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

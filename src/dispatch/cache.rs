@@ -58,3 +58,81 @@ pub(crate) fn key(provider: &str, base_url: &str, body: &Value) -> u128 {
     bytes.extend(body.to_string().as_bytes());
     xxhash_rust::xxh3::xxh3_128(&bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::response::Response;
+    use serde_json::json;
+
+    fn answer(text: &str) -> Response {
+        Response {
+            text: text.to_owned(),
+            ..Response::default()
+        }
+    }
+
+    #[test]
+    fn the_key_covers_provider_endpoint_and_every_part_of_the_body() {
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "temperature": 0});
+        let base = key("openai", "https://api.openai.com/v1", &body);
+        assert_eq!(
+            base,
+            key("openai", "https://api.openai.com/v1", &body.clone())
+        );
+        let mut other_content = body.clone();
+        other_content["messages"][0]["content"] = json!("b");
+        let mut other_param = body.clone();
+        other_param["max_tokens"] = json!(5);
+        let mut other_model = body.clone();
+        other_model["model"] = json!("n");
+        for (what, k) in [
+            ("provider", key("local", "https://api.openai.com/v1", &body)),
+            ("endpoint", key("openai", "http://127.0.0.1:8080/v1", &body)),
+            (
+                "content",
+                key("openai", "https://api.openai.com/v1", &other_content),
+            ),
+            (
+                "parameter",
+                key("openai", "https://api.openai.com/v1", &other_param),
+            ),
+            (
+                "model",
+                key("openai", "https://api.openai.com/v1", &other_model),
+            ),
+            // The separators keep name and URL apart.
+            (
+                "boundary",
+                key("openaih", "ttps://api.openai.com/v1", &body),
+            ),
+        ] {
+            assert_ne!(base, k, "a different {what} is a different key");
+        }
+    }
+
+    #[test]
+    fn an_answer_is_served_until_its_ttl_passes() {
+        let cache = Cache::new(Duration::from_secs(60));
+        assert!(cache.get(1).is_none());
+        cache.put(1, &answer("one"));
+        assert_eq!(cache.get(1).map(|r| r.text), Some("one".to_owned()));
+        assert!(cache.get(2).is_none());
+        let expired = Cache::new(Duration::ZERO);
+        expired.put(1, &answer("one"));
+        assert!(expired.get(1).is_none(), "a zero TTL keeps nothing");
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = Cache::new(Duration::from_secs(60));
+        for k in 0..(CACHE_ENTRIES as u128 + 10) {
+            cache.put(k, &answer("x"));
+        }
+        let len = cache.entries.lock().unwrap().len();
+        assert!(len <= CACHE_ENTRIES, "{len} entries");
+        // The newest answer is always kept.
+        assert!(cache.get(CACHE_ENTRIES as u128 + 9).is_some());
+    }
+}

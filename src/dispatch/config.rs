@@ -354,3 +354,116 @@ pub(crate) fn read_providers_file(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Built-in providers fixed in the test (not read from this process's
+    /// environment, which a developer may have set).
+    fn builtin() -> BTreeMap<String, ProviderConfig> {
+        BTreeMap::from([
+            (
+                "openai".to_owned(),
+                ProviderConfig::new(
+                    ProviderKind::Openai,
+                    "https://api.openai.com/v1",
+                    Some("OPENAI_API_KEY"),
+                ),
+            ),
+            (
+                "anthropic".to_owned(),
+                ProviderConfig::new(
+                    ProviderKind::Anthropic,
+                    "https://api.anthropic.com",
+                    Some("ANTHROPIC_API_KEY"),
+                ),
+            ),
+        ])
+    }
+
+    fn read(yaml: &str) -> Result<BTreeMap<String, ProviderConfig>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("providers.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        read_providers_file(&path, &builtin()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_compatible_endpoint_is_read_whole() {
+        let read = read(
+            "local:
+  kind: openai
+  base_url: http://127.0.0.1:8080/v1
+  api_key_env: LOCAL_KEY
+  auth_header: api-key
+  query: {api-version: '2024-10-21'}
+  headers: {x-team: prompts}
+  limits: {requests_per_minute: 60, concurrent: 2}
+",
+        )
+        .unwrap();
+        let local = &read["local"];
+        assert_eq!(local.kind, ProviderKind::Openai);
+        assert_eq!(local.base_url, "http://127.0.0.1:8080/v1");
+        assert_eq!(local.api_key_env.as_deref(), Some("LOCAL_KEY"));
+        assert_eq!(local.auth_header.as_deref(), Some("api-key"));
+        assert_eq!(local.query["api-version"], "2024-10-21");
+        assert_eq!(local.headers["x-team"], "prompts");
+        assert_eq!(local.limits.requests_per_minute, Some(60));
+        assert_eq!(local.limits.concurrent, Some(2));
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_provider_and_the_fix() {
+        for (yaml, says) in [
+            (
+                "a:b: {kind: openai, base_url: 'http://x'}\n",
+                "must be non-empty and have no `:`",
+            ),
+            (
+                "local: {base_url: 'http://x'}\n",
+                "needs `kind: openai` or `kind: anthropic`",
+            ),
+            ("local: {kind: openai}\n", "needs a `base_url`"),
+            (
+                "local: {kind: openai, base_url: 'ftp://x'}\n",
+                "must start with http:// or https://",
+            ),
+            (
+                "local: {kind: openai, base_url: 'http://x', api_kee_env: K}\n",
+                "api_kee_env",
+            ),
+            ("local: {kind: gemini, base_url: 'http://x'}\n", "gemini"),
+        ] {
+            let e = read(yaml).expect_err(yaml);
+            assert!(e.contains(says), "{yaml}: {e}");
+        }
+    }
+
+    /// A built-in provider's key never goes to another server: a file
+    /// naming `OPENAI_API_KEY` for another host is refused, while the same
+    /// host (another path) is fine.
+    #[test]
+    fn a_builtin_key_goes_only_to_its_own_origin() {
+        let e = read("proxy: {kind: openai, base_url: 'https://evil.example/v1', api_key_env: OPENAI_API_KEY}\n")
+            .unwrap_err();
+        assert!(
+            e.contains("would send OPENAI_API_KEY to https://evil.example"),
+            "{e}"
+        );
+        let e = read("claude: {kind: anthropic, base_url: 'http://api.anthropic.com', api_key_env: ANTHROPIC_API_KEY}\n")
+            .unwrap_err();
+        assert!(
+            e.contains("goes only to its own"),
+            "another scheme is another origin: {e}"
+        );
+        let ok = read("mirror: {kind: openai, base_url: 'https://api.openai.com/v2', api_key_env: OPENAI_API_KEY}\n")
+            .unwrap();
+        assert_eq!(ok["mirror"].base_url, "https://api.openai.com/v2");
+        assert_eq!(
+            origin("https://API.openai.com:443/v1/x?y"),
+            "https://api.openai.com"
+        );
+    }
+}

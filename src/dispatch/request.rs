@@ -243,3 +243,35 @@ pub(crate) async fn within_request<T>(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status classes the retry loop and callers act on (OpenAI's and
+    /// Anthropic's error code tables: 401/403 auth, 408/409 transient,
+    /// 429 rate limits, 5xx and Anthropic's 529 overloaded).
+    #[test]
+    fn statuses_are_classified_as_documented() {
+        for (status, kind) in [
+            (400, ErrorKind::InvalidRequest),
+            (401, ErrorKind::Authentication),
+            (403, ErrorKind::Authentication),
+            (404, ErrorKind::InvalidRequest),
+            (408, ErrorKind::Retryable),
+            (409, ErrorKind::Retryable),
+            (413, ErrorKind::InvalidRequest),
+            (422, ErrorKind::InvalidRequest),
+            (429, ErrorKind::RateLimited),
+            (500, ErrorKind::Unavailable),
+            (503, ErrorKind::Unavailable),
+            (529, ErrorKind::Unavailable),
+        ] {
+            let e = classify("p", status, None, "m".into());
+            assert_eq!(e.kind(), kind, "{status}");
+            assert_eq!(e.status(), Some(status), "{status}");
+        }
+        let e = classify("p", 429, Some(Duration::from_secs(7)), "slow down".into());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+}

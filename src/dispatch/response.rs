@@ -115,3 +115,46 @@ pub enum StreamEvent {
     /// usage. Always the last event of a successful stream.
     Done(Response),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FinishReason::{self, *};
+
+    /// Each provider's documented stop reasons (OpenAI's chat completion
+    /// `finish_reason`, Anthropic's message `stop_reason`) map onto the
+    /// shared vocabulary; anything new is kept as it was said.
+    #[test]
+    fn both_vocabularies_of_stop_reasons_map_onto_one() {
+        for (said, meant) in [
+            ("stop", Stop),
+            ("length", Length),
+            ("tool_calls", ToolCalls),
+            ("function_call", ToolCalls),
+            ("content_filter", ContentFilter),
+        ] {
+            assert_eq!(FinishReason::from_openai(said), meant, "{said}");
+        }
+        for (said, meant) in [
+            ("end_turn", Stop),
+            ("stop_sequence", Stop),
+            ("max_tokens", Length),
+            ("tool_use", ToolCalls),
+            ("refusal", ContentFilter),
+        ] {
+            assert_eq!(FinishReason::from_anthropic(said), meant, "{said}");
+        }
+        assert_eq!(
+            FinishReason::from_anthropic("pause_turn"),
+            Other("pause_turn".into())
+        );
+        // A name from one vocabulary means nothing in the other.
+        assert_eq!(
+            FinishReason::from_openai("end_turn"),
+            Other("end_turn".into())
+        );
+        assert_eq!(
+            serde_json::to_value(ToolCalls).unwrap(),
+            serde_json::json!("tool_calls")
+        );
+    }
+}
