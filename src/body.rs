@@ -180,6 +180,9 @@ pub(crate) struct CompiledBody {
     /// }}` inside a line, `{{ history|tojson }}`): byte offset, the
     /// expression, the parameter.
     pub printed_histories: Vec<(usize, String, String)>,
+    /// Lines that print a role from data (`{{ item.role }}:` in a history
+    /// loop): see [`crate::role_loop`].
+    pub role_prints: Vec<crate::role_loop::RolePrint>,
 }
 
 /// Replaces role and splice lines with markers; see the module docs.
@@ -202,6 +205,7 @@ pub(crate) fn compile_body_as(
     };
     // Names bound to a history list: printing them is printing it.
     let aliases = history_aliases(body, is_history);
+    out.role_prints = crate::role_loop::find(body, &tokens, grammar);
 
     // Block depth at each token, and stray text outside blocks / before roles.
     let mut depth_at = Vec::with_capacity(tokens.len());

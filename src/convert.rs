@@ -2,8 +2,8 @@
 //! `.prompt.jinja` file.
 
 use crate::error::{Error, ErrorKind};
-use crate::load::parse::split_front_matter;
-use crate::load::prompty::{map_front_matter, read_front_matter};
+use crate::load::parse::split_prompty_front_matter;
+use crate::load::prompty::{add_native_defaults, map_front_matter, read_front_matter};
 
 /// A Prompty body as a native `.prompt.jinja` body: role markers written
 /// the native way (`# User:` -> `user:`), and text before the first marker
@@ -65,8 +65,8 @@ pub struct Converted {
 /// (as the loader says of the same file).
 pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (fm_text, body) = match split_front_matter(text) {
-        Some((fm, body, _)) => (fm, body),
+    let (fm_text, body) = match split_prompty_front_matter(text) {
+        Some((fm, body, ..)) => (fm, body),
         None => ("", text),
     };
     let fm = read_front_matter(fm_text).map_err(|e| {
@@ -78,8 +78,9 @@ pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
             ),
         )
     })?;
-    let mapped = map_front_matter(&fm, None, &Default::default())
+    let mut mapped = map_front_matter(&fm, None, &Default::default())
         .map_err(|m| Error::new(ErrorKind::Syntax, m))?;
+    add_native_defaults(&mut mapped);
     // The loader refuses a version that is not semver; so does convert
     // (an absent version is 0.0.0 for both, with a warning).
     let version_text = mapped.manifest["version"].as_str().unwrap_or("0.0.0");
@@ -94,13 +95,44 @@ pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
     if let Some(m) = manifest.as_object_mut() {
         m.insert("version".into(), version.to_string().into());
     }
+    // The history-loop idiom becomes a splice of a `messages` parameter.
+    let (body, lists) = crate::role_loop::rewrite_as_splices(body);
+    let mut spliced = Vec::new();
+    for list in lists {
+        if let Some(params) = manifest
+            .as_object_mut()
+            .map(|m| {
+                m.entry("parameters")
+                    .or_insert_with(|| serde_json::json!({}))
+            })
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            let mut param = serde_json::json!({"type": "messages", "default": []});
+            if let Some(old) = params.get(&list) {
+                for key in ["description", "default"] {
+                    if let Some(v) = old
+                        .get(key)
+                        .filter(|v| v.is_array() || key == "description")
+                    {
+                        param[key] = v.clone();
+                    }
+                }
+            }
+            params.insert(list.clone(), param);
+            spliced.push(format!(
+                "the loop printing `{list}` turn by turn is now a splice, `{{{{ {list} }}}}`, of the \
+                 `messages` parameter `{list}`: each item becomes its own message"
+            ));
+        }
+    }
+    let (body, mut warnings) = native_body(&body);
+    warnings.splice(0..0, spliced);
     let yaml = serde_saphyr::to_string(&manifest).map_err(|e| {
         Error::new(
             ErrorKind::Syntax,
             format!("cannot write the front matter: {e}"),
         )
     })?;
-    let (body, mut warnings) = native_body(body);
     let mut all = mapped.warnings;
     all.append(&mut warnings);
     let mut out = String::from("---\n");

@@ -14,7 +14,7 @@ use crate::message::Role;
 pub(crate) enum Engine {
     /// Strict undefined, `trim_blocks` and `lstrip_blocks`.
     Native,
-    /// Prompty's: chainable undefined, no block trimming, the trailing
+    /// Prompty's: Jinja2's default undefined, no block trimming, the trailing
     /// newline kept, Prompty's printing of `none`, booleans and floats.
     Prompty,
 }
@@ -40,6 +40,18 @@ pub(crate) enum MessageText {
     NewlinesTrimmed,
 }
 
+/// What a declared parameter the inputs leave out is when the template
+/// reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AbsentInput {
+    /// `none`: the template may test it and take attributes of it.
+    None,
+    /// Undefined, as in Prompty's runtime (Jinja2's default `Undefined`):
+    /// printing or testing it is fine, an attribute or item of it is an
+    /// error naming it.
+    Undefined,
+}
+
 /// The rules a template renders by; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Dialect {
@@ -59,6 +71,8 @@ pub(crate) struct Dialect {
     /// What a variable used but neither declared nor set is: an error, or
     /// a warning (it renders empty).
     pub undeclared: Severity,
+    /// What a declared parameter left out of the inputs is.
+    pub absent_input: AbsentInput,
 }
 
 impl Dialect {
@@ -71,6 +85,7 @@ impl Dialect {
         message_text: MessageText::Trimmed,
         validates_inputs: true,
         undeclared: Severity::Error,
+        absent_input: AbsentInput::None,
     };
 
     /// Prompty's rules (`.prompty`); `strict`
@@ -89,6 +104,7 @@ impl Dialect {
             } else {
                 Severity::Warning
             },
+            absent_input: AbsentInput::Undefined,
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 
+use crate::dialect::AbsentInput;
+
 use crate::error::{Error, ErrorKind, Location, line_col};
 use crate::limits::RenderLimits;
 use crate::reference::Reference;
@@ -97,8 +99,10 @@ pub(crate) fn environment(index: Arc<Index>, limits: &RenderLimits) -> Environme
     env
 }
 
-/// Prompty's rendering rules: no `trim_blocks`/`lstrip_blocks`, undefined
-/// values (and attributes of them) render empty, `none` renders empty,
+/// Prompty's rendering rules: no `trim_blocks`/`lstrip_blocks`, Jinja2's
+/// default undefined (an undefined value prints empty, tests false and
+/// iterates as nothing; an attribute or item of one is an error, as in
+/// Prompty's runtime), `none` renders empty,
 /// booleans render `true`/`false` and a float without a fraction renders as
 /// an integer (as Prompty's runtimes print them).
 pub(crate) fn prompty_environment(
@@ -106,7 +110,7 @@ pub(crate) fn prompty_environment(
     limits: &RenderLimits,
 ) -> Environment<'static> {
     let mut env = environment(index, limits);
-    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
     // Prompty keeps the body's trailing newline (a marker on the last line
     // with nothing after it is then an absent message, not an empty one).
     if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
@@ -155,6 +159,15 @@ pub(crate) fn jinja_error(e: &minijinja::Error, index: &Index) -> Error {
         && snippet.len() < 80
     {
         message.push_str(&format!(" (`{snippet}`)"));
+    }
+    if e.kind() == minijinja::ErrorKind::UndefinedError
+        && entry.is_some_and(|en| en.dialect.absent_input == AbsentInput::Undefined)
+    {
+        message.push_str(
+            ": an input that was not passed can be printed (it is empty) or tested (`{% if x %}`), \
+             but an attribute or item of it is an error, as in Prompty's runtime; pass it, or \
+             test it first",
+        );
     }
     let kind = match e.kind() {
         minijinja::ErrorKind::OutOfFuel => {

@@ -97,6 +97,7 @@ mod par;
 mod reference;
 mod registry;
 mod render;
+mod role_loop;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;

@@ -279,7 +279,8 @@ impl Registry {
         // What Jinja sees (and history is spliced from): every declared
         // parameter present, none when optional and absent. Strings were
         // made unable to carry a role marker as they were serialized.
-        for name in &entry.declared {
+        let declare_absent = entry.dialect.absent_input == crate::dialect::AbsentInput::None;
+        for name in entry.declared.iter().filter(|_| declare_absent) {
             if !inputs.contains_key(name.as_str().unwrap_or_default()) {
                 Arc::make_mut(&mut inputs).insert(name.clone(), minijinja::Value::from(()));
             }

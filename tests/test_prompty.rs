@@ -319,12 +319,36 @@ fn the_spec_fixtures_load_and_render() {
 fn missing_inputs_render_empty_and_strict_mode_validates() {
     let (_d, lenient) = prompty(
         "inputs:\n  - {name: who, kind: string}\n  - {name: count, kind: integer}\n",
-        "user:\nHi {{ who }}, {{ count }} {{ undeclared.field }}!",
+        "user:\nHi {{ who }}, {{ count }} {{ undeclared }}!{% if who %}?{% endif %}{% for x in who %}.{% endfor %}",
     );
     assert_eq!(
         messages(&lenient, &json!({})),
         [("user".into(), "Hi ,  !".into(), None)]
     );
+    // An attribute or item of a missing value is an error naming it and
+    // its line, as in Prompty's runtime (Jinja2's default undefined); of a
+    // value that is there, it is empty.
+    let (_d, attrs) = prompty(
+        "inputs:\n  - {name: customer, kind: object}\n  - {name: other, kind: string}\n",
+        "user:\nHi {{ other.first }}\n{{ customer.firstName }}!",
+    );
+    assert_eq!(
+        messages(
+            &attrs,
+            &json!({"other": "x", "customer": {"firstName": "Ann"}})
+        ),
+        [("user".into(), "Hi \nAnn!".into(), None)]
+    );
+    for (inputs, missing) in [
+        (json!({"other": "x"}), "customer"),
+        (json!({"customer": {}}), "other"),
+    ] {
+        let e = attrs.render("t", &inputs).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Template, "{e}");
+        assert!(e.to_string().contains(&format!("`{missing}`")), "{e}");
+        let line = if missing == "customer" { 8 } else { 7 };
+        assert!(e.to_string().contains(&format!("t.prompty:{line}:")), "{e}");
+    }
     // Wrong types are rendered as given, like Prompty.
     assert_eq!(
         messages(&lenient, &json!({"count": "many"}))[0].1,
@@ -667,5 +691,144 @@ fn line_endings_do_not_change_prompty_messages() {
         messages(&crlf, &inputs)
             .iter()
             .all(|(_, c, _)| !c.contains('\r'))
+    );
+}
+
+/// Our own `.prompty` files for the ways people write them
+/// (`tests/prompty/ours/`), each rendered with the inputs in `cases.json`
+/// and compared with what Prompty's Python runtime made of them
+/// (`runtime.json`, recorded by `scripts/record_prompty_runtime.py`):
+/// front matter after blank lines or indented, an attribute of a missing
+/// input, whitespace around role lines and block tags.
+#[test]
+fn files_as_people_write_them_render_as_prompty_renders_them() {
+    let dir = Path::new("tests/prompty/ours");
+    let recorded = load_json("tests/prompty/ours/runtime.json");
+    let registry = Registry::load_with(dir, &promptbook::LoadOptions::isolate()).unwrap();
+    let mut compared = 0;
+    for (name, cases) in recorded["cases"].as_object().unwrap() {
+        if name == "history_loop" {
+            continue; // below
+        }
+        for case in cases.as_array().unwrap() {
+            let ours = registry.render(name, &case["inputs"]);
+            match case.get("messages") {
+                Some(theirs) => {
+                    let ours: Vec<(String, String)> = ours
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                        .messages
+                        .into_iter()
+                        .map(|m| (m.role.to_string(), m.content))
+                        .collect();
+                    let theirs: Vec<(String, String)> =
+                        serde_json::from_value(theirs.clone()).unwrap();
+                    assert_eq!(ours, theirs, "{name} with {}", case["inputs"]);
+                }
+                None => {
+                    // The runtime raised; so do we, naming the same value
+                    // and where it is read.
+                    let e = ours.expect_err(name);
+                    assert_eq!(e.kind(), ErrorKind::Template, "{name}: {e}");
+                    assert_eq!(case["message"], "'customer' is undefined");
+                    let shown = e.to_string();
+                    assert!(
+                        shown.contains("`customer` is undefined")
+                            && shown.contains("missing_attr.prompty:12:"),
+                        "{shown}"
+                    );
+                }
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 9, "every recorded case was compared");
+}
+
+/// The v1 history idiom (a loop printing `{{ item.role }}:` per turn) is
+/// never rendered silently as text: it is a load error at its line saying
+/// how to migrate, the isolating load leaves the file out saying so, and
+/// `convert` rewrites it into a splice whose render is the one Prompty's
+/// runtime gives with its check off (one message per turn).
+#[test]
+fn history_loops_that_print_role_lines_are_reported_and_converted() {
+    let dir = Path::new("tests/prompty/ours");
+    let text = fs::read_to_string(dir.join("history_loop.prompty")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("chat.prompty"), &text).unwrap();
+    let e = Registry::load(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("chat.prompty:24:1"), "{e}");
+    for says in [
+        "`{{item.role}}:` prints a role line from data",
+        "`kind: thread`",
+        "`{{ chat_history }}` alone on its line",
+        "promptbook convert",
+    ] {
+        assert!(e.contains(says), "{says}: {e}");
+    }
+    let isolated = Registry::load_with(tmp.path(), &promptbook::LoadOptions::isolate()).unwrap();
+    let left_out = isolated.render("chat", &json!({})).unwrap_err().to_string();
+    assert!(
+        left_out.contains("prints a role line from data"),
+        "{left_out}"
+    );
+
+    let converted = promptbook::convert_prompty(&text).unwrap();
+    assert!(
+        converted
+            .warnings
+            .iter()
+            .any(|w| w.contains("is now a splice")),
+        "{:?}",
+        converted.warnings
+    );
+    fs::remove_file(tmp.path().join("chat.prompty")).unwrap();
+    fs::write(tmp.path().join("chat.prompt.jinja"), &converted.text).unwrap();
+    let native = Registry::load(tmp.path()).unwrap_or_else(|e| panic!("{e}\n{}", converted.text));
+    let recorded = load_json("tests/prompty/ours/runtime.json");
+    let case = &recorded["cases"]["history_loop"][0];
+    let ours: Vec<(String, String)> = native
+        .render("chat", &case["inputs"])
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| (m.role.to_string(), m.content))
+        .collect();
+    let theirs: Vec<(String, String)> = serde_json::from_value(case["messages"].clone()).unwrap();
+    assert_eq!(ours, theirs);
+}
+
+/// Lint points at the line that declares an unused Prompty input, in
+/// either shape of `inputs`.
+#[test]
+fn an_unused_prompty_input_is_reported_at_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::copy(
+        "tests/prompty/ours/unused_input.prompty",
+        tmp.path().join("u.prompty"),
+    )
+    .unwrap();
+    fs::write(
+        tmp.path().join("m.prompty"),
+        "---\nname: m\ninputs:\n  used:\n    type: string\n  spare:\n    type: string\n---\nuser:\n{{ used }}\n",
+    )
+    .unwrap();
+    let shown: Vec<String> = promptbook::lint(tmp.path())
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .filter(|d| d.contains("never used"))
+        .collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|d| d.contains("u.prompty:10") && d.contains("`forgotten`")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|d| d.contains("m.prompty:6") && d.contains("`spare`")),
+        "{shown:?}"
     );
 }

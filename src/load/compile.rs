@@ -702,6 +702,30 @@ fn printed_history_error(tag: &str, param: &str) -> Error {
     )
 }
 
+/// The error for a line that prints a role from data; see
+/// [`crate::role_loop`].
+fn role_print_error(print: &crate::role_loop::RolePrint, grammar: body::Grammar) -> Error {
+    let line = &print.line;
+    let list = print.list.as_deref().unwrap_or("the history");
+    let (declare, convert) = match grammar {
+        body::Grammar::Prompty => (
+            format!("declare `{list}` as an input of `kind: thread` (v1: `type: thread`)"),
+            "; `promptbook convert` rewrites a loop of this shape for you",
+        ),
+        body::Grammar::Native => (format!("declare `{list}` as `type: messages`"), ""),
+    };
+    Error::new(
+        ErrorKind::Syntax,
+        format!(
+            "`{line}` prints a role line from data: role lines here are only those written in \
+             the template, so this would render the whole history as text inside the message \
+             before it (Prompty 2.1.0 refuses it unless its strict check is off: \"Nonce mismatch\"). To send the history \
+             as messages, {declare} and replace the loop with `{{{{ {list} }}}}` alone on its \
+             line{convert}"
+        ),
+    )
+}
+
 /// Builds the Jinja source of a `.prompt.jinja` body.
 /// Also returns whether the body has no role line (its text is one user
 /// message), or `None` when it only overrides a parent's blocks.
@@ -723,6 +747,9 @@ fn compile_jinja_body(
     };
     for (pos, tag, param) in &compiled.printed_histories {
         errors.push(printed_history_error(tag, param).with_location(at(*pos)));
+    }
+    for print in &compiled.role_prints {
+        errors.push(role_print_error(print, dialect.grammar).with_location(at(print.at)));
     }
     for (pos, line, meant) in &compiled.near_misses {
         errors.push(

@@ -269,7 +269,7 @@ impl Loader<'_> {
             );
         }
         for (name, fragment) in m.parameters.iter().flatten() {
-            let at = src.at_span(fragment);
+            let at = src.param_at(name, fragment);
             if !crate::reference::is_identifier(name) {
                 errors.push(
                     Error::new(
@@ -300,7 +300,9 @@ impl Loader<'_> {
                 continue;
             }
             match declare(name, &fragment.value) {
-                Ok(p) => {
+                Ok(mut p) => {
+                    // A Prompty input is optional without a default.
+                    p.required &= !src.optional_inputs.contains(name);
                     own_params.push((name.clone(), at));
                     match parameters.iter_mut().find(|q| q.name == *name) {
                         Some(slot) => *slot = p,

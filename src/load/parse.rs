@@ -64,6 +64,11 @@ pub(crate) struct SourceFile {
     /// A manifest's text (normalised line endings), to point at a column
     /// inside a YAML value; `None` for other forms.
     pub manifest_text: Option<Arc<str>>,
+    /// A `.prompty` file's inputs and the lines of the file that declare
+    /// them (its parameters carry no spans: they are mapped from JSON).
+    pub input_lines: Vec<(String, u32)>,
+    /// A `.prompty` file's inputs that are optional without a default.
+    pub optional_inputs: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -78,6 +83,14 @@ impl SourceFile {
         let line = u32::try_from(line).unwrap_or(u32::MAX);
         let column = u32::try_from(column).ok().filter(|&c| c > 0);
         Location::at(&self.path, line, column)
+    }
+
+    /// Where parameter `name`, declared by `spanned`, is written.
+    pub(crate) fn param_at<T>(&self, name: &str, spanned: &Spanned<T>) -> Location {
+        match self.input_lines.iter().find(|(n, _)| n == name) {
+            Some((_, line)) => self.at(u64::from(*line), 0),
+            None => self.at_span(spanned),
+        }
     }
 
     pub(crate) fn at_span<T>(&self, spanned: &Spanned<T>) -> Location {
@@ -160,13 +173,16 @@ pub(crate) fn parse_file(
     let mut dialect = Dialect::NATIVE;
     let mut file_warnings = Vec::new();
     let mut mapped_manifest = None;
+    let mut input_lines = Vec::new();
+    let mut optional_inputs = Vec::new();
     let (yaml, yaml_first_line, body) = match format {
         Format::Manifest => (text, 1, None),
         Format::Prompty => {
             // Prompty allows a file without front matter: all body.
-            let (fm_text, body, first) = split_front_matter(text).unwrap_or(("", text, 1));
+            let (fm_text, body, first, yaml_first) =
+                split_prompty_front_matter(text).unwrap_or(("", text, 1, 1));
             let fm = super::prompty::read_front_matter(fm_text)
-                .map_err(|e| yaml_error(path, fm_text, e, 2))?;
+                .map_err(|e| yaml_error(path, fm_text, e, yaml_first))?;
             let mapped = super::prompty::map_front_matter(&fm, stem_version.as_deref(), refs)
                 .map_err(|msg| {
                     vec![
@@ -178,6 +194,11 @@ pub(crate) fn parse_file(
                     ]
                 })?;
             dialect = mapped.dialect;
+            optional_inputs = mapped.optional_inputs;
+            input_lines = super::prompty::input_lines(fm_text)
+                .into_iter()
+                .map(|(n, l)| (n, l + yaml_first - 1))
+                .collect();
             file_warnings = mapped
                 .warnings
                 .into_iter()
@@ -240,6 +261,8 @@ pub(crate) fn parse_file(
         dialect,
         warnings: file_warnings,
         manifest_text: (format == Format::Manifest).then(|| Arc::from(text)),
+        input_lines,
+        optional_inputs,
     };
 
     let mut errors = Vec::new();
@@ -315,6 +338,41 @@ pub(crate) fn normalize_newlines(text: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(text);
     }
     std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+/// A `.prompty` file's front matter: as [`split_front_matter`], after any
+/// blank lines and with the `---` lines indented or not, as Prompty's
+/// runtime finds it (`^\s*---`). Returns the YAML, the body, the 1-based
+/// line the body starts on and the line the YAML starts on.
+pub(crate) fn split_prompty_front_matter(text: &str) -> Option<(&str, &str, u32, u32)> {
+    let mut skipped = 0;
+    let mut blank_lines = 0u32;
+    for line in text.split_inclusive('\n') {
+        if !line.trim().is_empty() {
+            break;
+        }
+        skipped += line.len();
+        blank_lines += 1;
+    }
+    let rest = &text[skipped..];
+    let mut lines = rest.split_inclusive('\n');
+    let first = lines.next()?;
+    if first.trim() != "---" {
+        return None;
+    }
+    let yaml_start = first.len();
+    let mut offset = yaml_start;
+    let mut line_no = 1u32;
+    for line in lines {
+        line_no += 1;
+        if line.trim() == "---" {
+            let yaml = &rest[yaml_start..offset];
+            let body = &rest[offset + line.len()..];
+            return Some((yaml, body, blank_lines + line_no + 1, blank_lines + 2));
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// Splits `---\nYAML\n---\nBODY`. Returns the YAML, the body and the 1-based
@@ -443,6 +501,18 @@ mod tests {
         assert_eq!(first, 4);
         assert!(split_front_matter("version: 1\n").is_none());
         assert!(split_front_matter("---\nversion: 1\n").is_none());
+        // Prompty's runtime finds front matter after blank lines, and its
+        // `---` lines may be indented; lines are counted from the file's.
+        assert_eq!(
+            split_prompty_front_matter("\n \n  ---\n  name: x\n  ---\nuser:\nhi\n"),
+            Some(("  name: x\n", "user:\nhi\n", 6, 4))
+        );
+        assert_eq!(
+            split_prompty_front_matter("---\nname: x\n---\nhi\n"),
+            Some(("name: x\n", "hi\n", 4, 2))
+        );
+        assert!(split_prompty_front_matter("text\n---\nname: x\n---\n").is_none());
+        assert!(split_front_matter("\n---\nname: x\n---\n").is_none());
     }
 }
 

@@ -33,6 +33,10 @@ pub(crate) struct Mapped {
     /// Problems worth a lint warning, with the 1-based front matter line
     /// when known.
     pub warnings: Vec<String>,
+    /// The inputs that are optional without a default (Prompty's inputs
+    /// are optional unless `required: true`): left out, they are undefined
+    /// when rendering, as in Prompty's runtime.
+    pub optional_inputs: Vec<String>,
 }
 
 /// Parses Prompty front matter (empty is an empty mapping) with YAML 1.2
@@ -93,7 +97,7 @@ pub(crate) fn map_front_matter(
         manifest.insert("labels".into(), labels.clone());
     }
     check_template_format(fm.get("template"))?;
-    let parameters = map_inputs(fm.get("inputs"), strict)?;
+    let (parameters, optional_inputs) = map_inputs(fm.get("inputs"), strict)?;
     if !parameters.is_empty() {
         manifest.insert("parameters".into(), Value::Object(parameters));
     }
@@ -104,6 +108,7 @@ pub(crate) fn map_front_matter(
         manifest: Value::Object(manifest),
         dialect: Dialect::prompty(strict),
         warnings,
+        optional_inputs,
     })
 }
 
@@ -205,8 +210,12 @@ fn check_template_format(template: Option<&Value>) -> Result<(), String> {
 
 /// Prompty inputs (a list of `{name, kind, ...}` or a map of name to
 /// properties; v1 uses `type`) to native parameters.
-fn map_inputs(inputs: Option<&Value>, strict: bool) -> Result<Map<String, Value>, String> {
+fn map_inputs(
+    inputs: Option<&Value>,
+    strict: bool,
+) -> Result<(Map<String, Value>, Vec<String>), String> {
     let mut out = Map::new();
+    let mut optional = Vec::new();
     let entries: Vec<(String, Value)> = match inputs {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
@@ -273,16 +282,9 @@ fn map_inputs(inputs: Option<&Value>, strict: bool) -> Result<Map<String, Value>
             None if kind == "thread" || kind == "messages" => {
                 schema.insert("default".into(), json!([]));
             }
-            // Without a default a native parameter is required. Prompty's
-            // inputs are optional unless `required: true`: an optional
-            // string defaults to "" (it renders empty, as in Prompty), other
-            // optional ones to null (allowed by their type).
-            None if (required != Some(true) || !strict)
-                && schema.get("type") == Some(&Value::from("string"))
-                && !schema.contains_key("enum") =>
-            {
-                schema.insert("default".into(), "".into());
-            }
+            // Prompty's inputs are optional unless `required: true` (in
+            // strict mode; otherwise nothing is validated): such an input
+            // may be left out (it is then undefined) or passed as null.
             None if required != Some(true) || !strict => {
                 if let Some(t) = schema.get("type").cloned() {
                     schema.insert("type".into(), json!([t, "null"]));
@@ -290,13 +292,40 @@ fn map_inputs(inputs: Option<&Value>, strict: bool) -> Result<Map<String, Value>
                 if let Some(e) = schema.get_mut("enum").and_then(Value::as_array_mut) {
                     e.push(Value::Null);
                 }
-                schema.insert("default".into(), Value::Null);
+                optional.push(name.clone());
             }
             None => {}
         }
         out.insert(name, Value::Object(schema));
     }
-    Ok(out)
+    Ok((out, optional))
+}
+
+/// The default a native parameter needs to be optional as the Prompty
+/// input `name` of `mapped` was (a native parameter without a default is
+/// required): `""` for a string, so that it renders empty as in Prompty,
+/// else null (its type allows it). For `promptbook convert`.
+pub(crate) fn add_native_defaults(mapped: &mut Mapped) {
+    let Some(params) = mapped
+        .manifest
+        .get_mut("parameters")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for name in &mapped.optional_inputs {
+        let Some(schema) = params.get_mut(name).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let string_only =
+            schema.get("type") == Some(&json!(["string", "null"])) && !schema.contains_key("enum");
+        if string_only {
+            schema.insert("type".into(), "string".into());
+            schema.insert("default".into(), "".into());
+        } else {
+            schema.insert("default".into(), Value::Null);
+        }
+    }
 }
 
 /// Prompty's `model` to a native `model:` block.
@@ -404,6 +433,53 @@ fn map_connection(model: &Map<String, Value>) -> Option<Value> {
     (!out.is_empty()).then_some(Value::Object(out))
 }
 
+/// The line of each input a front matter declares under `inputs:`, by
+/// name (1-based, counted within `front_matter`): a key of the map form
+/// (`question:`) or the `name:` of an item of the list form (`- name:
+/// question`). Inputs that come from a `${file:}` reference have none.
+/// A textual scan: the front matter has been parsed already, and this only
+/// places diagnostics.
+pub(crate) fn input_lines(front_matter: &str) -> Vec<(String, u32)> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut found = Vec::new();
+    let mut lines = front_matter.lines().enumerate();
+    let Some((_, top)) = lines.find(|(_, l)| {
+        let t = l.trim_start();
+        t.starts_with("inputs:") && t["inputs:".len()..].trim().is_empty()
+    }) else {
+        return found;
+    };
+    let base = indent(top);
+    let mut child: Option<usize> = None;
+    for (i, line) in lines {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let at = indent(line);
+        if at <= base {
+            break;
+        }
+        let child_indent = *child.get_or_insert(at);
+        let unquote = |v: &str| v.trim().trim_matches(['"', '\'']).to_owned();
+        let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if let Some(item) = t.strip_prefix("- ") {
+            if let Some(name) = item.trim_start().strip_prefix("name:") {
+                found.push((unquote(name), line_no));
+            }
+        } else if at == child_indent {
+            if let Some((key, _)) = t.split_once(':') {
+                found.push((unquote(key), line_no));
+            }
+        } else if at <= child_indent + 2
+            && let Some(name) = t.strip_prefix("name:")
+        {
+            found.push((unquote(name), line_no));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +493,7 @@ mod tests {
 
     #[test]
     fn inputs_map_to_parameters() {
-        let p = map_inputs(
+        let (p, optional) = map_inputs(
             Some(&json!([
                 {"name": "q", "kind": "string", "default": "hi"},
                 {"name": "n", "kind": "integer", "required": true},
@@ -430,9 +506,33 @@ mod tests {
         assert_eq!(p["q"], json!({"type": "string", "default": "hi"}));
         assert_eq!(p["n"], json!({"type": "integer"}));
         assert_eq!(p["t"], json!({"type": "messages", "default": []}));
+        // Optional without a default: absent it is undefined, as in
+        // Prompty's runtime; null is allowed.
         assert_eq!(
             p["c"],
-            json!({"type": ["string", "null"], "enum": ["a", "b", null], "default": null})
+            json!({"type": ["string", "null"], "enum": ["a", "b", null]})
+        );
+        assert_eq!(optional, ["c"]);
+        // A native parameter needs a default to be optional: convert adds one.
+        let mut mapped = Mapped {
+            manifest: json!({"parameters": p}),
+            dialect: Dialect::prompty(true),
+            warnings: Vec::new(),
+            optional_inputs: optional,
+        };
+        add_native_defaults(&mut mapped);
+        assert_eq!(mapped.manifest["parameters"]["c"]["default"], Value::Null);
+        let (p, optional) = map_inputs(Some(&json!({"s": {"type": "string"}})), false).unwrap();
+        let mut mapped = Mapped {
+            manifest: json!({"parameters": p}),
+            dialect: Dialect::prompty(false),
+            warnings: Vec::new(),
+            optional_inputs: optional,
+        };
+        add_native_defaults(&mut mapped);
+        assert_eq!(
+            mapped.manifest["parameters"]["s"],
+            json!({"type": "string", "default": ""})
         );
     }
 
@@ -456,5 +556,20 @@ mod tests {
             Some(json!({"name": "gpt-35-turbo", "provider": "azure",
                 "parameters": {"max_tokens": 128}}))
         );
+    }
+
+    #[test]
+    fn input_lines_are_found_in_both_shapes() {
+        let map = "name: x\ninputs:\n  question:\n    type: string\n\n  history:\n    type: list\nmodel: {}\n";
+        assert_eq!(
+            input_lines(map),
+            [("question".to_owned(), 3), ("history".to_owned(), 6)]
+        );
+        let list = "inputs:\n  - name: first\n    kind: string\n  -\n    name: 'second'\n    kind: thread\nsample:\n  name: no\n";
+        assert_eq!(
+            input_lines(list),
+            [("first".to_owned(), 2), ("second".to_owned(), 5)]
+        );
+        assert!(input_lines("inputs: ${file:inputs.json}\n").is_empty());
     }
 }

@@ -144,8 +144,8 @@ impl Source<'_> {
         let Ok(text) = std::str::from_utf8(&file.bytes) else {
             return refs;
         };
-        let front = parse::split_front_matter(text.trim_start_matches('\u{feff}'))
-            .map_or("", |(fm, _, _)| fm);
+        let front = parse::split_prompty_front_matter(text.trim_start_matches('\u{feff}'))
+            .map_or("", |(fm, ..)| fm);
         let mut rest = front;
         while let Some(at) = rest.find("${file:") {
             let after = &rest[at + 7..];
