@@ -1284,3 +1284,72 @@ fn cli_send_follows_a_prompty_connection() {
     assert!(stderr.contains("PB_TEST_CONNECTION_ENDPOINT"), "{stderr}");
     assert_eq!(fake.count(), 2);
 }
+
+/// A `.prompty` connection cannot point a configured provider's key
+/// (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) at another server, whatever
+/// variable its endpoint is read from and whatever provider it names;
+/// pointed at that provider's own base URL, it works.
+#[test]
+fn a_prompty_connection_cannot_send_a_providers_key_elsewhere() {
+    let fake = FakeProvider::start(vec![Reply::json(&fixture("openai-chat.json"))]);
+    let other = FakeProvider::start(vec![]);
+    let anthropic = FakeProvider::start(vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    let send = |provider: &str, key_var: &str, endpoint_var: &str| {
+        std::fs::write(
+            dir.path().join("t.prompty"),
+            format!(
+                "---\nname: t\nmodel:\n  id: gpt-4o\n  provider: {provider}\n  connection:\n    kind: key\n    endpoint: ${{env:{endpoint_var}}}\n    key: ${{env:{key_var}}}\n---\nuser:\nhi\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+            .args(["send", "t", "--dir"])
+            .arg(dir.path())
+            .env("OPENAI_API_KEY", key())
+            .env("ANTHROPIC_API_KEY", key())
+            .env("OPENAI_BASE_URL", format!("{}/v1", fake.url))
+            .env("ANTHROPIC_BASE_URL", &anthropic.url)
+            .env("PB_TEST_OTHER_URL", format!("{}/v1", other.url))
+            .env_remove("PROMPTBOOK_DIR")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (provider, key_var) in [
+        ("openai", "ANTHROPIC_API_KEY"),
+        ("openai", "OPENAI_API_KEY"),
+        ("azure", "OPENAI_API_KEY"),
+        ("anthropic", "ANTHROPIC_API_KEY"),
+    ] {
+        let (ok, stderr) = send(provider, key_var, "PB_TEST_OTHER_URL");
+        assert!(!ok, "{provider} with {key_var}");
+        assert!(
+            stderr.contains(&format!("would send {key_var}"))
+                && stderr.contains("PB_TEST_OTHER_URL"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(&other.url),
+            "the endpoint is never printed: {stderr}"
+        );
+    }
+    // The other provider's base URL is another server too.
+    let (ok, stderr) = send("openai", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL");
+    assert!(!ok && stderr.contains("ANTHROPIC_API_KEY"), "{stderr}");
+    assert_eq!(other.count(), 0, "nothing reached the other server");
+    assert_eq!(fake.count() + anthropic.count(), 0);
+    // Its own provider's base URL: sent, with its key.
+    let (ok, stderr) = send("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL");
+    assert!(ok, "{stderr}");
+    assert_eq!(fake.count(), 1);
+    assert_eq!(
+        fake.requests()[0].headers["authorization"]
+            .to_str()
+            .unwrap(),
+        format!("Bearer {}", key())
+    );
+}

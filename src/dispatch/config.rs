@@ -248,7 +248,7 @@ impl SizeLimits {
 }
 
 /// `scheme://host:port` of a URL (the whole text when it does not parse).
-fn origin(url: &str) -> String {
+pub(crate) fn origin(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => u.origin().ascii_serialization(),
         Err(_) => url.to_owned(),

@@ -506,7 +506,12 @@ impl Client {
             .and_then(|b| b.connection.as_ref())
             .filter(|_| options.model.is_none());
         let first = match own {
-            Some(connection) => connected_target(block.map(|b| b.as_ref()), connection, &primary)?,
+            Some(connection) => connected_target(
+                block.map(|b| b.as_ref()),
+                connection,
+                &primary,
+                &self.inner.providers,
+            )?,
             None => self.target(&primary)?,
         };
         std::iter::once(Ok(first))
@@ -582,12 +587,16 @@ impl Client {
 /// A template file is not trusted to say where keys go: a key is sent only
 /// to an endpoint read from the environment. An endpoint written in the
 /// file (literally, or as the default of `${env:VAR:default}` when VAR is
-/// unset) is used only without a key. Values read from the environment
+/// unset) is used only without a key. The key of a configured provider
+/// (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, or a `providers.yaml` entry's
+/// `api_key_env`) goes only to that provider's origin, wherever the
+/// template says the endpoint comes from. Values read from the environment
 /// are never printed, only the variables' names.
 fn connected_target(
     block: Option<&crate::template::ModelConfig>,
     connection: &crate::template::Connection,
     spec: &str,
+    providers: &BTreeMap<String, Arc<Provider>>,
 ) -> Result<Target, DispatchError> {
     let provider = block
         .and_then(|b| b.provider.as_deref())
@@ -642,6 +651,21 @@ fn connected_target(
             "the template's model.connection would send the key in {key} to an endpoint the \
              template file itself names; a key goes only to an endpoint read from the \
              environment: write `endpoint: ${{env:VAR}}` and set VAR"
+        )));
+    }
+    // A configured provider's key goes only to that provider.
+    if let Some(key) = &connection.key_env
+        && let Some((owner, own)) = providers
+            .iter()
+            .find(|(_, p)| p.config.api_key_env.as_deref() == Some(key.as_str()))
+        && config::origin(&own.config.base_url) != config::origin(&endpoint)
+    {
+        let from = from_env.as_deref().unwrap_or("the template");
+        return Err(DispatchError::config(format!(
+            "the template's model.connection would send {key}, the key of provider `{owner}`, \
+             to the endpoint read from {from}, which is another server; that key goes only to \
+             `{owner}`'s base URL. Give the connection a key variable of its own (for Azure, \
+             AZURE_OPENAI_API_KEY), or send without the connection: --model {owner}:{name}"
         )));
     }
     let kind = if provider == "anthropic" {
