@@ -425,6 +425,74 @@ fn within_wait<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'st
         .unwrap_or_else(|e| panic!("{what}: no answer within {WAIT:?} ({e})"))
 }
 
+/// Operations whose work grows with a string's length (comparing, indexing,
+/// slicing, sorting, looking up, testing) are paid for by the byte: a loop
+/// over one of them on a long string, built by the template or passed as
+/// an input, runs out of fuel quickly instead of holding a core for
+/// minutes (each took 50 s to days before the engine was patched; see
+/// vendor/minijinja/PROMPTBOOK.md).
+#[test]
+fn work_on_long_strings_is_paid_for_by_the_byte() {
+    let ops = [
+        "{% if s[-1] %}{% endif %}",
+        "{% if s[3999999] %}{% endif %}",
+        "{% if s[-1:] %}{% endif %}",
+        "{% if s == t %}{% endif %}",
+        "{% if s != t %}{% endif %}",
+        "{% if s < t %}{% endif %}",
+        "{% if s in l %}{% endif %}",
+        "{% if s in d %}{% endif %}",
+        "{{ d[t] }}",
+        "{% if loop.changed(s) %}{% endif %}",
+        "{% if s is eq(t) %}{% endif %}",
+        "{% if s is startingwith(t) %}{% endif %}",
+        "{{ l|sort|length }}",
+        "{{ l|unique|length }}",
+        "{{ [{'a': s}, {'a': t}]|sort(attribute='a')|length }}",
+        "{{ [{'a': s}, {'a': t}]|groupby('a')|length }}",
+        "{{ {s: 1, t ~ 'x': 2}|dictsort|length }}",
+        "{{ ([{'a': s}]|selectattr('a', 'equalto', t)|list)|length }}",
+    ];
+    for (source, setup) in [
+        ("built", "{% set s = 'é' * 4000000 %}"),
+        ("input", "{% set s = doc %}"),
+    ] {
+        let files: Vec<(String, String)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| {
+                (
+                    format!("op{i}@1.0.0.prompt.jinja"),
+                    format!(
+                        "---\nversion: 1.0.0\nparameters:\n  doc: {{type: string, default: ''}}\n---\nuser:\n\
+                         {setup}{{% set t = s ~ '' %}}{{% set l = [s, t, s, t, s, t, s, t] %}}\
+                         {{% set d = {{t: 1}} %}}{{% for i in range(1000) %}}{{% for j in range(1000) %}}\
+                         {op}{{% endfor %}}{{% endfor %}}done"
+                    ),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let dir = root(&files);
+        let registry = Registry::load(dir.path()).unwrap();
+        let doc = "é".repeat(4_000_000);
+        for (i, op) in ops.iter().enumerate() {
+            let r = registry.clone();
+            let inputs = json!({"doc": doc});
+            let what = format!("{source}: {op}");
+            let result = within_wait(&what, move || {
+                r.render(&format!("op{i}"), &inputs).map(|_| ())
+            });
+            let e = result.expect_err(&what);
+            assert_eq!(e.kind(), ErrorKind::Limit, "{what}: {e}");
+            assert!(e.to_string().contains("RenderLimits::fuel"), "{what}: {e}");
+        }
+    }
+}
+
 /// Ways a template could make a value that holds itself (or nests without
 /// end), crossed with every way the engine walks a value. Before the fix,
 /// each walk overflowed the stack and aborted the process.
