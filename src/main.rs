@@ -127,6 +127,10 @@ enum Command {
         /// Default: the number of CPU cores.
         #[arg(long, value_name = "N")]
         max_renders: Option<usize>,
+        /// Seconds a response may wait for its client to read any of it
+        /// before the connection is closed. Default 10.
+        #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+        write_timeout: Option<std::time::Duration>,
     },
     /// Count the tokens of a text (no chat overhead) and print the bare number.
     Tokens {
@@ -252,8 +256,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             allow_remote,
             allow_hosts,
             max_renders,
+            write_timeout,
         } => {
             let mut options = promptbook::server::Options::new();
+            if let Some(after) = write_timeout {
+                options = options.write_timeout(after);
+            }
             for host in allow_hosts {
                 options = options.allow_host(host);
             }
@@ -828,4 +836,19 @@ fn print_messages(out: &mut impl Write, rendered: &Rendered) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A positive number of seconds (fractions allowed), for `--write-timeout`.
+#[cfg(feature = "server")]
+fn positive_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "`{text}`: give a number of seconds above 0, at most 86400"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }

@@ -808,3 +808,109 @@ fn a_broken_file_at_start_leaves_the_others_served() {
         "{body}"
     );
 }
+
+/// Sends a render request for `q` over a raw connection and reads only the
+/// status line, then stops reading: the response waits in the server.
+fn stalled_render(server: &Server, q_len: usize) -> (std::net::TcpStream, String) {
+    use std::io::{Read, Write};
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let body = json!({"template": "echo", "inputs": {"q": "x".repeat(q_len)}}).to_string();
+    // A server that refuses the body (503 when its budget is spent) may
+    // answer and close before it is all sent: its answer is still read.
+    let _ = write!(
+        stream,
+        "POST /api/render HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .and_then(|()| stream.write_all(body.as_bytes()));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut status = [0u8; 12];
+    match stream.read_exact(&mut status) {
+        Ok(()) => (stream, String::from_utf8_lossy(&status).into_owned()),
+        Err(e) => (stream, format!("no answer: {e}")),
+    }
+}
+
+fn echo_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("echo.prompt.jinja"),
+        "---\nversion: 1.0.0\nparameters:\n  q: string\n---\nuser:\n{{ q }}\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// A client that stops reading its response is closed after the write
+/// timeout, which frees what the response holds; before, the connection
+/// and its response stayed for as long as the client wanted.
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+    use std::io::Read;
+    let dir = echo_root();
+    let server = Server::start_with(dir.path(), &["--write-timeout", "1"], None);
+    let (mut stream, status) = stalled_render(&server, 7 << 20);
+    assert_eq!(status, "HTTP/1.1 200");
+    // Wait past the timeout without reading, then read what is left: the
+    // kernel's buffers, then the end of a closed connection, well short of
+    // the 7 MB the response held.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut rest = Vec::new();
+    let started = std::time::Instant::now();
+    let read = stream.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < WAIT,
+        "the connection was not closed: read blocked"
+    );
+    let _ = read;
+    assert!(
+        rest.len() < 7 << 20,
+        "the whole response came: {}",
+        rest.len()
+    );
+    // The server still serves.
+    let (status, _) = post_render(&server, &json!({"template": "echo", "inputs": {"q": "hi"}}));
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Responses waiting for clients that stopped reading share the server's
+/// memory budget with request bodies (256 MiB): past it, renders get 503
+/// with `Retry-After`, and the server's memory stays near the budget.
+/// Before, every stalled response was held (48 of 48 here, 516 MiB; 270
+/// clients held 2.2 GB in the attack that found it).
+#[test]
+fn stalled_responses_are_held_within_the_memory_budget() {
+    let dir = echo_root();
+    let server = Server::start_with(dir.path(), &["--write-timeout", "60"], None);
+    let mut held = Vec::new();
+    let mut busy = 0;
+    for _ in 0..48 {
+        let (stream, status) = stalled_render(&server, 7 << 20);
+        match status.as_str() {
+            "HTTP/1.1 200" => held.push(stream),
+            "HTTP/1.1 503" => busy += 1,
+            // Refused while its body was still being sent.
+            other if other.starts_with("no answer") => busy += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let peak_mib = peak_rss_kib(server.pid()) / 1024;
+    eprintln!("{} held, {busy} refused, peak {peak_mib} MiB", held.len());
+    // Each response is a little over 7 MiB: at most 256 MiB of them held.
+    assert!(busy > 0, "all 48 responses were held");
+    assert!(held.len() <= 36, "{} responses held", held.len());
+    assert!(
+        peak_mib < 640,
+        "{peak_mib} MiB held for {} stalled responses",
+        held.len()
+    );
+    // Once the stalled clients go, the budget is free again.
+    drop(held);
+    let ok = (0..50).any(|_| {
+        let (_, status) = stalled_render(&server, 7 << 20);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        status == "HTTP/1.1 200"
+    });
+    assert!(ok, "the budget was not given back");
+}

@@ -102,6 +102,7 @@ pub(crate) async fn serve(
             let conn = conn.clone();
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let in_flight = InFlight::enter(conn.clone());
+                let conn = conn.clone();
                 let mut app = app.clone();
                 async move {
                     let response = tower_service::Service::call(&mut app, request).await?;
@@ -110,24 +111,38 @@ pub(crate) async fn serve(
                         drop(in_flight);
                         return Ok::<_, Infallible>(response);
                     }
+                    let writing = Writing::start(conn.clone());
                     Ok(response.map(|body| {
                         Body::new(Tracked {
                             body,
                             _in_flight: in_flight,
+                            _writing: writing,
                         })
                     }))
                 }
             })
         };
-        let io = Shared(conn.stream.clone());
+        let io = Shared(conn.clone());
         let connection = http.serve_connection(TokioIo::new(io), service);
         let open = open.clone();
+        let write_timeout = options.write_timeout;
         tokio::spawn(async move {
+            // A client that stops reading a response is closed once it has
+            // taken nothing for the write timeout: what the response holds
+            // is freed.
+            let stalled = async {
+                let every =
+                    (write_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                while !conn.stalled(write_timeout) {
+                    tokio::time::sleep(every).await;
+                }
+            };
             // A client that breaks off is its own business; a connection
             // closed for room is dropped while it waits, closing its socket.
             tokio::select! {
                 _ = connection => {}
                 () = conn.close.notified() => {}
+                () = stalled => {}
             }
             open.remove(conn.id);
             drop(slot);
@@ -159,9 +174,25 @@ struct Connection {
     idle_since: AtomicU64,
     closing: AtomicBool,
     close: Notify,
+    /// Responses being written (bodies not yet all taken).
+    writing: AtomicUsize,
+    /// Milliseconds from `epoch` to the last write the client took, or the
+    /// start of the response being written.
+    progress: AtomicU64,
 }
 
 impl Connection {
+    /// Whether a response has waited longer than `limit` for the client to
+    /// take any of it.
+    fn stalled(&self, limit: Duration) -> bool {
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.writing.load(Ordering::Acquire) > 0
+            && self
+                .now()
+                .saturating_sub(self.progress.load(Ordering::Acquire))
+                > limit
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -195,6 +226,8 @@ impl Open {
             idle_since: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             close: Notify::new(),
+            writing: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
         });
         conn.idle_since.store(conn.now(), Ordering::Release);
         self.lock().insert(conn.id, conn.clone());
@@ -242,6 +275,23 @@ impl Open {
 /// response body is written to the end (or dropped).
 struct InFlight(Arc<Connection>);
 
+/// A response being written: dropped with its body.
+struct Writing(Arc<Connection>);
+
+impl Writing {
+    fn start(conn: Arc<Connection>) -> Self {
+        conn.progress.store(conn.now(), Ordering::Release);
+        conn.writing.fetch_add(1, Ordering::AcqRel);
+        Self(conn)
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl InFlight {
     fn enter(conn: Arc<Connection>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -260,6 +310,7 @@ impl Drop for InFlight {
 struct Tracked {
     body: Body,
     _in_flight: InFlight,
+    _writing: Writing,
 }
 
 impl http_body::Body for Tracked {
@@ -283,8 +334,17 @@ impl http_body::Body for Tracked {
 }
 
 /// A client's socket shared between hyper, which reads and writes it, and
-/// the connection table, which peeks at it.
-struct Shared(Arc<TcpStream>);
+/// the connection table, which peeks at it; every write the client takes
+/// is progress for the write timeout.
+struct Shared(Arc<Connection>);
+
+impl Shared {
+    fn progressed<T>(&self, done: &io::Result<T>) {
+        if done.is_ok() {
+            self.0.progress.store(self.0.now(), Ordering::Release);
+        }
+    }
+}
 
 impl AsyncRead for Shared {
     fn poll_read(
@@ -293,8 +353,8 @@ impl AsyncRead for Shared {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            std::task::ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
+            std::task::ready!(self.0.stream.poll_read_ready(cx))?;
+            match self.0.stream.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -314,10 +374,13 @@ impl AsyncWrite for Shared {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
+            std::task::ready!(self.0.stream.poll_write_ready(cx))?;
+            match self.0.stream.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
+                done => {
+                    self.progressed(&done);
+                    return Poll::Ready(done);
+                }
             }
         }
     }
@@ -328,10 +391,13 @@ impl AsyncWrite for Shared {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write_vectored(bufs) {
+            std::task::ready!(self.0.stream.poll_write_ready(cx))?;
+            match self.0.stream.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
+                done => {
+                    self.progressed(&done);
+                    return Poll::Ready(done);
+                }
             }
         }
     }
@@ -346,7 +412,7 @@ impl AsyncWrite for Shared {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+        Poll::Ready(socket2::SockRef::from(&*self.0.stream).shutdown(std::net::Shutdown::Write))
     }
 }
 

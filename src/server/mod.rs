@@ -94,6 +94,11 @@ pub struct Options {
     /// connection, or the next request on a kept-alive one) before the
     /// connection is closed. Default 5 s. Used by [`serve`].
     pub header_read_timeout: Duration,
+    /// How long a response may go without any of it being taken by the
+    /// client before the connection is closed (a client that stops
+    /// reading holds the response in memory). Default 10 s. Used by
+    /// [`serve`].
+    pub write_timeout: Duration,
     /// Connections open at once. At the cap a new client takes the place
     /// of the connection idle the longest (no request in flight); when all
     /// have one, new clients wait to be accepted. Default 256, or half the
@@ -112,6 +117,7 @@ impl Default for Options {
             render_timeout: RENDER_TIMEOUT,
             body_read_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             max_connections: listen::default_max_connections(),
             allowed_hosts: Vec::new(),
         }
@@ -145,6 +151,12 @@ impl Options {
     /// Sets how long a request head may take to arrive.
     pub fn header_read_timeout(mut self, after: Duration) -> Options {
         self.header_read_timeout = after;
+        self
+    }
+
+    /// Sets how long a response may wait for its client to read any of it.
+    pub fn write_timeout(mut self, after: Duration) -> Options {
+        self.write_timeout = after;
         self
     }
 
@@ -293,13 +305,52 @@ fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
-/// The most request-body bytes held at once, across all requests: 256 MiB,
-/// sixteen bodies of [`MAX_BODY`]. A body takes its share as its bytes
-/// arrive and gives it back when its request is done.
+/// The most request-body and rendered-response bytes held at once, across
+/// all requests: 256 MiB, sixteen bodies of [`MAX_BODY`]. A body takes its
+/// share as its bytes arrive and gives it back when its request is done; a
+/// rendered response takes its share before it is sent and gives it back
+/// once the connection has taken all of it (see [`Held`]).
 const BODY_BUDGET: usize = 256 << 20;
 
 /// The unit [`BODY_BUDGET`] is handed out in.
 const BODY_BLOCK: usize = 64 << 10;
+
+/// A rendered response, holding its share of [`BODY_BUDGET`] until the
+/// connection has taken all of it. It is handed over in copies of at most
+/// [`BODY_BLOCK`] bytes, and the connection asks for the next piece only
+/// once it has written the last one, so what the budget does not count
+/// is one piece per connection; a client that stops reading is closed
+/// after [`Options::write_timeout`], which frees the rest.
+struct Held {
+    rest: Bytes,
+    _share: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(BODY_BLOCK);
+        let piece = Bytes::copy_from_slice(&self.rest[..n]);
+        self.rest = self.rest.slice(n..);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
 
 /// Reads a request body: at most [`MAX_BODY`] bytes, within `timeout`,
 /// taking its share of [`BODY_BUDGET`] as it arrives (503 when the budget
@@ -435,7 +486,26 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
     let timeout = state.options.render_timeout;
     match tokio::time::timeout(timeout, job).await {
         Ok(Ok(Outcome::Rendered(json))) => {
-            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+            let blocks = u32::try_from(json.len().div_ceil(BODY_BLOCK)).unwrap_or(u32::MAX);
+            let Ok(share) = state.bodies.clone().try_acquire_many_owned(blocks) else {
+                let mut busy = api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server holds as many request bodies and responses as it may; try again"
+                        .into(),
+                );
+                busy.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return busy;
+            };
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::new(Held {
+                    rest: Bytes::from(json),
+                    _share: share,
+                }),
+            )
+                .into_response()
         }
         Ok(Ok(Outcome::Failed(e))) => error_response(&e),
         Ok(Ok(Outcome::BadRequest(e))) => api_error(
