@@ -280,7 +280,7 @@ impl Registry {
     }
 
     fn analyzed(source: Source<'_>, options: &LoadOptions, what: &str) -> Result<Registry, Error> {
-        let analysis = crate::load::analyze(source, options.failures)?;
+        let analysis = crate::load::analyze(source, options)?;
         match analysis.registry {
             Some(r) if analysis.errors.is_empty() || options.failures == Failures::Isolate => Ok(r),
             _ => {

@@ -253,9 +253,17 @@ impl Shared {
     }
 
     /// Loads the root (under the current limits), without serving it yet.
-    fn load(&self) -> Result<Registry, Error> {
+    /// Files in `being_written` are still open for writing: they are left
+    /// out, so their last good versions are served.
+    fn load_holding(&self, being_written: Vec<PathBuf>) -> Result<Registry, Error> {
         let limits = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        Registry::load_with(&self.root, &LoadOptions::isolate()).map(|r| with_limits(r, limits))
+        let mut options = LoadOptions::isolate();
+        options.being_written = being_written;
+        Registry::load_with(&self.root, &options).map(|r| with_limits(r, limits))
+    }
+
+    fn load(&self) -> Result<Registry, Error> {
+        self.load_holding(Vec::new())
     }
 
     /// Serves a load's result (or keeps the last good registry when it
@@ -418,11 +426,22 @@ impl Settle {
         }
     }
 
+    /// A new burst, remembering the files still open for writing: they are
+    /// held back from every reload until they are closed.
+    pub(crate) fn next_burst(self) -> Settle {
+        Settle {
+            writing: self.writing,
+            ..Settle::default()
+        }
+    }
+
     /// When to reload: `None` when nothing happened.
     pub(crate) fn due(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
         let mut at = last + QUIET;
-        if !self.writing.is_empty() {
+        // Only this burst's writers hold it (one carried over from an
+        // earlier burst is held back from the load instead).
+        if self.writing.values().any(|since| *since >= first) {
             at = at.max(first + MAX_WAIT);
         }
         if let Some(back) = self.removed.values().map(|t| *t + GRACE).max() {
@@ -465,8 +484,10 @@ fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::syn
                 true
             }
             Ok(_) => false,
-            // The watcher lost track: reload to be safe.
+            // The watcher lost track (close events among what it lost):
+            // reload everything as it is.
             Err(_) => {
+                settle.writing.clear();
                 settle.note(&notify::Event::new(EventKind::Any), Instant::now());
                 true
             }
@@ -499,7 +520,9 @@ fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::syn
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let candidate = shared.load();
+        // A file still open for writing when the wait ran out is not read:
+        // its last good version is served until it is closed.
+        let candidate = shared.load_holding(settle.writing.keys().cloned().collect());
         // A relevant event during the load: it may have read a save half
         // done. Settle again instead.
         let mut caught = false;
@@ -513,7 +536,7 @@ fn debounce_loop(rx: &Receiver<notify::Result<notify::Event>>, shared: &std::syn
             continue;
         }
         shared.install(candidate);
-        settle = Settle::default();
+        settle = settle.next_burst();
     }
 }
 

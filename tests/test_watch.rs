@@ -513,3 +513,81 @@ fn a_broken_file_keeps_its_last_good_version_while_others_reload() {
     assert_eq!(content(&w, "t"), "fixed");
     assert!(w.errors().is_empty());
 }
+
+/// A writer that keeps a template open past the longest wait (a slow
+/// generator streaming into the file) is not served half-written: its
+/// last good version is served until the file is closed, other files
+/// reload meanwhile, and the whole save is served once it is closed. Linux
+/// only: elsewhere there is no close event (see SECURITY.md).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_held_open_past_the_longest_wait_is_served_only_once_closed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.prompt.jinja");
+    fs::write(&path, numbered(0)).unwrap();
+    fs::write(
+        dir.path().join("other.prompt.yaml"),
+        manifest("1.0.0", "one"),
+    )
+    .unwrap();
+    let w = WatchedRegistry::watch(dir.path()).unwrap();
+    let rx = w.subscribe();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (w, stop) = (w.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match w.registry().render("t", &json!({})) {
+                    Ok(r) => seen.push(save_number(&r.messages[0].content)),
+                    Err(e) => seen.push(Err(format!("render failed: {e}"))),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    let text = numbered(1);
+    let (head, tail) = text.split_at(text.len() / 2);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(head.as_bytes()).unwrap();
+    f.flush().unwrap();
+    // Meanwhile another template is saved and served.
+    std::thread::sleep(Duration::from_millis(100));
+    fs::write(
+        dir.path().join("other.prompt.yaml"),
+        manifest("1.0.0", "two"),
+    )
+    .unwrap();
+    wait_for(&rx, |e| e.changed.iter().any(|n| n == "other"));
+    assert_eq!(content(&w, "other"), "two");
+    std::thread::sleep(Duration::from_millis(2600));
+    assert_eq!(
+        save_number(&w.registry().render("t", &json!({})).unwrap().messages[0].content),
+        Ok(0),
+        "the last good version is served while the file is open"
+    );
+    f.write_all(tail.as_bytes()).unwrap();
+    drop(f);
+    wait_for(&rx, |e| e.changed.iter().any(|n| n == "t"));
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    let torn: Vec<&String> = seen.iter().filter_map(|s| s.as_ref().err()).collect();
+    assert!(
+        torn.is_empty(),
+        "{} torn renders: {:?}",
+        torn.len(),
+        &torn[..torn.len().min(3)]
+    );
+    assert!(seen.contains(&Ok(0)));
+    assert_eq!(
+        save_number(&w.registry().render("t", &json!({})).unwrap().messages[0].content),
+        Ok(1),
+        "the whole save is served once the file is closed"
+    );
+}

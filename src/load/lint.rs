@@ -26,7 +26,7 @@ use crate::template::FileForm;
 /// [`ErrorKind::Io`] when the root cannot be read at all.
 pub fn lint(dir: impl AsRef<Path>) -> Result<Vec<Diagnostic>, Error> {
     let dir = dir.as_ref();
-    let analysis = super::analyze(super::Source::Dir(dir), super::Failures::Fail)?;
+    let analysis = super::analyze(super::Source::Dir(dir), &super::LoadOptions::new())?;
     let mut out: Vec<Diagnostic> = analysis
         .errors
         .iter()

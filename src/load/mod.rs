@@ -31,7 +31,7 @@ pub(crate) mod prompty;
 pub(crate) mod walk;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use semver::Version;
@@ -63,6 +63,10 @@ pub enum Failures {
 pub struct LoadOptions {
     /// What a template that does not load does to the rest.
     pub failures: Failures,
+    /// Files a writer still holds open (hot reload, on Linux): each is a
+    /// problem of its own file, so that an isolating load leaves it out and
+    /// a reload keeps serving its last good version until it is closed.
+    pub(crate) being_written: Vec<PathBuf>,
 }
 
 impl LoadOptions {
@@ -162,10 +166,35 @@ pub(crate) struct Parsed {
 /// Analyses a root: everything `load` and `lint` report. With
 /// [`Failures::Isolate`], the registry holds what loaded (see
 /// [`isolate`]); otherwise every compiled template.
-pub(crate) fn analyze(source: Source<'_>, failures: Failures) -> Result<Analysis, Error> {
+pub(crate) fn analyze(source: Source<'_>, options: &LoadOptions) -> Result<Analysis, Error> {
+    let failures = options.failures;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let files = source.read_files(&mut errors)?;
+    let mut files = source.read_files(&mut errors)?;
+    // The same file, however its path was spelt (the watcher's events and
+    // the walk may join the root differently).
+    let being_written: Vec<PathBuf> = options
+        .being_written
+        .iter()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
+    files.retain(|f| {
+        let open = !being_written.is_empty()
+            && being_written.iter().any(|w| {
+                w.file_name() == f.path.file_name() && f.path.canonicalize().is_ok_and(|c| c == *w)
+            });
+        if open {
+            errors.push(
+                Error::new(
+                    ErrorKind::Io,
+                    "still open for writing (a save in progress): its last good version is \
+                     served until the file is closed",
+                )
+                .with_location(Location::file(&f.path)),
+            );
+        }
+        !open
+    });
     let parsed = parse_all(source, &files, &mut errors, &mut warnings);
     let versions = versions_and_labels(&parsed.sources, &mut errors);
     let inherited = inherit::resolve_all(&parsed, versions.clone(), &mut errors);
