@@ -568,7 +568,7 @@ fn near_miss(trimmed: &str, grammar: Grammar) -> Option<String> {
         })
         .map(|c| match c {
             '\u{ff1a}' | '\u{fe55}' | '\u{fe13}' | '\u{2236}' | '\u{a789}' => ':',
-            c => c,
+            c => unconfusable(c),
         })
         .collect();
     let s = cleaned.trim().trim_start_matches('#').trim_start();
@@ -579,6 +579,35 @@ fn near_miss(trimmed: &str, grammar: Grammar) -> Option<String> {
         Err(_) => misspelt_role(&word)?,
     };
     Some(format!("{role}:"))
+}
+
+/// The ASCII letter a look-alike stands for: fullwidth forms (`ｕｓｅｒ`, an
+/// input method's) and the Cyrillic and Greek letters that look like the
+/// Latin ones of the role names (`uѕer` with a Cyrillic `ѕ`), after
+/// Unicode's confusables list (UTS #39). Other characters are kept.
+fn unconfusable(c: char) -> char {
+    match c {
+        '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xff01 + 0x21).unwrap_or(c),
+        'а' | 'А' | 'α' | 'Α' => 'a',
+        'е' | 'Е' | 'ε' | 'Ε' => 'e',
+        'о' | 'О' | 'ο' | 'Ο' => 'o',
+        'р' | 'Р' | 'ρ' | 'Ρ' => 'p',
+        'с' | 'С' => 'c',
+        'у' | 'У' => 'y',
+        'х' | 'Х' | 'χ' | 'Χ' => 'x',
+        'ѕ' | 'Ѕ' => 's',
+        'і' | 'І' | 'ι' | 'Ι' => 'i',
+        'ј' | 'Ј' => 'j',
+        'ԁ' => 'd',
+        'т' | 'Т' | 'τ' | 'Τ' => 't',
+        'м' | 'М' | 'Μ' => 'm',
+        'н' | 'Н' | 'Η' => 'h',
+        'ν' | 'Ν' => 'v',
+        'ո' => 'n',
+        'ս' => 'u',
+        'ӏ' | 'Ӏ' => 'l',
+        c => c,
+    }
 }
 
 /// The role `word` misspells: one letter off for the long role names
@@ -889,7 +918,8 @@ mod tests {
     fn near_misses_of_role_lines_are_found_with_the_spelling_meant() {
         let c = compile(
             "system:\nx\nuser :\nAssistant:\n# assistant:\n  USER[name=Bob]:\nuser: hello\nThe user:\n{# User: #}\n{% raw %}\nUser:\n{% endraw %}\n\
-             user\u{ff1a}\n\u{200b}user:\nuser:\u{200b}\nuesr:\nassitant:\nsysten:\nuser::\nUsers:\ncool:\nNote:\n",
+             user\u{ff1a}\n\u{200b}user:\nuser:\u{200b}\nuesr:\nassitant:\nsysten:\nuser::\nUsers:\ncool:\nNote:\n\
+             \u{ff55}\u{ff53}\u{ff45}\u{ff52}:\nu\u{455}er:\n\u{441}\u{443}\u{441}tem:\n",
         );
         let found: Vec<(&str, &str)> = c
             .near_misses
@@ -910,6 +940,8 @@ mod tests {
                 ("assitant:", "assistant:"),
                 ("systen:", "system:"),
                 ("user::", "user:"),
+                ("\u{ff55}\u{ff53}\u{ff45}\u{ff52}:", "user:"),
+                ("u\u{455}er:", "user:"),
             ]
         );
         let prompty = compile_body_as("# User:\nuser :\n", &|_| false, Grammar::Prompty);

@@ -335,8 +335,15 @@ fn serve(
         );
     }
     let registry = promptbook::WatchedRegistry::watch_lenient(dir)?;
-    for d in registry.errors() {
-        eprintln!("{d}");
+    let problems = registry.errors();
+    if !problems.is_empty() {
+        eprintln!(
+            "warning: some templates did not load and are left out (served once their files \
+             load; /api/status lists them):"
+        );
+        for d in problems {
+            eprintln!("  {d}");
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -531,15 +531,19 @@ impl Registry {
         let Some(gone) = self.inner.left_out.iter().find(|l| l.name == r.name()) else {
             return e;
         };
-        // Its file's own problems, the first one placing the error.
-        let problems: Vec<&Diagnostic> = self
+        // Its file's own problems, the first one placing the error; for a
+        // template left out because of another, the note saying which.
+        let at_file = |d: &&Diagnostic| d.location().path() == gone.path;
+        let mut problems: Vec<&Diagnostic> = self
             .inner
             .diagnostics
             .iter()
-            .filter(|d| {
-                d.location().path() == gone.path && d.severity() == crate::error::Severity::Error
-            })
+            .filter(at_file)
+            .filter(|d| d.severity() == crate::error::Severity::Error)
             .collect();
+        if problems.is_empty() {
+            problems = self.inner.diagnostics.iter().filter(at_file).collect();
+        }
         let why: Vec<&str> = problems.iter().map(|d| d.message()).collect();
         Error::new(
             ErrorKind::Reference,

@@ -322,11 +322,14 @@ impl fmt::Display for DispatchError {
 }
 
 impl std::error::Error for DispatchError {
+    /// A prompt error's own cause: its message is already this error's
+    /// (the prompt error itself is [`DispatchError::prompt_error`]), so a
+    /// chain printed cause by cause says it once.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner
             .prompt
             .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+            .and_then(|e| std::error::Error::source(e))
     }
 }
 
