@@ -634,6 +634,27 @@ fn misspelt_role(word: &str) -> Option<Role> {
     })
 }
 
+/// The first line of `text` that would be a role line in a body (a role
+/// word and a colon alone on the line, in template text): its 0-based line
+/// index and the line. In a manifest's `content:` or `blocks:` such a line
+/// is text, which a user moving from the body form does not expect.
+pub(crate) fn first_role_line(text: &str) -> Option<(usize, &str)> {
+    let tokens = tokenize(text);
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_end_matches(['\n', '\r']);
+        let at = offset + (content.len() - content.trim_start().len());
+        offset += line.len();
+        let trimmed = content.trim();
+        if role_line(trimmed).is_some()
+            && token_at(&tokens, at).is_some_and(|t| t.kind == Tok::Text)
+        {
+            return Some((i, trimmed));
+        }
+    }
+    None
+}
+
 /// The role a line (already trimmed) announces, if it is a role line.
 fn role_line(trimmed: &str) -> Option<Role> {
     trimmed.strip_suffix(':')?.parse().ok()

@@ -557,6 +557,19 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                         );
                         continue;
                     }
+                    if let Some((i, line)) = body::first_role_line(&content.value) {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Syntax,
+                                format!(
+                                    "`{line}` inside a manifest message's `content` is text, not \
+                                     a new message: add a `- role: ...` entry for it (or, to keep \
+                                     it as text, write `{{{{ '{line}' }}}}`)"
+                                ),
+                            )
+                            .with_location(line_in_value(src, content, i, line)),
+                        );
+                    }
                     let aliases = body::history_aliases(&content.value, &|n| history.contains(n));
                     for tag in crate::lex::tokenize(&content.value)
                         .iter()
@@ -628,6 +641,20 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                 errors.push(Error::new(ErrorKind::Syntax, what).with_location(src.at_span(text)));
                 continue;
             }
+            if let Some((i, line)) = body::first_role_line(&text.value) {
+                errors.push(
+                    Error::new(
+                        ErrorKind::Syntax,
+                        format!(
+                            "`{line}` inside a YAML `blocks:` override is text (a role line starts \
+                             a message only in a `.prompt.jinja` body): write the child as a \
+                             `.prompt.jinja` file to start messages in a block, or keep it as \
+                             text with `{{{{ '{line}' }}}}`"
+                        ),
+                    )
+                    .with_location(line_in_value(src, text, i, line)),
+                );
+            }
             pad_to(
                 &mut out,
                 &mut line,
@@ -640,6 +667,29 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
         }
     }
     out
+}
+
+/// Where line `i` of a manifest's YAML value is in the file: the value's
+/// line plus `i` when the file has `line` there (a block scalar, written
+/// line for line), else the value's own place.
+fn line_in_value(
+    src: &SourceFile,
+    value: &serde_saphyr::Spanned<String>,
+    i: usize,
+    line: &str,
+) -> Location {
+    let first = value.referenced.line() + src.span_line_offset;
+    let at = first + i as u64;
+    let written = src.manifest_text.as_deref().and_then(|text| {
+        text.lines()
+            .nth(usize::try_from(at).ok()?.checked_sub(1)?)
+            .map(str::trim)
+    });
+    if written == Some(line) {
+        src.at(at, 0)
+    } else {
+        src.at_span(value)
+    }
 }
 
 /// What is wrong when a manifest's text (after YAML's escapes, such as
