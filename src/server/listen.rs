@@ -2,7 +2,10 @@
 //! others: at most [`Options::max_connections`](super::Options) open at
 //! once, and a connection that takes longer than
 //! [`Options::header_read_timeout`](super::Options) to send a request head
-//! (its first, or the next one on a kept-alive connection) is closed.
+//! (its first, or the next one on a kept-alive connection) is closed, as
+//! is one whose client takes none of a response for
+//! [`Options::write_timeout`](super::Options) (a client that stops reading
+//! would otherwise hold its response in memory for as long as it likes).
 //!
 //! At the cap, a new client takes the place of the connection idle the
 //! longest: one with no request in flight, for at least
