@@ -943,7 +943,19 @@ pub(crate) fn charge_fuel_for_compare(
             if let (Some(a), Some(b)) = (_lhs.as_object(), _rhs.as_object()) {
                 if !a.is_same_object(b) {
                     if let (Some(a_len), Some(b_len)) = (a.enumerator_len(), b.enumerator_len()) {
-                        return _state.charge_items(a_len.min(b_len));
+                        ok!(_state.charge_items(a_len.min(b_len)));
+                        // promptbook patch: and the strings of the keys and
+                        // values the comparison may read.
+                        if let Some(iter) = a.try_iter_pairs() {
+                            let bytes = iter
+                                .take(a_len.min(b_len))
+                                .map(|(k, v)| {
+                                    k.as_str().map_or(0, str::len) + v.as_str().map_or(0, str::len)
+                                })
+                                .fold(0u64, |n, b| n.saturating_add(b as u64));
+                            return _state.charge_fuel(bytes);
+                        }
+                        return Ok(());
                     }
                 }
             }

@@ -588,6 +588,15 @@ impl<'env> Executor<'env> {
                     for _ in 0..*pair_count {
                         let key = stack.pop();
                         let value = stack.pop();
+                        // promptbook patch: inserting a key compares it
+                        // with the keys there.
+                        #[cfg(feature = "fuel")]
+                        if let Some(k) = key.as_str() {
+                            ctx_ok!(state.charge_fuel(
+                                (k.len() as u64)
+                                    .saturating_mul(fuel::lookup_cost(map.len()) / 64 + 1)
+                            ));
+                        }
                         map.insert(key, value);
                     }
                     stack.push(charge_value!(Value::from_object(map)))
@@ -954,11 +963,11 @@ impl<'env> Executor<'env> {
                     let args = stack.get_call_args(*arg_count);
                     let arg_count = args.len();
                     // like filters, methods are charged for the string they
-                    // are called on and the value they return.
+                    // are called on and the value they return.  promptbook
+                    // patch: and for their string arguments, which they may
+                    // compare or look up (`d.get(t)`).
                     #[cfg(feature = "fuel")]
-                    if let Some(s) = args[0].as_str() {
-                        ctx_ok!(state.charge_fuel(s.len() as u64));
-                    }
+                    ctx_ok!(state.charge_fuel(fuel::string_args_bytes(args)));
                     a = charge_value!(ctx_ok!(args[0].call_method(state, name, &args[1..])));
                     stack.drop_top(arg_count);
                     stack.push(a);
