@@ -96,7 +96,29 @@ pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
         m.insert("version".into(), version.to_string().into());
     }
     // The history-loop idiom becomes a splice of a `messages` parameter.
-    let (body, lists) = crate::role_loop::rewrite_as_splices(body);
+    let inputs: Vec<String> = manifest
+        .get("parameters")
+        .and_then(serde_json::Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let (body, lists) =
+        crate::role_loop::rewrite_as_splices(body, &|n| inputs.iter().any(|i| i == n));
+    // Loops of other shapes are left as written: the native file will not
+    // load until they are replaced; say where.
+    let tokens = crate::lex::tokenize(&body);
+    let left: Vec<String> = crate::role_loop::find(&body, &tokens, crate::body::Grammar::Prompty)
+        .into_iter()
+        .map(|p| {
+            let line = body[..p.at].matches('\n').count() + 1;
+            format!(
+                "body line {line}: `{}` prints role lines from data and was not rewritten (not \
+                 the common shape of a loop over a whole input that prints the role and the \
+                 content): the converted file will not load until that history is passed as a \
+                 `messages` input and spliced alone on a line (docs/prompty.md)",
+                p.line
+            )
+        })
+        .collect();
     let mut spliced = Vec::new();
     for list in lists {
         if let Some(params) = manifest
@@ -127,6 +149,7 @@ pub fn convert_prompty(text: &str) -> Result<Converted, Error> {
     }
     let (body, mut warnings) = native_body(&body);
     warnings.splice(0..0, spliced);
+    warnings.extend(left);
     let yaml = serde_saphyr::to_string(&manifest).map_err(|e| {
         Error::new(
             ErrorKind::Syntax,

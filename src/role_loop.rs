@@ -30,14 +30,19 @@ pub(crate) struct RolePrint {
     /// What the enclosing loop iterates, when the role printed is an
     /// attribute of its loop variable (`chat_history`).
     pub list: Option<String>,
+    /// Whether that loop takes its list whole: a name, no `if` filter, not
+    /// `recursive` (so splicing the list is the same conversation).
+    pub whole: bool,
 }
 
-/// Every line of `body` that prints a role from data: an expression tag
-/// alone on its line (after a `#` in Prompty's grammar) followed by a
-/// colon, whose expression reads a role (`item.role`, `item['role']`,
-/// `role`, `speaker_role`, through filters such as `|lower`). Lines that
-/// print other values before a colon (`{{ p.name }}:` in a product list)
-/// are text in every runtime and are not reported.
+/// Every line of `body` that prints a role from data: a line made of
+/// expression tags only (after a `#` in Prompty's grammar), one of which
+/// reads a role (`item.role`, `item['role']`, `item.get('role')`, `role`,
+/// `speaker_role`, through filters or a conditional), ending in a colon
+/// (written after the tags, or printed by them: `{{ m.role ~ ":" }}`,
+/// `{{ m.role }}{{ ":" }}`). Lines that print other values before a colon
+/// (`{{ p.name }}:` in a product list) are text in every runtime and are
+/// not reported.
 pub(crate) fn find(body: &str, tokens: &[Token], grammar: Grammar) -> Vec<RolePrint> {
     let mut found = Vec::new();
     let mut offset = 0;
@@ -54,70 +59,103 @@ pub(crate) fn find(body: &str, tokens: &[Token], grammar: Grammar) -> Vec<RolePr
             at += rest.len() - r.trim_start().len();
             rest = r.trim_start();
         }
-        let Some(tag) = expression_alone_before_colon(rest, at, tokens) else {
+        let Some(tags) = expression_tags_before_colon(body, rest, at, tokens) else {
             continue;
         };
-        let Some(base) = role_expression(tag) else {
+        let Some(var) = tags.iter().find_map(|t| role_read(t)) else {
             continue;
         };
-        let var = leading_identifier(base);
-        let list = enclosing_loop(body, tokens, at)
-            .filter(|(vars, _)| vars.contains(&var))
-            .map(|(_, list)| list.to_owned());
+        let (list, whole) = match enclosing_loop(body, tokens, at) {
+            Some((vars, list, whole)) if vars.contains(&var) => (Some(list.to_owned()), whole),
+            _ => (None, false),
+        };
         found.push(RolePrint {
             at,
             line: trimmed.to_owned(),
             list,
+            whole,
         });
     }
     found
 }
 
-/// The expression tag of `rest` (a trimmed line starting at `at`) when
-/// the line is that one tag, then optional spaces, then `:`.
-fn expression_alone_before_colon<'a>(
-    rest: &'a str,
+/// The inner expressions of the tags `rest` (a trimmed line starting at
+/// `at`) is made of, when it is only expression tags followed by a colon,
+/// or only tags the last of which prints a colon.
+fn expression_tags_before_colon<'a>(
+    body: &'a str,
+    rest: &str,
     at: usize,
     tokens: &[Token],
-) -> Option<&'a str> {
-    let before_colon = rest.strip_suffix(':')?.trim_end();
-    if !(before_colon.starts_with("{{") && before_colon.ends_with("}}")) {
-        return None;
+) -> Option<Vec<&'a str>> {
+    let end = at + rest.len();
+    let mut tags = Vec::new();
+    let mut tail = "";
+    for t in &tokens[tokens.partition_point(|t| t.end <= at)..] {
+        if t.start >= end {
+            break;
+        }
+        match t.kind {
+            // Text, then a tag: `{{ m.role }}: {{ m.content }}` is one
+            // line of text in every runtime.
+            Tok::Expr if !tail.is_empty() => return None,
+            Tok::Expr => {
+                let tag = &body[t.start..t.end.min(end)];
+                let inner = tag.strip_prefix("{{")?.strip_suffix("}}")?;
+                tags.push(inner.trim_matches(['-', '+', '~']).trim());
+            }
+            Tok::Text => {
+                let text = body[t.start.max(at)..t.end.min(end)].trim();
+                if !tail.is_empty() || !(text.is_empty() || text == ":") {
+                    return None;
+                }
+                tail = text;
+            }
+            _ => return None,
+        }
     }
-    let i = tokens.partition_point(|t| t.end <= at);
-    let t = tokens.get(i)?;
-    (t.kind == Tok::Expr && t.start == at && t.end == at + before_colon.len())
-        .then_some(before_colon)
+    let last = tags.last()?;
+    let prints_colon = ["\":", "':'", "\": ", "': '", "\":\\n", "':\\n"]
+        .iter()
+        .any(|c| last.contains(c));
+    (tail == ":" || prints_colon).then_some(tags)
 }
 
-/// The expression of an expression tag, without its delimiters and
-/// filters, when it reads a role.
-fn role_expression(tag: &str) -> Option<&str> {
-    let inner = tag[2..tag.len() - 2].trim_matches(['-', '+', '~']).trim();
+/// The name whose role an expression reads: `item` in `item.role`,
+/// `item['role']`, `item.get('role')`; `role` or `speaker_role` read alone.
+fn role_read(inner: &str) -> Option<&str> {
+    for reads in [
+        ".role",
+        "['role']",
+        "[\"role\"]",
+        ".get('role')",
+        ".get(\"role\")",
+    ] {
+        if let Some(i) = inner.find(reads) {
+            let after = &inner[i + reads.len()..];
+            // `.roles` or `.role_name` read something else.
+            if reads == ".role" && after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let before = &inner[..i];
+            let start = before
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(0, |p| p + 1);
+            return Some(&before[start..]);
+        }
+    }
     let base = inner.split('|').next()?.trim();
-    let reads_role = base == "role"
-        || base.ends_with("_role")
-        || base.ends_with(".role")
-        || base.ends_with("['role']")
-        || base.ends_with("[\"role\"]");
-    reads_role.then_some(base)
-}
-
-fn leading_identifier(expr: &str) -> &str {
-    let end = expr
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(expr.len());
-    &expr[..end]
+    (base == "role" || base.ends_with("_role")).then_some(base)
 }
 
 /// The innermost `{% for VARS in LIST %}` open at `at`: its loop
-/// variables and what it iterates.
+/// variables, what it iterates, and whether it takes the list whole.
 fn enclosing_loop<'a>(
     body: &'a str,
     tokens: &[Token],
     at: usize,
-) -> Option<(Vec<&'a str>, &'a str)> {
-    let mut open: Vec<Option<(Vec<&str>, &str)>> = Vec::new();
+) -> Option<(Vec<&'a str>, &'a str, bool)> {
+    let mut open: Vec<Option<(Vec<&str>, &str, bool)>> = Vec::new();
     for t in tokens.iter().take_while(|t| t.end <= at) {
         if t.kind != Tok::Stmt {
             continue;
@@ -134,8 +172,9 @@ fn enclosing_loop<'a>(
     open.pop().flatten()
 }
 
-/// `{% for a, b in xs if c %}`: (`[a, b]`, `xs`).
-fn parse_for(tag: &str) -> Option<(Vec<&str>, &str)> {
+/// `{% for a, b in xs if c %}`: (`[a, b]`, `xs`, whether the loop takes
+/// `xs` whole: a name, with no filter and not `recursive`).
+fn parse_for(tag: &str) -> Option<(Vec<&str>, &str, bool)> {
     let inner = tag
         .strip_prefix("{%")?
         .strip_suffix("%}")?
@@ -143,28 +182,34 @@ fn parse_for(tag: &str) -> Option<(Vec<&str>, &str)> {
         .trim();
     let inner = inner.strip_prefix("for")?.trim_start();
     let (vars, rest) = inner.split_once(" in ")?;
+    let filtered = rest.contains(" if ") || rest.trim_end().ends_with("recursive");
     let list = rest
         .split(" if ")
         .next()?
         .trim()
         .trim_end_matches("recursive")
         .trim();
+    let whole = !filtered && crate::reference::is_identifier(list);
     let vars = vars
         .trim()
         .trim_matches(['(', ')'])
         .split(',')
         .map(str::trim)
         .collect();
-    Some((vars, list))
+    Some((vars, list, whole))
 }
 
 /// The body with every history loop of the common shape replaced by a
 /// splice of the list it iterates, and the lists spliced. The common
-/// shape: `{% for ITEM in LIST %}` alone on its line, LIST a name; then,
-/// blank lines aside, a role line printed from `ITEM` and `{{ ITEM.content
-/// }}` alone on its line; then `{% endfor %}` alone on its line. Other
-/// loops are left as they are (the loader reports them).
-pub(crate) fn rewrite_as_splices(body: &str) -> (String, Vec<String>) {
+/// shape: `{% for ITEM in LIST %}` alone on its line, LIST an input
+/// (`is_input`) taken whole (no `if` filter, not `recursive`); then, blank
+/// lines aside, a role line printed from `ITEM` and `{{ ITEM.content }}`
+/// alone on its line; then `{% endfor %}` alone on its line. Other loops
+/// are left as they are (the loader reports them, and so does convert).
+pub(crate) fn rewrite_as_splices(
+    body: &str,
+    is_input: &dyn Fn(&str) -> bool,
+) -> (String, Vec<String>) {
     let tokens = tokenize(body);
     let lines: Vec<(usize, &str)> = body
         .split_inclusive('\n')
@@ -179,7 +224,7 @@ pub(crate) fn rewrite_as_splices(body: &str) -> (String, Vec<String>) {
     let mut lists = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        match loop_at(&lines, i, &tokens, &prints) {
+        match loop_at(&lines, i, &tokens, &prints).filter(|(list, _)| is_input(list)) {
             Some((list, next)) => {
                 let eol = if lines[i].1.ends_with("\r\n") {
                     "\r\n"
@@ -221,9 +266,9 @@ fn loop_at(
     };
     let (at, line) = lines[i];
     whole_tag((at, line), "for")?;
-    let (vars, list) = parse_for(line.trim())?;
+    let (vars, list, whole) = parse_for(line.trim())?;
     let [var] = vars[..] else { return None };
-    if !crate::reference::is_identifier(list) {
+    if !whole {
         return None;
     }
     let mut body = lines[i + 1..]
@@ -268,6 +313,10 @@ mod tests {
             .collect()
     }
 
+    fn rewrite(body: &str) -> (String, Vec<String>) {
+        rewrite_as_splices(body, &|n| ["chat_history", "h", "history"].contains(&n))
+    }
+
     #[test]
     fn role_lines_printed_from_data_are_found_with_their_list() {
         let body = "system:\nHi\n{% for item in chat_history %}\n{{item.role}}:\n{{item.content}}\n{% endfor %}\n";
@@ -280,6 +329,11 @@ mod tests {
             "{{ m[\"role\"]|lower }} :",
             "{{- m.role -}}:",
             "# {{ m.role }}:",
+            "{{ m.get('role') }}:",
+            "{{ 'user' if m.role == 'user' else 'assistant' }}:",
+            "{{ m.role ~ \":\" }}",
+            "{{ m.role }}{{ ':' }}",
+            "{{ m.role + \":\\n\" + m.content }}",
         ] {
             let body = format!(
                 "{{% for m in history if m.content %}}\n{line}\n{{{{ m.content }}}}\n{{% endfor %}}\n"
@@ -306,6 +360,9 @@ mod tests {
             "{# {{ m.role }}: #}\n",
             "{% raw %}\n{{ m.role }}:\n{% endraw %}\n",
             "{{ m.roles }}:\n",
+            "{{ m.role_name }}:\n",
+            "{{ m.role }}: {{ m.content }}\n",
+            "{{ m.role }}\n",
         ] {
             assert!(prints(body, Grammar::Prompty).is_empty(), "{body}");
         }
@@ -314,16 +371,16 @@ mod tests {
     #[test]
     fn the_common_shape_becomes_a_splice() {
         let body = "system:\nYou help.\n\n{% for item in chat_history %}\n{{item.role}}:\n\n{{item.content}}\n{% endfor %}\n\nuser:\n{{question}}\n";
-        let (out, lists) = rewrite_as_splices(body);
+        let (out, lists) = rewrite(body);
         assert_eq!(
             out,
             "system:\nYou help.\n\n{{ chat_history }}\n\nuser:\n{{question}}\n"
         );
         assert_eq!(lists, ["chat_history"]);
         let crlf = body.replace('\n', "\r\n");
-        assert_eq!(rewrite_as_splices(&crlf).0, out.replace('\n', "\r\n"));
+        assert_eq!(rewrite(&crlf).0, out.replace('\n', "\r\n"));
         let trimmed = "{%- for m in h -%}\n# {{ m['role'] }}:\n{{ m['content'] }}\n{%- endfor %}\n";
-        assert_eq!(rewrite_as_splices(trimmed).0, "{{ h }}\n");
+        assert_eq!(rewrite(trimmed).0, "{{ h }}\n");
     }
 
     #[test]
@@ -338,8 +395,13 @@ mod tests {
             // Tags that share their lines.
             "{% for m in h %}{{ m.role }}:\n{{ m.content }}\n{% endfor %}\n",
             "{% for m in h %}\n{{ m.role }}:\n{{ m.content }}{% endfor %}\n",
+            // A filter: splicing the list would send what it leaves out.
+            "{% for m in h if m.role != 'system' %}\n{{ m.role }}:\n{{ m.content }}\n{% endfor %}\n",
+            // Not an input: a loop variable of an outer loop, an alias.
+            "{% for turn in h %}{% for m in turn %}\n{{ m.role }}:\n{{ m.content }}\n{% endfor %}{% endfor %}\n",
+            "{% set hist = h %}\n{% for m in hist %}\n{{ m.role }}:\n{{ m.content }}\n{% endfor %}\n",
         ] {
-            let (out, lists) = rewrite_as_splices(body);
+            let (out, lists) = rewrite(body);
             assert_eq!(out, body);
             assert!(lists.is_empty(), "{body}");
         }

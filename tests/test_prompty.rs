@@ -741,7 +741,7 @@ fn files_as_people_write_them_render_as_prompty_renders_them() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 9, "every recorded case was compared");
+    assert_eq!(compared, 10, "every recorded case was compared");
 }
 
 /// The v1 history idiom (a loop printing `{{ item.role }}:` per turn) is
@@ -831,4 +831,48 @@ fn an_unused_prompty_input_is_reported_at_its_line() {
             .any(|d| d.contains("m.prompty:6") && d.contains("`spare`")),
         "{shown:?}"
     );
+}
+
+/// `convert` rewrites only a loop that sends a whole input as it is: a
+/// loop with a filter, over a loop variable or an alias, or of another
+/// shape is left as written, with a warning naming its line (the native
+/// file will not load until the history is spliced), and the load error
+/// then does not tell the user to splice a list the loop filters.
+#[test]
+fn convert_rewrites_only_loops_that_send_a_whole_input() {
+    let head = "---\nname: t\ninputs:\n  - {name: question, kind: string}\n  - {name: chat_history, kind: array, items: {kind: object}}\n---\nsystem:\nHelp.\n";
+    for (body, says) in [
+        (
+            "{% for m in chat_history if m.role != 'system' %}\n{{ m.role }}:\n{{ m.content }}\n{% endfor %}\nuser:\n{{ question }}\n",
+            "filtered or sliced by the caller",
+        ),
+        (
+            "{% set hist = chat_history %}\n{% for item in hist %}\n{{ item.role }}:\n{{ item.content }}\n{% endfor %}\nuser:\n{{ question }}\n",
+            "filtered or sliced by the caller",
+        ),
+        (
+            "{% for m in chat_history %}\n{{ m.role }}:\n{{ m.content }}\n{% if not loop.last %}---{% endif %}\n{% endfor %}\nuser:\n{{ question }}\n",
+            "declare `chat_history` as an input of `kind: thread`",
+        ),
+    ] {
+        let text = format!("{head}{body}");
+        let converted = promptbook::convert_prompty(&text).unwrap();
+        assert!(
+            !converted.text.contains("{{ chat_history }}"),
+            "rewritten: {}",
+            converted.text
+        );
+        assert!(
+            converted
+                .warnings
+                .iter()
+                .any(|w| w.contains("was not rewritten") && w.contains("body line")),
+            "{:?}",
+            converted.warnings
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("t.prompty"), &text).unwrap();
+        let e = Registry::load(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains(says), "{says}: {e}");
+    }
 }

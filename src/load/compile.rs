@@ -754,15 +754,36 @@ fn printed_history_error(tag: &str, param: &str) -> Error {
 
 /// The error for a line that prints a role from data; see
 /// [`crate::role_loop`].
-fn role_print_error(print: &crate::role_loop::RolePrint, grammar: body::Grammar) -> Error {
+fn role_print_error(
+    print: &crate::role_loop::RolePrint,
+    grammar: body::Grammar,
+    is_param: &dyn Fn(&str) -> bool,
+) -> Error {
     let line = &print.line;
-    let list = print.list.as_deref().unwrap_or("the history");
-    let (declare, convert) = match grammar {
-        body::Grammar::Prompty => (
-            format!("declare `{list}` as an input of `kind: thread` (v1: `type: thread`)"),
-            "; `promptbook convert` rewrites a loop of this shape for you",
-        ),
-        body::Grammar::Native => (format!("declare `{list}` as `type: messages`"), ""),
+    // The loop's list can be spliced as it is only when it is a parameter
+    // the loop takes whole; otherwise the caller passes the history it
+    // means (filtered, sliced) as an input of its own.
+    let whole = print.whole && print.list.as_deref().is_some_and(is_param);
+    let list = match &print.list {
+        Some(list) if whole => list.clone(),
+        _ => "history".to_owned(),
+    };
+    let kind = match grammar {
+        body::Grammar::Prompty => "an input of `kind: thread` (v1: `type: thread`)",
+        body::Grammar::Native => "a parameter of `type: messages`",
+    };
+    let declare = if whole {
+        format!("declare `{list}` as {kind}")
+    } else {
+        format!(
+            "pass the turns this loop sends (filtered or sliced by the caller as it needs) as {kind} \
+             named, say, `{list}`,"
+        )
+    };
+    let convert = if whole && grammar == body::Grammar::Prompty {
+        "; `promptbook convert` rewrites a loop of this shape for you"
+    } else {
+        ""
     };
     Error::new(
         ErrorKind::Syntax,
@@ -798,8 +819,10 @@ fn compile_jinja_body(
     for (pos, tag, param) in &compiled.printed_histories {
         errors.push(printed_history_error(tag, param).with_location(at(*pos)));
     }
+    let is_param = |n: &str| resolved.parameters.iter().any(|p| p.name == n);
     for print in &compiled.role_prints {
-        errors.push(role_print_error(print, dialect.grammar).with_location(at(print.at)));
+        errors
+            .push(role_print_error(print, dialect.grammar, &is_param).with_location(at(print.at)));
     }
     for (pos, line, meant) in &compiled.near_misses {
         errors.push(

@@ -207,12 +207,18 @@ pub(crate) fn parse_file(
             // The mapped fields are read straight from the JSON, not
             // printed and parsed again.
             mapped_manifest = Some(mapped.manifest);
+            // Prompty's runtime takes the body after all the whitespace that
+            // follows the front matter (`---\s*(.+)`): leading blank lines
+            // and the first line's indentation go. Lines keep their numbers.
+            let kept = body.trim_start();
+            let skipped = &body[..body.len() - kept.len()];
+            let newlines = u32::try_from(skipped.matches('\n').count()).unwrap_or(0);
             (
                 "",
                 1,
                 Some(Body {
-                    text: body.to_owned(),
-                    first_line: first,
+                    text: kept.to_owned(),
+                    first_line: first + newlines,
                 }),
             )
         }

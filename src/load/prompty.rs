@@ -464,7 +464,13 @@ pub(crate) fn input_lines(front_matter: &str) -> Vec<(String, u32)> {
         let unquote = |v: &str| v.trim().trim_matches(['"', '\'']).to_owned();
         let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if let Some(item) = t.strip_prefix("- ") {
-            if let Some(name) = item.trim_start().strip_prefix("name:") {
+            let item = item.trim_start();
+            // `- name: x`, or a flow mapping `- {name: x, kind: string}`.
+            let flow = item.strip_prefix('{').and_then(|f| {
+                f.split([',', '}'])
+                    .find_map(|p| p.trim().strip_prefix("name:"))
+            });
+            if let Some(name) = item.strip_prefix("name:").or(flow) {
                 found.push((unquote(name), line_no));
             }
         } else if at == child_indent {
@@ -565,10 +571,14 @@ mod tests {
             input_lines(map),
             [("question".to_owned(), 3), ("history".to_owned(), 6)]
         );
-        let list = "inputs:\n  - name: first\n    kind: string\n  -\n    name: 'second'\n    kind: thread\nsample:\n  name: no\n";
+        let list = "inputs:\n  - name: first\n    kind: string\n  -\n    name: 'second'\n    kind: thread\n  - {kind: string, name: third}\nsample:\n  name: no\n";
         assert_eq!(
             input_lines(list),
-            [("first".to_owned(), 2), ("second".to_owned(), 5)]
+            [
+                ("first".to_owned(), 2),
+                ("second".to_owned(), 5),
+                ("third".to_owned(), 7)
+            ]
         );
         assert!(input_lines("inputs: ${file:inputs.json}\n").is_empty());
     }
