@@ -355,7 +355,9 @@ pub(crate) fn printed_history<'a>(
             continue;
         }
         let operand = strip_parens(operand);
-        let mut chain = split_top(operand, b'|').into_iter().map(str::trim);
+        let mut chain = crate::lex::split_top_level(operand, b'|')
+            .into_iter()
+            .map(str::trim);
         let head = chain.next()?;
         let ident_end = head
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -368,7 +370,7 @@ pub(crate) fn printed_history<'a>(
         // attribute, printed as it is. `history[-3:]`, `history[0]`: a
         // list or a message.
         let rest = rest.trim();
-        let attribute = split_top(rest, b'.').len() > 1
+        let attribute = crate::lex::split_top_level(rest, b'.').len() > 1
             || rest.contains("['")
             || rest.contains("[\"")
             || (!rest.is_empty() && !rest.starts_with('['));
@@ -393,30 +395,18 @@ fn operands(expr: &str) -> Vec<(&str, bool)> {
     let mut parts: Vec<(&str, bool)> = Vec::new();
     let mut condition = false;
     let mut from = 0;
-    let b = expr.as_bytes();
-    let mut depth = 0isize;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-            i += 1;
+    // After a word, scanning resumes past its trailing space.
+    let mut skip_to = 0;
+    for (i, c, depth) in crate::lex::unquoted(expr.as_bytes()) {
+        if i < skip_to || depth != 0 {
             continue;
         }
         match c {
-            b'"' | b'\'' => quote = Some(c),
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            b'~' | b'+' if depth == 0 => {
+            b'~' | b'+' => {
                 parts.push((&expr[from..i], condition));
                 from = i + 1;
             }
-            b' ' if depth == 0 => {
+            b' ' => {
                 for word in [" if ", " else ", " or ", " and "] {
                     if expr[i..].starts_with(word) {
                         parts.push((&expr[from..i], condition));
@@ -426,14 +416,13 @@ fn operands(expr: &str) -> Vec<(&str, bool)> {
                             _ => condition,
                         };
                         from = i + word.len() - 1;
-                        i = from;
+                        skip_to = from + 1;
                         break;
                     }
                 }
             }
             _ => {}
         }
-        i += 1;
     }
     parts.push((&expr[from..], condition));
     parts
@@ -448,7 +437,9 @@ fn strip_parens(mut s: &str) -> &str {
     loop {
         let t = s.trim();
         match t.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
-            Some(inner) if split_top(t, b'|').len() == 1 && balanced(inner) => s = inner,
+            Some(inner) if crate::lex::split_top_level(t, b'|').len() == 1 && balanced(inner) => {
+                s = inner
+            }
             _ => return t,
         }
     }
@@ -469,40 +460,6 @@ fn balanced(s: &str) -> bool {
         }
     }
     depth == 0
-}
-
-/// `s` split at `sep` outside strings and brackets.
-fn split_top(s: &str, sep: u8) -> Vec<&str> {
-    let b = s.as_bytes();
-    let mut parts = Vec::new();
-    let mut from = 0;
-    let mut depth = 0isize;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-        } else {
-            match c {
-                b'"' | b'\'' => quote = Some(c),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                c if c == sep && depth == 0 => {
-                    parts.push(&s[from..i]);
-                    from = i + 1;
-                }
-                _ => {}
-            }
-        }
-        i += 1;
-    }
-    parts.push(&s[from..]);
-    parts
 }
 
 /// Names `{% set NAME = ... %}` or `{% with NAME = ... %}` bind to a
@@ -527,7 +484,7 @@ pub(crate) fn history_aliases(source: &str, is_history: &dyn Fn(&str) -> bool) -
                 .trim_matches(['-', '+', '~'])
                 .trim();
             let body = inner[keyword.len()..].trim();
-            for binding in split_top(body, b',') {
+            for binding in crate::lex::split_top_level(body, b',') {
                 let Some((target, value)) = binding.split_once('=') else {
                     continue;
                 };

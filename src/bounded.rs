@@ -271,7 +271,7 @@ pub(crate) fn guard_bindings(source: &str) -> Cow<'_, str> {
                 let body = &tag[body_from..inner_to];
                 let mut pieces = Vec::new();
                 let mut at = 0;
-                for part in split_top_level(body, b',') {
+                for part in crate::lex::split_top_level(body, b',') {
                     let Some(eq) = top_level_eq(part) else {
                         pieces.clear();
                         break;
@@ -295,7 +295,8 @@ pub(crate) fn guard_bindings(source: &str) -> Cow<'_, str> {
                 let Some(close) = body.rfind(')') else {
                     continue;
                 };
-                let params: Vec<&str> = split_top_level(&body[open + 1..close], b',')
+                let params: Vec<&str> = crate::lex::split_top_level(&body[open + 1..close], b',')
+                    .into_iter()
                     .filter_map(|p| {
                         let name = p.split('=').next().unwrap_or("").trim();
                         crate::reference::is_identifier(name).then_some(name)
@@ -354,72 +355,15 @@ fn tag_parts(tag: &str) -> Option<(usize, usize, &str)> {
 /// assignment (not `==`, `<=`, `>=`, `!=`), outside strings and brackets.
 fn top_level_eq(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    let mut depth = 0isize;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-        } else {
-            match c {
-                b'"' | b'\'' => quote = Some(c),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                b'=' if depth == 0 => {
-                    let prev = i.checked_sub(1).map(|j| b[j]);
-                    let next = b.get(i + 1);
-                    if next != Some(&b'=') && !matches!(prev, Some(b'=' | b'<' | b'>' | b'!')) {
-                        return Some(i);
-                    }
-                    i += 1;
-                }
-                _ => {}
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-/// `s` split at `sep` where it is outside strings and brackets.
-fn split_top_level(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let b = s.as_bytes();
-    let mut cuts = Vec::new();
-    let mut depth = 0isize;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-        } else {
-            match c {
-                b'"' | b'\'' => quote = Some(c),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                c if c == sep && depth == 0 => cuts.push(i),
-                _ => {}
-            }
-        }
-        i += 1;
-    }
-    let mut from = 0;
-    let mut parts = Vec::with_capacity(cuts.len() + 1);
-    for cut in cuts {
-        parts.push(&s[from..cut]);
-        from = cut + 1;
-    }
-    parts.push(&s[from..]);
-    parts.into_iter()
+    crate::lex::unquoted(b)
+        .find(|&(i, c, depth)| {
+            let prev = i.checked_sub(1).map(|j| b[j]);
+            c == b'='
+                && depth == 0
+                && b.get(i + 1) != Some(&b'=')
+                && !matches!(prev, Some(b'=' | b'<' | b'>' | b'!'))
+        })
+        .map(|(i, _, _)| i)
 }
 
 #[cfg(test)]

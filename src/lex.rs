@@ -233,19 +233,13 @@ pub(crate) fn overlong_tag(src: &str) -> Option<(usize, usize)> {
         }
         let b = &src.as_bytes()[t.start + 2..t.end.saturating_sub(2).max(t.start + 2)];
         let mut count = 0usize;
-        let mut quote: Option<u8> = None;
-        let mut i = 0;
-        while i < b.len() {
-            let c = b[i];
-            if let Some(q) = quote {
-                if c == b'\\' {
-                    i += 1;
-                } else if c == q {
-                    quote = None;
-                }
-            } else if c == b'"' || c == b'\'' {
-                quote = Some(c);
-            } else if b"+-*/%~|.[(<>=!".contains(&c) {
+        // After a word, scanning resumes at its end.
+        let mut skip_to = 0;
+        for (i, c, _) in unquoted(b) {
+            if i < skip_to {
+                continue;
+            }
+            if b"+-*/%~|.[(<>=!".contains(&c) {
                 count += 1;
             } else if ident(c) && (i == 0 || !ident(b[i - 1])) {
                 let end = b[i..]
@@ -258,16 +252,65 @@ pub(crate) fn overlong_tag(src: &str) -> Option<(usize, usize)> {
                 ) {
                     count += 1;
                 }
-                i = end;
-                continue;
+                skip_to = end;
             }
-            i += 1;
         }
         if count > MAX_TAG_OPERATORS {
             return Some((t.start, count));
         }
     }
     None
+}
+
+/// The bytes of a Jinja expression outside its string literals, each with
+/// its offset and the bracket depth it stands at (`(`, `[` and `{` count;
+/// an opening bracket is at the depth outside it). Quote characters and
+/// what they enclose are not given; a backslash in a string escapes the
+/// next byte. What every top-level scan of an expression here builds on:
+/// splitting at `,` or `|`, finding an assignment, counting operators.
+pub(crate) fn unquoted(b: &[u8]) -> impl Iterator<Item = (usize, u8, isize)> + '_ {
+    let mut depth = 0isize;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let (at, c) = (i, b[i]);
+            i += 1;
+            if let Some(q) = quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+                continue;
+            }
+            match c {
+                b'"' | b'\'' => quote = Some(c),
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    return Some((at, c, depth - 1));
+                }
+                b')' | b']' | b'}' => {
+                    depth -= 1;
+                    return Some((at, c, depth));
+                }
+                _ => return Some((at, c, depth)),
+            }
+        }
+        None
+    })
+}
+
+/// `s` split at `sep` where it is outside strings and brackets.
+pub(crate) fn split_top_level(s: &str, sep: u8) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for (i, _, _) in unquoted(s.as_bytes()).filter(|&(_, c, depth)| c == sep && depth == 0) {
+        parts.push(&s[from..i]);
+        from = i + 1;
+    }
+    parts.push(&s[from..]);
+    parts
 }
 
 /// A method call found in a tag: `receiver.method(`.
@@ -292,30 +335,17 @@ pub(crate) fn method_calls(src: &str) -> Vec<MethodCall> {
             continue;
         }
         let b = &src.as_bytes()[..t.end];
-        let mut i = t.start + 2;
-        let mut quote: Option<u8> = None;
-        while i < b.len() {
-            let c = b[i];
-            if let Some(q) = quote {
-                if c == b'\\' {
-                    i += 1;
-                } else if c == q {
-                    quote = None;
-                }
-                i += 1;
-                continue;
-            }
-            if c == b'"' || c == b'\'' {
-                quote = Some(c);
-                i += 1;
-                continue;
-            }
-            if c != b'.'
+        let base = t.start + 2;
+        // After a method name, scanning resumes at its end.
+        let mut skip_to = 0;
+        for (at, c, _) in unquoted(&b[base..]) {
+            let i = base + at;
+            if i < skip_to
+                || c != b'.'
                 || !b
                     .get(i + 1)
                     .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_')
             {
-                i += 1;
                 continue;
             }
             let name_start = i + 1;
@@ -344,7 +374,7 @@ pub(crate) fn method_calls(src: &str) -> Vec<MethodCall> {
                     method: src[name_start..name_end].to_owned(),
                 });
             }
-            i = name_end;
+            skip_to = name_end;
         }
     }
     out
@@ -379,6 +409,33 @@ pub(crate) fn import_aliases(src: &str) -> std::collections::HashSet<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn top_level_scans_skip_strings_and_count_brackets() {
+        assert_eq!(
+            split_top_level(r#"a, f(b, c), "d, \" e", [g, h], 'i,j'"#, b','),
+            ["a", " f(b, c)", r#" "d, \" e""#, " [g, h]", " 'i,j'"]
+        );
+        assert_eq!(split_top_level("", b','), [""]);
+        let seen: Vec<(u8, isize)> = unquoted(br#"x["y"](z)"#).map(|(_, c, d)| (c, d)).collect();
+        assert_eq!(
+            seen,
+            [
+                (b'x', 0),
+                (b'[', 0),
+                (b']', 0),
+                (b'(', 0),
+                (b'z', 1),
+                (b')', 0)
+            ]
+        );
+        // An unclosed string hides the rest.
+        assert_eq!(
+            unquoted(b"a 'b, c").filter(|&(_, c, _)| c == b',').count(),
+            0
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1095,12 +1095,18 @@ fn cli_send_fails_cleanly_with_the_classified_error() {
     assert_eq!(fake.count(), 1);
 }
 
+/// 200 alternating user/assistant turns of about 100 tokens each, the
+/// `i`th starting `i:`: more than gpt-4's 8k window, less than gpt-4o's.
+fn long_history() -> Vec<Value> {
+    let turn = "lorem ipsum dolor sit amet ".repeat(20); // ~100 tokens
+    (0..200)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("{i}: {turn}")}))
+        .collect()
+}
+
 #[tokio::test]
 async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
-    let turn = "lorem ipsum dolor sit amet ".repeat(20); // ~100 tokens
-    let history: Vec<Value> = (0..200)
-        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("{i}: {turn}")}))
-        .collect();
+    let history = long_history();
     let rendered = render("oa", json!({"q": "Sum it up", "history": history}));
     assert_eq!(
         rendered.messages.len(),
@@ -1148,10 +1154,7 @@ async fn the_prompt_is_fitted_to_the_budget_of_the_model_it_goes_to() {
 /// turns that fit, the template's own messages kept.
 #[tokio::test]
 async fn a_fallback_gets_the_history_fitted_to_its_own_window() {
-    let turn = "lorem ipsum dolor sit amet ".repeat(20); // ~100 tokens
-    let history: Vec<Value> = (0..200)
-        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("{i}: {turn}")}))
-        .collect();
+    let history = long_history();
     let rendered = render("fbh", json!({"q": "Sum it up", "history": history}));
     assert_eq!(rendered.messages.len(), 202, "gpt-4o's window holds it all");
     let mut script = vec![Reply::error(503, "down"); 3];

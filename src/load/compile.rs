@@ -320,22 +320,7 @@ fn with_parameters(entry: &Entry, more: &[&Parameter]) -> Result<Entry, String> 
         input_schema: Arc::new(input_schema),
         ..t.clone()
     };
-    let defaults = template
-        .parameters
-        .iter()
-        .filter_map(|p| {
-            let d = p.default.as_ref()?;
-            Some((
-                minijinja::Value::from(p.name.as_str()),
-                crate::input::from_json(d),
-            ))
-        })
-        .collect();
-    let declared = template
-        .parameters
-        .iter()
-        .map(|p| minijinja::Value::from(p.name.as_str()))
-        .collect();
+    let (defaults, declared) = parameter_values(&template);
     Ok(Entry {
         memo_key: entry.memo_key,
         id: entry.id.clone(),
@@ -382,22 +367,7 @@ fn entry(
         context,
     };
     let jinja_name = exact_ref(&template.name, &template.version);
-    let defaults = template
-        .parameters
-        .iter()
-        .filter_map(|p| {
-            let d = p.default.as_ref()?;
-            Some((
-                minijinja::Value::from(p.name.as_str()),
-                crate::input::from_json(d),
-            ))
-        })
-        .collect();
-    let declared = template
-        .parameters
-        .iter()
-        .map(|p| minijinja::Value::from(p.name.as_str()))
-        .collect();
+    let (defaults, declared) = parameter_values(&template);
     Entry {
         memo_key: res.memo_key,
         id: template.id(),
@@ -795,6 +765,34 @@ fn role_print_error(
              line{convert}"
         ),
     )
+}
+
+/// A template's parameter defaults and declared names as the values a
+/// render reads them as ([`Entry::defaults`], [`Entry::declared`]).
+#[allow(clippy::type_complexity)]
+fn parameter_values(
+    template: &Template,
+) -> (
+    Vec<(minijinja::Value, minijinja::Value)>,
+    Vec<minijinja::Value>,
+) {
+    let defaults = template
+        .parameters
+        .iter()
+        .filter_map(|p| {
+            let d = p.default.as_ref()?;
+            Some((
+                minijinja::Value::from(p.name.as_str()),
+                crate::input::from_json(d),
+            ))
+        })
+        .collect();
+    let declared = template
+        .parameters
+        .iter()
+        .map(|p| minijinja::Value::from(p.name.as_str()))
+        .collect();
+    (defaults, declared)
 }
 
 /// Builds the Jinja source of a `.prompt.jinja` body.

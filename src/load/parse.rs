@@ -360,33 +360,23 @@ pub(crate) fn split_prompty_front_matter(text: &str) -> Option<(&str, &str, u32,
         skipped += line.len();
         blank_lines += 1;
     }
-    let rest = &text[skipped..];
-    let mut lines = rest.split_inclusive('\n');
-    let first = lines.next()?;
-    if first.trim() != "---" {
-        return None;
-    }
-    let yaml_start = first.len();
-    let mut offset = yaml_start;
-    let mut line_no = 1u32;
-    for line in lines {
-        line_no += 1;
-        if line.trim() == "---" {
-            let yaml = &rest[yaml_start..offset];
-            let body = &rest[offset + line.len()..];
-            return Some((yaml, body, blank_lines + line_no + 1, blank_lines + 2));
-        }
-        offset += line.len();
-    }
-    None
+    let (yaml, body, body_line) = split_at_dashes(&text[skipped..], |l| l.trim() == "---")?;
+    Some((yaml, body, blank_lines + body_line, blank_lines + 2))
 }
 
 /// Splits `---\nYAML\n---\nBODY`. Returns the YAML, the body and the 1-based
 /// line the body starts on.
 pub(crate) fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
+    split_at_dashes(text, |l| l.trim_end() == "---")
+}
+
+/// `text` split at its first line and the next one that `is_dashes`
+/// accepts: the YAML between, the body after, and the 1-based line the
+/// body starts on. `None` when the first line is not one or none follows.
+fn split_at_dashes(text: &str, is_dashes: fn(&str) -> bool) -> Option<(&str, &str, u32)> {
     let mut lines = text.split_inclusive('\n');
     let first = lines.next()?;
-    if first.trim_end() != "---" {
+    if !is_dashes(first) {
         return None;
     }
     let yaml_start = first.len();
@@ -394,7 +384,7 @@ pub(crate) fn split_front_matter(text: &str) -> Option<(&str, &str, u32)> {
     let mut line_no = 1u32;
     for line in lines {
         line_no += 1;
-        if line.trim_end() == "---" {
+        if is_dashes(line) {
             let yaml = &text[yaml_start..offset];
             let body = &text[offset + line.len()..];
             return Some((yaml, body, line_no + 1));
