@@ -344,7 +344,21 @@ pub(crate) fn printed_history<'a>(
     tag: &'a str,
     is_history: &dyn Fn(&str) -> bool,
 ) -> Option<&'a str> {
-    const FINE: &[&str] = &["length", "count", "int", "float", "map", "sum", "bool"];
+    /// What the printed value holds of the history.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Held {
+        List,
+        Message,
+        /// Text made from messages (`|tojson`, `|join`).
+        Text,
+        /// Nothing of it: a count, a test, fields mapped out of it.
+        Other,
+    }
+    // A tag past the operator limit is a load error of its own; scanning
+    // it here would only cost time (nested parentheses are quadratic).
+    if crate::lex::operator_count(tag.as_bytes()) > crate::lex::MAX_TAG_OPERATORS {
+        return None;
+    }
     let inner = tag
         .strip_prefix("{{")?
         .strip_suffix("}}")?
@@ -377,10 +391,28 @@ pub(crate) fn printed_history<'a>(
         if attribute {
             continue;
         }
-        let first = chain
-            .next()
-            .map(|f| f.split(['(', ' ']).next().unwrap_or(f));
-        if first.is_some_and(|f| FINE.contains(&f)) {
+        let mut held = if rest.starts_with('[') && !rest.contains(':') {
+            Held::Message
+        } else {
+            Held::List
+        };
+        // Through the filter chain: counting, mapping fields out or taking
+        // an attribute leaves nothing of it; list filters keep a list.
+        for filter in chain {
+            let f = filter.split(['(', ' ']).next().unwrap_or(filter);
+            held = match (held, f) {
+                (Held::Other, _)
+                | (
+                    _,
+                    "length" | "count" | "int" | "float" | "sum" | "bool" | "wordcount" | "map",
+                ) => Held::Other,
+                (Held::Message, "attr") => Held::Other,
+                (Held::List, "first" | "last" | "random" | "min" | "max") => Held::Message,
+                (Held::List | Held::Message, "string" | "tojson" | "pprint" | "join") => Held::Text,
+                (held, _) => held,
+            };
+        }
+        if held == Held::Other {
             continue;
         }
         return Some(name);
@@ -1033,6 +1065,10 @@ mod tests {
             "{{ history|string }}",
             "{{ history[-3:] }}",
             "{{ history[0] }}",
+            "{{ history|selectattr('role', 'equalto', 'user')|list }}",
+            "{{ history|reverse|join }}",
+            "{{ history|last }}",
+            "{{ history|first|tojson|upper }}",
         ] {
             assert_eq!(printed_history(printed, &is), Some("history"), "{printed}");
         }
@@ -1042,6 +1078,13 @@ mod tests {
             "{{ history[-1].content }}",
             "{{ history[0]['content'] }}",
             "{{ history|map(attribute='content')|join('\\n') }}",
+            "{{ history|selectattr('role','equalto','user')|map(attribute='content')|join('\\n') }}",
+            "{{ history|reverse|map(attribute='content')|join }}",
+            "{{ history|last|attr('content') }}",
+            "{{ history|batch(2)|length }}",
+            "{{ history|first|length }}",
+            "{{ history|tojson|length }}",
+            "{{ history|rejectattr('role', 'equalto', 'system')|list|length }}",
             "{{ 'yes' if history else 'no' }}",
             "{{ other }}",
             "{{ history_count }}",

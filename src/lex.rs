@@ -226,40 +226,48 @@ pub(crate) const MAX_TAG_OPERATORS: usize = 1_000;
 /// Counted lexically, outside quoted strings: the operator characters
 /// `+ - * / % ~ | . [ ( < > = !` and the words `not and or in is if else`.
 pub(crate) fn overlong_tag(src: &str) -> Option<(usize, usize)> {
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     for t in tokenize(src) {
         if !matches!(t.kind, Tok::Expr | Tok::Stmt) {
             continue;
         }
         let b = &src.as_bytes()[t.start + 2..t.end.saturating_sub(2).max(t.start + 2)];
-        let mut count = 0usize;
-        // After a word, scanning resumes at its end.
-        let mut skip_to = 0;
-        for (i, c, _) in unquoted(b) {
-            if i < skip_to {
-                continue;
-            }
-            if b"+-*/%~|.[(<>=!".contains(&c) {
-                count += 1;
-            } else if ident(c) && (i == 0 || !ident(b[i - 1])) {
-                let end = b[i..]
-                    .iter()
-                    .position(|&c| !ident(c))
-                    .map_or(b.len(), |p| i + p);
-                if matches!(
-                    &b[i..end],
-                    b"not" | b"and" | b"or" | b"in" | b"is" | b"if" | b"else"
-                ) {
-                    count += 1;
-                }
-                skip_to = end;
-            }
-        }
+        let count = operator_count(b);
         if count > MAX_TAG_OPERATORS {
             return Some((t.start, count));
         }
     }
     None
+}
+
+/// How many operators an expression has, counted lexically outside quoted
+/// strings: the characters `+ - * / % ~ | . [ ( < > = !` and the words
+/// `not and or in is if else`.
+pub(crate) fn operator_count(b: &[u8]) -> usize {
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut count = 0usize;
+    // After a word, scanning resumes at its end.
+    let mut skip_to = 0;
+    for (i, c, _) in unquoted(b) {
+        if i < skip_to {
+            continue;
+        }
+        if b"+-*/%~|.[(<>=!".contains(&c) {
+            count += 1;
+        } else if ident(c) && (i == 0 || !ident(b[i - 1])) {
+            let end = b[i..]
+                .iter()
+                .position(|&c| !ident(c))
+                .map_or(b.len(), |p| i + p);
+            if matches!(
+                &b[i..end],
+                b"not" | b"and" | b"or" | b"in" | b"is" | b"if" | b"else"
+            ) {
+                count += 1;
+            }
+            skip_to = end;
+        }
+    }
+    count
 }
 
 /// The bytes of a Jinja expression outside its string literals, each with

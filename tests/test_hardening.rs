@@ -778,3 +778,21 @@ fn shared_and_deep_values_are_bounded_wherever_they_are_bound() {
         }
     }
 }
+
+/// A tag nested tens of thousands of parentheses deep around a history
+/// parameter is refused at once for its size (it took 34 s to load when
+/// the printed-history check unwrapped it one pair at a time).
+#[test]
+fn deeply_parenthesised_tags_are_refused_quickly() {
+    let n = 40_000;
+    let text = format!(
+        "---\nversion: 1.0.0\nparameters:\n  history: {{type: messages, default: []}}\n---\nuser:\n{{{{ {}history{} }}}}\n",
+        "(".repeat(n),
+        ")".repeat(n)
+    );
+    let e = within_wait("deep parentheses", move || {
+        Registry::from_files([("d.prompt.jinja", text)]).map(|_| ())
+    })
+    .expect_err("40,000 nested parentheses load");
+    assert!(e.to_string().contains("40000 operators"), "{e}");
+}
