@@ -59,13 +59,13 @@ pub(crate) fn find(body: &str, tokens: &[Token], grammar: Grammar) -> Vec<RolePr
             at += rest.len() - r.trim_start().len();
             rest = r.trim_start();
         }
-        let Some(tags) = expression_tags_before_colon(body, rest, at, tokens) else {
+        let Some((tags, first_tag)) = expression_tags_before_colon(body, rest, at, tokens) else {
             continue;
         };
         let Some(var) = tags.iter().find_map(|t| role_read(t)) else {
             continue;
         };
-        let (list, whole) = match enclosing_loop(body, tokens, at) {
+        let (list, whole) = match enclosing_loop(body, tokens, first_tag) {
             Some((vars, list, whole)) if vars.contains(&var) => (Some(list.to_owned()), whole),
             _ => (None, false),
         };
@@ -87,9 +87,10 @@ fn expression_tags_before_colon<'a>(
     rest: &str,
     at: usize,
     tokens: &[Token],
-) -> Option<Vec<&'a str>> {
+) -> Option<(Vec<&'a str>, usize)> {
     let end = at + rest.len();
     let mut tags = Vec::new();
+    let mut first_tag = at;
     let mut tail = "";
     for t in &tokens[tokens.partition_point(|t| t.end <= at)..] {
         if t.start >= end {
@@ -100,6 +101,9 @@ fn expression_tags_before_colon<'a>(
             // line of text in every runtime.
             Tok::Expr if !tail.is_empty() => return None,
             Tok::Expr => {
+                if tags.is_empty() {
+                    first_tag = t.start;
+                }
                 let tag = &body[t.start..t.end.min(end)];
                 let inner = tag.strip_prefix("{{")?.strip_suffix("}}")?;
                 tags.push(inner.trim_matches(['-', '+', '~']).trim());
@@ -111,14 +115,17 @@ fn expression_tags_before_colon<'a>(
                 }
                 tail = text;
             }
-            _ => return None,
+            // Statements and comments print nothing: `{% for m in h %}{{
+            // m.role }}:` on one line is a role line once rendered.
+            Tok::Stmt | Tok::Comment => {}
+            Tok::Raw => return None,
         }
     }
     let last = tags.last()?;
     let prints_colon = ["\":", "':'", "\": ", "': '", "\":\\n", "':\\n"]
         .iter()
         .any(|c| last.contains(c));
-    (tail == ":" || prints_colon).then_some(tags)
+    (tail == ":" || prints_colon).then_some((tags, first_tag))
 }
 
 /// The name whose role an expression reads: `item` in `item.role`,
@@ -334,6 +341,8 @@ mod tests {
             "{{ m.role ~ \":\" }}",
             "{{ m.role }}{{ ':' }}",
             "{{ m.role + \":\\n\" + m.content }}",
+            "{{ m.role }}:{# a comment #}",
+            "{{ m.role }}{% if true %}:{% endif %}",
         ] {
             let body = format!(
                 "{{% for m in history if m.content %}}\n{line}\n{{{{ m.content }}}}\n{{% endfor %}}\n"
@@ -342,6 +351,17 @@ mod tests {
             assert_eq!(found.len(), 1, "{line}");
             assert_eq!(found[0].1.as_deref(), Some("history"), "{line}");
         }
+        // The loop opened on the same line.
+        assert_eq!(
+            prints(
+                "{% for m in history %}{{ m.role }}:\n{{ m.content }}\n{% endfor %}\n",
+                Grammar::Native
+            ),
+            [(
+                "{% for m in history %}{{ m.role }}:".to_owned(),
+                Some("history".to_owned())
+            )]
+        );
         // Outside a loop, or a role from elsewhere: found, with no list.
         assert_eq!(
             prints("{{ speaker_role }}:\nhi\n", Grammar::Native),
