@@ -78,18 +78,22 @@
 mod body;
 mod bounded;
 mod check;
+pub mod contract;
 mod convert;
 mod dialect;
+mod diff;
 #[cfg(feature = "dispatch")]
 pub mod dispatch;
 mod error;
 mod file;
+mod hash;
 mod input;
 mod jinja;
 mod keywords;
 mod lex;
 mod limits;
 mod load;
+mod lock;
 mod memo;
 mod message;
 mod namespace;
@@ -101,6 +105,7 @@ mod role_loop;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod suite;
 mod template;
 pub mod tokens;
 mod truncate;
@@ -108,10 +113,13 @@ mod truncate;
 mod watch;
 
 pub use convert::{Converted, convert_prompty};
+pub use diff::{MessageChange, MessageDiff, RenderDiff, Side, diff};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
+pub use hash::ContentHash;
 pub use limits::RenderLimits;
 pub use load::lint::lint;
 pub use load::{Failures, LoadOptions};
+pub use lock::{Change, LOCKFILE, Lockfile};
 pub use message::{Message, Role};
 pub use reference::{Reference, Selector};
 pub use registry::Registry;

@@ -78,6 +78,28 @@ pub(crate) struct Entry {
     pub dialect: Dialect,
 }
 
+impl Clone for Entry {
+    fn clone(&self) -> Entry {
+        Entry {
+            memo_key: self.memo_key,
+            template: self.template.clone(),
+            schema: self.schema.clone(),
+            id: self.id.clone(),
+            jinja_name: self.jinja_name.clone(),
+            defaults: self.defaults.clone(),
+            declared: self.declared.clone(),
+            messages_hint: std::sync::atomic::AtomicUsize::new(
+                self.messages_hint
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            source: self.source.clone(),
+            form: self.form,
+            implicit_user: self.implicit_user,
+            dialect: self.dialect,
+        }
+    }
+}
+
 /// A registry serialises as its catalog, the JSON of `promptbook list
 /// --json` and of the dev server's `GET /api/templates`: an array of
 /// `{"name", "versions": [template, ...]}`, names sorted, versions
@@ -481,6 +503,38 @@ impl Registry {
         self.inner.index.by_name.get(name).into_iter().flatten()
     }
 
+    /// What the template `reference` names itself, as `NAME@VERSION`: its
+    /// parent, then every template its source includes, imports or
+    /// extends by a literal name (resolved as a render resolves it).
+    ///
+    /// # Errors
+    /// As [`get`](Registry::get).
+    pub fn dependencies(&self, reference: &str) -> Result<Vec<String>, Error> {
+        let entry = self.inner.index.resolve(reference)?;
+        Ok(
+            crate::load::stamp::direct_dependencies(entry, &self.inner.index)
+                .into_iter()
+                .map(|e| e.id.clone())
+                .collect(),
+        )
+    }
+
+    /// Every template that depends on `reference`, directly or through
+    /// others (the templates whose [`hash`](Template::hash) changes when
+    /// it does), as `NAME@VERSION`, sorted.
+    ///
+    /// # Errors
+    /// As [`get`](Registry::get).
+    pub fn dependents(&self, reference: &str) -> Result<Vec<String>, Error> {
+        let target = self.inner.index.resolve(reference)?.id.clone();
+        let index = &self.inner.index;
+        Ok(index
+            .entries()
+            .filter(|e| crate::load::stamp::dependencies(e, index).contains(&target.as_str()))
+            .map(|e| e.id.clone())
+            .collect())
+    }
+
     /// Resolves `NAME`, `NAME@REQ` or `NAME@LABEL` to a template.
     ///
     /// # Errors
@@ -582,7 +636,7 @@ impl Registry {
 
     /// Names that any version of `name` extends or includes literally.
     #[cfg_attr(not(feature = "watch"), allow(dead_code))]
-    pub(crate) fn dependencies(&self, name: &str) -> Vec<String> {
+    pub(crate) fn dependency_names(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         for e in self.entries(name) {
             if let Some((parent, _)) = e

@@ -94,7 +94,7 @@ pub enum Origin {
 /// send them.
 ///
 /// Serializes as
-/// `{"template": "NAME@VERSION", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}]}`
+/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}]}`
 /// (`model` and `context` only when the template has them, `truncation`
 /// and `dropped_empty` only when something was dropped).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,6 +102,8 @@ pub enum Origin {
 pub struct Rendered {
     /// `NAME@VERSION` of the template that rendered.
     pub template: String,
+    /// That template's content hash ([`Template::hash`](crate::Template::hash)).
+    pub hash: crate::hash::ContentHash,
     /// The messages, in order.
     pub messages: Vec<Message>,
     /// The template's `model:` block (shared with the template), with the
@@ -338,6 +340,7 @@ impl Registry {
         };
         let mut rendered = Rendered {
             template: id,
+            hash: t.hash,
             messages,
             dropped_empty: dropped,
             model,

@@ -17,6 +17,7 @@ const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// A compiled input schema: the full validator, and the fast path that
 /// answers for the common case (see [`crate::check`]).
+#[derive(Clone)]
 pub(crate) struct InputSchema {
     pub validator: Arc<jsonschema::Validator>,
     pub fast: Option<Arc<Check>>,

@@ -226,16 +226,19 @@ pub struct Template {
     pub(crate) input_schema: std::sync::Arc<Value>,
     pub(crate) model: Option<std::sync::Arc<ModelConfig>>,
     pub(crate) context: Option<ContextConfig>,
+    /// Set once the whole root is loaded (`crate::load::stamp`).
+    pub(crate) hash: crate::hash::ContentHash,
 }
 
 /// A template serialises as one version in the catalog: `version`,
-/// `labels`, `description`, `path`, `extends`, `parameters`,
+/// `hash`, `labels`, `description`, `path`, `extends`, `parameters`,
 /// `input_schema`, `model` and `context` (absent ones as `null`).
 impl Serialize for Template {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(9))?;
+        let mut map = serializer.serialize_map(Some(10))?;
         map.serialize_entry("version", &self.version.to_string())?;
+        map.serialize_entry("hash", &self.hash)?;
         map.serialize_entry("labels", &self.labels)?;
         map.serialize_entry("description", &self.description)?;
         map.serialize_entry("path", &self.path)?;
@@ -262,6 +265,13 @@ impl Template {
     /// `NAME@VERSION`, the exact id of this template.
     pub fn id(&self) -> String {
         format!("{}@{}", self.name, self.version)
+    }
+
+    /// Its content hash: SHA-256 over its file (labels left out), the
+    /// files it reads and everything it extends or includes, transitively.
+    /// What `promptbook.lock` records; see `docs/review.md`.
+    pub fn hash(&self) -> crate::hash::ContentHash {
+        self.hash
     }
 
     /// The file it was loaded from.

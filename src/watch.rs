@@ -612,7 +612,7 @@ fn changed_names(old: &Registry, new: &Registry) -> Vec<String> {
     // Dependants in the new registry: who extends or includes whom.
     let mut users: HashMap<String, Vec<String>> = HashMap::new();
     for name in new.names() {
-        for dep in new.dependencies(name) {
+        for dep in new.dependency_names(name) {
             users.entry(dep).or_default().push(name.to_owned());
         }
     }

@@ -383,6 +383,32 @@ impl Client {
         Ok(response)
     }
 
+    /// The request [`send_with`](Client::send_with) makes first (to the
+    /// primary model, before any retry or fallback): the provider's name,
+    /// the model, and the JSON body as sent. No headers, never a key; no
+    /// key is needed to build it. `promptbook test --record` stores it in
+    /// a cassette beside the answer.
+    ///
+    /// # Errors
+    /// As [`send`](Client::send), for the problems found before sending:
+    /// no model, an unknown provider, a prompt the wire cannot carry.
+    pub fn request_body(
+        &self,
+        rendered: &Rendered,
+        options: &SendOptions,
+    ) -> Result<RequestBody, DispatchError> {
+        let targets = self.targets(rendered, options)?;
+        let target = targets
+            .first()
+            .ok_or_else(|| DispatchError::config("no model to send to"))?;
+        let (body, _) = body_for(rendered, target, false)?;
+        Ok(RequestBody {
+            provider: target.provider.name.clone(),
+            model: target.model.clone(),
+            body,
+        })
+    }
+
     /// Streams the answer of `rendered`'s model: [`StreamEvent::Text`] and
     /// [`StreamEvent::ToolCall`] pieces as they arrive, then
     /// [`StreamEvent::Done`] with the whole [`Response`]. Retries and
@@ -551,30 +577,54 @@ impl Client {
         target: &Target,
         stream: bool,
     ) -> Result<Prepared, DispatchError> {
-        let fitted = rendered
-            .for_model(&target.model)
-            .map_err(DispatchError::prompt)?;
-        let empty = Map::new();
-        let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
-        let body = wire::wire(target.provider.config.kind)
-            .body(&target.model, &fitted.messages, params, stream)
-            .map_err(|message| {
-                DispatchError::prompt(crate::error::Error::new(
-                    crate::error::ErrorKind::InvalidInput,
-                    format!("{}: {message}", rendered.template),
-                ))
-            })?;
+        let (body, prompt_tokens) = body_for(rendered, target, stream)?;
+        let params = rendered.model.as_ref().map(|m| &m.parameters);
         let deterministic = params
-            .get("temperature")
+            .and_then(|p| p.get("temperature"))
             .and_then(Value::as_f64)
             .is_some_and(|t| t == 0.0);
         Ok(Prepared {
             body,
-            prompt_tokens: fitted.tokens.total,
+            prompt_tokens,
             key: read_key(&target.provider)?,
             deterministic,
         })
     }
+}
+
+/// The JSON body of `rendered` for `target` (fitted to the target model's
+/// budget), and its prompt tokens.
+fn body_for(
+    rendered: &Rendered,
+    target: &Target,
+    stream: bool,
+) -> Result<(Value, usize), DispatchError> {
+    let fitted = rendered
+        .for_model(&target.model)
+        .map_err(DispatchError::prompt)?;
+    let empty = Map::new();
+    let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
+    let body = wire::wire(target.provider.config.kind)
+        .body(&target.model, &fitted.messages, params, stream)
+        .map_err(|message| {
+            DispatchError::prompt(crate::error::Error::new(
+                crate::error::ErrorKind::InvalidInput,
+                format!("{}: {message}", rendered.template),
+            ))
+        })?;
+    Ok((body, fitted.tokens.total))
+}
+
+/// What [`Client::request_body`] returns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RequestBody {
+    /// The provider's name (`openai`, `anthropic`, a `providers.yaml` name).
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// The JSON body.
+    pub body: Value,
 }
 
 /// The target a template's own `model.connection` names (a Prompty file's):

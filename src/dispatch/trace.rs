@@ -1,5 +1,5 @@
 //! The tracing span of a call: one `promptbook.dispatch` span per call
-//! with the template, the provider and model that answered, attempts,
+//! with the template and its content hash, the provider and model that answered, attempts,
 //! latency, token counts and the outcome (`ok`, `cached`, or the error's
 //! class).
 
@@ -13,6 +13,7 @@ pub(crate) fn call_span(rendered: &Rendered, stream: bool) -> tracing::Span {
     tracing::info_span!(
         "promptbook.dispatch",
         template = %rendered.template,
+        template_hash = %rendered.hash,
         stream,
         provider = tracing::field::Empty,
         model = tracing::field::Empty,

@@ -190,6 +190,7 @@ pub(crate) fn compile_all(
         index.insert(entry);
     }
     index.sort();
+    let index = super::stamp::stamp(index, parsed);
     adopt_included_parameters(index, errors)
 }
 
@@ -365,6 +366,7 @@ fn entry(
         input_schema: res.input_schema.clone(),
         model: model.map(Arc::new),
         context,
+        hash: Default::default(),
     };
     let jinja_name = exact_ref(&template.name, &template.version);
     let (defaults, declared) = parameter_values(&template);

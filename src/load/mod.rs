@@ -28,6 +28,7 @@ pub(crate) mod isolate;
 pub(crate) mod lint;
 pub(crate) mod parse;
 pub(crate) mod prompty;
+pub(crate) mod stamp;
 pub(crate) mod walk;
 
 use std::collections::{BTreeMap, HashMap};

@@ -67,6 +67,8 @@ pub(crate) struct SourceFile {
     /// A `.prompty` file's inputs and the lines of the file that declare
     /// them (its parameters carry no spans: they are mapped from JSON).
     pub input_lines: Vec<(String, u32)>,
+    /// The hash of the file and the files it names (`crate::hash`).
+    pub digest: crate::hash::ContentHash,
     /// A `.prompty` file's inputs that are optional without a default.
     pub optional_inputs: Vec<String>,
 }
@@ -269,6 +271,15 @@ pub(crate) fn parse_file(
         manifest_text: (format == Format::Manifest).then(|| Arc::from(text)),
         input_lines,
         optional_inputs,
+        digest: crate::hash::file_digest(
+            text,
+            match format {
+                Format::Manifest => crate::hash::Layout::Manifest,
+                _ => crate::hash::Layout::FrontMatter,
+            },
+            refs.iter()
+                .map(|(name, read)| (name.as_str(), read.as_deref().map_err(String::as_str))),
+        ),
     };
 
     let mut errors = Vec::new();

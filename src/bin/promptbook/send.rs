@@ -1,0 +1,90 @@
+//! `promptbook send`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use promptbook::RenderOptions;
+
+use crate::InputArgs;
+use crate::inputs::read_inputs;
+use crate::load_isolated;
+
+pub(crate) fn send(
+    dir: &std::path::Path,
+    reference: &str,
+    inputs: &InputArgs,
+    model: Option<String>,
+    stream: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    use futures_util::StreamExt;
+    use promptbook::dispatch::{ClientBuilder, SendOptions, StreamEvent};
+
+    let registry = load_isolated(dir)?;
+    let template = registry.get(reference)?;
+    let inputs = &read_inputs(inputs.input.as_deref(), &inputs.vars, Some(template))?;
+    let mut render = RenderOptions::new();
+    let mut send = SendOptions::new();
+    if let Some(model) = model {
+        render = render.model(model.clone());
+        send = send.model(model);
+    }
+    let rendered = registry.render_with(reference, inputs, &render)?;
+    let client = ClientBuilder::new().template_root(dir)?.build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let response = runtime.block_on(async {
+        if !stream {
+            return client.send_with(&rendered, &send).await.map(Some);
+        }
+        let mut events = client.stream_with(&rendered, &send);
+        let mut out = io::stdout();
+        let mut done = None;
+        while let Some(event) = events.next().await {
+            match event? {
+                StreamEvent::Text(text) if !json => {
+                    // Shown as it comes; a closed pipe is the reader's choice.
+                    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                }
+                StreamEvent::Done(r) => done = Some(r),
+                _ => {}
+            }
+        }
+        Ok(done)
+    })?;
+    let response = response.context("the stream ended without an answer")?;
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &response)?;
+        writeln!(out)?;
+    } else {
+        if !stream {
+            write!(out, "{}", response.text)?;
+        }
+        if !response.text.is_empty() && !response.text.ends_with('\n') {
+            writeln!(out)?;
+        }
+        for call in &response.tool_calls {
+            writeln!(
+                out,
+                "tool call {} {}({})",
+                call.id, call.name, call.arguments
+            )?;
+        }
+    }
+    let usage = response
+        .usage
+        .map(|u| format!(", {} in / {} out tokens", u.input_tokens, u.output_tokens))
+        .unwrap_or_default();
+    eprintln!(
+        "# {}:{}{}{}",
+        response.provider,
+        response.model,
+        if response.fallback { " (fallback)" } else { "" },
+        usage
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,100 @@
+//! The last step of compiling a root: every template gets its content hash
+//! (see [`crate::hash`] for what it covers), once every template it may
+//! depend on is known.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use super::Parsed;
+use crate::hash::{self, ContentHash};
+use crate::memo::Memo;
+use crate::registry::{Entry, FastMap, Index};
+
+/// Entries with their hash set, by the entry's memo key and the hash.
+static STAMPED: Memo<Arc<Entry>> = Memo::new(20_000);
+
+/// `index` with every entry's hash set. An entry's memo key then covers
+/// its hash too, so later memoised steps keyed by it see a change in what
+/// it depends on.
+pub(crate) fn stamp(index: Index, parsed: &Parsed) -> Index {
+    let own: FastMap<String, ContentHash> = parsed
+        .sources
+        .iter()
+        .map(|(key, src)| {
+            let schema = match parsed.schemas.get(key) {
+                Some(Ok((_, text))) => Some(text.as_str()),
+                _ => None,
+            };
+            (
+                format!("{}@{}", key.0, key.1),
+                hash::own_digest(src.digest, schema),
+            )
+        })
+        .collect();
+    let mut out = Index::default();
+    for entry in index.entries() {
+        let Some(&mine) = own.get(&entry.id) else {
+            out.insert(entry.clone());
+            continue;
+        };
+        let dependencies: Vec<(&str, ContentHash)> = dependencies(entry, &index)
+            .into_iter()
+            .filter_map(|id| Some((id, *own.get(id)?)))
+            .collect();
+        let version_hash = hash::version_hash(mine, dependencies);
+        if entry.template.hash == version_hash {
+            out.insert(entry.clone());
+            continue;
+        }
+        let key = crate::memo::key(&[&entry.memo_key.to_le_bytes(), version_hash.as_bytes()]);
+        let stamped = STAMPED.get(key).unwrap_or_else(|| {
+            let mut stamped = (**entry).clone();
+            stamped.template.hash = version_hash;
+            stamped.memo_key = key;
+            let stamped = Arc::new(stamped);
+            STAMPED.put(key, stamped.clone());
+            stamped
+        });
+        out.insert(stamped);
+    }
+    out.sort();
+    out
+}
+
+/// The ids of every template `entry` reaches through its parent and the
+/// literal names its source includes, imports or extends (resolved as a
+/// render resolves them), transitively, itself excluded.
+pub(crate) fn dependencies<'a>(entry: &'a Entry, index: &'a Index) -> Vec<&'a str> {
+    let mut seen: HashSet<&str> = HashSet::from([entry.id.as_str()]);
+    let mut stack: Vec<&Entry> = vec![entry];
+    let mut out = BTreeMap::new();
+    while let Some(e) = stack.pop() {
+        for dep in direct_dependencies(e, index) {
+            if seen.insert(dep.id.as_str()) {
+                out.insert(dep.id.as_str(), ());
+                stack.push(dep);
+            }
+        }
+    }
+    out.into_keys().collect()
+}
+
+/// The templates `entry` names itself: its parent, then every literal
+/// include, import or extends target that resolves, in source order.
+pub(crate) fn direct_dependencies<'a>(entry: &'a Entry, index: &'a Index) -> Vec<&'a Arc<Entry>> {
+    let parent = entry
+        .template
+        .extends
+        .as_deref()
+        .and_then(|id| index.resolve(id).ok());
+    let mut out: Vec<&Arc<Entry>> = parent.into_iter().collect();
+    for (target, _) in super::lint::static_refs(&entry.source) {
+        if let Ok(dep) = index.resolve(&target)
+            && !out.iter().any(|d| d.id == dep.id)
+            && dep.id != entry.id
+        {
+            out.push(dep);
+        }
+    }
+    out
+}

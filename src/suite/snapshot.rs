@@ -1,0 +1,58 @@
+//! Snapshots: a test's render, stored as pretty JSON in
+//! `STEM.snapshots/TEST.json` beside its test file and compared on every
+//! run.
+//!
+//! The stored JSON is the render as `render --json` prints it, without the
+//! content `hash` (a comment edit in the template changes the hash but not
+//! the render; the snapshot is about the render).
+
+use std::path::{Path, PathBuf};
+
+use crate::render::Rendered;
+
+/// The text a render is stored as: pretty JSON (two spaces), `hash`
+/// removed, one final newline.
+pub(crate) fn text(rendered: &Rendered) -> String {
+    let mut value = serde_json::to_value(rendered).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.shift_remove("hash");
+    }
+    let mut out = serde_json::to_string_pretty(&value).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+/// Where the snapshot of test `slug` of the test file `tests_file` lives.
+pub(crate) fn path(tests_file: &Path, slug: &str) -> PathBuf {
+    let stem = super::stem_of(tests_file);
+    tests_file
+        .with_file_name(format!("{stem}.snapshots"))
+        .join(format!("{slug}.json"))
+}
+
+/// A unified diff from `old` to `new`, with file labels, three lines of
+/// context.
+pub(crate) fn diff(old: &str, new: &str, old_label: &str, new_label: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_label, new_label)
+        .to_string()
+}
+
+/// Writes `text` to `path` (creating its folder), through a temporary file
+/// renamed into place so that a reader never sees half a snapshot.
+pub(crate) fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
+}
