@@ -529,10 +529,7 @@ fn text_expect(spec: TextSpec, path: &Path, errors: &mut Vec<Error>) -> TextExpe
     if let Some(m) = spec.matches {
         let at = spanned_at(path, &m);
         for pattern in m.value.into_vec() {
-            match regex::RegexBuilder::new(&pattern)
-                .size_limit(1 << 20)
-                .build()
-            {
+            match compiled(&pattern) {
                 Ok(r) => matches.push(r),
                 Err(e) => errors.push(
                     Error::new(
@@ -557,6 +554,23 @@ fn text_expect(spec: TextSpec, path: &Path, errors: &mut Vec<Error>) -> TextExpe
         not_contains: spec.not_contains.map(Strings::into_vec).unwrap_or_default(),
         matches,
     }
+}
+
+/// Compiled patterns, by their text: a suite repeats the same few.
+static REGEXES: crate::memo::Memo<regex::Regex> = crate::memo::Memo::new(10_000);
+
+/// `pattern` compiled (Rust's `regex` syntax; at most 1 MiB compiled, so
+/// that a test file cannot make the run slow or big).
+fn compiled(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    let key = crate::memo::key(&[pattern.as_bytes()]);
+    if let Some(r) = REGEXES.get(key) {
+        return Ok(r);
+    }
+    let r = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()?;
+    REGEXES.put(key, r.clone());
+    Ok(r)
 }
 
 /// A test name as a file name: lowercase ASCII letters and digits, every
