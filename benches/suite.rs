@@ -77,7 +77,11 @@ fn bench(c: &mut Criterion) {
             .output()
             .unwrap();
         runs.push(started.elapsed().as_secs_f64());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     runs.sort_by(f64::total_cmp);
     eprintln!(

@@ -288,3 +288,116 @@ fn the_playground_renders_and_follows_edits_live() {
     });
     assert!(shown.contains("triage@2.1.0.prompt.jinja:"), "{shown}");
 }
+
+#[test]
+#[ignore = "needs Chromium and chromedriver (apt install chromium chromium-driver); .ci/run runs it with --ignored"]
+fn the_playground_compares_two_versions_and_runs_the_tests() {
+    let (Some(chromedriver), Some(chromium)) = (
+        find("CHROMEDRIVER", "/usr/bin/chromedriver"),
+        find("CHROMIUM", "/usr/bin/chromium"),
+    ) else {
+        panic!(
+            "no /usr/bin/chromium and /usr/bin/chromedriver (apt install chromium chromium-driver, \
+             or set CHROMIUM and CHROMEDRIVER)"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(Path::new("templates"), dir.path());
+    let profile = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let driver = Driver::start(&chromedriver);
+    let page = driver.session(&chromium, profile.path());
+    page.goto(&format!("{}/", server.url));
+    page.click("#template option[value='support/triage']");
+    page.type_into("#input-ticket", "I was charged twice");
+
+    // Compare 2.1.0 (shown) with the `legacy` label (1.0.0).
+    page.click("#compare option[value='support/triage@legacy']");
+    let rows: Vec<(String, String)> = eventually("the comparison", || {
+        let v = page.script(
+            "if (document.getElementById('comparison').hidden) return null; \
+             return [...document.querySelectorAll('#diff-rows .diff-head')] \
+               .map(h => [h.dataset.change, h.textContent])",
+            json!([]),
+        );
+        serde_json::from_value::<Vec<(String, String)>>(v)
+            .ok()
+            .filter(|r| !r.is_empty())
+    });
+    let changes: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        changes,
+        ["changed", "added", "added", "added", "added", "unchanged"]
+    );
+    // The deltas the page shows are the server's diff of the same renders.
+    let expected: Value = Client::new()
+        .post(format!("{}/api/diff", server.url))
+        .json(
+            &json!({"old": "support/triage@legacy", "new": "support/triage@=2.1.0",
+                      "inputs": {"ticket": "I was charged twice"}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let d = &expected["diff"];
+    for (i, (_, text)) in rows.iter().enumerate() {
+        let m = &d["messages"][i];
+        let delta = m["new_tokens"].as_i64().unwrap() - m["old_tokens"].as_i64().unwrap();
+        let shown = if delta > 0 {
+            format!("(+{delta})")
+        } else {
+            format!("({delta})")
+        };
+        assert!(text.ends_with(&shown), "{text} vs {m}");
+    }
+    let summary = page.script(
+        "return document.getElementById('diff-summary').textContent",
+        json!([]),
+    );
+    let total = format!(
+        "{} → {} tokens",
+        d["old"]["tokens"].as_u64().unwrap(),
+        d["new"]["tokens"].as_u64().unwrap()
+    );
+    assert!(summary.as_str().unwrap().contains(&total), "{summary}");
+    if let Some(path) = std::env::var_os("PROMPTBOOK_SCREENSHOT_COMPARE") {
+        page.screenshot(Path::new(&path));
+    }
+
+    // Run the tests of this version from the page.
+    page.click("#run-tests");
+    let outcomes: Vec<(String, String)> = eventually("the test results", || {
+        let v = page.script(
+            "return [...document.querySelectorAll('#test-results .test')] \
+               .map(t => [t.dataset.outcome, t.textContent])",
+            json!([]),
+        );
+        serde_json::from_value::<Vec<(String, String)>>(v)
+            .ok()
+            .filter(|r| !r.is_empty())
+    });
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert!(outcomes.iter().all(|(o, _)| o == "passed"), "{outcomes:?}");
+
+    // A failing test shows why, on the page.
+    let tests = dir.path().join("support/triage@2.1.0.tests.yaml");
+    fs::write(
+        &tests,
+        "tests:\n  - name: wrong\n    inputs: {ticket: hi}\n    expect:\n      contains: refund policy\n",
+    )
+    .unwrap();
+    page.click("#run-tests");
+    let failed = eventually("the failed test", || {
+        let v = page.script(
+            "const t = document.querySelector('#test-results .test'); \
+             return t && t.dataset.outcome === 'failed' ? t.textContent : null",
+            json!([]),
+        );
+        v.as_str().map(str::to_owned)
+    });
+    assert!(
+        failed.contains("does not contain \"refund policy\""),
+        "{failed}"
+    );
+}

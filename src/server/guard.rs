@@ -119,8 +119,8 @@ fn refusal(hosts: &Hosts, method: &Method, path: &str, headers: &HeaderMap) -> O
             ));
         }
     }
-    // The one route that takes a body is POST /api/render; any other
-    // method gets the router's 405, whatever its body.
+    // The routes that take a body are POST /api/render, /api/diff and
+    // /api/test; any other method gets the router's 405, whatever its body.
     if path.starts_with("/api/") && *method == Method::POST {
         let json = headers
             .get(header::CONTENT_TYPE)

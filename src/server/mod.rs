@@ -9,6 +9,8 @@
 //! | `GET /` | the playground page (self-contained: no CDN, works offline) |
 //! | `GET /api/templates` | the catalog, as `promptbook list --json` |
 //! | `POST /api/render` | `{"template", "inputs", "model"?}` → the JSON of `promptbook render --json` |
+//! | `POST /api/diff` | `{"old", "new", "inputs", "model"?}` → `{"old", "new", "diff"}`: both renders and `promptbook diff --json` |
+//! | `POST /api/test` | `{"template"}` → `{"results", "problems"}`: that version's tests, as `promptbook test --json` (snapshots are never written) |
 //! | `GET /api/status` | `{"generation", "errors", "root"}` |
 //! | `GET /api/events` | server-sent events: one `reload` event per reload |
 //!
@@ -250,6 +252,8 @@ pub fn router_with(registry: WatchedRegistry, options: Options) -> std::io::Resu
         .route("/", get(playground))
         .route("/api/templates", get(templates))
         .route("/api/render", post(render))
+        .route("/api/diff", post(diff))
+        .route("/api/test", post(test))
         .route("/api/status", get(status))
         .route("/api/events", get(events_stream))
         .fallback(not_found)
@@ -427,14 +431,119 @@ enum Outcome {
 }
 
 async fn render(State(state): State<AppState>, body: Body) -> Response {
+    run_job(
+        &state,
+        body,
+        RENDER_SHAPE,
+        |registry, request: RenderRequest| {
+            let mut options = RenderOptions::new();
+            if let Some(model) = request.model {
+                options = options.model(model);
+            }
+            registry
+                .render_with(&request.template, &request.inputs, &options)
+                .map_err(Outcome::Failed)
+                .and_then(|rendered| to_json(&rendered))
+        },
+    )
+    .await
+}
+
+const RENDER_SHAPE: &str = r#"{"template": "NAME@REQ", "inputs": {...}, "model": "..."?}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffRequest {
+    old: String,
+    new: String,
+    #[serde(default = "empty_object")]
+    inputs: Value,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+const DIFF_SHAPE: &str =
+    r#"{"old": "NAME@REQ", "new": "NAME@REQ", "inputs": {...}, "model": "..."?}"#;
+
+/// `POST /api/diff`: both renders on the same inputs, and what changes
+/// between them (`promptbook diff --json`), as `{"old", "new", "diff"}`.
+async fn diff(State(state): State<AppState>, body: Body) -> Response {
+    run_job(
+        &state,
+        body,
+        DIFF_SHAPE,
+        |registry, request: DiffRequest| {
+            let mut options = RenderOptions::new();
+            if let Some(model) = request.model {
+                options = options.model(model);
+            }
+            let render = |r: &str| {
+                registry
+                    .render_with(r, &request.inputs, &options)
+                    .map_err(Outcome::Failed)
+            };
+            let (old, new) = (render(&request.old)?, render(&request.new)?);
+            to_json(&json!({"old": old, "new": new, "diff": crate::diff::diff(&old, &new)}))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    template: String,
+}
+
+const TEST_SHAPE: &str = r#"{"template": "NAME@REQ"}"#;
+
+/// `POST /api/test`: runs the tests of one template version, as
+/// `promptbook test --json` (never writing snapshots), with the problems
+/// of its test file: `{"results": [...], "problems": ["path:line:col:
+/// error: ..."]}`.
+async fn test(State(state): State<AppState>, body: Body) -> Response {
+    run_job(
+        &state,
+        body,
+        TEST_SHAPE,
+        |registry, request: TestRequest| {
+            let id = registry
+                .get(&request.template)
+                .map_err(Outcome::Failed)?
+                .id();
+            let mut suite = crate::suite::Suite::load(&registry);
+            suite
+                .retain_templates(&registry, &[id])
+                .map_err(Outcome::Failed)?;
+            let report = suite.run(&registry, crate::suite::Snapshots::Check);
+            let problems: Vec<String> = suite.problems().iter().map(|p| p.to_string()).collect();
+            to_json(&json!({"results": report.results, "problems": problems}))
+        },
+    )
+    .await
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, Outcome> {
+    serde_json::to_vec(value).map_err(|e| Outcome::Internal(format!("cannot serialise: {e}")))
+}
+
+/// One API request that renders: its body read under the budget, a render
+/// slot taken (held by the work itself until it ends, not by this request,
+/// which may give up on it first: parsed inputs and renders in memory never
+/// outnumber the slots), the body pre-counted and parsed as `R` (`shape`
+/// says what it should look like when it is not), then `work` on a
+/// snapshot of the registry (the same one however many reloads land while
+/// it runs), under [`Options::render_timeout`].
+async fn run_job<R, F>(state: &AppState, body: Body, shape: &'static str, work: F) -> Response
+where
+    R: serde::de::DeserializeOwned,
+    F: FnOnce(crate::Registry, R) -> Result<Vec<u8>, Outcome> + Send + 'static,
+{
     let (body, share) = match read_body(body, state.options.body_read_timeout, &state.bodies).await
     {
         Ok(read) => read,
         Err(response) => return response,
     };
-    // A slot, held by the render itself until it ends (not by this
-    // request, which may give up on it first): parsed inputs and renders
-    // in memory never outnumber the slots.
     let wait = state.options.render_queue_wait;
     let slot = match tokio::time::timeout(wait, state.renders.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
@@ -453,8 +562,6 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
             return busy;
         }
     };
-    // Snapshot now: the render uses this registry however many reloads
-    // land while it runs.
     let registry = state.registry.registry();
     let job = tokio::task::spawn_blocking(move || {
         let _slot = slot;
@@ -466,21 +573,14 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
             Err(prescan::Refused::TooBig { budget }) => return Outcome::TooBig(budget),
             Err(prescan::Refused::Invalid(e)) => return Outcome::BadRequest(e),
         }
-        let request: RenderRequest = match serde_json::from_slice(&body) {
+        let request: R = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => return Outcome::BadRequest(e.to_string()),
         };
         drop(body);
-        let mut options = RenderOptions::new();
-        if let Some(model) = request.model {
-            options = options.model(model);
-        }
-        match registry.render_with(&request.template, &request.inputs, &options) {
-            Ok(rendered) => match serde_json::to_vec(&rendered) {
-                Ok(json) => Outcome::Rendered(json),
-                Err(e) => Outcome::Internal(format!("cannot serialise the render: {e}")),
-            },
-            Err(e) => Outcome::Failed(e),
+        match work(registry, request) {
+            Ok(json) => Outcome::Rendered(json),
+            Err(outcome) => outcome,
         }
     });
     let timeout = state.options.render_timeout;
@@ -511,10 +611,7 @@ async fn render(State(state): State<AppState>, body: Body) -> Response {
         Ok(Ok(Outcome::BadRequest(e))) => api_error(
             StatusCode::BAD_REQUEST,
             "bad request",
-            format!(
-                "the request body must be {{\"template\": \"NAME@REQ\", \"inputs\": {{...}}, \
-                 \"model\": \"...\"?}}: {e}"
-            ),
+            format!("the request body must be {shape}: {e}"),
         ),
         Ok(Ok(Outcome::TooBig(budget))) => api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
