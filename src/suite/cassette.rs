@@ -46,6 +46,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Cassette>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         _ => {}
     }
+    super::snapshot::no_links(path).map_err(|e| e.to_string())?;
     let text = crate::file::read_text(path, crate::file::MAX_FILE_BYTES)
         .map_err(|e| format!("cannot read cassette {}: {e}", path.display()))?;
     serde_json::from_str(&text)

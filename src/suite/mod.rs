@@ -407,7 +407,12 @@ fn check_snapshot(
     let now = snapshot::text(rendered);
     let stored = match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        _ => match crate::file::read_text(&path, crate::file::MAX_FILE_BYTES) {
+        _ => match snapshot::no_links(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::file::read_text(&path, crate::file::MAX_FILE_BYTES)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(text) => Some(crate::load::parse::normalize_newlines(&text).into_owned()),
             Err(e) => {
                 result

@@ -40,9 +40,25 @@ pub(crate) fn diff(old: &str, new: &str, old_label: &str, new_label: &str) -> St
         .to_string()
 }
 
+/// Refuses a snapshot or cassette path that is a link, or whose folder is
+/// one: they are files of the root, and a link could point anywhere.
+pub(crate) fn no_links(path: &Path) -> std::io::Result<()> {
+    for p in [Some(path), path.parent()].into_iter().flatten() {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(std::io::Error::other(format!(
+                "{} is a link; snapshots and cassettes are plain files beside their test file",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `text` to `path` (creating its folder), through a temporary file
-/// renamed into place so that a reader never sees half a snapshot.
+/// renamed into place so that a reader never sees half a snapshot. Refuses
+/// links ([`no_links`]).
 pub(crate) fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    no_links(path)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

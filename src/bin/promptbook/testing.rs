@@ -24,6 +24,12 @@ pub(crate) fn test(
     for problem in suite.problems() {
         eprintln!("{problem}");
     }
+    if suite.is_empty() && suite.problems().is_empty() {
+        eprintln!(
+            "note: no tests{}: add a `STEM.tests.yaml` beside a template file (docs/review.md)",
+            if references.is_empty() { "" } else { " for these templates" }
+        );
+    }
     if record {
         record_answers(dir, &registry, &suite)?;
     }
