@@ -25,6 +25,20 @@ fn find(env: &str, default: &str) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
+/// chromedriver and chromium, or a failure saying what to install.
+fn browser() -> (PathBuf, PathBuf) {
+    let (Some(chromedriver), Some(chromium)) = (
+        find("CHROMEDRIVER", "/usr/bin/chromedriver"),
+        find("CHROMIUM", "/usr/bin/chromium"),
+    ) else {
+        panic!(
+            "no /usr/bin/chromium and /usr/bin/chromedriver (apt install chromium chromium-driver, \
+             or set CHROMIUM and CHROMEDRIVER)"
+        );
+    };
+    (chromedriver, chromium)
+}
+
 /// chromedriver on a free loopback port; killed when dropped.
 struct Driver {
     child: Child,
@@ -203,15 +217,7 @@ impl Drop for Session<'_> {
 #[test]
 #[ignore = "needs Chromium and chromedriver (apt install chromium chromium-driver); .ci/run runs it with --ignored"]
 fn the_playground_renders_and_follows_edits_live() {
-    let (Some(chromedriver), Some(chromium)) = (
-        find("CHROMEDRIVER", "/usr/bin/chromedriver"),
-        find("CHROMIUM", "/usr/bin/chromium"),
-    ) else {
-        panic!(
-            "no /usr/bin/chromium and /usr/bin/chromedriver (apt install chromium chromium-driver, \
-             or set CHROMIUM and CHROMEDRIVER)"
-        );
-    };
+    let (chromedriver, chromium) = browser();
     let dir = tempfile::tempdir().unwrap();
     copy_tree(Path::new("templates"), dir.path());
     let profile = tempfile::tempdir().unwrap();
@@ -292,15 +298,7 @@ fn the_playground_renders_and_follows_edits_live() {
 #[test]
 #[ignore = "needs Chromium and chromedriver (apt install chromium chromium-driver); .ci/run runs it with --ignored"]
 fn the_playground_compares_two_versions_and_runs_the_tests() {
-    let (Some(chromedriver), Some(chromium)) = (
-        find("CHROMEDRIVER", "/usr/bin/chromedriver"),
-        find("CHROMIUM", "/usr/bin/chromium"),
-    ) else {
-        panic!(
-            "no /usr/bin/chromium and /usr/bin/chromedriver (apt install chromium chromium-driver, \
-             or set CHROMIUM and CHROMEDRIVER)"
-        );
-    };
+    let (chromedriver, chromium) = browser();
     let dir = tempfile::tempdir().unwrap();
     copy_tree(Path::new("templates"), dir.path());
     let profile = tempfile::tempdir().unwrap();

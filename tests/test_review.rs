@@ -1,8 +1,10 @@
 //! Prompt changes reviewed like code: content hashes, the lockfile, tests
 //! beside the templates (snapshots and cassettes), `diff`, `check
 //! --semver`, `show` and `new`, through the real binary on real files.
+#![cfg(all(feature = "cli", feature = "dispatch", feature = "server"))]
 
 mod fake;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -19,14 +21,7 @@ fn cli(dir: &Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use support::{copy_tree, run};
 
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);
@@ -38,18 +33,6 @@ fn shipped() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(Path::new("templates"), dir.path());
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let target = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn hashes(root: &Path) -> std::collections::BTreeMap<String, String> {

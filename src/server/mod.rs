@@ -390,14 +390,10 @@ async fn read_body(
             if needed > held {
                 let more = u32::try_from(needed - held).unwrap_or(u32::MAX);
                 let Ok(extra) = budget.clone().try_acquire_many_owned(more) else {
-                    let mut busy = api_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
+                    return Err(retry_later(
                         "busy",
                         "the server holds as many request bodies as it may; try again".into(),
-                    );
-                    busy.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return Err(busy);
+                    ));
                 };
                 match &mut share {
                     Some(s) => s.merge(extra),
@@ -548,8 +544,7 @@ where
     let slot = match tokio::time::timeout(wait, state.renders.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
         _ => {
-            let mut busy = api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return retry_later(
                 "busy",
                 format!(
                     "all {} render slots stayed busy for {} s; try again",
@@ -557,9 +552,6 @@ where
                     wait.as_secs_f32()
                 ),
             );
-            busy.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return busy;
         }
     };
     let registry = state.registry.registry();
@@ -588,15 +580,11 @@ where
         Ok(Ok(Outcome::Rendered(json))) => {
             let blocks = u32::try_from(json.len().div_ceil(BODY_BLOCK)).unwrap_or(u32::MAX);
             let Ok(share) = state.bodies.clone().try_acquire_many_owned(blocks) else {
-                let mut busy = api_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                return retry_later(
                     "busy",
                     "the server holds as many request bodies and responses as it may; try again"
                         .into(),
                 );
-                busy.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return busy;
             };
             (
                 [(header::CONTENT_TYPE, "application/json")],
@@ -628,16 +616,10 @@ where
             "internal",
             format!("the render failed: {e}"),
         ),
-        Err(_) => {
-            let mut late = api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!("the render took longer than {} s", timeout.as_secs_f32()),
-            );
-            late.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            late
-        }
+        Err(_) => retry_later(
+            "timeout",
+            format!("the render took longer than {} s", timeout.as_secs_f32()),
+        ),
     }
 }
 
@@ -697,6 +679,15 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response 
             format!("cannot serialise the answer: {e}"),
         ),
     }
+}
+
+/// A 503 with `Retry-After: 1`: busy now, not broken.
+fn retry_later(kind: &str, message: String) -> Response {
+    let mut response = api_error(StatusCode::SERVICE_UNAVAILABLE, kind, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn api_error(status: StatusCode, kind: &str, message: String) -> Response {

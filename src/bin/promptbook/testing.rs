@@ -27,7 +27,11 @@ pub(crate) fn test(
     if suite.is_empty() && suite.problems().is_empty() {
         eprintln!(
             "note: no tests{}: add a `STEM.tests.yaml` beside a template file (docs/review.md)",
-            if references.is_empty() { "" } else { " for these templates" }
+            if references.is_empty() {
+                ""
+            } else {
+                " for these templates"
+            }
         );
     }
     if record {
