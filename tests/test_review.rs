@@ -403,6 +403,12 @@ fn test_files_are_checked_with_file_and_line() {
     ] {
         assert!(err.contains(says), "expected {says:?} in:\n{err}");
     }
+    // Naming a template shows the problems of its test files only.
+    let (code, _, err) = run(cli(root).args(["test", "chat/assistant"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("chat/assistant.tests.yaml:4:5"), "{err}");
+    assert!(!err.contains("triage"), "{err}");
+    assert!(!err.contains("nothing.tests.yaml"), "{err}");
 }
 
 #[test]
@@ -643,6 +649,12 @@ fn check_semver_refuses_a_stricter_minor_release_and_allows_a_major_one() {
         err.contains("t@1.0.0: a released version changed in place"),
         "{err}"
     );
+    for hostile in ["--output=x", "HEAD\nHEAD", ""] {
+        let against = format!("--against={hostile}");
+        let (code, _, err) = run(cli(root).args(["check", "--semver", &against]));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("is not a revision"), "{err}");
+    }
     // A version only at the base is the one before: 1.1.0 removed here,
     // 1.0.5 added must still accept what 1.0.0 did.
     git(&["checkout", "-q", "--", "."]);

@@ -49,6 +49,8 @@ const MAX_TEST_FILE_BYTES: u64 = crate::file::MAX_FILE_BYTES;
 pub struct Suite {
     files: Vec<TestFile>,
     problems: Vec<Diagnostic>,
+    /// The template name each problem's test file is for.
+    problem_names: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +237,11 @@ impl Suite {
             .iter()
             .map(|e| Diagnostic::from_error(e, root))
             .collect();
+        suite.problem_names = suite
+            .problems
+            .iter()
+            .map(|p| name_of(p.location().path(), root))
+            .collect();
         suite
     }
 
@@ -287,14 +294,19 @@ impl Suite {
                         .is_some_and(|(name, _)| name == n)
                 })
         });
-        self.problems.retain(|p| {
-            let stem = stem_of(p.location().path());
-            keep.iter().chain(&names).any(|r| {
-                let name = r.split_once('@').map_or(r.as_str(), |(n, _)| n);
-                let file = name.rsplit('/').next().unwrap_or(name);
-                stem == file || stem.starts_with(&format!("{file}@"))
-            })
+        let wanted: Vec<&str> = keep
+            .iter()
+            .map(|id| id.split_once('@').map_or(id.as_str(), |(n, _)| n))
+            .chain(names.iter().map(String::as_str))
+            .collect();
+        let mut kept = self.problem_names.iter();
+        self.problems.retain(|_| {
+            kept.next()
+                .and_then(Option::as_deref)
+                .is_some_and(|n| wanted.contains(&n))
         });
+        self.problem_names
+            .retain(|n| n.as_deref().is_some_and(|n| wanted.contains(&n)));
         Ok(())
     }
 
@@ -495,6 +507,21 @@ fn check_cassette(registry: &Registry, file: &TestFile, case: &Case, result: &mu
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
+}
+
+/// The template name a test file is for: its path below the root, without
+/// `.tests.yaml` and any `@VERSION` (`support/triage`).
+fn name_of(tests_file: &Path, root: &Path) -> Option<String> {
+    let rel = tests_file.strip_prefix(root).ok()?;
+    let rel = rel.to_str()?.replace(std::path::MAIN_SEPARATOR, "/");
+    let stem = rel.strip_suffix(TESTS_SUFFIX)?;
+    let (dir, file) = stem.rsplit_once('/').map_or(("", stem), |(d, f)| (d, f));
+    let file = file.split_once('@').map_or(file, |(f, _)| f);
+    Some(if dir.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{dir}/{file}")
+    })
 }
 
 /// A test file's stem: its file name without `.tests.yaml`.

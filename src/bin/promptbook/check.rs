@@ -122,7 +122,11 @@ pub(crate) fn check_semver(dir: &Path, against: Option<&str>) -> Result<ExitCode
 /// The template root `dir` as it was at git revision `rev`, read with
 /// `git ls-tree` and `git cat-file --batch` (nothing is checked out).
 fn load_at_revision(dir: &Path, rev: &str) -> Result<Registry> {
-    if rev.starts_with('-') {
+    // Never an option, and one line of `git cat-file --batch` input.
+    if rev.is_empty()
+        || rev.starts_with('-')
+        || rev.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         bail!("`{rev}` is not a revision");
     }
     let git = |args: &[&str]| {
@@ -164,6 +168,8 @@ fn load_at_revision(dir: &Path, rev: &str) -> Result<Registry> {
         .split(|&b| b == 0)
         .filter(|p| !p.is_empty())
         .filter_map(|p| String::from_utf8(p.to_vec()).ok())
+        // One request per line: a name with a line break cannot be asked.
+        .filter(|p| !p.contains('\n'))
         .collect();
     let mut child = Command::new("git")
         .arg("-C")
@@ -186,6 +192,13 @@ fn load_at_revision(dir: &Path, rev: &str) -> Result<Registry> {
             .nth(2)
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("git cat-file: no object for {path}: {}", header.trim()))?;
+        // The loader refuses files over 8 MiB; so is a blob here, unread.
+        if size > 8 << 20 {
+            std::io::copy(&mut (&mut reader).take(size), &mut std::io::sink())?;
+            let mut newline = [0u8; 1];
+            reader.read_exact(&mut newline)?;
+            continue;
+        }
         let mut bytes = Vec::new();
         (&mut reader).take(size).read_to_end(&mut bytes)?;
         let mut newline = [0u8; 1];
