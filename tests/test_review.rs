@@ -692,3 +692,53 @@ fn new_writes_a_template_and_its_passing_tests_and_never_overwrites() {
     let (code, out, _) = run(cli(root).arg("lint"));
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn diff_deltas_match_the_committed_tiktoken_corpus() {
+    let corpus: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/tokens/corpus.json").unwrap())
+            .unwrap();
+    // Texts a message carries as they are (rendering trims a message's
+    // surrounding line breaks).
+    let texts: Vec<(&str, u64)> = corpus["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["text"].as_str().unwrap(),
+                t["o200k_base"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(text, _)| !text.is_empty() && text.trim() == *text)
+        .collect();
+    assert!(texts.len() >= 5, "{}", texts.len());
+    let registry = promptbook::Registry::from_files([
+        (
+            "t@1.0.0.prompt.jinja",
+            "---\nversion: 1.0.0\nparameters: {a: string, b: string}\nmodel: {name: gpt-4o}\n---\nsystem:\nSame.\nuser:\n{{ a }}\n",
+        ),
+        (
+            "t@2.0.0.prompt.jinja",
+            "---\nversion: 2.0.0\nparameters: {a: string, b: string}\nmodel: {name: gpt-4o}\n---\nsystem:\nSame.\nuser:\n{{ b }}\n",
+        ),
+    ])
+    .unwrap();
+    for pair in texts.windows(2) {
+        let ((a, na), (b, nb)) = (pair[0], pair[1]);
+        let inputs = serde_json::json!({"a": a, "b": b});
+        let old = registry.render("t@=1.0.0", &inputs).unwrap();
+        let new = registry.render("t@=2.0.0", &inputs).unwrap();
+        let d = promptbook::diff(&old, &new);
+        let user = d.messages.last().unwrap();
+        assert_eq!(
+            user.change,
+            promptbook::MessageChange::Changed,
+            "{a:?} -> {b:?}"
+        );
+        // The chat format's overhead is the same on both sides.
+        assert_eq!(user.delta(), nb as i64 - na as i64, "{a:?} -> {b:?}");
+        assert_eq!(d.delta, nb as i64 - na as i64);
+        assert_eq!(d.messages[0].change, promptbook::MessageChange::Unchanged);
+    }
+}
