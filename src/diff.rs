@@ -90,8 +90,15 @@ pub struct Side {
     pub approximate: bool,
 }
 
-/// Compares two renders.
+/// How long [`diff`] looks for the smallest diff before it settles for a
+/// correct but coarser one (Myers's algorithm with a deadline): a render of
+/// tens of thousands of changed lines would otherwise take minutes.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Compares two renders. It takes at most about half a second (then the
+/// line diffs are coarser, never wrong).
 pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
+    let deadline = std::time::Instant::now() + DIFF_DEADLINE;
     // Messages are equal when everything the model sees of them is.
     let key = |m: &Message| serde_json::to_string(m).unwrap_or_default();
     let old_keys: Vec<_> = old.messages.iter().map(key).collect();
@@ -103,7 +110,9 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
         let nm = n.map(|i| &new.messages[i]);
         let diff = match (change, om, nm) {
             (MessageChange::Changed, Some(a), Some(b)) => Some(
-                similar::TextDiff::from_lines(&with_newline(&a.content), &with_newline(&b.content))
+                similar::TextDiff::configure()
+                    .deadline(deadline)
+                    .diff_lines(&with_newline(&a.content), &with_newline(&b.content))
                     .unified_diff()
                     .context_radius(3)
                     .to_string(),
@@ -124,7 +133,12 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
             diff,
         }
     };
-    for op in similar::capture_diff_slices(similar::Algorithm::Myers, &old_keys, &new_keys) {
+    for op in similar::capture_diff_slices_deadline(
+        similar::Algorithm::Myers,
+        &old_keys,
+        &new_keys,
+        Some(deadline),
+    ) {
         match op {
             similar::DiffOp::Equal {
                 old_index,

@@ -8,8 +8,12 @@
 //!    endings are made LF (a checkout with CR LF hashes the same), with the
 //!    top-level `labels:` entry of the front matter (or manifest) left out
 //!    (moving a label is not a content change: the lockfile records labels
-//!    apart); comments and formatting elsewhere count, as every other byte
-//!    does;
+//!    apart; an entry holding `&`, which may define a YAML anchor used
+//!    elsewhere, is kept); comments and formatting elsewhere count, as
+//!    every other byte does. A `.prompty` file keeps its labels in
+//!    `metadata.promptbook.labels`: its front matter counts as its parsed
+//!    value without them (comments and formatting there do not count), its
+//!    body byte for byte;
 //! 2. the files it reads: the text of its `$ref` input schema and of every
 //!    `${file:...}` a `.prompty` file names;
 //! 3. for every template it depends on, transitively (its parent, and
@@ -99,6 +103,11 @@ impl Hasher {
     }
 }
 
+/// SHA-256 of some bytes, as a [`ContentHash`].
+pub(crate) fn text_hash(bytes: &[u8]) -> ContentHash {
+    ContentHash(Sha256::digest(bytes).into())
+}
+
 /// How a file is laid out, for finding its YAML part.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Layout {
@@ -140,6 +149,76 @@ pub(crate) fn file_digest<'a>(
         }
     }
     h.finish()
+}
+
+/// [`file_digest`] for a `.prompty` file, whose labels sit inside
+/// `metadata.promptbook.labels`: its front matter is hashed as its parsed
+/// value (canonical JSON: keys sorted, no spaces) without them, then its
+/// body as written.
+pub(crate) fn prompty_digest<'a>(
+    front_matter: &serde_json::Value,
+    body: &str,
+    refs: impl IntoIterator<Item = (&'a str, Result<&'a str, &'a str>)>,
+) -> ContentHash {
+    let mut fm = front_matter.clone();
+    if let Some(ours) = fm
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("promptbook"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        ours.shift_remove("labels");
+    }
+    let mut text = String::new();
+    canonical(&fm, &mut text);
+    let mut h = Hasher::new("promptbook prompty 1");
+    h.part(text.as_bytes());
+    h.part(normalized(body).as_bytes());
+    for (name, read) in refs {
+        h.part(name.as_bytes());
+        match read {
+            Ok(content) => {
+                h.part(b"ok");
+                h.part(normalized(content).as_bytes());
+            }
+            Err(why) => {
+                h.part(b"error");
+                h.part(why.as_bytes());
+            }
+        }
+    }
+    h.finish()
+}
+
+/// `v` as JSON with object keys sorted, recursively.
+fn canonical(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// A version's own content: its [`file_digest`] and the text of its `$ref`
@@ -201,7 +280,10 @@ fn split_yaml(text: &str) -> (&str, &str) {
 /// `yaml` without its top-level `labels` entry: the line that starts with
 /// the key at column 0 (`labels:`, `"labels":` or `'labels':`) and every
 /// line after it that is blank, indented, a comment or a block-sequence
-/// item (`- x`), up to the next line that starts another entry.
+/// item (`- x`), up to the next line that starts another entry. An entry
+/// that holds a `&` (it may define a YAML anchor, which the rest of the
+/// file could use as content) is kept: then moving a label changes the
+/// hash, which is the safe side.
 fn without_labels(yaml: &str) -> Cow<'_, str> {
     let is_key = |line: &str| {
         ["labels", "\"labels\"", "'labels'"].iter().any(|k| {
@@ -213,10 +295,12 @@ fn without_labels(yaml: &str) -> Cow<'_, str> {
         return Cow::Borrowed(yaml);
     }
     let mut out = String::with_capacity(yaml.len());
+    let mut removed = String::new();
     let mut skipping = false;
     for line in yaml.split_inclusive('\n') {
         if is_key(line) {
             skipping = true;
+            removed.push_str(line);
             continue;
         }
         if skipping {
@@ -225,11 +309,15 @@ fn without_labels(yaml: &str) -> Cow<'_, str> {
                 || line.starts_with("- ")
                 || line.trim_end() == "-";
             if continues && line.trim() != "---" {
+                removed.push_str(line);
                 continue;
             }
             skipping = false;
         }
         out.push_str(line);
+    }
+    if removed.contains('&') {
+        return Cow::Borrowed(yaml);
     }
     Cow::Owned(out)
 }
@@ -264,6 +352,41 @@ mod tests {
         ] {
             assert_ne!(digest(changed), digest(bare), "{changed:?}");
         }
+    }
+
+    #[test]
+    fn a_labels_entry_that_may_define_an_anchor_is_content() {
+        let a =
+            "version: 1.0.0\nlabels: [x, &s Say hi]\nmessages:\n  - {role: user, content: *s}\n";
+        let b =
+            "version: 1.0.0\nlabels: [x, &s Say bye]\nmessages:\n  - {role: user, content: *s}\n";
+        assert_ne!(
+            file_digest(a, Layout::Manifest, []),
+            file_digest(b, Layout::Manifest, [])
+        );
+    }
+
+    #[test]
+    fn prompty_labels_are_left_out_and_the_rest_counts() {
+        let fm = |labels: &str, model: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"{{"name": "x", "metadata": {{"promptbook": {{"labels": [{labels}]}}}}, "model": {{"api": "{model}"}}}}"#
+            ))
+            .unwrap()
+        };
+        let d = |v: &serde_json::Value, body: &str| prompty_digest(v, body, []);
+        assert_eq!(
+            d(&fm(r#""a""#, "chat"), "b"),
+            d(&fm(r#""b", "c""#, "chat"), "b")
+        );
+        assert_ne!(
+            d(&fm(r#""a""#, "chat"), "b"),
+            d(&fm(r#""a""#, "completion"), "b")
+        );
+        assert_ne!(
+            d(&fm(r#""a""#, "chat"), "b"),
+            d(&fm(r#""a""#, "chat"), "b!")
+        );
     }
 
     #[test]

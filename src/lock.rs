@@ -197,6 +197,7 @@ impl Lockfile {
     pub fn parse(text: &str, path: &Path) -> Result<Lockfile, Error> {
         let mut lock = Lockfile::default();
         let mut header = false;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, line) in text.lines().enumerate() {
             let at = || Location::at(path, u32::try_from(i + 1).unwrap_or(u32::MAX), Some(1));
             let bad = |what: String| Error::new(ErrorKind::Syntax, what).with_location(at());
@@ -234,6 +235,10 @@ impl Lockfile {
                 if versions.insert(version, hash).is_some() {
                     return Err(bad(format!("`{lhs}` is listed twice")));
                 }
+            } else if rhs.starts_with("sha256:") {
+                return Err(bad(format!(
+                    "`{tail}` is not a semver version (MAJOR.MINOR.PATCH)"
+                )));
             } else if crate::reference::is_label(tail) {
                 let target = rhs
                     .strip_prefix("->")
@@ -373,5 +378,15 @@ mod tests {
             assert_eq!(e.location().and_then(|l| l.line()), Some(line), "{bad}");
         }
         assert!(Lockfile::parse(&format!("t@1.0.0 sha256:{h}\n"), path).is_err());
+        // A byte-order mark is not content; a bad version says so.
+        assert_eq!(
+            Lockfile::parse(&format!("\u{feff}{text}"), path).unwrap(),
+            lock
+        );
+        let e = Lockfile::parse(&format!("lockfile 1\nt@v1 sha256:{h}\n"), path).unwrap_err();
+        assert!(
+            e.to_string().contains("`v1` is not a semver version"),
+            "{e}"
+        );
     }
 }

@@ -458,6 +458,21 @@ fn a_recorded_answer_replays_offline_and_goes_stale_when_the_template_changes() 
     );
     std::fs::write(&cassette, &text).unwrap();
 
+    // So does a change to the test's inputs: the answer was to another
+    // prompt.
+    let tests_file = root.join("support/triage@2.1.0.tests.yaml");
+    let tests = std::fs::read_to_string(&tests_file).unwrap();
+    std::fs::write(
+        &tests_file,
+        tests.replace("The dashboard has been down", "The dashboard has been up"),
+    )
+    .unwrap();
+    let (code, out, _) = run(cli(root).arg("test"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("inputs or model changed"), "{out}");
+    std::fs::write(&tests_file, &tests).unwrap();
+    assert_eq!(run(cli(root).arg("test")).0, 0);
+
     // A change to what the template includes makes the cassette stale.
     let partial = root.join("partials/tone@1.0.0.prompt.jinja");
     let tone = std::fs::read_to_string(&partial).unwrap();
@@ -552,6 +567,14 @@ fn diff_shows_messages_changed_with_token_deltas_equal_to_tiktoken() {
         "--exit-code",
     ]));
     assert_eq!(code, 0);
+    // An error is not a difference: 2.
+    let (code, _, err) = run(cli(root).args([
+        "diff",
+        "support/triage@=9.9.9",
+        "support/triage@production",
+        "--exit-code",
+    ]));
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]
@@ -601,6 +624,17 @@ fn check_semver_refuses_a_stricter_minor_release_and_allows_a_major_one() {
         "{err}"
     );
     assert!(err.contains("input `/q`: type narrowed"), "{err}");
+    // Pre-releases promise nothing; a release answers to the release
+    // before it.
+    write(
+        root,
+        "t@1.3.0-rc.1.prompt.jinja",
+        &t("1.3.0-rc.1", "  q: {type: string}\n  new: {type: string}"),
+    );
+    let (code, _, err) = run(cli(root).args(["check", "--semver"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("1.3.0-rc.1"), "{err}");
+    std::fs::remove_file(root.join("t@1.3.0-rc.1.prompt.jinja")).unwrap();
     // As a major release it is fine.
     std::fs::remove_file(root.join("t@1.2.0.prompt.jinja")).unwrap();
     write(
@@ -682,9 +716,27 @@ fn new_writes_a_template_and_its_passing_tests_and_never_overwrites() {
         let name = format!("team/{form}-starter");
         let (code, _, err) = run(cli(root).args(["new", &name, "--form", form]));
         assert_eq!(code, 0, "{err}");
+        // Not a new version of a template that exists.
         let (code, _, err) = run(cli(root).args(["new", &name, "--form", form]));
         assert_eq!(code, 1);
-        assert!(err.contains("never overwrites"), "{err}");
+        assert!(err.contains("exists (versions 0.1.0)"), "{err}");
+    }
+    // Never over a file.
+    write(root, "team/other.tests.yaml", "tests: []\n");
+    let (code, _, err) = run(cli(root).args(["new", "team/other"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("never overwrites"), "{err}");
+    std::fs::remove_file(root.join("team/other.tests.yaml")).unwrap();
+    // Not through a link.
+    let outside = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        let (code, _, err) = run(cli(root).args(["new", "out/x"]));
+        assert_eq!(code, 1);
+        assert!(err.contains("leads outside"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        std::fs::remove_file(root.join("out")).unwrap();
     }
     let (code, out, err) = run(cli(root).arg("test"));
     assert_eq!(code, 0, "{out}\n{err}");

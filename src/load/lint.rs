@@ -214,11 +214,69 @@ const BUILTIN_NAMES: &[&str] = &[
     "None",
 ];
 
-/// Variables a compiled template reads without setting them.
+/// Variables a compiled template reads without setting them, with those
+/// that name what it includes (`{% include "tones/" ~ tone %}`), which
+/// minijinja's `undeclared_variables` does not report.
 fn own_variables(env: &Environment<'static>, name: &str, source: &str) -> HashSet<String> {
-    check_jinja(env, name, source)
+    let mut vars = check_jinja(env, name, source)
         .map(|v| HashSet::clone(&v))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    vars.extend(target_variables(source));
+    vars
+}
+
+/// The names read by the template expressions of `{% include %}`,
+/// `{% import %}`, `{% from %}` and `{% extends %}` tags: identifiers
+/// outside strings, not after a `.`, that are not Jinja's operators.
+fn target_variables(source: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let mut rest = 0;
+    while let Some(p) = source[rest..].find("{%") {
+        let start = rest + p + 2;
+        let end = source[start..]
+            .find("%}")
+            .map_or(source.len(), |e| start + e);
+        let inner = source[start..end]
+            .trim_matches(['-', '+', '~'])
+            .trim_start();
+        let keyword_len = inner
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(inner.len());
+        if matches!(
+            &inner[..keyword_len],
+            "include" | "import" | "from" | "extends"
+        ) {
+            let expr = target_expression(&inner[keyword_len..]);
+            let b = expr.as_bytes();
+            let mut word: Option<(usize, usize)> = None; // (start, end)
+            let mut finish = |w: (usize, usize)| {
+                let text = &expr[w.0..w.1];
+                let after_dot = w.0 > 0 && b[w.0 - 1] == b'.';
+                if !after_dot
+                    && !matches!(text, "and" | "or" | "not" | "in" | "is" | "if" | "else")
+                    && !BUILTIN_NAMES.contains(&text)
+                {
+                    out.insert(text.to_owned());
+                }
+            };
+            for (i, c, _) in crate::lex::unquoted(b) {
+                let ident = c.is_ascii_alphanumeric() || c == b'_';
+                match word {
+                    Some((w, e)) if ident && e == i => word = Some((w, i + 1)),
+                    Some(w) => {
+                        finish(w);
+                        word = (ident && !c.is_ascii_digit()).then_some((i, i + 1));
+                    }
+                    None => word = (ident && !c.is_ascii_digit()).then_some((i, i + 1)),
+                }
+            }
+            if let Some(w) = word {
+                finish(w);
+            }
+        }
+        rest = end;
+    }
+    out
 }
 
 /// Variables read by a template, its parent and its static includes.
@@ -256,8 +314,12 @@ fn used_variables(
     Some(used)
 }
 
-/// `(reference, offset)` of every `{% include/import/from "..." %}` with a
-/// literal name, and of `{% extends "..." %}`.
+/// `(reference, offset)` of every template name an `{% include %}`,
+/// `{% import %}`, `{% from %}` or `{% extends %}` tag names literally:
+/// a string (`"x"`, `'x'`), in parentheses or not, or each string of a
+/// list or tuple of strings (`include ["a", "b"]` tries each in turn). A
+/// name computed at render time (`"tones/" ~ tone`, a variable) is not
+/// literal and not given. The offset is the tag's.
 pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     let mut rest = 0;
@@ -269,19 +331,112 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
         };
         let inner = source[start + 2..inner_end]
             .trim_matches(['-', '+', '~'])
-            .trim();
-        let keyword = inner.split_whitespace().next().unwrap_or_default();
+            .trim_start();
+        let keyword_len = inner
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(inner.len());
+        let keyword = &inner[..keyword_len];
         if matches!(keyword, "include" | "import" | "from" | "extends") {
-            let arg = inner[keyword.len()..].trim_start();
-            if let Some(q) = arg.chars().next().filter(|c| *c == '"' || *c == '\'')
-                && let Some(close) = arg[1..].find(q)
-            {
-                out.push((arg[1..1 + close].to_owned(), start));
+            let expr = target_expression(&inner[keyword_len..]);
+            for name in literal_names(expr) {
+                out.push((name, start));
             }
         }
         rest = end;
     }
     out
+}
+
+/// The template expression at the start of a tag's arguments: up to the
+/// first top-level `ignore`, `with`, `without`, `as` or `import` word.
+fn target_expression(args: &str) -> &str {
+    let b = args.as_bytes();
+    let mut cut = b.len();
+    for (i, _, depth) in crate::lex::unquoted(b) {
+        if depth != 0 || i == 0 {
+            continue;
+        }
+        let before = b[i - 1];
+        if !(before.is_ascii_whitespace() || matches!(before, b'"' | b'\'' | b')' | b']')) {
+            continue;
+        }
+        let word_end = args[i..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(args.len(), |e| i + e);
+        if matches!(
+            &args[i..word_end],
+            "ignore" | "with" | "without" | "as" | "import"
+        ) {
+            cut = i;
+            break;
+        }
+    }
+    args[..cut].trim()
+}
+
+/// The names an expression gives literally: one string, or the strings of
+/// a list or tuple of nothing but strings; empty for anything else.
+fn literal_names(expr: &str) -> Vec<String> {
+    let mut e = expr.trim();
+    // Parentheses around the whole expression (a tuple of one needs a
+    // comma, so `("x")` is the string).
+    while e.starts_with('(')
+        && e.ends_with(')')
+        && encloses(e)
+        && !has_top_comma(&e[1..e.len() - 1])
+    {
+        e = e[1..e.len() - 1].trim();
+    }
+    if let Some(name) = string_literal(e) {
+        return vec![name];
+    }
+    let listed =
+        (e.starts_with('[') && e.ends_with(']')) || (e.starts_with('(') && e.ends_with(')'));
+    if !listed || !encloses(e) {
+        return Vec::new();
+    }
+    let items: Vec<&str> = crate::lex::split_top_level(&e[1..e.len() - 1], b',')
+        .into_iter()
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    let names: Vec<String> = items.iter().filter_map(|i| string_literal(i)).collect();
+    if names.len() == items.len() {
+        names
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether the bracket opening `e` closes at its last byte.
+fn encloses(e: &str) -> bool {
+    let b = e.as_bytes();
+    crate::lex::unquoted(b)
+        .filter(|&(i, _, depth)| depth == 0 && i > 0 && i < b.len() - 1)
+        .all(|(_, c, _)| !matches!(c, b')' | b']' | b'}'))
+        && crate::lex::unquoted(b).all(|(i, c, depth)| {
+            !(depth == 0 && i > 0 && i < b.len() - 1 && matches!(c, b'(' | b'[' | b'{'))
+        })
+}
+
+fn has_top_comma(e: &str) -> bool {
+    crate::lex::unquoted(e.as_bytes()).any(|(_, c, depth)| depth == 0 && c == b',')
+}
+
+/// The text of a string literal that is all of `e` (`"x"` or `'x'`, with
+/// Jinja's backslash escapes for the quote and the backslash).
+fn string_literal(e: &str) -> Option<String> {
+    let q = e.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let mut out = String::new();
+    let mut chars = e[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?.1),
+            c if c == q => return (1 + i + 1 == e.len()).then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 /// The `{% import ... as m %}` aliases of a template and its ancestors:
@@ -453,7 +608,38 @@ mod tests {
         let refs: Vec<String> = static_refs(src).into_iter().map(|(r, _)| r).collect();
         assert_eq!(refs, ["a@^1", "m", "f"]);
         assert_eq!(static_refs("{% include \"x"), []);
-        assert_eq!(static_refs("{% include \"x\" 你"), [("x".to_owned(), 0)]);
+        // Not a name alone: nothing (and no panic on a multi-byte tail).
+        assert_eq!(static_refs("{% include \"x\" 你"), []);
+        assert_eq!(
+            static_refs("{% include \"x\" ignore missing 你"),
+            [("x".to_owned(), 0)]
+        );
         assert_eq!(static_refs("{%"), []);
+        let names =
+            |src: &str| -> Vec<String> { static_refs(src).into_iter().map(|(r, _)| r).collect() };
+        // Every literal form Jinja accepts; no computed one.
+        assert_eq!(names("{%include\"p@^1\"%}"), ["p@^1"]);
+        assert_eq!(names("{% include (\"p\") %}"), ["p"]);
+        assert_eq!(names("{% include ((\"p\")) ignore missing %}"), ["p"]);
+        assert_eq!(names("{% include [\"a\", 'b',] %}"), ["a", "b"]);
+        assert_eq!(
+            names("{% include (\"a\", \"b\") with context %}"),
+            ["a", "b"]
+        );
+        assert_eq!(names("{% from\"m\"import f %}"), ["m"]);
+        assert_eq!(names("{% import 'm' as m %}"), ["m"]);
+        assert_eq!(names("{%- extends \"base\" -%}"), ["base"]);
+        assert_eq!(names("{% include \"a\\\"b\" %}"), ["a\"b"]);
+        assert!(names("{% include \"tones/\" ~ tone %}").is_empty());
+        assert!(names("{% include (\"a\") ~ x %}").is_empty());
+        assert!(names("{% include [\"a\", x] %}").is_empty());
+        assert!(names("{% include name %}").is_empty());
+        assert!(names("{% included \"x\" %}").is_empty());
+        let vars = target_variables(
+            "{% include \"tones/\" ~ tone %}{% include [a.b, 'c' ~ d] %}{% include \"x\" %}",
+        );
+        let mut vars: Vec<String> = vars.into_iter().collect();
+        vars.sort();
+        assert_eq!(vars, ["a", "d", "tone"]);
     }
 }

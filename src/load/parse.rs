@@ -177,6 +177,7 @@ pub(crate) fn parse_file(
     let mut mapped_manifest = None;
     let mut input_lines = Vec::new();
     let mut optional_inputs = Vec::new();
+    let mut prompty_digest = None;
     let (yaml, yaml_first_line, body) = match format {
         Format::Manifest => (text, 1, None),
         Format::Prompty => {
@@ -185,6 +186,12 @@ pub(crate) fn parse_file(
                 split_prompty_front_matter(text).unwrap_or(("", text, 1, 1));
             let fm = super::prompty::read_front_matter(fm_text)
                 .map_err(|e| yaml_error(path, fm_text, e, yaml_first))?;
+            prompty_digest = Some(crate::hash::prompty_digest(
+                &fm,
+                body,
+                refs.iter()
+                    .map(|(name, read)| (name.as_str(), read.as_deref().map_err(String::as_str))),
+            ));
             let mapped = super::prompty::map_front_matter(&fm, stem_version.as_deref(), refs)
                 .map_err(|msg| {
                     vec![
@@ -271,15 +278,17 @@ pub(crate) fn parse_file(
         manifest_text: (format == Format::Manifest).then(|| Arc::from(text)),
         input_lines,
         optional_inputs,
-        digest: crate::hash::file_digest(
-            text,
-            match format {
-                Format::Manifest => crate::hash::Layout::Manifest,
-                _ => crate::hash::Layout::FrontMatter,
-            },
-            refs.iter()
-                .map(|(name, read)| (name.as_str(), read.as_deref().map_err(String::as_str))),
-        ),
+        digest: prompty_digest.unwrap_or_else(|| {
+            crate::hash::file_digest(
+                text,
+                match format {
+                    Format::Manifest => crate::hash::Layout::Manifest,
+                    _ => crate::hash::Layout::FrontMatter,
+                },
+                refs.iter()
+                    .map(|(name, read)| (name.as_str(), read.as_deref().map_err(String::as_str))),
+            )
+        }),
     };
 
     let mut errors = Vec::new();

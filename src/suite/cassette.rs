@@ -3,9 +3,13 @@
 //! JSON in `STEM.cassettes/TEST.json` beside the test file.
 //!
 //! A cassette is stamped with the content hash of the template it was
-//! recorded from. When the template changes, the cassette is `stale`: the
-//! answer was given to another prompt, and the test fails until it is
-//! recorded again (it never silently passes on an old answer).
+//! recorded from and a hash of the render that was sent (the messages,
+//! model block and everything else `render --json` prints, but the content
+//! hash). When either differs from today's (the template changed, or the
+//! test's inputs or model did), the cassette is `stale`: the answer was
+//! given to another prompt, and the test fails until it is recorded again
+//! (it never silently passes on an old answer). A cassette edited by hand
+//! is not detected: review it as you review code.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +23,10 @@ pub struct Cassette {
     pub template: String,
     /// Its content hash when recorded (64 hex characters).
     pub hash: String,
+    /// SHA-256 of the render that was sent, as its snapshot text (64 hex
+    /// characters).
+    #[serde(default)]
+    pub render_hash: String,
     /// The test's name.
     pub test: String,
     /// What was sent: `{"provider", "model", "body"}` (the JSON body; no
@@ -55,6 +63,24 @@ pub(crate) fn read(path: &Path) -> Result<Option<Cassette>, String> {
 }
 
 impl Cassette {
+    /// A cassette of test `test`: the render that was sent, the request
+    /// and the answer.
+    pub fn new(
+        test: &str,
+        rendered: &crate::render::Rendered,
+        request: Value,
+        response: Value,
+    ) -> Cassette {
+        Cassette {
+            template: rendered.template.clone(),
+            hash: rendered.hash.to_string(),
+            render_hash: render_hash(rendered),
+            test: test.to_owned(),
+            request,
+            response,
+        }
+    }
+
     /// Writes the cassette as pretty JSON, through a temporary file.
     ///
     /// # Errors
@@ -64,4 +90,9 @@ impl Cassette {
         text.push('\n');
         super::snapshot::write(path, &text)
     }
+}
+
+/// The hash a cassette keeps of its render: SHA-256 of its snapshot text.
+pub(crate) fn render_hash(rendered: &crate::render::Rendered) -> String {
+    crate::hash::text_hash(super::snapshot::text(rendered).as_bytes()).to_string()
 }

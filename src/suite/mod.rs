@@ -171,11 +171,31 @@ impl Suite {
         for path in paths {
             let stem = stem_of(&path);
             let key = path.with_file_name(&stem);
-            let Some(id) = templates
+            let matching: Vec<&String> = templates
                 .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, id)| id.clone())
-            else {
+                .filter(|(k, _)| *k == key)
+                .map(|(_, id)| id)
+                .collect();
+            if matching.len() > 1 {
+                errors.push(
+                    Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "ambiguous: {} template files have the stem `{stem}` ({}); a test \
+                             file tests one template file, so give each its own stem",
+                            matching.len(),
+                            matching
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .with_location(Location::file(&path)),
+                );
+                continue;
+            }
+            let Some(id) = matching.first().map(|id| (*id).clone()) else {
                 errors.push(
                     Error::new(
                         ErrorKind::Reference,
@@ -383,24 +403,25 @@ fn run_case(registry: &Registry, file: &TestFile, case: &Case, snapshots: Snapsh
     if let Some(model) = &case.model {
         options = options.model(model.clone());
     }
-    match registry.render_with(&file.template, &case.inputs, &options) {
-        Err(e) => expect::error(case.expect.error.as_ref(), &e, &mut result.failures),
+    let render = registry.render_with(&file.template, &case.inputs, &options);
+    match &render {
+        Err(e) => expect::error(case.expect.error.as_ref(), e, &mut result.failures),
         Ok(rendered) => {
             expect::render(
                 &case.expect,
-                &rendered,
+                rendered,
                 registry,
                 &file.template,
                 &case.inputs,
                 &mut result.failures,
             );
             if case.expect.snapshot && case.expect.error.is_none() {
-                check_snapshot(&file.path, case, &rendered, snapshots, &mut result);
+                check_snapshot(&file.path, case, rendered, snapshots, &mut result);
             }
         }
     }
     if case.record {
-        check_cassette(registry, file, case, &mut result);
+        check_cassette(file, case, render.as_ref().ok(), &mut result);
     }
     if result.outcome == Outcome::Passed && !result.failures.is_empty() {
         result.outcome = Outcome::Failed;
@@ -467,7 +488,12 @@ fn check_snapshot(
     }
 }
 
-fn check_cassette(registry: &Registry, file: &TestFile, case: &Case, result: &mut TestResult) {
+fn check_cassette(
+    file: &TestFile,
+    case: &Case,
+    rendered: Option<&crate::render::Rendered>,
+    result: &mut TestResult,
+) {
     let path = cassette::path(&file.path, &case.slug);
     let recorded = match cassette::read(&path) {
         Ok(Some(c)) => c,
@@ -483,20 +509,32 @@ fn check_cassette(registry: &Registry, file: &TestFile, case: &Case, result: &mu
             return;
         }
     };
-    let now = registry
-        .get(&file.template)
-        .map(|t| t.hash().to_string())
-        .unwrap_or_default();
-    if recorded.hash != now || recorded.template != file.template {
-        result.outcome = Outcome::Stale;
+    let Some(rendered) = rendered else {
         result.failures.push(format!(
-            "stale: {} was recorded from {} with hash {}, the template is now {} with hash {}; \
-             run `promptbook test --record`",
-            path.display(),
+            "the render failed, so {} cannot be checked against it",
+            path.display()
+        ));
+        return;
+    };
+    let now = rendered.hash.to_string();
+    let why = if recorded.hash != now || recorded.template != file.template {
+        Some(format!(
+            "it was recorded from {} with hash {}, the template is now {} with hash {}",
             recorded.template,
             short(&recorded.hash),
             file.template,
             short(&now)
+        ))
+    } else if recorded.render_hash != cassette::render_hash(rendered) {
+        Some("the test's render differs from the one recorded (its inputs or model changed)".into())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        result.outcome = Outcome::Stale;
+        result.failures.push(format!(
+            "stale: {}: {why}; run `promptbook test --record`",
+            path.display()
         ));
         return;
     }

@@ -31,9 +31,11 @@ pub(crate) fn path(tests_file: &Path, slug: &str) -> PathBuf {
 }
 
 /// A unified diff from `old` to `new`, with file labels, three lines of
-/// context.
+/// context; coarser rather than slow past half a second.
 pub(crate) fn diff(old: &str, new: &str, old_label: &str, new_label: &str) -> String {
-    similar::TextDiff::from_lines(old, new)
+    similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_millis(500))
+        .diff_lines(old, new)
         .unified_diff()
         .context_radius(3)
         .header(old_label, new_label)

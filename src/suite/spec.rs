@@ -255,6 +255,12 @@ pub(crate) fn parse(text: &str, path: &Path, root: &Path) -> Result<Vec<Case>, V
         if let Some(pos) = message.rfind(" at line ") {
             message.truncate(pos);
         }
+        if message.contains("budget breached") {
+            message = "the file is over the YAML reader's safety limits (nodes, nesting or \
+                       aliases): split its tests over several templates' files, or use \
+                       `inputs_file` for large inputs"
+                .into();
+        }
         vec![Error::new(ErrorKind::Syntax, message).with_location(at)]
     })?;
     let mut errors = Vec::new();
@@ -500,6 +506,27 @@ fn check(spec: TestSpec, at: Location, path: &Path, root: &Path) -> Result<Case,
             finish_reason: a.finish_reason,
         }
     });
+    if spec.record && expect.error.is_some() {
+        errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                "a test that expects an error renders nothing to send: drop `record` or `error`",
+            )
+            .with_location(at.clone()),
+        );
+    }
+    if let Some(t) = &expect.tokens
+        && let (Some(min), Some(max)) = (t.min, t.max)
+        && min > max
+    {
+        errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                format!("`tokens`: `min` {min} is over `max` {max}: no render can pass"),
+            )
+            .with_location(at.clone()),
+        );
+    }
     if answer.is_some() && !spec.record {
         errors.push(
             Error::new(
@@ -556,38 +583,46 @@ fn text_expect(spec: TextSpec, path: &Path, errors: &mut Vec<Error>) -> TextExpe
     }
 }
 
-/// Compiled patterns, by their text: a suite repeats the same few.
-static REGEXES: crate::memo::Memo<regex::Regex> = crate::memo::Memo::new(10_000);
+/// Compiled patterns (or why they do not compile), by their text: a suite
+/// repeats the same few.
+static REGEXES: crate::memo::Memo<Result<regex::Regex, regex::Error>> =
+    crate::memo::Memo::new(10_000);
 
 /// `pattern` compiled (Rust's `regex` syntax; at most 1 MiB compiled, so
 /// that a test file cannot make the run slow or big).
 fn compiled(pattern: &str) -> Result<regex::Regex, regex::Error> {
     let key = crate::memo::key(&[pattern.as_bytes()]);
     if let Some(r) = REGEXES.get(key) {
-        return Ok(r);
+        return r;
     }
     let r = regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
-        .build()?;
+        .build();
     REGEXES.put(key, r.clone());
-    Ok(r)
+    r
 }
 
-/// A test name as a file name: lowercase ASCII letters and digits, every
-/// other run of characters one `-`.
+/// A test name as a file name: its letters and digits (any script) in
+/// lowercase, every other run of characters one `-`, at most 100
+/// characters.
 pub(crate) fn slug(name: &str) -> String {
     let mut out = String::new();
+    let mut count = 0;
     for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
+        if count >= 100 {
+            break;
+        }
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+            count += 1;
         } else if !out.is_empty() && !out.ends_with('-') {
             out.push('-');
+            count += 1;
         }
     }
     while out.ends_with('-') {
         out.pop();
     }
-    out.truncate(100);
     out
 }
 

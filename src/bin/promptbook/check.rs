@@ -74,7 +74,16 @@ pub(crate) fn check_semver(dir: &Path, against: Option<&str>) -> Result<ExitCode
         }
         let here: Vec<&Template> = registry.versions(name).collect();
         for t in here {
-            let Some((_, previous)) = known.range(..t.version().clone()).next_back() else {
+            // A pre-release promises nothing (SemVer 2.0.0, item 9); a
+            // release answers to the release before it.
+            if !t.version().pre.is_empty() {
+                continue;
+            }
+            let Some((_, previous)) = known
+                .range(..t.version().clone())
+                .rev()
+                .find(|(v, _)| v.pre.is_empty())
+            else {
                 continue;
             };
             if contract::is_major_bump(previous.version(), t.version()) {
@@ -100,6 +109,29 @@ pub(crate) fn check_semver(dir: &Path, against: Option<&str>) -> Result<ExitCode
         };
         writeln!(err, "error: {bump}: {}", f.what)?;
     }
+    if let Some(base) = &base {
+        let left_out: Vec<String> = base
+            .diagnostics()
+            .iter()
+            .filter(|d| d.severity() == promptbook::Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        for d in &left_out {
+            writeln!(
+                err,
+                "warning: at {}: {d} (not compared)",
+                against.unwrap_or("")
+            )?;
+        }
+        if base.names().next().is_none() {
+            writeln!(
+                err,
+                "warning: no template loaded at `{}` in this root's folder: nothing to compare \
+                 against (is the revision right?)",
+                against.unwrap_or("")
+            )?;
+        }
+    }
     if findings.is_empty() {
         writeln!(
             err,
@@ -111,7 +143,8 @@ pub(crate) fn check_semver(dir: &Path, against: Option<&str>) -> Result<ExitCode
         writeln!(
             err,
             "{} semver problem{}: a minor or patch release must accept every input the version \
-             before accepted; make the change compatible or release a new major version",
+             before accepted, and a released version must not change; make the change \
+             compatible, or release it as a new (major) version",
             findings.len(),
             plural(findings.len())
         )?;

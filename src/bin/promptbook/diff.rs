@@ -66,7 +66,7 @@ pub(crate) fn diff(dir: &Path, args: DiffArgs<'_>) -> Result<ExitCode> {
     let mut diffs: Vec<(Option<String>, RenderDiff)> = Vec::new();
     // A test whose inputs only one side takes is a difference too, shown
     // on stderr; a single given input that either side refuses is an error.
-    let mut skipped = 0;
+    let mut skipped: Vec<(String, String)> = Vec::new();
     for (name, inputs) in runs {
         let render = |reference: &str| registry.render_with(reference, &inputs, &options);
         match (render(&old.id()), render(&new.id())) {
@@ -80,8 +80,9 @@ pub(crate) fn diff(dir: &Path, args: DiffArgs<'_>) -> Result<ExitCode> {
                 let Some(test) = name else {
                     return Err(anyhow::Error::new(e).context(format!("cannot render {side}")));
                 };
-                skipped += 1;
-                eprintln!("## test: {test}: not compared: {side} does not render its inputs: {e}");
+                let why = format!("{side} does not render its inputs: {e}");
+                eprintln!("## test: {test}: not compared: {why}");
+                skipped.push((test, why));
             }
         }
     }
@@ -92,7 +93,7 @@ pub(crate) fn diff(dir: &Path, args: DiffArgs<'_>) -> Result<ExitCode> {
             new.id()
         );
     }
-    let differs = skipped > 0 || diffs.iter().any(|(_, d)| d.differs);
+    let differs = !skipped.is_empty() || diffs.iter().any(|(_, d)| d.differs);
     let mut out = io::stdout().lock();
     if args.json {
         let value: Value = if args.tests {
@@ -106,6 +107,9 @@ pub(crate) fn diff(dir: &Path, args: DiffArgs<'_>) -> Result<ExitCode> {
                         }
                         v
                     })
+                    .chain(skipped.iter().map(|(test, why)| {
+                        serde_json::json!({"test": test, "differs": true, "error": why})
+                    }))
                     .collect(),
             )
         } else {

@@ -268,17 +268,27 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            // The library's errors already carry their context; anyhow adds
-            // ours on top. Print the chain, outermost first.
-            let mut msg = format!("error: {e}");
-            for cause in e.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
-            }
-            eprintln!("{msg}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report(&e),
     }
+}
+
+/// Prints an error and what caused it; exit code 1, or 0 when stdout was
+/// closed early (`promptbook show x | head`), which is the reader's choice.
+fn report(e: &anyhow::Error) -> ExitCode {
+    if e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    // The library's errors already carry their context; anyhow adds ours
+    // on top. Print the chain, outermost first.
+    let mut msg = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        msg.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{msg}");
+    ExitCode::FAILURE
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -455,7 +465,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             exit_code,
         } => {
-            return diff::diff(
+            // As `git diff --exit-code`: 1 is "they differ", so an error
+            // that stops the comparison is 2.
+            let compared = diff::diff(
                 &dir.dir,
                 diff::DiffArgs {
                     old: &old,
@@ -467,6 +479,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     exit_code,
                 },
             );
+            return Ok(compared.unwrap_or_else(|e| {
+                report(&e);
+                ExitCode::from(2)
+            }));
         }
         Command::Check {
             dir,

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 /// Which file form `new` writes.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -50,6 +50,22 @@ pub(crate) fn new(dir: &Path, name: &str, form: Form) -> Result<ExitCode> {
     };
     let template = dir.join(&file_name);
     let tests = dir.join(format!("{name}{}", promptbook::suite::TESTS_SUFFIX));
+    // A new name, not a new version of one that exists (that is a copy of
+    // its file with a new version, which `new` cannot know).
+    if let Ok(registry) = promptbook::Registry::load_with(dir, &promptbook::LoadOptions::isolate())
+    {
+        let versions: Vec<String> = registry
+            .versions(name)
+            .map(|t| t.version().to_string())
+            .collect();
+        if !versions.is_empty() {
+            bail!(
+                "template `{name}` exists (versions {}); `new` starts new templates: for a new \
+                 version, copy its latest file to `{name}@VERSION.prompt.jinja` and edit it",
+                versions.join(", ")
+            );
+        }
+    }
     for path in [&template, &tests] {
         if std::fs::symlink_metadata(path).is_ok() {
             bail!("{} exists; `new` never overwrites", path.display());
@@ -61,7 +77,17 @@ pub(crate) fn new(dir: &Path, name: &str, form: Form) -> Result<ExitCode> {
          \x20     tokens: {max: 200}\n  - name: the question is required\n    inputs: {}\n\
          \x20   expect:\n      error: {kind: invalid_input, parameter: question}\n";
     if let Some(parent) = template.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the folder {}", parent.display()))?;
+        // Inside the root, not through a link that leads out of it.
+        let (root, at) = (dir.canonicalize()?, parent.canonicalize()?);
+        if !at.starts_with(&root) {
+            bail!(
+                "{} leads outside {} (a link): `new` writes inside the root only",
+                parent.display(),
+                dir.display()
+            );
+        }
     }
     crate::files::write_new_file(&template, text.as_bytes(), false)?;
     if let Err(e) = crate::files::write_new_file(&tests, test_text.as_bytes(), false) {

@@ -169,13 +169,12 @@ fn record_answers(dir: &Path, registry: &promptbook::Registry, suite: &Suite) ->
         });
         match recorded {
             Ok((request, response)) => {
-                let cassette = Cassette {
-                    template: r.template.to_owned(),
-                    hash: rendered.hash.to_string(),
-                    test: r.name.to_owned(),
-                    request: serde_json::to_value(&request)?,
-                    response: serde_json::to_value(&response)?,
-                };
+                let cassette = Cassette::new(
+                    r.name,
+                    &rendered,
+                    serde_json::to_value(&request)?,
+                    serde_json::to_value(&response)?,
+                );
                 cassette
                     .write(&r.cassette)
                     .with_context(|| format!("cannot write {}", r.cassette.display()))?;
