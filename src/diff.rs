@@ -56,11 +56,12 @@ impl MessageDiff {
     }
 }
 
-/// Two renders compared, message by message. `Display` prints it as
-/// `promptbook diff` does; it serialises as `--json` prints it:
-/// `{"old": {"template", "tokens", "encoding"}, "new": {...}, "messages":
-/// [{"change", "old_role", "new_role", "old_index", "new_index",
-/// "old_tokens", "new_tokens", "diff"}], "delta", "differs"}`.
+/// Two renders compared, message by message, and their `model:` blocks.
+/// `Display` prints it as `promptbook diff` does; it serialises as
+/// `--json` prints it: `{"old": {"template", "tokens", "encoding"}, "new":
+/// {...}, "messages": [{"change", "old_role", "new_role", "old_index",
+/// "new_index", "old_tokens", "new_tokens", "diff"}], "model": [{"field",
+/// "old", "new"}], "delta", "differs"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RenderDiff {
@@ -70,10 +71,89 @@ pub struct RenderDiff {
     pub new: Side,
     /// Every message of both, in order.
     pub messages: Vec<MessageDiff>,
+    /// The `model:` settings that differ (provider, name, each request
+    /// parameter, fallbacks, connection), in field order; empty when none.
+    pub model: Vec<ModelChange>,
     /// The total's change in tokens.
     pub delta: i64,
-    /// Whether any message differs.
+    /// Whether any message or model setting differs.
     pub differs: bool,
+}
+
+impl RenderDiff {
+    /// This diff with `model` as its model changes (and `differs` to
+    /// match): for callers that rendered both sides for one model, to
+    /// compare like with like, and compare the templates' own `model:`
+    /// blocks apart ([`model_changes`]).
+    pub fn with_model_changes(mut self, model: Vec<ModelChange>) -> RenderDiff {
+        self.model = model;
+        self.differs = !self.model.is_empty()
+            || self
+                .messages
+                .iter()
+                .any(|m| m.change != MessageChange::Unchanged);
+        self
+    }
+}
+
+/// One `model:` setting that differs between two renders.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ModelChange {
+    /// Its path: `name`, `provider`, `parameters.temperature`, ...
+    pub field: String,
+    /// Its value in the first (absent when unset there).
+    pub old: Option<serde_json::Value>,
+    /// Its value in the second (absent when unset there).
+    pub new: Option<serde_json::Value>,
+}
+
+/// The settings that differ between two `model:` blocks, by path: each
+/// request parameter on its own, every other field whole.
+pub fn model_changes(
+    old: Option<&crate::template::ModelConfig>,
+    new: Option<&crate::template::ModelConfig>,
+) -> Vec<ModelChange> {
+    let fields = |m: Option<&crate::template::ModelConfig>| {
+        let mut out: Vec<(String, serde_json::Value)> = Vec::new();
+        let Some(serde_json::Value::Object(map)) = m.and_then(|m| serde_json::to_value(m).ok())
+        else {
+            return out;
+        };
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Object(params) if k == "parameters" => {
+                    out.extend(
+                        params
+                            .into_iter()
+                            .map(|(p, v)| (format!("parameters.{p}"), v)),
+                    );
+                }
+                v => out.push((k, v)),
+            }
+        }
+        out
+    };
+    let (a, b) = (fields(old), fields(new));
+    let mut keys: Vec<&String> = a.iter().map(|(k, _)| k).collect();
+    for (k, _) in &b {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let get = |side: &[(String, serde_json::Value)], k: &str| {
+        side.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone())
+    };
+    keys.into_iter()
+        .filter_map(|k| {
+            let (o, n) = (get(&a, k), get(&b, k));
+            (o != n).then(|| ModelChange {
+                field: k.clone(),
+                old: o,
+                new: n,
+            })
+        })
+        .collect()
 }
 
 /// One render of a [`RenderDiff`].
@@ -109,14 +189,30 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
         let om = o.map(|i| &old.messages[i]);
         let nm = n.map(|i| &new.messages[i]);
         let diff = match (change, om, nm) {
-            (MessageChange::Changed, Some(a), Some(b)) => Some(
-                similar::TextDiff::configure()
-                    .deadline(deadline)
-                    .diff_lines(&with_newline(&a.content), &with_newline(&b.content))
-                    .unified_diff()
-                    .context_radius(3)
-                    .to_string(),
-            ),
+            (MessageChange::Changed, Some(a), Some(b)) => {
+                // What differs besides the text, then the text by line.
+                let mut out = String::new();
+                for (field, x, y) in [
+                    ("name", &a.name, &b.name),
+                    ("tool_call_id", &a.tool_call_id, &b.tool_call_id),
+                ] {
+                    if x != y {
+                        let show = |v: &Option<String>| {
+                            v.as_ref().map_or("(none)".to_owned(), |s| format!("{s:?}"))
+                        };
+                        out.push_str(&format!("{field}: {} -> {}\n", show(x), show(y)));
+                    }
+                }
+                out.push_str(
+                    &similar::TextDiff::configure()
+                        .deadline(deadline)
+                        .diff_lines(&visible(&a.content), &visible(&b.content))
+                        .unified_diff()
+                        .context_radius(3)
+                        .to_string(),
+                );
+                Some(out)
+            }
             (MessageChange::Added, _, Some(m)) | (MessageChange::Removed, Some(m), _) => {
                 Some(m.content.clone())
             }
@@ -188,9 +284,7 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
             }
         }
     }
-    let differs = messages
-        .iter()
-        .any(|m| m.change != MessageChange::Unchanged);
+    let model = model_changes(old.model.as_deref(), new.model.as_deref());
     let side = |r: &Rendered| Side {
         template: r.template.clone(),
         tokens: r.tokens.total,
@@ -202,12 +296,17 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
         old: side(old),
         new: side(new),
         messages,
-        differs,
+        model: Vec::new(),
+        differs: false,
     }
+    .with_model_changes(model)
 }
 
-fn with_newline(text: &str) -> String {
-    let mut t = text.to_owned();
+/// `text` for a line diff: ending in a newline, with carriage returns
+/// shown as `\r` (a line that differs only in its ending would otherwise
+/// print as two identical lines).
+fn visible(text: &str) -> String {
+    let mut t = text.replace('\r', "\\r");
     if !t.ends_with('\n') {
         t.push('\n');
     }
@@ -295,6 +394,18 @@ impl fmt::Display for RenderDiff {
                 }
             }
         }
+        for c in &self.model {
+            let show = |v: &Option<serde_json::Value>| {
+                v.as_ref().map_or("(unset)".to_owned(), |v| v.to_string())
+            };
+            writeln!(
+                f,
+                "~ model.{}: {} -> {}",
+                c.field,
+                show(&c.old),
+                show(&c.new)
+            )?;
+        }
         writeln!(
             f,
             "total: {} -> {} tokens ({})",
@@ -341,5 +452,37 @@ mod tests {
         assert!(text.contains("-line two"), "{text}");
         assert!(text.contains("+line 2"), "{text}");
         assert!(!diff(&a, &a).differs);
+    }
+
+    #[test]
+    fn model_settings_names_and_line_endings_are_differences_a_reader_sees() {
+        let registry = crate::Registry::from_files([
+            (
+                "t@1.0.0.prompt.yaml",
+                "version: 1.0.0\nmodel: {name: gpt-4o, parameters: {temperature: 0.2}}\nmessages:\n  - {role: user, name: ann, content: \"a\\nb\"}\n",
+            ),
+            (
+                "t@2.0.0.prompt.yaml",
+                "version: 2.0.0\nmodel: {name: gpt-4o-mini, parameters: {temperature: 0.2, top_p: 0.5}}\nmessages:\n  - {role: user, name: bob, content: \"a\\r\\nb\"}\n",
+            ),
+        ])
+        .unwrap();
+        let a = registry.render("t@=1.0.0", &serde_json::json!({})).unwrap();
+        let b = registry.render("t@=2.0.0", &serde_json::json!({})).unwrap();
+        let d = diff(&a, &b);
+        assert!(d.differs);
+        let fields: Vec<&str> = d.model.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["name", "parameters.top_p"]);
+        let text = d.to_string();
+        assert!(
+            text.contains("~ model.name: \"gpt-4o\" -> \"gpt-4o-mini\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ model.parameters.top_p: (unset) -> 0.5"),
+            "{text}"
+        );
+        assert!(text.contains("name: \"ann\" -> \"bob\""), "{text}");
+        assert!(text.contains("+a\\r"), "{text}");
     }
 }

@@ -8,9 +8,12 @@
 //!    endings are made LF (a checkout with CR LF hashes the same), with the
 //!    top-level `labels:` entry of the front matter (or manifest) left out
 //!    (moving a label is not a content change: the lockfile records labels
-//!    apart; an entry holding `&`, which may define a YAML anchor used
-//!    elsewhere, is kept); comments and formatting elsewhere count, as
-//!    every other byte does. A `.prompty` file keeps its labels in
+//!    apart); comments and formatting count, as every other byte does. The
+//!    entry is cut out of the text only when what is left parses to exactly
+//!    the same value without `labels`; YAML where no such cut exists (a
+//!    flow mapping over several lines, an anchor defined in the labels)
+//!    counts as its parsed value without `labels` instead, so no edit can
+//!    hide behind the labels. A `.prompty` file keeps its labels in
 //!    `metadata.promptbook.labels`: its front matter counts as its parsed
 //!    value without them (comments and formatting there do not count), its
 //!    body byte for byte;
@@ -108,33 +111,37 @@ pub(crate) fn text_hash(bytes: &[u8]) -> ContentHash {
     ContentHash(Sha256::digest(bytes).into())
 }
 
-/// How a file is laid out, for finding its YAML part.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Layout {
-    /// All YAML (`.prompt.yaml`).
-    Manifest,
-    /// Front matter between `---` lines, then a body (`.prompt.jinja`,
-    /// `.prompty`).
-    FrontMatter,
-}
-
-/// Part 1 and the `${file:}` half of part 2 of a version's hash: its file
-/// (`text` as read, before any normalisation) and the files it names,
-/// by reference text.
+/// Part 1 and the `${file:}` half of part 2 of a version's hash: its
+/// YAML (the manifest, or the front matter between its `---` lines), its
+/// body (empty for a manifest) and the files it names, by reference text.
+/// Text is normalised as the loader reads it (no byte-order mark, LF line
+/// endings) before it is hashed.
 pub(crate) fn file_digest<'a>(
-    text: &str,
-    layout: Layout,
+    yaml: &str,
+    body: &str,
     refs: impl IntoIterator<Item = (&'a str, Result<&'a str, &'a str>)>,
 ) -> ContentHash {
-    let text = normalized(text);
-    let text = text.as_ref();
-    let (yaml, rest) = match layout {
-        Layout::Manifest => (text, ""),
-        Layout::FrontMatter => split_yaml(text),
-    };
-    let mut h = Hasher::new("promptbook file 1");
-    h.part(without_labels(yaml).as_bytes());
-    h.part(rest.as_bytes());
+    let yaml = normalized(yaml);
+    let mut h = Hasher::new("promptbook file 2");
+    match yaml_without_labels(&yaml) {
+        YamlContent::Text(text) => {
+            h.part(b"text");
+            h.part(text.as_bytes());
+        }
+        YamlContent::Value(json) => {
+            h.part(b"value");
+            h.part(json.as_bytes());
+        }
+    }
+    h.part(normalized(body).as_bytes());
+    hash_refs(&mut h, refs);
+    h.finish()
+}
+
+fn hash_refs<'a>(
+    h: &mut Hasher,
+    refs: impl IntoIterator<Item = (&'a str, Result<&'a str, &'a str>)>,
+) {
     for (name, read) in refs {
         h.part(name.as_bytes());
         match read {
@@ -148,7 +155,96 @@ pub(crate) fn file_digest<'a>(
             }
         }
     }
-    h.finish()
+}
+
+/// What of a YAML text a hash covers.
+#[derive(Debug, PartialEq)]
+enum YamlContent<'a> {
+    /// The text as written (comments and formatting count), with the
+    /// top-level `labels` entry cut out when there was one.
+    Text(Cow<'a, str>),
+    /// The parsed value without `labels`, as canonical JSON: used when the
+    /// `labels` entry cannot be cut out of the text exactly.
+    Value(String),
+}
+
+/// `yaml` without its top-level `labels` entry.
+///
+/// The entry is cut out line by line (the line that starts with the key
+/// at column 0 and the indented or `- ` lines that continue it), and the
+/// cut is accepted only if the text left parses to exactly the value of
+/// the whole text without `labels`: so a cut can never drop content, even
+/// in YAML a line-wise reading gets wrong (a flow mapping spread over
+/// lines, a quoted string whose continuation line starts `labels:`, an
+/// anchor defined inside the labels and used elsewhere). When the check
+/// fails, the hash covers the parsed value instead (content exactly;
+/// comments and formatting of that file's YAML then do not count). A text
+/// that does not parse, or has no top-level `labels` key, counts whole.
+fn yaml_without_labels(yaml: &str) -> YamlContent<'_> {
+    let is_key = |line: &str| {
+        ["labels", "\"labels\"", "'labels'"].iter().any(|k| {
+            line.strip_prefix(k)
+                .is_some_and(|rest| rest.trim_start_matches([' ', '\t']).starts_with(':'))
+        })
+    };
+    if !yaml.lines().any(is_key) {
+        return YamlContent::Text(Cow::Borrowed(yaml));
+    }
+    let parse = |text: &str| -> Option<serde_json::Map<String, serde_json::Value>> {
+        let options = serde_saphyr::options! { with_snippet: false };
+        match serde_saphyr::from_str_with_options::<serde_json::Value>(text, options) {
+            Ok(serde_json::Value::Object(map)) => Some(map),
+            _ => None,
+        }
+    };
+    let Some(mut whole) = parse(yaml) else {
+        return YamlContent::Text(Cow::Borrowed(yaml));
+    };
+    if whole.shift_remove("labels").is_none() {
+        return YamlContent::Text(Cow::Borrowed(yaml));
+    }
+    let cut = cut_labels_lines(yaml, is_key);
+    if parse(&cut).is_some_and(|rest| rest == whole) {
+        return YamlContent::Text(Cow::Owned(cut));
+    }
+    // Key order kept: it is what the loader reads (parameters list in it).
+    YamlContent::Value(serde_json::Value::Object(whole).to_string())
+}
+
+/// `yaml` without the lines of every entry whose first line `is_key`
+/// accepts: that line, and the lines after it that are indented or start
+/// a block-sequence item (`- x`), with blank and comment lines between
+/// them; blank and comment lines after the entry's last line stay.
+fn cut_labels_lines(yaml: &str, is_key: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    let mut pending = String::new();
+    let mut skipping = false;
+    for line in yaml.split_inclusive('\n') {
+        if is_key(line) {
+            out.push_str(&pending);
+            pending.clear();
+            skipping = true;
+            continue;
+        }
+        if skipping {
+            if line.trim().is_empty() || line.starts_with('#') {
+                pending.push_str(line);
+                continue;
+            }
+            let continues =
+                line.starts_with([' ', '\t']) || line.starts_with("- ") || line.trim_end() == "-";
+            if continues {
+                pending.clear();
+                continue;
+            }
+            skipping = false;
+            out.push_str(&pending);
+            pending.clear();
+        }
+        out.push_str(line);
+    }
+    out.push_str(&pending);
+    out
 }
 
 /// [`file_digest`] for a `.prompty` file, whose labels sit inside
@@ -173,19 +269,7 @@ pub(crate) fn prompty_digest<'a>(
     let mut h = Hasher::new("promptbook prompty 1");
     h.part(text.as_bytes());
     h.part(normalized(body).as_bytes());
-    for (name, read) in refs {
-        h.part(name.as_bytes());
-        match read {
-            Ok(content) => {
-                h.part(b"ok");
-                h.part(normalized(content).as_bytes());
-            }
-            Err(why) => {
-                h.part(b"error");
-                h.part(why.as_bytes());
-            }
-        }
-    }
+    hash_refs(&mut h, refs);
     h.finish()
 }
 
@@ -256,78 +340,19 @@ fn normalized(text: &str) -> Cow<'_, str> {
     crate::load::parse::normalize_newlines(text)
 }
 
-/// Splits a front-matter file into its YAML (with both `---` lines) and
-/// the rest; a file without front matter is all rest.
-fn split_yaml(text: &str) -> (&str, &str) {
-    // The first `---` line and the next one; blank lines before the first
-    // belong to the YAML part (Prompty allows them).
-    let mut offset = 0;
-    let mut dashes = 0;
-    for line in text.split_inclusive('\n') {
-        offset += line.len();
-        if line.trim() == "---" {
-            dashes += 1;
-            if dashes == 2 {
-                return text.split_at(offset);
-            }
-        } else if dashes == 0 && !line.trim().is_empty() {
-            break;
-        }
-    }
-    ("", text)
-}
-
-/// `yaml` without its top-level `labels` entry: the line that starts with
-/// the key at column 0 (`labels:`, `"labels":` or `'labels':`) and every
-/// line after it that is blank, indented, a comment or a block-sequence
-/// item (`- x`), up to the next line that starts another entry. An entry
-/// that holds a `&` (it may define a YAML anchor, which the rest of the
-/// file could use as content) is kept: then moving a label changes the
-/// hash, which is the safe side.
-fn without_labels(yaml: &str) -> Cow<'_, str> {
-    let is_key = |line: &str| {
-        ["labels", "\"labels\"", "'labels'"].iter().any(|k| {
-            line.strip_prefix(k)
-                .is_some_and(|rest| rest.trim_start_matches([' ', '\t']).starts_with(':'))
-        })
-    };
-    if !yaml.lines().any(is_key) {
-        return Cow::Borrowed(yaml);
-    }
-    let mut out = String::with_capacity(yaml.len());
-    let mut removed = String::new();
-    let mut skipping = false;
-    for line in yaml.split_inclusive('\n') {
-        if is_key(line) {
-            skipping = true;
-            removed.push_str(line);
-            continue;
-        }
-        if skipping {
-            let continues = line.trim().is_empty()
-                || line.starts_with([' ', '\t', '#'])
-                || line.starts_with("- ")
-                || line.trim_end() == "-";
-            if continues && line.trim() != "---" {
-                removed.push_str(line);
-                continue;
-            }
-            skipping = false;
-        }
-        out.push_str(line);
-    }
-    if removed.contains('&') {
-        return Cow::Borrowed(yaml);
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A front-matter file's digest, split as the loader splits it.
     fn digest(text: &str) -> ContentHash {
-        file_digest(text, Layout::FrontMatter, [])
+        let text = normalized(text);
+        let (yaml, body, _) = crate::load::parse::split_front_matter(&text).unwrap();
+        file_digest(yaml, body, [])
+    }
+
+    fn manifest(text: &str) -> ContentHash {
+        file_digest(text, "", [])
     }
 
     #[test]
@@ -336,7 +361,7 @@ mod tests {
         for labelled in [
             "---\nversion: 1.0.0\nlabels: [production]\ndescription: d\n---\nuser:\nhi\n",
             "---\nversion: 1.0.0\nlabels:\n  - production\n  - canary\ndescription: d\n---\nuser:\nhi\n",
-            "---\nversion: 1.0.0\nlabels:\n- production\n\n# moved\ndescription: d\n---\nuser:\nhi\n",
+            "---\nversion: 1.0.0\nlabels:\n- production\n\n# moved\n- canary\ndescription: d\n---\nuser:\nhi\n",
             "---\nversion: 1.0.0\ndescription: d\n\"labels\" : [a]\n---\nuser:\nhi\n",
             "---\r\nversion: 1.0.0\r\ndescription: d\r\nlabels: [x]\r\n---\r\nuser:\r\nhi\r\n",
             "\u{feff}---\nversion: 1.0.0\ndescription: d\nlabels:\n---\nuser:\nhi\n",
@@ -355,15 +380,53 @@ mod tests {
     }
 
     #[test]
-    fn a_labels_entry_that_may_define_an_anchor_is_content() {
-        let a =
-            "version: 1.0.0\nlabels: [x, &s Say hi]\nmessages:\n  - {role: user, content: *s}\n";
-        let b =
-            "version: 1.0.0\nlabels: [x, &s Say bye]\nmessages:\n  - {role: user, content: *s}\n";
-        assert_ne!(
-            file_digest(a, Layout::Manifest, []),
-            file_digest(b, Layout::Manifest, [])
-        );
+    fn blank_and_comment_lines_after_the_labels_stay_where_they_were() {
+        let with = "version: 1.0.0\nlabels: [a]\n\n# the prompt & its rules\ndescription: d\n";
+        let without = "version: 1.0.0\n\n# the prompt & its rules\ndescription: d\n";
+        assert_eq!(manifest(with), manifest(without));
+    }
+
+    /// Each pair differs only in content the labels line could hide from a
+    /// line-wise cut; every pair must hash differently, and moving the
+    /// labels in the first of each must not change its hash.
+    #[test]
+    fn nothing_hides_behind_the_labels() {
+        let cases = [
+            // A flow mapping with `labels:` at column 0 mid-flow.
+            (
+                "{version: 1.0.0,\nlabels: [a], messages: [{role: user, content: Say hi}]}\n",
+                "{version: 1.0.0,\nlabels: [a], messages: [{role: user, content: Say bye}]}\n",
+            ),
+            // A quoted string whose continuation line starts `labels:`.
+            (
+                "version: 1.0.0\nlabels: [a]\ndescription: \"one\nlabels: two\"\n",
+                "version: 1.0.0\nlabels: [a]\ndescription: \"one\nlabels: three\"\n",
+            ),
+            // ... and with no top-level labels at all.
+            (
+                "version: 1.0.0\ndescription: \"one\nlabels: two\"\n",
+                "version: 1.0.0\ndescription: \"one\nlabels: three\"\n",
+            ),
+            // An anchor defined inside the labels and used as content.
+            (
+                "version: 1.0.0\nlabels: [a, &s Say hi]\nmessages:\n  - {role: user, content: *s}\n",
+                "version: 1.0.0\nlabels: [a, &s Say bye]\nmessages:\n  - {role: user, content: *s}\n",
+            ),
+        ];
+        for (a, b) in cases {
+            assert_ne!(manifest(a), manifest(b), "{a:?}");
+            if a.contains("labels: [a") {
+                let moved = a.replace("labels: [a", "labels: [b");
+                assert_eq!(manifest(a), manifest(&moved), "{a:?}");
+            }
+        }
+        // Front matter: a quoted string over lines.
+        let fm = |word: &str| {
+            format!(
+                "---\nversion: 1.0.0\nlabels: [a]\ndescription: \"x\nlabels: {word}\"\n---\nuser:\nhi\n"
+            )
+        };
+        assert_ne!(digest(&fm("one")), digest(&fm("two")));
     }
 
     #[test]
@@ -393,18 +456,15 @@ mod tests {
     fn a_labels_key_inside_a_value_is_content() {
         let a = "version: 1.0.0\nparameters:\n  labels: {type: string}\n";
         let b = "version: 1.0.0\nparameters:\n  tags: {type: string}\n";
-        assert_ne!(
-            file_digest(a, Layout::Manifest, []),
-            file_digest(b, Layout::Manifest, [])
-        );
+        assert_ne!(manifest(a), manifest(b));
     }
 
     #[test]
     fn read_files_and_dependencies_count() {
-        let text = "---\nversion: 1.0.0\n---\n{{ x }}\n";
-        let base = file_digest(text, Layout::FrontMatter, []);
-        let with = file_digest(text, Layout::FrontMatter, [("a.txt", Ok("one"))]);
-        let other = file_digest(text, Layout::FrontMatter, [("a.txt", Ok("two"))]);
+        let (yaml, body) = ("version: 1.0.0\n", "{{ x }}\n");
+        let base = file_digest(yaml, body, []);
+        let with = file_digest(yaml, body, [("a.txt", Ok("one"))]);
+        let other = file_digest(yaml, body, [("a.txt", Ok("two"))]);
         assert_ne!(base, with);
         assert_ne!(with, other);
         let own = own_digest(base, None);

@@ -113,7 +113,7 @@ mod truncate;
 mod watch;
 
 pub use convert::{Converted, convert_prompty};
-pub use diff::{MessageChange, MessageDiff, RenderDiff, Side, diff};
+pub use diff::{MessageChange, MessageDiff, ModelChange, RenderDiff, Side, diff, model_changes};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};
 pub use hash::ContentHash;
 pub use limits::RenderLimits;

@@ -489,3 +489,42 @@ fn typos_in_references_and_models_are_named_as_typed() {
         "{stderr}"
     );
 }
+
+/// A reader that stops early (`promptbook list --json | head -1`) is its
+/// choice, not an error: exit 0 and nothing on stderr, in every output
+/// form, however the write failed.
+#[test]
+fn a_reader_that_closes_stdout_early_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more output than a pipe holds, so the writer meets the closed end.
+    for i in 0..400 {
+        std::fs::write(
+            dir.path().join(format!("t{i}.prompt.yaml")),
+            format!(
+                "version: 1.0.0\ndescription: {}\nmessages:\n  - {{role: user, content: hi}}\n",
+                "a long description ".repeat(20)
+            ),
+        )
+        .unwrap();
+    }
+    for args in [&["list", "--json"][..], &["list"][..]] {
+        let mut child = cli()
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read a little, then close the pipe.
+        {
+            use std::io::Read;
+            let mut first = [0u8; 16];
+            child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

@@ -631,6 +631,22 @@ fn file_references_are_resolved_inside_the_root() {
     let t = registry.get("t").unwrap();
     assert_eq!(t.parameters()[0].name, "question");
 
+    // Saved with any line ending: CR LF, or a lone CR.
+    for ending in ["\r\n", "\r"] {
+        fs::write(
+            dir.path().join("t.prompty"),
+            "---\nname: t\nversion: 1.0.0\ninputs: ${file:shared/inputs.json}\n---\nuser:\n{{ question }}\n"
+                .replace('\n', ending),
+        )
+        .unwrap();
+        let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{ending:?}: {e:#}"));
+        assert_eq!(
+            messages(&registry, &json!({})),
+            [("user".into(), "Why?".into(), None)],
+            "{ending:?}"
+        );
+    }
+
     // Outside the root, or missing: an error naming the file.
     fs::write(
         dir.path().join("t.prompty"),

@@ -411,6 +411,61 @@ fn test_files_are_checked_with_file_and_line() {
     assert!(!err.contains("nothing.tests.yaml"), "{err}");
 }
 
+#[cfg(unix)]
+#[test]
+fn misnamed_and_linked_test_files_are_never_skipped_silently() {
+    let dir = shipped();
+    let root = dir.path();
+    // Near misses of `.tests.yaml` fail, naming the right name.
+    write(root, "chat/assistant.tests.yml", "tests: []\n");
+    write(root, "summarize/article.test.yaml", "tests: []\n");
+    let (code, _, err) = run(cli(root).arg("test"));
+    assert_eq!(code, 1, "{err}");
+    for says in [
+        "chat/assistant.tests.yml",
+        "rename it `assistant.tests.yaml`",
+        "summarize/article.test.yaml",
+        "rename it `article.tests.yaml`",
+    ] {
+        assert!(err.contains(says), "expected {says:?} in:\n{err}");
+    }
+    std::fs::remove_file(root.join("chat/assistant.tests.yml")).unwrap();
+    std::fs::remove_file(root.join("summarize/article.test.yaml")).unwrap();
+
+    // A link to a file inside the root runs like the file.
+    let kept = root.join("suites/assistant.yaml");
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    std::fs::rename(root.join("chat/assistant.tests.yaml"), &kept).unwrap();
+    std::os::unix::fs::symlink(
+        "../suites/assistant.yaml",
+        root.join("chat/assistant.tests.yaml"),
+    )
+    .unwrap();
+    let (code, out, err) = run(cli(root).args(["test", "chat/assistant"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("the history is spliced between the system message and the question"),
+        "{out}"
+    );
+
+    // A link out of the root is refused, not skipped.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::copy(&kept, outside.path().join("t.yaml")).unwrap();
+    std::fs::remove_file(root.join("chat/assistant.tests.yaml")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("t.yaml"),
+        root.join("chat/assistant.tests.yaml"),
+    )
+    .unwrap();
+    let (code, _, err) = run(cli(root).arg("test"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("chat/assistant.tests.yaml"), "{err}");
+    assert!(
+        err.contains("symlink leads outside the template root"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_recorded_answer_replays_offline_and_goes_stale_when_the_template_changes() {
     let answer = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"{\"queue\": \"technical\", \"priority\": \"urgent\"}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":150,"completion_tokens":12,"total_tokens":162}}"#;

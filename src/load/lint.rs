@@ -322,15 +322,18 @@ fn used_variables(
 /// literal and not given. The offset is the tag's.
 pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
     let mut out = Vec::new();
-    let mut rest = 0;
-    while let Some(p) = source[rest..].find("{%") {
-        let start = rest + p;
-        let (inner_end, end) = match source[start + 2..].find("%}") {
-            Some(e) => (start + 2 + e, start + 2 + e + 2),
-            None => (source.len(), source.len()),
-        };
-        let inner = source[start + 2..inner_end]
-            .trim_matches(['-', '+', '~'])
+    // Statement tags as the engine reads them: not inside a comment, an
+    // expression's string or a `{% raw %}` block.
+    for token in crate::lex::tokenize(source) {
+        if token.kind != crate::lex::Tok::Stmt {
+            continue;
+        }
+        let tag = &source[token.start..token.end];
+        let inner = tag[2..]
+            .strip_suffix("%}")
+            .unwrap_or(&tag[2..])
+            .trim_start_matches(['-', '+', '~'])
+            .trim_end_matches(['-', '+', '~'])
             .trim_start();
         let keyword_len = inner
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -339,10 +342,9 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
         if matches!(keyword, "include" | "import" | "from" | "extends") {
             let expr = target_expression(&inner[keyword_len..]);
             for name in literal_names(expr) {
-                out.push((name, start));
+                out.push((name, token.start));
             }
         }
-        rest = end;
     }
     out
 }
@@ -374,69 +376,48 @@ fn target_expression(args: &str) -> &str {
     args[..cut].trim()
 }
 
-/// The names an expression gives literally: one string, or the strings of
-/// a list or tuple of nothing but strings; empty for anything else.
+/// The names an expression gives without any variable: a string, or a
+/// list or tuple of strings, built from string literals alone (with `~`,
+/// `+` and parentheses between them). The engine itself evaluates it, so
+/// escapes (`"\u005e"`) and concatenations (`"a" ~ "@^1"`) read as at
+/// render time. Empty for anything that names a variable, a function or a
+/// filter: a name known only at render time.
 fn literal_names(expr: &str) -> Vec<String> {
-    let mut e = expr.trim();
-    // Parentheses around the whole expression (a tuple of one needs a
-    // comma, so `("x")` is the string).
-    while e.starts_with('(')
-        && e.ends_with(')')
-        && encloses(e)
-        && !has_top_comma(&e[1..e.len() - 1])
-    {
-        e = e[1..e.len() - 1].trim();
-    }
-    if let Some(name) = string_literal(e) {
-        return vec![name];
-    }
-    let listed =
-        (e.starts_with('[') && e.ends_with(']')) || (e.starts_with('(') && e.ends_with(')'));
-    if !listed || !encloses(e) {
+    use minijinja::value::ValueKind;
+    let b = expr.as_bytes();
+    let constant = !expr.trim().is_empty()
+        && crate::lex::unquoted(b)
+            .all(|(_, c, _)| c.is_ascii_whitespace() || b"~+()[],".contains(&c));
+    if !constant {
         return Vec::new();
     }
-    let items: Vec<&str> = crate::lex::split_top_level(&e[1..e.len() - 1], b',')
-        .into_iter()
-        .map(str::trim)
-        .filter(|i| !i.is_empty())
-        .collect();
-    let names: Vec<String> = items.iter().filter_map(|i| string_literal(i)).collect();
-    if names.len() == items.len() {
-        names
-    } else {
-        Vec::new()
-    }
-}
-
-/// Whether the bracket opening `e` closes at its last byte.
-fn encloses(e: &str) -> bool {
-    let b = e.as_bytes();
-    crate::lex::unquoted(b)
-        .filter(|&(i, _, depth)| depth == 0 && i > 0 && i < b.len() - 1)
-        .all(|(_, c, _)| !matches!(c, b')' | b']' | b'}'))
-        && crate::lex::unquoted(b).all(|(i, c, depth)| {
-            !(depth == 0 && i > 0 && i < b.len() - 1 && matches!(c, b'(' | b'[' | b'{'))
-        })
-}
-
-fn has_top_comma(e: &str) -> bool {
-    crate::lex::unquoted(e.as_bytes()).any(|(_, c, depth)| depth == 0 && c == b',')
-}
-
-/// The text of a string literal that is all of `e` (`"x"` or `'x'`, with
-/// Jinja's backslash escapes for the quote and the backslash).
-fn string_literal(e: &str) -> Option<String> {
-    let q = e.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let mut out = String::new();
-    let mut chars = e[1..].char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => out.push(chars.next()?.1),
-            c if c == q => return (1 + i + 1 == e.len()).then_some(out),
-            c => out.push(c),
+    static ENGINE: std::sync::LazyLock<minijinja::Environment<'static>> =
+        std::sync::LazyLock::new(|| {
+            let mut env = minijinja::Environment::empty();
+            // Literals only: the work is bounded by the source's length.
+            env.set_fuel(Some(100_000));
+            env
+        });
+    let Ok(value) = ENGINE
+        .compile_expression(expr)
+        .and_then(|e| e.eval(minijinja::context! {}))
+    else {
+        return Vec::new();
+    };
+    let name = |v: &minijinja::Value| v.as_str().map(str::to_owned);
+    match value.kind() {
+        ValueKind::String => name(&value).into_iter().collect(),
+        ValueKind::Seq => {
+            let Ok(items) = value.try_iter() else {
+                return Vec::new();
+            };
+            items
+                .map(|v| name(&v))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default()
         }
+        _ => Vec::new(),
     }
-    None
 }
 
 /// The `{% import ... as m %}` aliases of a template and its ancestors:
@@ -630,7 +611,22 @@ mod tests {
         assert_eq!(names("{% import 'm' as m %}"), ["m"]);
         assert_eq!(names("{%- extends \"base\" -%}"), ["base"]);
         assert_eq!(names("{% include \"a\\\"b\" %}"), ["a\"b"]);
+        // Escapes and concatenations read as the engine reads them.
+        assert_eq!(names("{% include \"p@\\u005e1\" %}"), ["p@^1"]);
+        assert_eq!(names("{% include \"p\" ~ '@^1' %}"), ["p@^1"]);
+        assert_eq!(names("{% include (\"p\" ~ \"@\") + \"1\" %}"), ["p@1"]);
+        // Tags that are not tags: in a comment, a string, a raw block.
+        assert_eq!(
+            names("{# {% #}{% include \"a\" %}{{ \"{%\" }}{% include 'b' %}"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            names("{% raw %}{% include \"no\" %}{% endraw %}{# {% include \"no\" %} #}"),
+            Vec::<String>::new()
+        );
         assert!(names("{% include \"tones/\" ~ tone %}").is_empty());
+        assert!(names("{% include \"a\" | lower %}").is_empty());
+        assert!(names("{% include range(3) %}").is_empty());
         assert!(names("{% include (\"a\") ~ x %}").is_empty());
         assert!(names("{% include [\"a\", x] %}").is_empty());
         assert!(names("{% include name %}").is_empty());

@@ -252,6 +252,14 @@ pub(crate) fn parse_file(
         }
     };
 
+    let digest = prompty_digest.unwrap_or_else(|| {
+        crate::hash::file_digest(
+            yaml,
+            body.as_ref().map_or("", |b| b.text.as_str()),
+            refs.iter()
+                .map(|(name, read)| (name.as_str(), read.as_deref().map_err(String::as_str))),
+        )
+    });
     let manifest: Manifest = match mapped_manifest {
         Some(json) => serde_json::from_value(json).map_err(|e| {
             vec![
@@ -278,22 +286,27 @@ pub(crate) fn parse_file(
         manifest_text: (format == Format::Manifest).then(|| Arc::from(text)),
         input_lines,
         optional_inputs,
-        digest: prompty_digest.unwrap_or_else(|| {
-            crate::hash::file_digest(
-                text,
-                match format {
-                    Format::Manifest => crate::hash::Layout::Manifest,
-                    _ => crate::hash::Layout::FrontMatter,
-                },
-                refs.iter()
-                    .map(|(name, read)| (name.as_str(), read.as_deref().map_err(String::as_str))),
-            )
-        }),
+        digest,
     };
 
     let mut errors = Vec::new();
     let version_text = source.manifest.version.value.trim().to_owned();
     match Version::parse(&version_text) {
+        // Semver leaves build metadata out of precedence (semver.org, 10):
+        // `1.0.0+x` and `1.0.0` would be one version, and whichever loaded
+        // would answer `@1.0.0` and `^1`.
+        Ok(v) if !v.build.is_empty() => errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                format!(
+                    "version `{version_text}` has build metadata (`+{}`): semver ignores it when ordering versions, so it cannot tell two template versions apart; use a pre-release (`{}-{}`) or a new version",
+                    v.build,
+                    Version::new(v.major, v.minor, v.patch),
+                    v.build
+                ),
+            )
+            .with_location(source.at_span(&source.manifest.version)),
+        ),
         Ok(v) => source.version = v,
         Err(e) => errors.push(
             Error::new(

@@ -144,8 +144,10 @@ impl Source<'_> {
         let Ok(text) = std::str::from_utf8(&file.bytes) else {
             return refs;
         };
-        let front = parse::split_prompty_front_matter(text.trim_start_matches('\u{feff}'))
-            .map_or("", |(fm, ..)| fm);
+        // Split as the parser splits: after the byte-order mark, with CR
+        // LF and lone CR as line breaks.
+        let text = parse::normalize_newlines(text.trim_start_matches('\u{feff}'));
+        let front = parse::split_prompty_front_matter(&text).map_or("", |(fm, ..)| fm);
         let mut rest = front;
         while let Some(at) = rest.find("${file:") {
             let after = &rest[at + 7..];

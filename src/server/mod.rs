@@ -498,11 +498,14 @@ const TEST_SHAPE: &str = r#"{"template": "NAME@REQ"}"#;
 /// of its test file: `{"results": [...], "problems": ["path:line:col:
 /// error: ..."]}`.
 async fn test(State(state): State<AppState>, body: Body) -> Response {
+    // Tests stop starting when the answer could no longer be used.
+    let limit = state.options.render_timeout;
     run_job(
         &state,
         body,
         TEST_SHAPE,
-        |registry, request: TestRequest| {
+        move |registry, request: TestRequest| {
+            let deadline = std::time::Instant::now() + limit;
             let id = registry
                 .get(&request.template)
                 .map_err(Outcome::Failed)?
@@ -511,7 +514,7 @@ async fn test(State(state): State<AppState>, body: Body) -> Response {
             suite
                 .retain_templates(&registry, &[id])
                 .map_err(Outcome::Failed)?;
-            let report = suite.run(&registry, crate::suite::Snapshots::Check);
+            let report = suite.run_until(&registry, crate::suite::Snapshots::Check, Some(deadline));
             let problems: Vec<String> = suite.problems().iter().map(|p| p.to_string()).collect();
             to_json(&json!({"results": report.results, "problems": problems}))
         },

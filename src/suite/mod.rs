@@ -153,14 +153,50 @@ impl Suite {
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        let canonical_root = root.canonicalize().ok();
         for entry in walk {
             match entry {
-                Ok(e) if e.file_type().is_file() => {
-                    if e.file_name().to_string_lossy().ends_with(TESTS_SUFFIX) {
+                Ok(e) if e.file_type().is_dir() => {}
+                Ok(e) => {
+                    let name = e.file_name().to_string_lossy();
+                    if !name.ends_with(TESTS_SUFFIX) {
+                        if let Some(right) = near_miss(&name) {
+                            errors.push(
+                                Error::new(
+                                    ErrorKind::Syntax,
+                                    format!(
+                                        "named like a test file, but test files end `{TESTS_SUFFIX}` and this one never runs: rename it `{right}`"
+                                    ),
+                                )
+                                .with_location(Location::file(e.path())),
+                            );
+                        }
+                        continue;
+                    }
+                    // As for templates: a regular file, or a link to one
+                    // inside the root.
+                    let ft = e.file_type();
+                    let inside = || {
+                        let target = e.path().canonicalize().ok()?;
+                        let root = canonical_root.as_ref()?;
+                        (target.starts_with(root) && target.is_file()).then_some(())
+                    };
+                    if ft.is_file() || (ft.is_symlink() && inside().is_some()) {
                         paths.push(e.into_path());
+                    } else {
+                        let why = if ft.is_symlink() {
+                            "symlink leads outside the template root (or nowhere, or not to a regular file); refused".to_owned()
+                        } else {
+                            format!(
+                                "{} is named like a test file but only regular files are read; refused",
+                                crate::file::describe(ft)
+                            )
+                        };
+                        errors.push(
+                            Error::new(ErrorKind::Io, why).with_location(Location::file(e.path())),
+                        );
                     }
                 }
-                Ok(_) => {}
                 Err(e) => errors.push(
                     Error::new(ErrorKind::Io, e.to_string())
                         .with_location(Location::file(e.path().unwrap_or(root))),
@@ -333,10 +369,31 @@ impl Suite {
     /// Runs every test: renders its template on its inputs and checks its
     /// assertions, its snapshot and its cassette. Nothing is sent anywhere.
     pub fn run(&self, registry: &Registry, snapshots: Snapshots) -> Report {
+        self.run_until(registry, snapshots, None)
+    }
+
+    /// [`run`](Suite::run), stopping at `deadline`: every test not
+    /// started by then fails with "not run: the time limit passed" (a
+    /// server answering within a time limit runs tests this way).
+    pub fn run_until(
+        &self,
+        registry: &Registry,
+        snapshots: Snapshots,
+        deadline: Option<std::time::Instant>,
+    ) -> Report {
         let started = std::time::Instant::now();
         let mut results = Vec::with_capacity(self.len());
         for file in &self.files {
             for case in &file.cases {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    let mut result = TestResult::new(file, case);
+                    result.outcome = Outcome::Failed;
+                    result
+                        .failures
+                        .push("not run: the time limit passed before it started".to_owned());
+                    results.push(result);
+                    continue;
+                }
                 results.push(run_case(registry, file, case, snapshots));
             }
         }
@@ -388,17 +445,24 @@ pub struct TestCase<'a> {
     pub cassette: PathBuf,
 }
 
+impl TestResult {
+    /// A passed result for `case`, before anything ran.
+    fn new(file: &TestFile, case: &Case) -> TestResult {
+        TestResult {
+            template: file.template.clone(),
+            name: case.name.clone(),
+            file: file.path.clone(),
+            line: case.at.line().unwrap_or(0),
+            outcome: Outcome::Passed,
+            failures: Vec::new(),
+            snapshot_diff: None,
+            wrote: None,
+        }
+    }
+}
+
 fn run_case(registry: &Registry, file: &TestFile, case: &Case, snapshots: Snapshots) -> TestResult {
-    let mut result = TestResult {
-        template: file.template.clone(),
-        name: case.name.clone(),
-        file: file.path.clone(),
-        line: case.at.line().unwrap_or(0),
-        outcome: Outcome::Passed,
-        failures: Vec::new(),
-        snapshot_diff: None,
-        wrote: None,
-    };
+    let mut result = TestResult::new(file, case);
     let mut options = RenderOptions::new();
     if let Some(model) = &case.model {
         options = options.model(model.clone());
@@ -560,6 +624,22 @@ fn name_of(tests_file: &Path, root: &Path) -> Option<String> {
     } else {
         format!("{dir}/{file}")
     })
+}
+
+/// The name a test file misnamed `name` should have (`x.tests.yml`,
+/// `x.test.yaml`, `x.test.yml` -> `x.tests.yaml`), if it is one.
+fn near_miss(name: &str) -> Option<String> {
+    [
+        ".tests.yml",
+        ".test.yaml",
+        ".test.yml",
+        ".tests.YAML",
+        ".Tests.yaml",
+    ]
+    .iter()
+    .find_map(|wrong| name.strip_suffix(wrong))
+    .filter(|stem| !stem.is_empty())
+    .map(|stem| format!("{stem}{TESTS_SUFFIX}"))
 }
 
 /// A test file's stem: its file name without `.tests.yaml`.

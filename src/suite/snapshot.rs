@@ -30,16 +30,32 @@ pub(crate) fn path(tests_file: &Path, slug: &str) -> PathBuf {
         .join(format!("{slug}.json"))
 }
 
+/// How much of a snapshot diff is kept: a render that changed wholesale
+/// would otherwise print (and a server would send) megabytes.
+pub(crate) const MAX_DIFF_BYTES: usize = 64 * 1024;
+
 /// A unified diff from `old` to `new`, with file labels, three lines of
-/// context; coarser rather than slow past half a second.
+/// context; coarser rather than slow past half a second, and cut after
+/// [`MAX_DIFF_BYTES`] at a line end, with a last line saying how many
+/// lines were left out.
 pub(crate) fn diff(old: &str, new: &str, old_label: &str, new_label: &str) -> String {
-    similar::TextDiff::configure()
+    let full = similar::TextDiff::configure()
         .timeout(std::time::Duration::from_millis(500))
         .diff_lines(old, new)
         .unified_diff()
         .context_radius(3)
         .header(old_label, new_label)
-        .to_string()
+        .to_string();
+    if full.len() <= MAX_DIFF_BYTES {
+        return full;
+    }
+    let cut = full[..MAX_DIFF_BYTES].rfind('\n').map_or(0, |i| i + 1);
+    let left = full[cut..].lines().count();
+    let mut out = full[..cut].to_owned();
+    out.push_str(&format!(
+        "... {left} more lines of diff left out (compare the files themselves)\n"
+    ));
+    out
 }
 
 /// Refuses a snapshot or cassette path that is a link, or whose folder is
@@ -73,4 +89,23 @@ pub(crate) fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&temp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&temp);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_wholesale_change_gives_a_bounded_diff_that_says_what_it_left_out() {
+        let old: String = (0..20_000).map(|i| format!("old line {i}\n")).collect();
+        let new: String = (0..20_000).map(|i| format!("new line {i}\n")).collect();
+        let d = super::diff(&old, &new, "a", "b");
+        assert!(d.len() <= super::MAX_DIFF_BYTES + 100, "{}", d.len());
+        assert!(d.starts_with("--- a\n+++ b\n"), "{}", &d[..40]);
+        let last = d.lines().last().unwrap();
+        assert!(last.contains("more lines of diff left out"), "{last}");
+        let small = super::diff("a\n", "b\n", "x", "y");
+        assert!(
+            small.contains("-a\n+b\n") && !small.contains("left out"),
+            "{small}"
+        );
+    }
 }

@@ -70,7 +70,13 @@ pub(crate) fn diff(dir: &Path, args: DiffArgs<'_>) -> Result<ExitCode> {
     for (name, inputs) in runs {
         let render = |reference: &str| registry.render_with(reference, &inputs, &options);
         match (render(&old.id()), render(&new.id())) {
-            (Ok(a), Ok(b)) => diffs.push((name, promptbook::diff(&a, &b))),
+            (Ok(a), Ok(b)) => {
+                // Both were counted for one model: compare the templates'
+                // own `model:` blocks.
+                let d = promptbook::diff(&a, &b)
+                    .with_model_changes(promptbook::model_changes(old.model(), new.model()));
+                diffs.push((name, d));
+            }
             (a, b) => {
                 let (side, e) = match (a, b) {
                     (Err(e), _) => (old.id(), e),

@@ -275,9 +275,12 @@ fn main() -> ExitCode {
 /// Prints an error and what caused it; exit code 1, or 0 when stdout was
 /// closed early (`promptbook show x | head`), which is the reader's choice.
 fn report(e: &anyhow::Error) -> ExitCode {
+    // The write may fail inside serde_json (`--json`), which wraps it.
     if e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<io::Error>().map(io::Error::kind) == Some(io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(io::ErrorKind::BrokenPipe)
     }) {
         return ExitCode::SUCCESS;
     }

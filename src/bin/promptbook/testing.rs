@@ -163,9 +163,20 @@ fn record_answers(dir: &Path, registry: &promptbook::Registry, suite: &Suite) ->
             }
         };
         let recorded = client.request_body(&rendered, &send).and_then(|request| {
-            runtime
-                .block_on(client.send_with(&rendered, &send))
-                .map(|response| (request, response))
+            let response = runtime.block_on(client.send_with(&rendered, &send))?;
+            if !response.fallback {
+                return Ok((request, response));
+            }
+            // A fallback answered: the cassette holds the request that
+            // model was sent, so that request and answer belong together.
+            let answered = format!("{}:{}", response.provider, response.model);
+            eprintln!(
+                "note: {} :: {}: the primary model failed and {answered} answered; recording its request",
+                r.template, r.name
+            );
+            let request =
+                client.request_body(&rendered, &send.clone().model(answered).fallbacks(Vec::new()))?;
+            Ok((request, response))
         });
         match recorded {
             Ok((request, response)) => {
