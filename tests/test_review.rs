@@ -411,6 +411,38 @@ fn test_files_are_checked_with_file_and_line() {
     assert!(!err.contains("nothing.tests.yaml"), "{err}");
 }
 
+/// Test files read YAML 1.2: `NO`, `y` and `on` are strings; a value that
+/// is not a string where one is expected says to quote it.
+#[test]
+fn test_files_read_yaml_words_as_the_strings_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "t.prompt.jinja",
+        "---\nversion: 1.0.0\nparameters:\n  answer: {type: string}\n---\nuser:\n{{ answer }}\n",
+    );
+    write(
+        root,
+        "t.tests.yaml",
+        "tests:\n  - name: norway\n    inputs: {answer: NO}\n    expect:\n      contains: NO\n      not_contains: [y, on, off]\n",
+    );
+    let (code, out, err) = run(cli(root).arg("test"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    write(
+        root,
+        "t.tests.yaml",
+        "tests:\n  - name: n\n    inputs: {answer: x}\n    expect:\n      contains: 42\n",
+    );
+    let (code, _, err) = run(cli(root).arg("test"));
+    assert_eq!(code, 1);
+    assert!(err.contains("t.tests.yaml:5:"), "{err}");
+    assert!(
+        err.contains("a string or a list of strings (quote"),
+        "{err}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn misnamed_and_linked_test_files_are_never_skipped_silently() {

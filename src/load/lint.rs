@@ -174,6 +174,43 @@ pub(crate) fn lint_all(
         errors.append(&mut e);
         warnings.append(&mut w);
     }
+    warnings.extend(case_collisions(
+        sources.values().map(|s| (s.name.as_str(), &s.path)),
+    ));
+}
+
+/// Template names that differ only in letter case (`Support/triage` and
+/// `support/triage`): distinct here, but their files collide on a
+/// case-insensitive file system (macOS and Windows by default), where a
+/// checkout keeps one of them. One warning per pair, at the later file.
+fn case_collisions<'a>(
+    names: impl Iterator<Item = (&'a str, &'a std::path::PathBuf)>,
+) -> Vec<Diagnostic> {
+    let mut first: HashMap<String, (&str, &std::path::PathBuf)> = HashMap::new();
+    let mut out = Vec::new();
+    let mut reported = HashSet::new();
+    let mut all: Vec<(&str, &std::path::PathBuf)> = names.collect();
+    all.sort();
+    for (name, path) in all {
+        match first.get(&name.to_lowercase()) {
+            Some((other, _)) if *other != name => {
+                if reported.insert((other.to_string(), name.to_owned())) {
+                    out.push(Diagnostic::new(
+                        Severity::Warning,
+                        Location::file(path),
+                        format!(
+                            "template `{name}` differs from `{other}` only in letter case: on a case-insensitive file system (macOS, Windows) their files collide; rename one"
+                        ),
+                    ));
+                }
+            }
+            Some(_) => {}
+            None => {
+                first.insert(name.to_lowercase(), (name, path));
+            }
+        }
+    }
+    out
 }
 
 /// Compiles a template's Jinja source and returns the variables it reads
@@ -582,6 +619,30 @@ fn find_use(source: &str, var: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_differ_only_in_case_are_warned_about_once() {
+        let (a, b, c) = (
+            std::path::PathBuf::from("Support/triage.prompt.yaml"),
+            std::path::PathBuf::from("support/triage.prompt.yaml"),
+            std::path::PathBuf::from("support/triage@2.prompt.yaml"),
+        );
+        let found = case_collisions(
+            [
+                ("Support/triage", &a),
+                ("support/triage", &b),
+                ("support/triage", &c),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].to_string().contains("only in letter case"),
+            "{}",
+            found[0]
+        );
+        assert!(case_collisions([("a", &a), ("b", &b)].into_iter()).is_empty());
+    }
 
     #[test]
     fn static_refs_finds_literal_names_and_survives_unclosed_tags() {

@@ -41,11 +41,38 @@ struct TestSpec {
 }
 
 /// One string or a list of them.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum Strings {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strings, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Strings;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a string or a list of strings (quote a value YAML would read as a number or boolean: \"42\", \"true\")",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Strings, E> {
+                Ok(Strings::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Strings, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    out.push(item);
+                }
+                Ok(Strings::Many(out))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl Strings {
@@ -244,7 +271,10 @@ pub(crate) fn kind_name(kind: ErrorKind) -> String {
 /// Reads a test file's text into its cases. Every problem found is
 /// returned, each with the file and line.
 pub(crate) fn parse(text: &str, path: &Path, root: &Path) -> Result<Vec<Case>, Vec<Error>> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    // YAML 1.2's booleans (`true`, `false`) only: `NO`, `y` and `on` are
+    // the strings they look like (a test of a Norwegian answer, `NO`,
+    // must not read as `false`).
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let spec: FileSpec = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let at = e.location().filter(|l| l.line() > 0).map_or_else(
