@@ -17,8 +17,9 @@
 //!    `metadata.promptbook.labels`: its front matter counts as its parsed
 //!    value without them (comments and formatting there do not count), its
 //!    body byte for byte;
-//! 2. the files it reads: the text of its `$ref` input schema and of every
-//!    `${file:...}` a `.prompty` file names;
+//! 2. the files it reads: the text of its `$ref` input schema, output
+//!    schema, tools and tool parameters, and of every `${file:...}` a
+//!    `.prompty` file names;
 //! 3. for every template it depends on, transitively (its parent, and
 //!    every template a literal `{% include %}`, `{% import %}`, `{% from %}`
 //!    or `{% extends %}` names, resolved as a render resolves it): that
@@ -305,13 +306,32 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
     }
 }
 
-/// A version's own content: its [`file_digest`] and the text of its `$ref`
-/// input schema, when it names one.
-pub(crate) fn own_digest(file: ContentHash, schema: Option<&str>) -> ContentHash {
+/// A version's own content: its [`file_digest`], the text of its `$ref`
+/// input schema when it names one, and every other file it names by
+/// `$ref` (its output schema, its tools and their parameters), by where it
+/// names it, or why it could not be read.
+pub(crate) fn own_digest<'a>(
+    file: ContentHash,
+    schema: Option<&str>,
+    others: impl IntoIterator<Item = (&'a str, Result<&'a str, &'a str>)>,
+) -> ContentHash {
     let mut h = Hasher::new("promptbook own 1");
     h.part(&file.0);
     if let Some(schema) = schema {
         h.part(normalized(schema).as_bytes());
+    }
+    for (field, read) in others {
+        h.part(field.as_bytes());
+        match read {
+            Ok(text) => {
+                h.part(b"ok");
+                h.part(normalized(text).as_bytes());
+            }
+            Err(why) => {
+                h.part(b"error");
+                h.part(why.as_bytes());
+            }
+        }
     }
     h.finish()
 }
@@ -467,9 +487,14 @@ mod tests {
         let other = file_digest(yaml, body, [("a.txt", Ok("two"))]);
         assert_ne!(base, with);
         assert_ne!(with, other);
-        let own = own_digest(base, None);
-        assert_ne!(own, own_digest(base, Some("{}")));
-        let dep = own_digest(with, None);
+        let own = own_digest(base, None, []);
+        assert_ne!(own, own_digest(base, Some("{}"), []));
+        assert_ne!(own, own_digest(base, None, [("output", Ok("{}"))]));
+        assert_ne!(
+            own_digest(base, None, [("output", Ok("{}"))]),
+            own_digest(base, None, [("tools/0", Ok("{}"))])
+        );
+        let dep = own_digest(with, None, []);
         assert_eq!(
             version_hash(own, vec![("p@1.0.0", dep), ("q@1.0.0", own)]),
             version_hash(own, vec![("q@1.0.0", own), ("p@1.0.0", dep)]),

@@ -105,9 +105,11 @@ mod role_loop;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+mod strict;
 pub mod suite;
 mod template;
 pub mod tokens;
+mod tool;
 mod truncate;
 #[cfg(feature = "watch")]
 mod watch;
@@ -128,6 +130,7 @@ pub use schema::SchemaMismatch;
 pub use template::{
     Connection, ContextConfig, ModelConfig, Parameter, Template, template_file_schema,
 };
+pub use tool::{Tool, ToolChoice, is_tool_name};
 pub use truncate::{Strategy, TruncationReport};
 #[cfg(feature = "watch")]
 pub use watch::{ReloadEvent, WatchedRegistry};

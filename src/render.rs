@@ -94,9 +94,10 @@ pub enum Origin {
 /// send them.
 ///
 /// Serializes as
-/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}]}`
-/// (`model` and `context` only when the template has them, `truncation`
-/// and `dropped_empty` only when something was dropped).
+/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "output_schema": {...}, "tools": [{"name", "description", "parameters"}], "tool_choice": ..., "output_retries": N, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}]}`
+/// (`model`, `context`, `output_schema`, `tools`, `tool_choice` and
+/// `output_retries` only when the template has them, `truncation` and
+/// `dropped_empty` only when something was dropped).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Rendered {
@@ -113,6 +114,20 @@ pub struct Rendered {
     /// The template's `context:` block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextConfig>,
+    /// The answer's JSON Schema (the template's `output:`), shared with the
+    /// template; absent when the answer is text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Arc<serde_json::Value>>,
+    /// The tools the model may call (the template's `tools:`), shared with
+    /// the template.
+    #[serde(skip_serializing_if = "<[crate::tool::Tool]>::is_empty")]
+    pub tools: Arc<[crate::tool::Tool]>,
+    /// The template's `tool_choice:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<crate::tool::ToolChoice>,
+    /// The template's `output_retries:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_retries: Option<u32>,
     /// Token counts of the messages (after truncation).
     pub tokens: TokenReport,
     /// What truncation dropped; present only when it dropped something.
@@ -345,6 +360,10 @@ impl Registry {
             dropped_empty: dropped,
             model,
             context: t.context.clone(),
+            output_schema: t.output_schema.clone(),
+            tools: t.tools.clone(),
+            tool_choice: t.tool_choice.clone(),
+            output_retries: t.output_retries,
             tokens: TokenReport::empty(),
             truncation: None,
             history,

@@ -78,6 +78,47 @@ pub(crate) struct Manifest {
     #[serde(default)]
     #[schemars(with = "Option<ContextConfig>")]
     pub context: Option<Spanned<Value>>,
+    /// The answer's JSON Schema (its `title` and `description` name and
+    /// describe it), inline or `{$ref: PATH}` (a JSON or YAML file relative
+    /// to this file, inside the root). Without it the answer is text.
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub output: Option<Spanned<Value>>,
+    /// The tools the model may call: each `{name, description, parameters}`
+    /// (`parameters` a JSON Schema of the arguments, inline or
+    /// `{$ref: PATH}`), or `{$ref: PATH}` for a file holding one tool. A
+    /// child's tools are added to its parent's; one with a parent's tool's
+    /// name replaces it.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<ToolDoc>>")]
+    pub tools: Option<Spanned<Value>>,
+    /// Whether and which tool the model must call: `auto` (the provider's
+    /// default), `none`, `required` (some tool), or a declared tool's name.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub tool_choice: Option<Spanned<Value>>,
+    /// How many times to re-ask when the answer breaks the output schema
+    /// (the validation error appended as a user turn). Off (0) by default.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub output_retries: Option<Spanned<Value>>,
+}
+
+/// One entry of `tools:` (schema only).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub(crate) struct ToolDoc {
+    /// The name the model calls it by: 1 to 64 of `a-z`, `A-Z`, `0-9`,
+    /// `_`, `-`.
+    name: Option<String>,
+    /// What it does and when to call it: the model reads this.
+    description: Option<String>,
+    /// A JSON Schema (`type: object`) of its arguments, or `{$ref: PATH}`.
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    parameters: Option<Value>,
+    /// `{$ref: PATH}`: a JSON or YAML file holding the tool.
+    #[serde(rename = "$ref")]
+    reference: Option<String>,
 }
 
 /// One entry of `messages:`; which fields are set decides what it is.
@@ -226,17 +267,25 @@ pub struct Template {
     pub(crate) input_schema: std::sync::Arc<Value>,
     pub(crate) model: Option<std::sync::Arc<ModelConfig>>,
     pub(crate) context: Option<ContextConfig>,
+    /// The answer's JSON Schema (`output:`), merged with the parent's.
+    pub(crate) output_schema: Option<std::sync::Arc<Value>>,
+    /// The tools the model may call, the parent's first.
+    pub(crate) tools: std::sync::Arc<[crate::tool::Tool]>,
+    pub(crate) tool_choice: Option<crate::tool::ToolChoice>,
+    pub(crate) output_retries: Option<u32>,
     /// Set once the whole root is loaded (`crate::load::stamp`).
     pub(crate) hash: crate::hash::ContentHash,
 }
 
 /// A template serialises as one version in the catalog: `version`,
 /// `hash`, `labels`, `description`, `path`, `extends`, `parameters`,
-/// `input_schema`, `model` and `context` (absent ones as `null`).
+/// `input_schema`, `model` and `context` (absent ones as `null`), then,
+/// when declared, `output_schema`, `tools`, `tool_choice` and
+/// `output_retries`.
 impl Serialize for Template {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(10))?;
+        let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("version", &self.version.to_string())?;
         map.serialize_entry("hash", &self.hash)?;
         map.serialize_entry("labels", &self.labels)?;
@@ -247,6 +296,18 @@ impl Serialize for Template {
         map.serialize_entry("input_schema", &*self.input_schema)?;
         map.serialize_entry("model", &self.model)?;
         map.serialize_entry("context", &self.context)?;
+        if let Some(schema) = &self.output_schema {
+            map.serialize_entry("output_schema", &**schema)?;
+        }
+        if !self.tools.is_empty() {
+            map.serialize_entry("tools", &*self.tools)?;
+        }
+        if let Some(choice) = &self.tool_choice {
+            map.serialize_entry("tool_choice", choice)?;
+        }
+        if let Some(n) = self.output_retries {
+            map.serialize_entry("output_retries", &n)?;
+        }
         map.end()
     }
 }
@@ -313,5 +374,27 @@ impl Template {
     /// The `context:` block, merged with the parent's.
     pub fn context(&self) -> Option<&ContextConfig> {
         self.context.as_ref()
+    }
+
+    /// The answer's JSON Schema (`output:`), the parent's when this one
+    /// declares none; `None` when the answer is text.
+    pub fn output_schema(&self) -> Option<&Value> {
+        self.output_schema.as_deref()
+    }
+
+    /// The tools the model may call (`tools:`): the parent's, with this
+    /// template's added or replacing them by name.
+    pub fn tools(&self) -> &[crate::tool::Tool] {
+        &self.tools
+    }
+
+    /// `tool_choice:`, when set (here or in the parent).
+    pub fn tool_choice(&self) -> Option<&crate::tool::ToolChoice> {
+        self.tool_choice.as_ref()
+    }
+
+    /// `output_retries:`, when set (here or in the parent).
+    pub fn output_retries(&self) -> Option<u32> {
+        self.output_retries
     }
 }

@@ -366,6 +366,10 @@ fn entry(
         input_schema: res.input_schema.clone(),
         model: model.map(Arc::new),
         context,
+        output_schema: res.declared.output.clone(),
+        tools: res.declared.tools.clone(),
+        tool_choice: res.declared.tool_choice.clone(),
+        output_retries: res.declared.output_retries,
         hash: Default::default(),
     };
     let jinja_name = exact_ref(&template.name, &template.version);

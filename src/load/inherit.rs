@@ -15,7 +15,7 @@ use semver::Version;
 use serde_json::Value;
 
 use super::parse::SourceFile;
-use super::walk::SchemaFile;
+use super::walk::{RefFiles, SchemaFile};
 use super::{Key, Parsed, RESOLVED, Versions, resolved_key};
 use crate::error::{Error, ErrorKind, Location};
 use crate::reference::Reference;
@@ -57,7 +57,7 @@ pub(crate) fn resolve_all(
         if RESOLVED.get(memo_key).is_none()
             && let Ok(mut r) = loader.resolve_own(
                 &parsed.sources[**key],
-                parsed.schemas.get(**key),
+                parsed.ref_files.get(**key),
                 None,
                 None,
             )
@@ -104,6 +104,8 @@ pub(crate) struct Resolved {
     pub input_schema: Arc<Value>,
     pub model: Option<Value>,
     pub context: Option<Value>,
+    /// `output`, `tools`, `tool_choice`, `output_retries`.
+    pub declared: super::declared::Declared,
     pub extends: Option<(String, Version)>,
 }
 
@@ -218,7 +220,7 @@ impl Loader<'_> {
             None => self
                 .resolve_own(
                     src,
-                    self.parsed.schemas.get(key),
+                    self.parsed.ref_files.get(key),
                     parent.as_deref(),
                     parent_key,
                 )
@@ -243,17 +245,18 @@ impl Loader<'_> {
         result
     }
 
-    /// One template's own settings over its parent's. Reads nothing: its
-    /// `$ref` schema, if any, was read by the walk (`schema`).
+    /// One template's own settings over its parent's. Reads nothing: the
+    /// files it names by `$ref`, if any, were read by the walk (`files`).
     fn resolve_own(
         &self,
         src: &SourceFile,
-        schema: Option<&SchemaFile>,
+        files: Option<&RefFiles>,
         parent: Option<&Resolved>,
         parent_key: Option<Key>,
     ) -> Result<Resolved, Vec<Error>> {
         let mut errors = Vec::new();
         let m = &src.manifest;
+        let schema = super::walk::ref_file(files, "input_schema");
         let mut parameters: Vec<Parameter> =
             parent.map(|p| p.parameters.to_vec()).unwrap_or_default();
         let mut own_params = Vec::new();
@@ -385,6 +388,8 @@ impl Loader<'_> {
                 }
             }
         }
+        let declared =
+            super::declared::resolve(src, files, parent.map(|p| &p.declared), &mut errors);
         if errors.is_empty() {
             Ok(Resolved {
                 memo_key: 0,
@@ -393,6 +398,7 @@ impl Loader<'_> {
                 input_schema: Arc::new(input_schema),
                 model,
                 context,
+                declared,
                 extends: parent_key,
             })
         } else {

@@ -168,6 +168,7 @@ pub(crate) fn lint_all(
                 ));
             }
         }
+        declared_answer(src, t, &mut warnings);
         (errors, warnings)
     });
     for (mut e, mut w) in findings {
@@ -177,6 +178,75 @@ pub(crate) fn lint_all(
     warnings.extend(case_collisions(
         sources.values().map(|s| (s.name.as_str(), &s.path)),
     ));
+}
+
+/// Lint of what a file declares about the answer: keywords of its output
+/// schema and tool parameters that the model's provider does not enforce
+/// in strict mode (promptbook still validates them), and a hand-written
+/// `response_format` or `tools` in `model.parameters`.
+fn declared_answer(src: &super::parse::SourceFile, t: &crate::Template, out: &mut Vec<Diagnostic>) {
+    let model = t.model();
+    let strict = crate::strict::Strict::of(
+        model.and_then(|m| m.provider.as_deref()),
+        model.and_then(|m| m.name.as_deref()),
+    );
+    let at = |pointer: &str| {
+        if pointer.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{pointer}`")
+        }
+    };
+    let not_enforced = |what: &str| {
+        format!(
+            "{what} is not enforced by {}'s strict mode: the model may break it (promptbook still validates the answer, and `output_retries` can ask again)",
+            strict.name()
+        )
+    };
+    if let (Some(own), Some(schema)) = (&src.manifest.output, t.output_schema()) {
+        for (pointer, what) in crate::strict::unenforced(schema, strict) {
+            out.push(Diagnostic::new(
+                Severity::Warning,
+                src.at_span(own),
+                format!("output schema{}: {}", at(&pointer), not_enforced(&what)),
+            ));
+        }
+    }
+    if let Some(own) = &src.manifest.tools {
+        for tool in t.tools() {
+            for (pointer, what) in crate::strict::unenforced(&tool.parameters, strict) {
+                out.push(Diagnostic::new(
+                    Severity::Warning,
+                    src.at_span(own),
+                    format!(
+                        "tool `{}` parameters{}: {}",
+                        tool.name,
+                        at(&pointer),
+                        not_enforced(&what)
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(own) = &src.manifest.model
+        && let Some(params) = own.value.get("parameters")
+    {
+        for (key, declared) in [
+            ("response_format", "output:"),
+            ("tools", "tools:"),
+            ("tool_choice", "tool_choice:"),
+        ] {
+            if params.get(key).is_some() {
+                out.push(Diagnostic::new(
+                    Severity::Warning,
+                    src.at_span(own),
+                    format!(
+                        "`model.parameters.{key}` is passed through as written (Anthropic's wire drops `response_format`); declare `{declared}` instead: one form for both providers, and the answer validated"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Template names that differ only in letter case (`Support/triage` and

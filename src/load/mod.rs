@@ -23,6 +23,7 @@
 //! by [`walk`] first and hashed into the keys).
 
 pub(crate) mod compile;
+pub(crate) mod declared;
 pub(crate) mod inherit;
 pub(crate) mod isolate;
 pub(crate) mod lint;
@@ -111,14 +112,20 @@ pub(crate) fn file_key(path: &Path, rel: &str, bytes: &[u8], refs: &walk::FileRe
 }
 
 /// What resolving a file reads beyond its parent: the file ([`file_key`])
-/// and the text of its `$ref` schema, if any (read by [`walk`]).
-pub(crate) fn content_key(file_key: u128, schema: Option<&walk::SchemaFile>) -> u128 {
-    let (path, text) = match schema {
-        Some(Ok((path, text))) => (path.as_os_str().as_encoded_bytes(), text.as_bytes()),
-        Some(Err(message)) => (&b"\0error"[..], message.as_bytes()),
-        None => (&b""[..], &b""[..]),
-    };
-    crate::memo::key(&[&file_key.to_le_bytes(), path, text])
+/// and the files it names by `$ref` (read by [`walk`]).
+pub(crate) fn content_key(file_key: u128, refs: &walk::RefFiles) -> u128 {
+    let key = file_key.to_le_bytes();
+    let mut parts: Vec<&[u8]> = vec![&key];
+    for (field, read) in refs {
+        parts.push(field.as_bytes());
+        match read {
+            Ok((path, text)) => {
+                parts.extend([path.as_os_str().as_encoded_bytes(), text.as_bytes()])
+            }
+            Err(message) => parts.extend([&b"\0error"[..], message.as_bytes()]),
+        }
+    }
+    crate::memo::key(&parts)
 }
 
 /// Resolved templates, by [`resolved_key`]: the same content under the
@@ -161,7 +168,7 @@ pub(crate) struct Parsed {
     /// Each file's [`content_key`].
     pub content_keys: FastMap<Key, u128>,
     /// The `$ref` schema each file names, as read.
-    pub schemas: FastMap<Key, walk::SchemaFile>,
+    pub ref_files: FastMap<Key, walk::RefFiles>,
 }
 
 /// Analyses a root: everything `load` and `lint` report. With
@@ -250,7 +257,7 @@ fn parse_all(
     let mut out = Parsed {
         sources: FastMap::default(),
         content_keys: FastMap::default(),
-        schemas: FastMap::default(),
+        ref_files: FastMap::default(),
     };
     let parsed = crate::par::map(files, |file| {
         let refs = source.read_file_refs(file);
@@ -265,13 +272,13 @@ fn parse_all(
                 })
             }
         };
-        let schema = result
+        let refs = result
             .as_ref()
-            .ok()
-            .and_then(|src| source.read_schema_ref(src, &file.rel));
-        (key, result, schema)
+            .map(|src| source.read_refs(src, &file.rel))
+            .unwrap_or_default();
+        (key, result, refs)
     });
-    for (file_key, result, schema) in parsed {
+    for (file_key, result, refs) in parsed {
         let src = match result {
             Ok(src) => src,
             Err(mut errs) => {
@@ -303,9 +310,9 @@ fn parse_all(
             ));
         }
         out.content_keys
-            .insert(key.clone(), content_key(file_key, schema.as_ref()));
-        if let Some(schema) = schema {
-            out.schemas.insert(key.clone(), schema);
+            .insert(key.clone(), content_key(file_key, &refs));
+        if !refs.is_empty() {
+            out.ref_files.insert(key.clone(), refs);
         }
         out.sources.insert(key, src);
     }

@@ -104,6 +104,15 @@ pub(crate) fn map_front_matter(
     if let Some(model) = map_model(fm.get("model")) {
         manifest.insert("model".into(), model);
     }
+    if let Some(outputs) = fm.get("outputs").filter(|o| !o.is_null()) {
+        manifest.insert("output".into(), map_properties(outputs, "outputs")?);
+    }
+    if let Some(tools) = fm.get("tools").filter(|t| !t.is_null()) {
+        let tools = map_tools(tools, &mut warnings)?;
+        if !tools.is_empty() {
+            manifest.insert("tools".into(), Value::Array(tools));
+        }
+    }
     Ok(Mapped {
         manifest: Value::Object(manifest),
         dialect: Dialect::prompty(strict),
@@ -299,6 +308,137 @@ fn map_inputs(
         out.insert(name, Value::Object(schema));
     }
     Ok((out, optional))
+}
+
+/// Prompty properties (a list of `{name, kind, description?, required?,
+/// enumValues?, items?, properties?}` or a map of name to them) as one
+/// object schema: each property's type from its `kind`, `required` listing
+/// those with `required: true`, closed to other properties. `what` names
+/// the field in messages (`outputs`, `tool get_weather`).
+fn map_properties(props: &Value, what: &str) -> Result<Value, String> {
+    let entries: Vec<(String, Value)> = match props {
+        Value::Array(list) => list
+            .iter()
+            .map(|item| {
+                let name = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("every entry of {what} needs a `name`"))?;
+                Ok((name.to_owned(), item.clone()))
+            })
+            .collect::<Result<_, String>>()?,
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => return Err(format!("{what} must be a list or a mapping")),
+    };
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (name, prop) in entries {
+        if prop.get("required").and_then(Value::as_bool) == Some(true) {
+            required.push(Value::String(name.clone()));
+        }
+        properties.insert(
+            name.clone(),
+            map_property(&prop, &format!("{what}: `{name}`"))?,
+        );
+    }
+    Ok(json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    }))
+}
+
+/// One Prompty property as a JSON Schema.
+fn map_property(prop: &Value, what: &str) -> Result<Value, String> {
+    let mut schema = Map::new();
+    let kind = prop
+        .get("kind")
+        .or_else(|| prop.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let t = match kind.as_str() {
+        "" | "any" => None,
+        "string" | "str" | "text" => Some("string"),
+        "integer" | "int" => Some("integer"),
+        "number" | "float" | "double" => Some("number"),
+        "boolean" | "bool" => Some("boolean"),
+        "array" | "list" => Some("array"),
+        "object" | "dict" | "map" => Some("object"),
+        unknown => return Err(format!("{what}: unknown kind `{unknown}`")),
+    };
+    if let Some(t) = t {
+        schema.insert("type".into(), t.into());
+    }
+    if let Some(d) = prop.get("description").and_then(Value::as_str) {
+        schema.insert("description".into(), d.into());
+    }
+    if let Some(e) = prop.get("enumValues").or_else(|| prop.get("enum"))
+        && e.is_array()
+    {
+        schema.insert("enum".into(), e.clone());
+    }
+    if let Some(items) = prop.get("items") {
+        schema.insert("items".into(), map_property(items, what)?);
+    }
+    if let Some(nested) = prop.get("properties") {
+        let object = map_properties(nested, what)?;
+        if let Value::Object(o) = object {
+            schema.extend(o);
+        }
+    }
+    Ok(Value::Object(schema))
+}
+
+/// Prompty `tools`: those of kind `function` as native tools; any other
+/// kind (`mcp`, `openapi`, ...) is left out with a warning, and so are a
+/// function's `bindings` (its arguments filled from inputs by Prompty's
+/// runtime).
+fn map_tools(tools: &Value, warnings: &mut Vec<String>) -> Result<Vec<Value>, String> {
+    let Value::Array(list) = tools else {
+        return Err("`tools` must be a list".into());
+    };
+    let mut out = Vec::new();
+    for tool in list {
+        let name = tool
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("every entry of `tools` needs a `name`")?;
+        let kind = tool
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("function");
+        if kind != "function" {
+            warnings.push(format!(
+                "tool `{name}` is of kind `{kind}`, which promptbook does not send; only `function` tools are declared"
+            ));
+            continue;
+        }
+        if tool.get("bindings").is_some() {
+            warnings.push(format!(
+                "tool `{name}`: `bindings` (arguments filled from inputs) are not supported; the model fills every argument"
+            ));
+        }
+        let mut native = Map::new();
+        native.insert("name".into(), name.into());
+        if let Some(d) = tool.get("description").and_then(Value::as_str) {
+            native.insert("description".into(), d.into());
+        }
+        if let Some(p) = tool.get("parameters") {
+            // A whole JSON Schema stays as it is; Prompty's property list
+            // or map becomes one.
+            let schema =
+                if p.get("type").is_some() && p.get("properties").is_some_and(Value::is_object) {
+                    p.clone()
+                } else {
+                    map_properties(p, &format!("tool `{name}`"))?
+                };
+            native.insert("parameters".into(), schema);
+        }
+        out.push(Value::Object(native));
+    }
+    Ok(out)
 }
 
 /// The default a native parameter needs to be optional as the Prompty

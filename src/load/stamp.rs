@@ -21,13 +21,21 @@ pub(crate) fn stamp(index: Index, parsed: &Parsed) -> Index {
         .sources
         .iter()
         .map(|(key, src)| {
-            let schema = match parsed.schemas.get(key) {
+            let files = parsed.ref_files.get(key);
+            let schema = match super::walk::ref_file(files, "input_schema") {
                 Some(Ok((_, text))) => Some(text.as_str()),
                 _ => None,
             };
+            let others = files.into_iter().flatten().filter_map(|(field, read)| {
+                let text = match read {
+                    Ok((_, text)) => Ok(text.as_str()),
+                    Err(why) => Err(why.as_str()),
+                };
+                (field != "input_schema").then_some((field.as_str(), text))
+            });
             (
                 format!("{}@{}", key.0, key.1),
-                hash::own_digest(src.digest, schema),
+                hash::own_digest(src.digest, schema, others),
             )
         })
         .collect();

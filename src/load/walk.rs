@@ -31,6 +31,39 @@ pub(crate) struct File {
 /// be read.
 pub(crate) type SchemaFile = Result<(PathBuf, String), String>;
 
+/// The files a template names by `$ref`, by where it names them
+/// (`input_schema`, `output`, `tools/0`, `tools/0/parameters`), in that
+/// order.
+pub(crate) type RefFiles = Vec<(String, SchemaFile)>;
+
+/// The file a `$ref` names, in `files`, by where it was named.
+pub(crate) fn ref_file<'a>(files: Option<&'a RefFiles>, field: &str) -> Option<&'a SchemaFile> {
+    files?
+        .iter()
+        .find(|(f, _)| f == field)
+        .map(|(_, file)| file)
+}
+
+/// A `$ref` file's value: YAML for `.yaml` and `.yml`, JSON otherwise.
+pub(crate) fn ref_value(path: &Path, text: &str) -> Result<Value, String> {
+    let yaml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    if yaml {
+        let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+        serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
+            format!(
+                "{} is not valid YAML: {}",
+                path.display(),
+                e.without_snippet()
+            )
+        })
+    } else {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+    }
+}
+
 /// Where a load reads its files from.
 #[derive(Clone, Copy)]
 pub(crate) enum Source<'a> {
@@ -122,16 +155,46 @@ impl Source<'_> {
         }
     }
 
-    /// Reads the file an `input_schema: {$ref: PATH}` names, if the
-    /// template has one (a `$ref` to a definition inside the schema,
-    /// `#...`, reads nothing).
-    pub(crate) fn read_schema_ref(&self, src: &SourceFile, rel: &str) -> Option<SchemaFile> {
-        let value = &src.manifest.input_schema.as_ref()?.value;
-        let r = value
-            .get("$ref")
-            .and_then(Value::as_str)
-            .filter(|r| !r.starts_with('#'))?;
-        Some(self.read_relative(&src.path, rel, r, "input schema"))
+    /// Reads the files a template names by `{$ref: PATH}` (a `$ref` to a
+    /// definition inside a schema, `#...`, reads nothing): its
+    /// `input_schema`, its `output`, each entry of `tools` and each tool's
+    /// `parameters`, by where they are named (`input_schema`, `output`,
+    /// `tools/0`, `tools/0/parameters`).
+    pub(crate) fn read_refs(&self, src: &SourceFile, rel: &str) -> RefFiles {
+        let m = &src.manifest;
+        let mut named: Vec<(String, &Value)> = Vec::new();
+        if let Some(v) = &m.input_schema {
+            named.push(("input_schema".into(), &v.value));
+        }
+        if let Some(v) = &m.output {
+            named.push(("output".into(), &v.value));
+        }
+        if let Some(Value::Array(tools)) = m.tools.as_ref().map(|t| &t.value) {
+            for (i, tool) in tools.iter().enumerate() {
+                named.push((format!("tools/{i}"), tool));
+                if let Some(p) = tool.get("parameters") {
+                    named.push((format!("tools/{i}/parameters"), p));
+                }
+            }
+        }
+        let mut out = RefFiles::new();
+        for (field, value) in named {
+            let Some(r) = value
+                .get("$ref")
+                .and_then(Value::as_str)
+                .filter(|r| !r.starts_with('#'))
+            else {
+                continue;
+            };
+            let what = match field.as_str() {
+                "input_schema" => "input schema".to_owned(),
+                "output" => "output schema".to_owned(),
+                f if f.ends_with("/parameters") => "tool parameters schema".to_owned(),
+                _ => "tool".to_owned(),
+            };
+            out.push((field, self.read_relative(&src.path, rel, r, &what)));
+        }
+        out
     }
 
     /// The files a `.prompty` front matter names with `${file:PATH}`, read

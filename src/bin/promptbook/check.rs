@@ -90,13 +90,46 @@ pub(crate) fn check_semver(dir: &Path, against: Option<&str>) -> Result<ExitCode
                 continue;
             }
             compared += 1;
-            for b in contract::stricter_inputs(previous.input_schema(), t.input_schema()) {
+            let mut found = |what: String| {
                 findings.push(Finding {
                     name: name.to_owned(),
                     old: previous.version().clone(),
                     new: t.version().clone(),
-                    what: format!("input `{}`: {}", b.pointer, b.change),
+                    what,
                 });
+            };
+            for b in contract::stricter_inputs(previous.input_schema(), t.input_schema()) {
+                found(format!("input `{}`: {}", b.pointer, b.change));
+            }
+            // Callers read the output and run the tool calls: those may
+            // only promise more.
+            match (previous.output_schema(), t.output_schema()) {
+                (Some(old), Some(new)) => {
+                    for b in contract::weaker_output(old, new) {
+                        found(format!("output `{}`: {}", b.pointer, b.change));
+                    }
+                }
+                (Some(_), None) => found(
+                    "output: the output schema was removed: callers that parse the answer get text"
+                        .into(),
+                ),
+                _ => {}
+            }
+            for tool in t.tools() {
+                match previous.tools().iter().find(|p| p.name == tool.name) {
+                    Some(old) => {
+                        for b in contract::weaker_output(&old.parameters, &tool.parameters) {
+                            found(format!(
+                                "tool `{}` arguments `{}`: {}",
+                                tool.name, b.pointer, b.change
+                            ));
+                        }
+                    }
+                    None => found(format!(
+                        "tool `{}` added: callers that run the model's tool calls do not know it",
+                        tool.name
+                    )),
+                }
             }
         }
     }

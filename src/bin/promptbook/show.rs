@@ -82,9 +82,34 @@ pub(crate) fn show(registry: &Registry, reference: &str, json: bool) -> Result<E
     if let Some(c) = t.context() {
         writeln!(out, "  context:     {}", serde_json::to_string(c)?)?;
     }
+    if let Some(choice) = t.tool_choice() {
+        writeln!(out, "  tool choice: {}", serde_json::to_string(choice)?)?;
+    }
+    if let Some(n) = t.output_retries() {
+        writeln!(out, "  output retries: {n}")?;
+    }
     writeln!(out, "  input schema:")?;
     for line in serde_json::to_string_pretty(t.input_schema())?.lines() {
         writeln!(out, "    {line}")?;
+    }
+    if let Some(schema) = t.output_schema() {
+        writeln!(out, "  output schema:")?;
+        for line in serde_json::to_string_pretty(schema)?.lines() {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    for tool in t.tools() {
+        writeln!(
+            out,
+            "  tool {}:{}",
+            tool.name,
+            tool.description
+                .as_deref()
+                .map_or_else(String::new, |d| format!(" {}", d.trim()))
+        )?;
+        for line in serde_json::to_string_pretty(&tool.parameters)?.lines() {
+            writeln!(out, "    {line}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

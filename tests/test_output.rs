@@ -1,0 +1,441 @@
+//! What a template declares about its answer: `output:` (a JSON Schema),
+//! `tools:`, `tool_choice:` and `output_retries:`, in every file form, by
+//! `$ref`, through `extends`, in the rendered document, the catalog, the
+//! content hash, lint and the semver check.
+
+use std::path::Path;
+
+use promptbook::{Registry, ToolChoice};
+use serde_json::json;
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+const EXTRACT: &str = "version: 1.0.0
+model: {provider: openai, name: gpt-4o-mini}
+parameters:
+  invoice: {type: string}
+output:
+  $ref: schemas/invoice.yaml
+tools:
+  - name: lookup_vendor
+    description: Finds a vendor by name.
+    parameters:
+      type: object
+      properties:
+        name: {type: string}
+      required: [name]
+  - $ref: tools/refund.json
+tool_choice: lookup_vendor
+output_retries: 2
+messages:
+  - {role: user, content: '{{ invoice }}'}
+";
+
+const INVOICE: &str = "title: invoice
+type: object
+properties:
+  total: {type: number}
+  currency: {enum: [EUR, USD]}
+  note: {type: string}
+required: [total, currency]
+";
+
+const REFUND: &str = r#"{"name": "refund", "description": "Refunds an order.",
+  "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}}"#;
+
+fn extract_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "extract.prompt.yaml", EXTRACT);
+    write(dir.path(), "schemas/invoice.yaml", INVOICE);
+    write(dir.path(), "tools/refund.json", REFUND);
+    dir
+}
+
+#[test]
+fn declarations_reach_the_template_the_render_and_the_catalog() {
+    let dir = extract_root();
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let t = registry.get("extract").unwrap();
+    let schema = t.output_schema().unwrap();
+    assert_eq!(schema["title"], "invoice");
+    assert_eq!(schema["required"], json!(["total", "currency"]));
+    let names: Vec<&str> = t.tools().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["lookup_vendor", "refund"]);
+    assert_eq!(
+        t.tools()[1].description.as_deref(),
+        Some("Refunds an order.")
+    );
+    assert_eq!(
+        t.tool_choice(),
+        Some(&ToolChoice::Tool("lookup_vendor".into()))
+    );
+    assert_eq!(t.output_retries(), Some(2));
+
+    let rendered = registry
+        .render("extract", &json!({"invoice": "x"}))
+        .unwrap();
+    let doc = serde_json::to_value(&rendered).unwrap();
+    assert_eq!(&doc["output_schema"], schema);
+    assert_eq!(doc["tools"][1]["name"], "refund");
+    assert_eq!(doc["tools"][1]["parameters"]["required"], json!(["order"]));
+    assert_eq!(doc["tool_choice"], json!({"name": "lookup_vendor"}));
+    assert_eq!(doc["output_retries"], 2);
+
+    let catalog = serde_json::to_value(&registry).unwrap();
+    let version = &catalog[0]["versions"][0];
+    assert_eq!(&version["output_schema"], schema);
+    assert_eq!(version["tools"].as_array().unwrap().len(), 2);
+
+    // A template that declares nothing renders as before: no new keys.
+    write(
+        dir.path(),
+        "plain.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: user, content: hi}\n",
+    );
+    let registry = Registry::load(dir.path()).unwrap();
+    let doc = serde_json::to_value(registry.render("plain", &json!({})).unwrap()).unwrap();
+    for key in ["output_schema", "tools", "tool_choice", "output_retries"] {
+        assert!(doc.get(key).is_none(), "{key} in {doc}");
+    }
+}
+
+#[test]
+fn a_child_adds_and_replaces_tools_by_name_and_inherits_the_rest() {
+    let dir = extract_root();
+    write(
+        dir.path(),
+        "child.prompt.yaml",
+        "version: 1.0.0
+extends: extract@^1
+tools:
+  - name: refund
+    description: Refunds part of an order.
+    parameters: {type: object, properties: {order: {type: string}, amount: {type: number}}}
+  - name: escalate
+",
+    );
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let child = registry.get("child").unwrap();
+    let names: Vec<&str> = child.tools().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["lookup_vendor", "refund", "escalate"]);
+    assert_eq!(
+        child.tools()[1].description.as_deref(),
+        Some("Refunds part of an order.")
+    );
+    // A tool without parameters takes none.
+    assert_eq!(
+        child.tools()[2].parameters,
+        json!({"type": "object", "properties": {}})
+    );
+    assert_eq!(
+        child.output_schema(),
+        registry.get("extract").unwrap().output_schema()
+    );
+    assert_eq!(
+        child.tool_choice(),
+        Some(&ToolChoice::Tool("lookup_vendor".into()))
+    );
+    assert_eq!(child.output_retries(), Some(2));
+}
+
+#[test]
+fn every_bad_declaration_is_an_error_with_file_and_line() {
+    // (fields, what the error says, the line it points at: the field's,
+    // or a list's first entry's)
+    let cases: &[(&str, &str, u32)] = &[
+        (
+            "tools:\n  - name: a\n  - name: a\n",
+            "tool `a` is declared twice",
+            3,
+        ),
+        (
+            "tools:\n  - name: has space\n",
+            "tool name `has space` must be",
+            3,
+        ),
+        (
+            "tools:\n  - name: a\n    paramters: {}\n",
+            "unknown field `paramters`",
+            3,
+        ),
+        ("tools: {name: a}\n", "`tools` is a list", 2),
+        (
+            "tools:\n  - name: a\n    parameters: {type: string}\n",
+            "must have `type: object`",
+            3,
+        ),
+        (
+            "tools:\n  - name: a\ntool_choice: b\n",
+            "`tool_choice: b` is not `auto`, `none`, `required` or a declared tool (a)",
+            4,
+        ),
+        (
+            "tool_choice: lookup\n",
+            "the template declares no `tools:`",
+            2,
+        ),
+        ("output: [a]\n", "output must be a JSON Schema (a map)", 2),
+        ("output: {type: object, requried: [a]}\n", "requried", 2),
+        (
+            "output: {type: object, properties: {a: {type: strng}}}\n",
+            "strng",
+            2,
+        ),
+        ("output_retries: 11\n", "from 0 to 10", 2),
+        (
+            "output:\n  $ref: ../outside.json\n",
+            "outside the template root",
+            3,
+        ),
+        ("output:\n  $ref: missing.json\n", "no such file", 3),
+        (
+            "output:\n  $ref: s.json\n  title: x\n",
+            "must hold nothing but the `$ref`",
+            3,
+        ),
+    ];
+    for (fields, says, line) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write(&root, "s.json", "{\"type\": \"object\"}");
+        write(dir.path(), "outside.json", "{\"type\": \"object\"}");
+        write(
+            &root,
+            "t.prompt.yaml",
+            &format!("version: 1.0.0\n{fields}messages:\n  - {{role: user, content: hi}}\n"),
+        );
+        let e = Registry::load(&root).unwrap_err();
+        let shown = format!("{e:#}");
+        assert!(
+            shown.contains(says),
+            "{fields:?}: expected {says:?} in {shown}"
+        );
+        assert!(
+            shown.contains(&format!("t.prompt.yaml:{line}:")),
+            "{fields:?}: not at line {line}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn the_hash_covers_the_output_and_tool_files() {
+    let dir = extract_root();
+    write(
+        dir.path(),
+        "child.prompt.yaml",
+        "version: 1.0.0\nextends: extract@^1\n",
+    );
+    write(
+        dir.path(),
+        "other.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: user, content: hi}\n",
+    );
+    let hashes = || -> Vec<String> {
+        let r = Registry::load(dir.path()).unwrap();
+        ["extract", "child", "other"]
+            .iter()
+            .map(|n| r.get(n).unwrap().hash().to_string())
+            .collect()
+    };
+    let before = hashes();
+    for (file, from, to) in [
+        (
+            "schemas/invoice.yaml",
+            "note: {type: string}",
+            "note: {type: string, maxLength: 9}",
+        ),
+        (
+            "tools/refund.json",
+            "Refunds an order.",
+            "Refunds an order in full.",
+        ),
+    ] {
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let after = hashes();
+        assert_ne!(after[0], before[0], "{file}: the declaring template");
+        assert_ne!(after[1], before[1], "{file}: its child");
+        assert_eq!(after[2], before[2], "{file}: an unrelated template");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(hashes(), before, "{file}: restored");
+    }
+}
+
+#[test]
+fn prompty_outputs_and_function_tools_map_onto_the_declarations() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "structured.prompty",
+        "tools_function.prompty",
+        "tools_mcp.prompty",
+    ] {
+        std::fs::copy(
+            Path::new("tests/prompty/spec-fixtures").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let schema = registry.get("structured").unwrap().output_schema().unwrap();
+    assert_eq!(schema["properties"]["temperature"]["type"], "integer");
+    assert_eq!(
+        schema["required"],
+        json!(["temperature", "condition", "city"])
+    );
+    let tools = registry.get("tools_function").unwrap().tools();
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0].name, "get_weather");
+    assert_eq!(
+        tools[0].parameters["properties"]["unit"]["enum"],
+        json!(["celsius", "fahrenheit"])
+    );
+    // An MCP tool is not a function: left out, with a warning.
+    assert!(registry.get("tools_mcp").unwrap().tools().is_empty());
+    let warnings: Vec<String> = promptbook::lint(dir.path())
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("tools_mcp.prompty")
+                && w.contains("tool `filesystem` is of kind `mcp`")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn lint_names_what_the_providers_strict_mode_would_not_enforce() {
+    let lint = |provider: &str| -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "t.prompt.yaml",
+            &format!(
+                "version: 1.0.0
+model: {{provider: {provider}, name: m, parameters: {{response_format: {{type: json_object}}}}}}
+output:
+  type: object
+  properties:
+    name: {{type: string, maxLength: 40}}
+    age: {{type: integer, minimum: 0}}
+messages:
+  - {{role: user, content: hi}}
+"
+            ),
+        );
+        promptbook::lint(dir.path())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let openai = lint("openai");
+    let has = |all: &[String], says: &str| all.iter().any(|w| w.contains(says));
+    assert!(
+        has(
+            &openai,
+            "output schema at `/properties/name`: `maxLength` is not enforced by OpenAI's strict mode"
+        ),
+        "{openai:#?}"
+    );
+    assert!(!has(&openai, "`minimum`"), "{openai:#?}");
+    assert!(
+        has(
+            &openai,
+            "`model.parameters.response_format` is passed through as written"
+        ),
+        "{openai:#?}"
+    );
+    let anthropic = lint("anthropic");
+    assert!(
+        has(
+            &anthropic,
+            "`/properties/age`: `minimum` is not enforced by Anthropic's strict mode"
+        ),
+        "{anthropic:#?}"
+    );
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn check_semver_holds_outputs_and_tools_to_their_promise() {
+    let run = |root: &Path| -> (i32, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+            .args(["check", "--semver", "--dir"])
+            .arg(root)
+            .env_remove("PROMPTBOOK_DIR")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let version = |v: &str, output: &str, tools: &str| {
+        format!(
+            "version: {v}\noutput: {output}\n{tools}messages:\n  - {{role: user, content: hi}}\n"
+        )
+    };
+    let base =
+        "{type: object, properties: {a: {type: string}, b: {type: integer}}, required: [a, b]}";
+    // (the minor release's output, its tools, what must be said or None)
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        (
+            "{type: object, properties: {a: {type: string}}, required: [a]}",
+            "",
+            Some("output `/b`: removed"),
+        ),
+        (
+            "{type: object, properties: {a: {type: string}, b: {type: [integer, \"null\"]}}, required: [a, b]}",
+            "",
+            Some("output `/b`: type widened"),
+        ),
+        (
+            "{type: object, properties: {a: {type: string}, b: {type: integer}, c: {type: string}}, required: [a, b, c]}",
+            "",
+            None,
+        ),
+        (
+            base,
+            "tools:\n  - name: extra\n",
+            Some("tool `extra` added"),
+        ),
+    ];
+    for (output, tools, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "t@1.0.0.prompt.yaml",
+            &version("1.0.0", base, ""),
+        );
+        write(
+            dir.path(),
+            "t@1.1.0.prompt.yaml",
+            &version("1.1.0", output, tools),
+        );
+        let (code, err) = run(dir.path());
+        match says {
+            Some(says) => {
+                assert_eq!(code, 1, "{output} {tools}: {err}");
+                assert!(err.contains(says), "expected {says:?} in {err}");
+                assert!(err.contains("t 1.0.0 -> 1.1.0"), "{err}");
+            }
+            None => assert_eq!(code, 0, "{output} {tools}: {err}"),
+        }
+        // The same change in a major release passes.
+        std::fs::remove_file(dir.path().join("t@1.1.0.prompt.yaml")).unwrap();
+        write(
+            dir.path(),
+            "t@2.0.0.prompt.yaml",
+            &version("2.0.0", output, tools),
+        );
+        assert_eq!(run(dir.path()).0, 0);
+    }
+}
