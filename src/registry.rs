@@ -704,12 +704,41 @@ impl Registry {
     ) -> Result<Vec<SchemaMismatch>, Error> {
         Ok(self.get(reference)?.check_input_type::<T>())
     }
+
+    /// Compares the JSON Schema of a Rust type with a template's output
+    /// schema (`output:`) and lists every way an answer valid for the
+    /// template could fail to deserialize into it: a field the type
+    /// requires that the output may leave out or never declares, a type
+    /// the output may take that the Rust type does not, a field the output
+    /// may hold that the type refuses (`deny_unknown_fields`). A template
+    /// without an output schema is one mismatch. Use it in a test, as
+    /// [`check_input_type`](Registry::check_input_type).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Reference`] when the reference does not resolve.
+    pub fn check_output_type<T: schemars::JsonSchema>(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<SchemaMismatch>, Error> {
+        Ok(self.get(reference)?.check_output_type::<T>())
+    }
 }
 
 impl Template {
     /// See [`Registry::check_input_type`].
     pub fn check_input_type<T: schemars::JsonSchema>(&self) -> Vec<SchemaMismatch> {
         schema::compare_type::<T>(&self.input_schema)
+    }
+
+    /// See [`Registry::check_output_type`].
+    pub fn check_output_type<T: schemars::JsonSchema>(&self) -> Vec<SchemaMismatch> {
+        match self.output_schema.as_deref() {
+            Some(output) => schema::compare_output_type::<T>(output),
+            None => vec![SchemaMismatch {
+                pointer: String::new(),
+                message: format!("{} declares no output schema (`output:`)", self.id()),
+            }],
+        }
     }
 }
 

@@ -199,7 +199,7 @@ impl Rendered {
     }
 
     /// The model name the counts and budget were computed for.
-    fn rendered_for(&self) -> Option<&str> {
+    pub(crate) fn rendered_for(&self) -> Option<&str> {
         match &self.rendered_for {
             RenderedFor::Template => self.model.as_ref().and_then(|m| m.name.as_deref()),
             RenderedFor::Named(name) => Some(name),

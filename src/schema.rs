@@ -328,6 +328,123 @@ pub(crate) fn compare_type<T: JsonSchema>(template: &Value) -> Vec<SchemaMismatc
     out
 }
 
+/// Compares the schema of `T` with a template's output schema: what the
+/// output may hold that `T` cannot take.
+pub(crate) fn compare_output_type<T: JsonSchema>(output: &Value) -> Vec<SchemaMismatch> {
+    let generated = schemars::schema_for!(T);
+    let ty = serde_json::to_value(&generated).unwrap_or(Value::Null);
+    let defs_of = |v: &Value| {
+        v.get("$defs")
+            .or_else(|| v.get("definitions"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (out_defs, ty_defs) = (defs_of(output), defs_of(&ty));
+    let mut out = Vec::new();
+    compare_output(
+        output,
+        &ty,
+        (&out_defs, &ty_defs),
+        String::new(),
+        &mut out,
+        0,
+    );
+    out
+}
+
+fn compare_output(
+    produced: &Value,
+    ty: &Value,
+    defs: (&Value, &Value),
+    at: String,
+    out: &mut Vec<SchemaMismatch>,
+    depth: usize,
+) {
+    if depth > 32 {
+        return;
+    }
+    let (produced, ty) = (resolve(produced, defs.0), resolve(ty, defs.1));
+    if let (Some(may), Some(takes)) = (types_of(produced), types_of(ty)) {
+        let taken = |t: &str| {
+            takes
+                .iter()
+                .any(|w| w == t || (w == "number" && t == "integer"))
+        };
+        let bad: Vec<&str> = may
+            .iter()
+            .filter(|t| !taken(t))
+            .map(String::as_str)
+            .collect();
+        if !bad.is_empty() {
+            push(
+                out,
+                at.clone(),
+                format!(
+                    "the output may be {} but the Rust type takes {}",
+                    bad.join(" or "),
+                    takes.join(" or ")
+                ),
+            );
+            return;
+        }
+    }
+    let required = |s: &Value| -> Vec<String> {
+        s.get("required")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let empty = serde_json::Map::new();
+    let pp = produced.get("properties").and_then(Value::as_object);
+    let yp = ty.get("properties").and_then(Value::as_object);
+    if pp.is_some() || yp.is_some() {
+        let (pp, yp) = (pp.unwrap_or(&empty), yp.unwrap_or(&empty));
+        let (p_req, y_req) = (required(produced), required(ty));
+        for (name, ysub) in yp {
+            let path = format!("{at}/{}", crate::input::escape_pointer(name));
+            match pp.get(name) {
+                None if y_req.contains(name) => push(
+                    out,
+                    path,
+                    "required by the Rust type, not in the output schema".into(),
+                ),
+                None => {}
+                Some(psub) => {
+                    if y_req.contains(name) && !p_req.contains(name) {
+                        push(
+                            out,
+                            path.clone(),
+                            "required by the Rust type, but the output may leave it out".into(),
+                        );
+                    }
+                    compare_output(psub, ysub, defs, path, out, depth + 1);
+                }
+            }
+        }
+        if ty.get("additionalProperties") == Some(&Value::Bool(false)) {
+            for name in pp.keys().filter(|n| !yp.contains_key(*n)) {
+                out.push(SchemaMismatch {
+                    pointer: format!("{at}/{}", crate::input::escape_pointer(name)),
+                    message: "the output may hold it, but the Rust type refuses unknown fields"
+                        .into(),
+                });
+            }
+        }
+    }
+    if let (Some(pi), Some(yi)) = (produced.get("items"), ty.get("items")) {
+        compare_output(pi, yi, defs, format!("{at}/items"), out, depth + 1);
+    }
+}
+
+fn push(out: &mut Vec<SchemaMismatch>, pointer: String, message: String) {
+    out.push(SchemaMismatch { pointer, message });
+}
+
 fn resolve<'a>(schema: &'a Value, defs: &'a Value) -> &'a Value {
     let mut s = schema;
     for _ in 0..16 {

@@ -126,10 +126,8 @@ fn walk(schema: &Value, at: String, strict: Strict, out: &mut Vec<(String, Strin
                     out.push((at.clone(), format!("`format: {f}`")));
                 }
             }
-            "minItems" if strict == Strict::Anthropic => {
-                if value.as_u64().is_some_and(|n| n > 1) {
-                    out.push((at.clone(), format!("`minItems: {value}` (only 0 or 1)")));
-                }
+            "minItems" if strict == Strict::Anthropic && value.as_u64().is_some_and(|n| n > 1) => {
+                out.push((at.clone(), format!("`minItems: {value}` (only 0 or 1)")));
             }
             "additionalProperties" if value != &Value::Bool(false) => {
                 out.push((
@@ -165,6 +163,210 @@ fn walk(schema: &Value, at: String, strict: Strict, out: &mut Vec<(String, Strin
             for (i, child) in list.iter().enumerate() {
                 walk(child, format!("{at}/{key}/{i}"), strict, out, depth + 1);
             }
+        }
+    }
+}
+
+/// `schema` in the form `strict`'s strict mode requires, for sending:
+/// every object closed (`additionalProperties: false`); for OpenAI, every
+/// property required, a property that was optional made nullable (the
+/// model answers `null` for it, and [`drop_added_nulls`] takes that out
+/// again); and every keyword the provider does not enforce (see
+/// [`unenforced`]) taken out of the schema and written into its
+/// `description` instead, so that the model still reads it and the
+/// provider does not reject the schema. The original schema is what
+/// answers are validated against.
+pub(crate) fn rewrite(schema: &Value, strict: Strict) -> Value {
+    let mut out = schema.clone();
+    rewrite_in(&mut out, strict, 0);
+    out
+}
+
+fn rewrite_in(schema: &mut Value, strict: Strict, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    // Keywords the provider would reject or ignore: into the description.
+    let mut moved = serde_json::Map::new();
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        let value = &map[&key];
+        let unsupported = !strict.keyword_enforced(&key)
+            || (key == "format" && value.as_str().is_some_and(|f| !strict.format_enforced(f)))
+            || (key == "minItems"
+                && strict == Strict::Anthropic
+                && value.as_u64().is_some_and(|n| n > 1))
+            || (key == "additionalProperties"
+                && value != &Value::Bool(false)
+                && value != &Value::Bool(true));
+        if unsupported && let Some(v) = map.remove(&key) {
+            moved.insert(key, v);
+        }
+    }
+    if !moved.is_empty() {
+        let note = format!("(also: {})", Value::Object(moved));
+        let described = match map.get("description").and_then(Value::as_str) {
+            Some(d) => format!("{d} {note}"),
+            None => note,
+        };
+        map.insert("description".into(), described.into());
+    }
+    let is_object =
+        map.get("type") == Some(&Value::String("object".into())) || map.contains_key("properties");
+    if is_object {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+        if strict == Strict::OpenAi {
+            let names: Vec<String> = map
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            let required: Vec<String> = map
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(props) = map.get_mut("properties").and_then(Value::as_object_mut) {
+                for (name, prop) in props.iter_mut() {
+                    if !required.contains(name) {
+                        make_nullable(prop);
+                    }
+                }
+            }
+            map.insert(
+                "required".into(),
+                Value::Array(names.into_iter().map(Value::String).collect()),
+            );
+        }
+    }
+    for key in ["properties", "$defs", "definitions"] {
+        if let Some(children) = map.get_mut(key).and_then(Value::as_object_mut) {
+            for child in children.values_mut() {
+                rewrite_in(child, strict, depth + 1);
+            }
+        }
+    }
+    if let Some(items) = map.get_mut("items") {
+        rewrite_in(items, strict, depth + 1);
+    }
+    for key in ["anyOf", "allOf"] {
+        if let Some(list) = map.get_mut(key).and_then(Value::as_array_mut) {
+            for child in list {
+                rewrite_in(child, strict, depth + 1);
+            }
+        }
+    }
+}
+
+/// `schema` also accepting `null`: a `null` type added, `null` added to an
+/// `enum`, or (for a schema without a plain type) `anyOf` with `null`.
+fn make_nullable(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(values) = map.get_mut("enum").and_then(Value::as_array_mut)
+        && !values.contains(&Value::Null)
+    {
+        values.push(Value::Null);
+    }
+    let has_enum = map.contains_key("enum");
+    match map.get_mut("type") {
+        Some(Value::String(t)) => {
+            if t != "null" {
+                let t = std::mem::take(t);
+                map.insert("type".into(), serde_json::json!([t, "null"]));
+            }
+        }
+        Some(Value::Array(types)) => {
+            if !types.contains(&Value::String("null".into())) {
+                types.push("null".into());
+            }
+        }
+        _ if has_enum => {}
+        _ => {
+            let inner = Value::Object(std::mem::take(map));
+            map.insert("anyOf".into(), serde_json::json!([inner, {"type": "null"}]));
+        }
+    }
+}
+
+/// Takes out of `value` the `null`s the strict rewrite let the model give
+/// for properties that were optional (absent, in the original), where the
+/// original `schema` does not accept `null` there. Local `$ref`s are
+/// followed inside `schema`.
+pub(crate) fn drop_added_nulls(schema: &Value, value: &mut Value) {
+    drop_in(schema, schema, value, 0);
+}
+
+fn drop_in(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    let schema = match schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+    {
+        Some(target) => target,
+        None => schema,
+    };
+    match value {
+        Value::Object(object) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            object.retain(|name, v| {
+                !(v.is_null()
+                    && !required.contains(&name.as_str())
+                    && props.get(name).is_some_and(|p| !accepts_null(p)))
+            });
+            for (name, v) in object.iter_mut() {
+                if let Some(p) = props.get(name) {
+                    drop_in(root, p, v, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for v in items {
+                    drop_in(root, item_schema, v, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a schema plainly accepts `null` (its type, enum or const says
+/// so, or it says nothing of type).
+fn accepts_null(schema: &Value) -> bool {
+    match schema.get("type") {
+        Some(Value::String(t)) => t == "null",
+        Some(Value::Array(types)) => types.contains(&Value::String("null".into())),
+        _ => {
+            if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+                return values.contains(&Value::Null);
+            }
+            if let Some(c) = schema.get("const") {
+                return c.is_null();
+            }
+            !(schema.get("anyOf").is_some()
+                || schema.get("oneOf").is_some()
+                || schema.get("$ref").is_some())
         }
     }
 }
@@ -224,5 +426,72 @@ mod tests {
             Strict::Anthropic
         );
         assert_eq!(Strict::of(Some("local"), Some("claude-x")), Strict::OpenAi);
+    }
+
+    #[test]
+    fn the_openai_rewrite_requires_everything_and_maps_nulls_back() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 40, "description": "Who"},
+                "kind": {"enum": ["a", "b"]},
+                "note": {"type": "string"},
+                "lines": {"type": "array", "items": {"type": "object",
+                    "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
+                    "required": ["sku"]}},
+            },
+            "required": ["name", "lines"],
+        });
+        let strict = rewrite(&schema, Strict::OpenAi);
+        assert_eq!(strict["required"], json!(["name", "kind", "note", "lines"]));
+        assert_eq!(strict["additionalProperties"], false);
+        assert_eq!(
+            strict["properties"]["note"]["type"],
+            json!(["string", "null"])
+        );
+        assert_eq!(
+            strict["properties"]["kind"]["enum"],
+            json!(["a", "b", null])
+        );
+        assert_eq!(strict["properties"]["name"]["type"], "string");
+        assert!(strict["properties"]["name"].get("maxLength").is_none());
+        assert_eq!(
+            strict["properties"]["name"]["description"],
+            "Who (also: {\"maxLength\":40})"
+        );
+        let line = &strict["properties"]["lines"]["items"];
+        assert_eq!(line["required"], json!(["sku", "qty"]));
+        assert_eq!(
+            line["properties"]["qty"]["type"],
+            json!(["integer", "null"])
+        );
+        assert!(unenforced(&strict, Strict::OpenAi).is_empty());
+
+        // The model's answer to the strict form, mapped back, satisfies
+        // the original schema.
+        let mut answer = json!({"name": "x", "kind": null, "note": null,
+            "lines": [{"sku": "s", "qty": null}]});
+        drop_added_nulls(&schema, &mut answer);
+        assert_eq!(answer, json!({"name": "x", "lines": [{"sku": "s"}]}));
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        assert!(validator.is_valid(&answer));
+        // A null the original accepts stays.
+        let nullable = json!({"type": "object", "properties": {"a": {"type": ["string", "null"]}}});
+        let mut v = json!({"a": null});
+        drop_added_nulls(&nullable, &mut v);
+        assert_eq!(v, json!({"a": null}));
+    }
+
+    #[test]
+    fn the_anthropic_rewrite_closes_objects_and_keeps_optional_properties() {
+        let schema = json!({"type": "object", "properties": {
+            "age": {"type": "integer", "minimum": 0}, "tags": {"type": "array", "minItems": 3}},
+            "required": ["age"]});
+        let strict = rewrite(&schema, Strict::Anthropic);
+        assert_eq!(strict["required"], json!(["age"]));
+        assert_eq!(strict["additionalProperties"], false);
+        assert!(strict["properties"]["age"].get("minimum").is_none());
+        assert!(strict["properties"]["tags"].get("minItems").is_none());
+        assert!(unenforced(&strict, Strict::Anthropic).is_empty());
     }
 }

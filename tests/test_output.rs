@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+#[cfg(feature = "dispatch")]
+mod fake;
+
 use promptbook::{Registry, ToolChoice};
 use serde_json::json;
 
@@ -319,7 +322,7 @@ fn lint_names_what_the_providers_strict_mode_would_not_enforce() {
             "t.prompt.yaml",
             &format!(
                 "version: 1.0.0
-model: {{provider: {provider}, name: m, parameters: {{response_format: {{type: json_object}}}}}}
+model: {{provider: {provider}, name: m, parameters: {{response_format: {{type: json_schema, json_schema: {{name: x, schema: {{type: object}}}}}}}}}}
 output:
   type: object
   properties:
@@ -437,5 +440,332 @@ fn check_semver_holds_outputs_and_tools_to_their_promise() {
             &version("2.0.0", output, tools),
         );
         assert_eq!(run(dir.path()).0, 0);
+    }
+}
+
+/// The Rust type an `extract` answer deserializes into.
+#[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+struct Invoice {
+    total: f64,
+    currency: Currency,
+    note: Option<String>,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+enum Currency {
+    #[serde(rename = "EUR")]
+    Eur,
+    #[serde(rename = "USD")]
+    Usd,
+}
+
+/// `Invoice` after a rename the template did not follow (only its schema
+/// is read).
+#[allow(dead_code)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RenamedInvoice {
+    amount: f64,
+    currency: String,
+}
+
+#[test]
+fn check_output_type_finds_drift_between_a_rust_type_and_the_output_schema() {
+    let dir = extract_root();
+    let registry = Registry::load(dir.path()).unwrap();
+    let fits = registry.check_output_type::<Invoice>("extract").unwrap();
+    assert!(fits.is_empty(), "{fits:?}");
+    let drift: Vec<String> = registry
+        .check_output_type::<RenamedInvoice>("extract")
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        drift.contains(&"/amount: required by the Rust type, not in the output schema".to_owned()),
+        "{drift:?}"
+    );
+    assert!(
+        drift
+            .iter()
+            .any(|d| d.starts_with("/total: the output may hold it")),
+        "{drift:?}"
+    );
+    // No output schema at all is drift too.
+    write(
+        dir.path(),
+        "plain.prompt.yaml",
+        "version: 1.0.0\nmessages:\n  - {role: user, content: hi}\n",
+    );
+    let registry = Registry::load(dir.path()).unwrap();
+    assert_eq!(
+        registry
+            .check_output_type::<Invoice>("plain")
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Sending and receiving, against the fake provider on loopback speaking
+/// both wire formats.
+#[cfg(feature = "dispatch")]
+mod wire {
+    use super::*;
+
+    use super::fake::{self, FakeProvider, Reply};
+    use promptbook::dispatch::{Client, ErrorKind, RetryPolicy};
+
+    const KEY_ENV: &str = "PROMPTBOOK_TEST_KEY";
+
+    fn client(fake: &FakeProvider) -> Client {
+        Client::builder()
+            .provider("openai", fake.openai(KEY_ENV))
+            .provider("anthropic", fake.anthropic(KEY_ENV))
+            .retry(RetryPolicy::retries(0))
+            .build()
+            .unwrap()
+    }
+
+    fn openai_answer(content: &str, finish: &str) -> Reply {
+        Reply::json(
+            &json!({"id": "c", "object": "chat.completion", "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                "finish_reason": finish}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5}})
+            .to_string(),
+        )
+    }
+
+    fn openai_tool_call(name: &str, arguments: &str) -> Reply {
+        Reply::json(
+            &json!({"id": "c", "object": "chat.completion", "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": arguments}}]},
+                "finish_reason": "tool_calls"}]})
+            .to_string(),
+        )
+    }
+
+    fn extract() -> (tempfile::TempDir, promptbook::Rendered) {
+        let dir = extract_root();
+        let registry = Registry::load(dir.path()).unwrap();
+        let rendered = registry
+            .render("extract", &json!({"invoice": "2 x tea"}))
+            .unwrap();
+        (dir, rendered)
+    }
+
+    #[tokio::test]
+    async fn openai_gets_the_strict_form_and_a_valid_answer_comes_back_typed() {
+        let fake = FakeProvider::start(vec![openai_answer(
+            r#"{"total": 11.0, "currency": "EUR", "note": null}"#,
+            "stop",
+        )]);
+        let (_dir, rendered) = extract();
+        let response = client(&fake).send(&rendered).await.unwrap();
+        // The optional `note` the model set to null is absent, as the
+        // original schema has it.
+        assert_eq!(
+            response.output,
+            Some(json!({"total": 11.0, "currency": "EUR"}))
+        );
+        assert_eq!(response.repairs, 0);
+        let body = &fake.requests()[0].body;
+        assert_eq!(
+            body["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "invoice", "strict": true,
+                "schema": {"title": "invoice", "type": "object",
+                    "properties": {"total": {"type": "number"},
+                        "currency": {"enum": ["EUR", "USD"]},
+                        "note": {"type": ["string", "null"]}},
+                    "required": ["total", "currency", "note"],
+                    "additionalProperties": false}}})
+        );
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "function", "function": {"name": "lookup_vendor",
+                "description": "Finds a vendor by name.", "strict": true,
+                "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
+                    "required": ["name"], "additionalProperties": false}}})
+        );
+        assert_eq!(body["tools"][1]["function"]["name"], "refund");
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "function", "function": {"name": "lookup_vendor"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn send_as_returns_the_typed_value() {
+        let fake = FakeProvider::start(vec![
+            openai_answer(
+                r#"{"total": 11.5, "currency": "USD", "note": "paid"}"#,
+                "stop",
+            ),
+            openai_tool_call("lookup_vendor", r#"{"name": "Acme"}"#),
+        ]);
+        let (_dir, rendered) = extract();
+        let client = client(&fake);
+        let invoice: Invoice = client.send_as(&rendered).await.unwrap();
+        assert_eq!(
+            invoice,
+            Invoice {
+                total: 11.5,
+                currency: Currency::Usd,
+                note: Some("paid".into())
+            }
+        );
+        let e = client.send_as::<Invoice>(&rendered).await.unwrap_err();
+        assert_eq!(e.output_problem().unwrap().rule, "tool_calls");
+    }
+
+    #[tokio::test]
+    async fn a_bad_answer_is_an_invalid_output_naming_pointer_and_rule_and_keeping_the_text() {
+        for (content, finish, pointer, rule) in [
+            ("not json at all", "stop", "", "json"),
+            (
+                r#"{"total": "eleven", "currency": "EUR"}"#,
+                "stop",
+                "/total",
+                "type",
+            ),
+            (r#"{"total": 1}"#, "stop", "/currency", "required"),
+            (
+                r#"{"total": 1, "currency": "GBP"}"#,
+                "stop",
+                "/currency",
+                "enum",
+            ),
+            (r#"{"total": 1, "curr"#, "length", "", "length"),
+        ] {
+            let fake = FakeProvider::start(vec![openai_answer(content, finish)]);
+            let (_dir, mut rendered) = extract();
+            rendered.output_retries = None;
+            let e = client(&fake).send(&rendered).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidOutput, "{content}: {e}");
+            let problem = e.output_problem().unwrap();
+            assert_eq!(
+                (problem.pointer.as_str(), problem.rule.as_str()),
+                (pointer, rule),
+                "{content}: {e}"
+            );
+            assert_eq!(e.partial().unwrap().text, content);
+            assert!(!e.is_retryable());
+            if rule == "length" {
+                assert!(e.to_string().contains("cut off by `max_tokens`"), "{e}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn repairs_ask_again_with_the_error_and_count_themselves() {
+        let fake = FakeProvider::start(vec![
+            openai_answer(r#"{"total": "x", "currency": "EUR"}"#, "stop"),
+            openai_answer(r#"{"total": 3, "currency": "EUR"}"#, "stop"),
+        ]);
+        let (_dir, rendered) = extract(); // output_retries: 2
+        let response = client(&fake).send(&rendered).await.unwrap();
+        assert_eq!(response.repairs, 1);
+        assert_eq!(
+            response.output,
+            Some(json!({"total": 3, "currency": "EUR"}))
+        );
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 2);
+        let messages = requests[1].body["messages"].as_array().unwrap();
+        let n = messages.len();
+        assert_eq!(messages[n - 2]["role"], "assistant");
+        assert_eq!(
+            messages[n - 2]["content"],
+            r#"{"total": "x", "currency": "EUR"}"#
+        );
+        assert_eq!(messages[n - 1]["role"], "user");
+        assert!(
+            messages[n - 1]["content"]
+                .as_str()
+                .unwrap()
+                .contains("/total"),
+            "{}",
+            messages[n - 1]
+        );
+
+        // Out of repairs: the last error stands, after 1 + 2 calls.
+        let bad = || openai_answer(r#"{"total": "x", "currency": "EUR"}"#, "stop");
+        let fake = FakeProvider::start(vec![bad(), bad(), bad(), bad()]);
+        let e = client(&fake).send(&rendered).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidOutput);
+        assert_eq!(fake.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn tool_calls_are_checked_against_their_tools() {
+        let (_dir, rendered) = extract();
+        for (name, arguments, problem) in [
+            ("lookup_vendor", r#"{"name": "Acme"}"#, None),
+            ("lookup_vendor", r#"{"nam": "Acme"}"#, Some("/name")),
+            ("lookup_vendor", "{not json", Some("not JSON")),
+            ("delete_everything", "{}", Some("not a declared tool")),
+        ] {
+            let fake = FakeProvider::start(vec![openai_tool_call(name, arguments)]);
+            let response = client(&fake).send(&rendered).await.unwrap();
+            let call = &response.tool_calls[0];
+            match problem {
+                None => {
+                    assert_eq!(call.problem, None);
+                    assert_eq!(call.input, Some(json!({"name": "Acme"})));
+                }
+                Some(says) => {
+                    let p = call.problem.as_deref().unwrap_or_default();
+                    assert!(p.contains(says), "{name} {arguments}: {p}");
+                }
+            }
+            // A call instead of an answer: no output, no error.
+            assert_eq!(response.output, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn anthropic_gets_output_config_as_the_official_sdk_sends_it() {
+        let recorded: serde_json::Value =
+            serde_json::from_str(&fake::fixture("anthropic-structured-output.json")).unwrap();
+        let exchange = &recorded[0];
+        let sent_schema = &exchange["request"]["body"]["output_config"]["format"]["schema"];
+        let mut schema = sent_schema.clone();
+        schema
+            .as_object_mut()
+            .unwrap()
+            .remove("additionalProperties");
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "order.prompt.yaml",
+            &format!(
+                "version: 1.0.0\nmodel: {{provider: anthropic, name: claude-sonnet-4-5}}\noutput: {schema}\ntools:\n  - {{name: refund, parameters: {{type: object, properties: {{order: {{type: string}}}}}}}}\ntool_choice: required\nmessages:\n  - {{role: user, content: 'Extract: I want to order 2 Green Tea at $5.50 each'}}\n"
+            ),
+        );
+        let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+        let rendered = registry.render("order", &json!({})).unwrap();
+        let fake = FakeProvider::start(vec![Reply::json(&fake::recorded_body(
+            "anthropic-structured-output.json",
+        ))]);
+        let response = client(&fake).send(&rendered).await.unwrap();
+        assert_eq!(
+            response.output,
+            Some(json!({"product_name": "Green Tea", "price": 5.5, "quantity": 2}))
+        );
+        let body = &fake.requests()[0].body;
+        assert_eq!(
+            body["output_config"],
+            exchange["request"]["body"]["output_config"]
+        );
+        assert!(fake.requests()[0].headers.get("anthropic-beta").is_none());
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "refund", "input_schema": {"type": "object",
+                "properties": {"order": {"type": "string"}}}}])
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "any"}));
     }
 }

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
-use super::wire::{Accumulator, Step, Wire};
+use super::wire::{Accumulator, Answer, Step, Wire};
 use crate::message::{Message, Role};
 
 /// The `anthropic-version` header sent unless a provider sets its own.
@@ -72,6 +72,50 @@ impl Wire for Anthropic {
         stream: bool,
     ) -> Result<Value, String> {
         body(model, messages, params, stream)
+    }
+
+    /// `output_config: {"format": {"type": "json_schema", "schema"}}` (the
+    /// Messages API's structured outputs, no beta header; the earlier beta
+    /// sent `output_format` with `anthropic-beta:
+    /// structured-outputs-2025-11-13`) with the schema in strict mode's
+    /// form; `tools` as `{name, description, input_schema}`;
+    /// `tool_choice` as `{"type": "auto" | "none" | "any"}` or
+    /// `{"type": "tool", "name"}`. Source: Anthropic's Messages API
+    /// reference and the official Python SDK's recorded requests.
+    fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>) {
+        use crate::strict::{Strict, rewrite};
+        if let Some(schema) = answer.output {
+            body.insert(
+                "output_config".into(),
+                json!({"format": {"type": "json_schema", "schema": rewrite(schema, Strict::Anthropic)}}),
+            );
+        }
+        if !answer.tools.is_empty() {
+            let tools: Vec<Value> = answer
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut o = Map::new();
+                    o.insert("name".into(), t.name.clone().into());
+                    if let Some(d) = &t.description {
+                        o.insert("description".into(), d.clone().into());
+                    }
+                    o.insert("input_schema".into(), t.parameters.clone());
+                    Value::Object(o)
+                })
+                .collect();
+            body.insert("tools".into(), tools.into());
+        }
+        if let Some(choice) = answer.tool_choice {
+            use crate::tool::ToolChoice;
+            let c = match choice {
+                ToolChoice::Auto => json!({"type": "auto"}),
+                ToolChoice::None => json!({"type": "none"}),
+                ToolChoice::Required => json!({"type": "any"}),
+                ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+            };
+            body.insert("tool_choice".into(), c);
+        }
     }
 
     fn response(&self, answer: &Value) -> Result<Response, String> {
@@ -458,11 +502,11 @@ fn response(v: &Value) -> Result<Response, String> {
     for block in content {
         match block["type"].as_str() {
             Some("text") => r.text.push_str(block["text"].as_str().unwrap_or("")),
-            Some("tool_use") => r.tool_calls.push(ToolCall {
-                id: block["id"].as_str().unwrap_or("").to_owned(),
-                name: block["name"].as_str().unwrap_or("").to_owned(),
-                arguments: block["input"].to_string(),
-            }),
+            Some("tool_use") => r.tool_calls.push(ToolCall::new(
+                block["id"].as_str().unwrap_or("").to_owned(),
+                block["name"].as_str().unwrap_or("").to_owned(),
+                block["input"].to_string(),
+            )),
             _ => {}
         }
     }

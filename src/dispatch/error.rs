@@ -67,12 +67,18 @@ pub enum ErrorKind {
     /// shape, over a size bound), or a stream failed after part of the
     /// reply was delivered; see [`DispatchError::partial`].
     Stream,
+    /// The answer is not what the template's `output:` schema asks for:
+    /// not JSON, breaking the schema (see [`DispatchError::output_problem`]
+    /// for the JSON pointer and the rule), or cut off by `max_tokens`
+    /// before its JSON ended. The raw answer is in
+    /// [`DispatchError::partial`].
+    InvalidOutput,
 }
 
 impl ErrorKind {
     /// A short name: `config`, `prompt`, `retryable`, `rate_limited`,
     /// `authentication`, `invalid_request`, `unavailable`, `timeout`,
-    /// `stream`.
+    /// `stream`, `invalid_output`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Config => "config",
@@ -84,6 +90,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Stream => "stream",
+            ErrorKind::InvalidOutput => "invalid_output",
         }
     }
 }
@@ -111,6 +118,20 @@ struct Inner {
     timeout: Option<(TimeoutKind, Duration)>,
     partial: Option<Box<Response>>,
     prompt: Option<crate::error::Error>,
+    output: Option<OutputProblem>,
+}
+
+/// Where and how an answer broke the output schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutputProblem {
+    /// The JSON pointer into the answer (`/lines/0/qty`; empty for the
+    /// whole answer).
+    pub pointer: String,
+    /// The JSON Schema keyword broken (`required`, `type`, `enum`, ...),
+    /// `json` for an answer that is not JSON, `length` for one cut off by
+    /// `max_tokens`.
+    pub rule: String,
 }
 
 impl DispatchError {
@@ -125,6 +146,7 @@ impl DispatchError {
                 timeout: None,
                 partial: None,
                 prompt: None,
+                output: None,
             }),
         }
     }
@@ -180,6 +202,33 @@ impl DispatchError {
         err
     }
 
+    /// An [`ErrorKind::InvalidOutput`] error about `answer`.
+    pub(crate) fn invalid_output(
+        answer: Response,
+        pointer: impl Into<String>,
+        rule: impl Into<String>,
+        message: impl Into<String>,
+    ) -> DispatchError {
+        let provider = answer.provider.clone();
+        let mut err = DispatchError::new(
+            ErrorKind::InvalidOutput,
+            Some(provider.as_str()).filter(|p| !p.is_empty()),
+            message.into(),
+        );
+        err.inner.output = Some(OutputProblem {
+            pointer: pointer.into(),
+            rule: rule.into(),
+        });
+        err.inner.partial = Some(Box::new(answer));
+        err
+    }
+
+    /// Where and how the answer broke the output schema, for
+    /// [`ErrorKind::InvalidOutput`].
+    pub fn output_problem(&self) -> Option<&OutputProblem> {
+        self.inner.output.as_ref()
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
@@ -231,6 +280,7 @@ impl DispatchError {
 
     /// What a stream delivered before it failed (text, tool calls, usage
     /// so far), for [`ErrorKind::Stream`]; empty when nothing had arrived.
+    /// For [`ErrorKind::InvalidOutput`], the whole answer as it came.
     pub fn partial(&self) -> Option<&Response> {
         self.inner.partial.as_deref()
     }
@@ -317,6 +367,18 @@ impl fmt::Display for DispatchError {
                     "{provider}: the answer broke off after {n} characters: {message}"
                 ),
             },
+            ErrorKind::InvalidOutput => {
+                let at = i
+                    .output
+                    .as_ref()
+                    .filter(|o| !o.pointer.is_empty())
+                    .map_or_else(String::new, |o| format!(" at `{}`", o.pointer));
+                let rule = i
+                    .output
+                    .as_ref()
+                    .map_or_else(String::new, |o| format!(" ({})", o.rule));
+                write!(f, "{provider}: invalid output{at}{rule}: {message}")
+            }
         }
     }
 }

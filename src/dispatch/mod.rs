@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod limiter;
 mod openai;
+mod output;
 mod request;
 mod response;
 mod retry;
@@ -41,7 +42,7 @@ use tracing::Instrument;
 
 pub use anthropic::{ANTHROPIC_FIRST_TURN, ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_MAX_TOKENS};
 pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, Timeouts};
-pub use error::{DispatchError, ErrorKind, TimeoutKind};
+pub use error::{DispatchError, ErrorKind, OutputProblem, TimeoutKind};
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
 
@@ -70,6 +71,7 @@ pub(crate) struct Inner {
     timeouts: Timeouts,
     sizes: SizeLimits,
     cache: Option<Cache>,
+    output_retries: u32,
 }
 
 /// A configured provider with its limits.
@@ -106,6 +108,7 @@ pub struct ClientBuilder {
     timeouts: Timeouts,
     sizes: SizeLimits,
     cache_ttl: Option<Duration>,
+    output_retries: u32,
 }
 
 impl Default for ClientBuilder {
@@ -128,7 +131,17 @@ impl ClientBuilder {
             timeouts: Timeouts::default(),
             sizes: SizeLimits::default(),
             cache_ttl: None,
+            output_retries: 0,
         }
+    }
+
+    /// How many times to ask again when an answer breaks the template's
+    /// output schema, for templates that do not say (`output_retries:`);
+    /// each repair sends the answer back with the validation error as a
+    /// user turn. Default 0; at most 10.
+    pub fn output_retries(mut self, n: u32) -> ClientBuilder {
+        self.output_retries = n.min(10);
+        self
     }
 
     /// Adds or replaces a provider.
@@ -230,6 +243,7 @@ impl ClientBuilder {
                 timeouts: self.timeouts,
                 sizes: self.sizes,
                 cache: self.cache_ttl.map(Cache::new),
+                output_retries: self.output_retries,
             }),
         })
     }
@@ -244,6 +258,9 @@ pub struct SendOptions {
     pub model: Option<String>,
     /// Use these fallbacks instead of the template's `model.fallbacks`.
     pub fallbacks: Option<Vec<String>>,
+    /// Ask again this many times when the answer breaks the output schema,
+    /// instead of the template's `output_retries` (or the client's).
+    pub output_retries: Option<u32>,
 }
 
 impl SendOptions {
@@ -312,6 +329,56 @@ impl Client {
         self.send_with(rendered, &SendOptions::new()).await
     }
 
+    /// Sends `rendered` and returns its validated output as a `T`: the
+    /// answer is checked against the template's output schema (repairs
+    /// included, as [`send`](Client::send) does), then deserialized. Pair
+    /// it with [`Registry::check_output_type::<T>`](crate::Registry::check_output_type)
+    /// in a test, so that a template change that `T` cannot take fails
+    /// there rather than here.
+    ///
+    /// # Errors
+    /// As [`send`](Client::send); [`ErrorKind::Config`] when the template
+    /// declares no output schema; [`ErrorKind::InvalidOutput`] (rule
+    /// `tool_calls`) when the model called tools instead of answering, or
+    /// (rule `deserialize`) when the valid output does not fit `T`.
+    pub async fn send_as<T>(&self, rendered: &Rendered) -> Result<T, DispatchError>
+    where
+        T: serde::de::DeserializeOwned + schemars::JsonSchema,
+    {
+        if rendered.output_schema.is_none() {
+            return Err(DispatchError::config(format!(
+                "{} declares no output schema (`output:`): use `send` for text",
+                rendered.template
+            )));
+        }
+        let mut response = self.send(rendered).await?;
+        let Some(output) = response.output.take() else {
+            let names: Vec<&str> = response
+                .tool_calls
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let message = format!(
+                "the model called tools ({}) instead of answering",
+                names.join(", ")
+            );
+            return Err(DispatchError::invalid_output(
+                response,
+                "",
+                "tool_calls",
+                message,
+            ));
+        };
+        serde_json::from_value::<T>(output.clone()).map_err(|e| {
+            response.output = Some(output);
+            let message = format!(
+                "the output is valid for the template but does not fit `{}`: {e}",
+                <T as schemars::JsonSchema>::schema_name()
+            );
+            DispatchError::invalid_output(response, "", "deserialize", message)
+        })
+    }
+
     /// [`send`](Client::send) with overrides.
     ///
     /// # Errors
@@ -323,11 +390,66 @@ impl Client {
     ) -> Result<Response, DispatchError> {
         let span = call_span(rendered, false);
         let started = Instant::now();
-        self.send_inner(rendered, options)
+        self.send_repaired(rendered, options)
             .instrument(span.clone())
             .await
             .inspect(|r| record_success(&span, r, started))
             .inspect_err(|e| record_failure(&span, e, started))
+    }
+
+    /// [`send_inner`](Client::send_inner), asking again while the answer
+    /// breaks the output schema and repairs are left: the answer goes back
+    /// as an assistant turn and the validation error as a user turn. An
+    /// answer cut off by `max_tokens` is not repaired (asking again would
+    /// cut it off again).
+    async fn send_repaired(
+        &self,
+        rendered: &Rendered,
+        options: &SendOptions,
+    ) -> Result<Response, DispatchError> {
+        let allowed = options
+            .output_retries
+            .or(rendered.output_retries)
+            .unwrap_or(self.inner.output_retries)
+            .min(10);
+        let mut current = std::borrow::Cow::Borrowed(rendered);
+        let mut repairs = 0;
+        loop {
+            match self.send_inner(&current, options).await {
+                Ok(mut response) => {
+                    response.repairs = repairs;
+                    return Ok(response);
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::InvalidOutput
+                        && repairs < allowed
+                        && e.output_problem().is_some_and(|p| p.rule != "length") =>
+                {
+                    let answer = e.partial().map(|r| r.text.clone()).unwrap_or_default();
+                    let at = e
+                        .output_problem()
+                        .filter(|p| !p.pointer.is_empty())
+                        .map_or_else(String::new, |p| format!(" at `{}` ({})", p.pointer, p.rule));
+                    let mut next = current.into_owned();
+                    next.messages.push(crate::message::Message::new(
+                        crate::message::Role::Assistant,
+                        answer,
+                    ));
+                    next.messages.push(crate::message::Message::new(
+                        crate::message::Role::User,
+                        format!(
+                            "That answer does not match the required JSON Schema{at}: {}. Answer again with only JSON that matches the schema.",
+                            e.message()
+                        ),
+                    ));
+                    let counter = crate::tokens::counter_for_model(next.rendered_for());
+                    next.recount(counter.as_ref());
+                    current = std::borrow::Cow::Owned(next);
+                    repairs += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn send_inner(
@@ -380,7 +502,7 @@ impl Client {
         let mut response = finished.value;
         response.fallback = finished.target > 0;
         response.attempts = finished.attempts;
-        Ok(response)
+        output::check(rendered, response)
     }
 
     /// The request [`send_with`](Client::send_with) makes first (to the
@@ -438,7 +560,12 @@ impl Client {
         let started = Instant::now();
         runtime.spawn(
             async move {
-                let result = client.stream_inner(&rendered, &options, &tx).await;
+                // The whole answer is checked against the declarations
+                // before `Done` (no repair: its text was already streamed).
+                let result = client
+                    .stream_inner(&rendered, &options, &tx)
+                    .await
+                    .and_then(|r| r.map(|r| output::check(&rendered, r)).transpose());
                 let span = tracing::Span::current();
                 match result {
                     Ok(Some(response)) => {
@@ -604,7 +731,8 @@ fn body_for(
         .map_err(DispatchError::prompt)?;
     let empty = Map::new();
     let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
-    let body = wire::wire(target.provider.config.kind)
+    let wire = wire::wire(target.provider.config.kind);
+    let mut body = wire
         .body(&target.model, &fitted.messages, params, stream)
         .map_err(|message| {
             DispatchError::prompt(crate::error::Error::new(
@@ -612,6 +740,16 @@ fn body_for(
                 format!("{}: {message}", rendered.template),
             ))
         })?;
+    if let Value::Object(map) = &mut body {
+        wire.answer(
+            map,
+            &wire::Answer {
+                output: rendered.output_schema.as_deref(),
+                tools: &rendered.tools,
+                tool_choice: rendered.tool_choice.as_ref(),
+            },
+        );
+    }
     Ok((body, fitted.tokens.total))
 }
 

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use super::response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
-use super::wire::{Accumulator, Step, Wire};
+use super::wire::{Accumulator, Answer, Step, Wire};
 use crate::message::Message;
 
 /// Parameters only Anthropic understands: not sent to OpenAI.
@@ -34,6 +34,57 @@ impl Wire for OpenAi {
         stream: bool,
     ) -> Result<Value, String> {
         Ok(body(model, messages, params, stream))
+    }
+
+    /// `response_format: {"type": "json_schema", "json_schema": {"name",
+    /// "description"?, "schema", "strict": true}}` with the schema in
+    /// strict mode's form ([`crate::strict::rewrite`]); `tools` as
+    /// functions with `strict: true` and their parameters in that form;
+    /// `tool_choice` as `auto`, `none`, `required` or
+    /// `{"type": "function", "function": {"name"}}`. Source: OpenAI's API
+    /// reference (chat completions) and its Structured Outputs guide.
+    fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>) {
+        use crate::strict::{Strict, rewrite};
+        if let Some(schema) = answer.output {
+            let mut spec = Map::new();
+            spec.insert("name".into(), super::wire::schema_name(schema).into());
+            if let Some(d) = schema.get("description") {
+                spec.insert("description".into(), d.clone());
+            }
+            spec.insert("schema".into(), rewrite(schema, Strict::OpenAi));
+            spec.insert("strict".into(), true.into());
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": spec}),
+            );
+        }
+        if !answer.tools.is_empty() {
+            let tools: Vec<Value> = answer
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut f = Map::new();
+                    f.insert("name".into(), t.name.clone().into());
+                    if let Some(d) = &t.description {
+                        f.insert("description".into(), d.clone().into());
+                    }
+                    f.insert("parameters".into(), rewrite(&t.parameters, Strict::OpenAi));
+                    f.insert("strict".into(), true.into());
+                    json!({"type": "function", "function": f})
+                })
+                .collect();
+            body.insert("tools".into(), tools.into());
+        }
+        if let Some(choice) = answer.tool_choice {
+            use crate::tool::ToolChoice;
+            let c = match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+            };
+            body.insert("tool_choice".into(), c);
+        }
     }
 
     fn response(&self, answer: &Value) -> Result<Response, String> {
@@ -167,14 +218,14 @@ fn response(v: &Value) -> Result<Response, String> {
         ..Response::default()
     };
     for call in message["tool_calls"].as_array().into_iter().flatten() {
-        r.tool_calls.push(ToolCall {
-            id: call["id"].as_str().unwrap_or("").to_owned(),
-            name: call["function"]["name"].as_str().unwrap_or("").to_owned(),
-            arguments: call["function"]["arguments"]
+        r.tool_calls.push(ToolCall::new(
+            call["id"].as_str().unwrap_or("").to_owned(),
+            call["function"]["name"].as_str().unwrap_or("").to_owned(),
+            call["function"]["arguments"]
                 .as_str()
                 .unwrap_or("")
                 .to_owned(),
-        });
+        ));
     }
     if message.is_null() {
         return Err("the response has no `choices[0].message`".into());

@@ -44,7 +44,8 @@ impl FinishReason {
 }
 
 /// A tool call the model asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ToolCall {
     /// The provider's id for it (answer with a `tool` message carrying it).
     pub id: String,
@@ -52,6 +53,28 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments, as the JSON text the model wrote.
     pub arguments: String,
+    /// The arguments parsed, when they are JSON (set once the answer is
+    /// checked against the template's tools).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Why the call is not valid, when it is not: an unknown tool, or
+    /// arguments that are not JSON or break the tool's parameters schema
+    /// (with the JSON pointer and the rule). `None` for a valid call, or
+    /// when the template declares no tools (nothing to check against).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl ToolCall {
+    /// A call as the provider gave it, unchecked.
+    pub(crate) fn new(id: String, name: String, arguments: String) -> ToolCall {
+        ToolCall {
+            id,
+            name,
+            arguments,
+            ..ToolCall::default()
+        }
+    }
 }
 
 /// Token usage as the provider reported it.
@@ -91,6 +114,19 @@ pub struct Response {
     pub attempts: u32,
     /// Whether the answer came from the response cache.
     pub cached: bool,
+    /// The answer parsed as JSON and valid against the template's output
+    /// schema (`output:`); absent when the template declares none, or when
+    /// the model called tools instead of answering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// How many times the answer was asked for again because it broke the
+    /// output schema (`output_retries`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repairs: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One event of [`Client::stream`](super::Client::stream).

@@ -38,11 +38,51 @@ pub(crate) trait Wire: Sync {
         stream: bool,
     ) -> Result<Value, String>;
 
+    /// Adds what the template declares about the answer (its output
+    /// schema, tools and tool choice) to `body`, in the provider's form,
+    /// over anything `model.parameters` put there.
+    fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>);
+
     /// A whole (non-streamed) answer.
     fn response(&self, answer: &Value) -> Result<Response, String>;
 
     /// One stream event (`event:` name and `data:`), folded into `acc`.
     fn step(&self, acc: &mut Accumulator, event: &str, data: &str) -> Result<Step, String>;
+}
+
+/// What a template declares about its answer, as a request carries it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Answer<'a> {
+    /// The answer's JSON Schema, as written (each wire rewrites it for its
+    /// strict mode).
+    pub output: Option<&'a Value>,
+    /// The tools the model may call.
+    pub tools: &'a [crate::tool::Tool],
+    /// Whether and which tool it must call.
+    pub tool_choice: Option<&'a crate::tool::ToolChoice>,
+}
+
+/// A name for an output schema, from its `title`, in the characters
+/// OpenAI's `json_schema.name` allows (`^[a-zA-Z0-9_-]{1,64}$`); `output`
+/// when it has none.
+pub(crate) fn schema_name(schema: &Value) -> String {
+    let title = schema.get("title").and_then(Value::as_str).unwrap_or("");
+    let name: String = title
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.trim_matches('_').is_empty() {
+        "output".to_owned()
+    } else {
+        name
+    }
 }
 
 /// The wire format of a provider kind.
@@ -107,11 +147,7 @@ impl Accumulator {
             return i;
         }
         let i = self.response.tool_calls.len();
-        self.response.tool_calls.push(ToolCall {
-            id: String::new(),
-            name: String::new(),
-            arguments: String::new(),
-        });
+        self.response.tool_calls.push(ToolCall::default());
         self.slots.insert(key, i);
         i
     }

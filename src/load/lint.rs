@@ -183,7 +183,8 @@ pub(crate) fn lint_all(
 /// Lint of what a file declares about the answer: keywords of its output
 /// schema and tool parameters that the model's provider does not enforce
 /// in strict mode (promptbook still validates them), and a hand-written
-/// `response_format` or `tools` in `model.parameters`.
+/// JSON Schema `response_format`, `tools` or `tool_choice` in
+/// `model.parameters`.
 fn declared_answer(src: &super::parse::SourceFile, t: &crate::Template, out: &mut Vec<Diagnostic>) {
     let model = t.model();
     let strict = crate::strict::Strict::of(
@@ -236,7 +237,16 @@ fn declared_answer(src: &super::parse::SourceFile, t: &crate::Template, out: &mu
             ("tools", "tools:"),
             ("tool_choice", "tool_choice:"),
         ] {
-            if params.get(key).is_some() {
+            // JSON mode without a schema (`{type: json_object}`) has no
+            // declared equivalent: only a hand-written schema is flagged.
+            let hand_written = match params.get(key) {
+                Some(v) if key == "response_format" => {
+                    v.get("type").and_then(serde_json::Value::as_str) == Some("json_schema")
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if hand_written {
                 out.push(Diagnostic::new(
                     Severity::Warning,
                     src.at_span(own),

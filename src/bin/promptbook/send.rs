@@ -61,10 +61,15 @@ pub(crate) fn send(
         serde_json::to_writer_pretty(&mut out, &response)?;
         writeln!(out)?;
     } else {
-        if !stream {
-            write!(out, "{}", response.text)?;
+        match (&response.output, stream) {
+            // A validated JSON answer prints pretty (streamed, it was
+            // shown as it came).
+            (Some(output), false) => writeln!(out, "{}", serde_json::to_string_pretty(output)?)?,
+            (None, false) => write!(out, "{}", response.text)?,
+            _ => {}
         }
-        if !response.text.is_empty() && !response.text.ends_with('\n') {
+        if response.output.is_none() && !response.text.is_empty() && !response.text.ends_with('\n')
+        {
             writeln!(out)?;
         }
         for call in &response.tool_calls {
@@ -73,18 +78,27 @@ pub(crate) fn send(
                 "tool call {} {}({})",
                 call.id, call.name, call.arguments
             )?;
+            if let Some(problem) = &call.problem {
+                writeln!(out, "  invalid: {problem}")?;
+            }
         }
     }
     let usage = response
         .usage
         .map(|u| format!(", {} in / {} out tokens", u.input_tokens, u.output_tokens))
         .unwrap_or_default();
+    let repairs = match response.repairs {
+        0 => String::new(),
+        1 => ", 1 repair".to_owned(),
+        n => format!(", {n} repairs"),
+    };
     eprintln!(
-        "# {}:{}{}{}",
+        "# {}:{}{}{}{}",
         response.provider,
         response.model,
         if response.fallback { " (fallback)" } else { "" },
-        usage
+        usage,
+        repairs
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,116 @@
+//! Checking an answer against what the template declared: the output
+//! parsed and validated against the template's own `output:` schema (not
+//! the strict rewrite that was sent), and each tool call's arguments
+//! against its tool's parameters.
+
+use serde_json::Value;
+
+use super::error::DispatchError;
+use super::response::{FinishReason, Response};
+use crate::render::Rendered;
+
+/// Checks `response` against `rendered`'s declarations: sets
+/// [`Response::output`] and each call's [`input`](super::ToolCall::input)
+/// and [`problem`](super::ToolCall::problem).
+///
+/// # Errors
+/// [`ErrorKind::InvalidOutput`](super::ErrorKind::InvalidOutput) when the
+/// template declares an output schema and the answer was cut off by
+/// `max_tokens`, is not JSON, or breaks the schema (the first error, by
+/// JSON pointer and rule). An answer that calls tools instead has no output
+/// to check.
+pub(crate) fn check(
+    rendered: &Rendered,
+    mut response: Response,
+) -> Result<Response, DispatchError> {
+    check_tool_calls(rendered, &mut response);
+    let Some(schema) = rendered.output_schema.as_deref() else {
+        return Ok(response);
+    };
+    if response.text.trim().is_empty() && !response.tool_calls.is_empty() {
+        return Ok(response);
+    }
+    if response.finish_reason == Some(FinishReason::Length) {
+        return Err(DispatchError::invalid_output(
+            response,
+            "",
+            "length",
+            "the answer was cut off by `max_tokens` (finish reason `length`) before it was complete; raise `max_tokens`",
+        ));
+    }
+    let mut value: Value = match serde_json::from_str(response.text.trim()) {
+        Ok(v) => v,
+        Err(e) => {
+            let message = format!("the answer is not JSON: {e}");
+            return Err(DispatchError::invalid_output(response, "", "json", message));
+        }
+    };
+    // A null the strict form let the model give for an optional property
+    // means "absent".
+    crate::strict::drop_added_nulls(schema, &mut value);
+    if let Some((pointer, rule, message)) = first_error(schema, &value) {
+        return Err(DispatchError::invalid_output(
+            response, pointer, rule, message,
+        ));
+    }
+    response.output = Some(value);
+    Ok(response)
+}
+
+/// The first way `value` breaks `schema`: its JSON pointer, the keyword
+/// and the validator's message.
+fn first_error(schema: &Value, value: &Value) -> Option<(String, String, String)> {
+    let validator = match crate::schema::compile(schema) {
+        Ok(v) => v,
+        // Checked when the template loaded; cannot fail here.
+        Err(e) => return Some((String::new(), "schema".into(), e)),
+    };
+    validator.iter_errors(value).next().map(|e| {
+        use jsonschema::error::ValidationErrorKind as K;
+        let mut pointer = e.instance_path().as_str().to_owned();
+        // A missing property is named by where it should be.
+        if let K::Required { property } = e.kind()
+            && let Some(name) = property.as_str()
+        {
+            pointer = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
+        }
+        (pointer, e.kind().keyword().to_owned(), e.to_string())
+    })
+}
+
+/// Marks each tool call that names no declared tool, or whose arguments
+/// are not JSON or break the tool's parameters schema; parses the
+/// arguments of every call. Nothing is checked when the template declares
+/// no tools (tools written by hand in `model.parameters`).
+fn check_tool_calls(rendered: &Rendered, response: &mut Response) {
+    for call in &mut response.tool_calls {
+        let input = serde_json::from_str::<Value>(&call.arguments);
+        call.input = input.as_ref().ok().cloned();
+        if rendered.tools.is_empty() {
+            continue;
+        }
+        let Some(tool) = rendered.tools.iter().find(|t| t.name == call.name) else {
+            let known: Vec<&str> = rendered.tools.iter().map(|t| t.name.as_str()).collect();
+            call.problem = Some(format!(
+                "the model called `{}`, which is not a declared tool ({})",
+                call.name,
+                known.join(", ")
+            ));
+            continue;
+        };
+        call.problem = match &input {
+            Err(e) => Some(format!("the arguments are not JSON: {e}")),
+            Ok(args) => first_error(&tool.parameters, args).map(|(pointer, rule, message)| {
+                let at = if pointer.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{pointer}`")
+                };
+                format!(
+                    "the arguments break `{}`'s parameters{at} ({rule}): {message}",
+                    tool.name
+                )
+            }),
+        };
+    }
+}
