@@ -326,7 +326,9 @@ impl Walk<'_> {
         }
         if let Some(map) = new.as_object() {
             for (key, value) in map {
-                if compared_as_written(key) && old.get(key) != Some(value) {
+                // An empty pattern matches every string.
+                let vacuous = key == "pattern" && value == "" && old.get(key).is_none();
+                if compared_as_written(key) && old.get(key) != Some(value) && !vacuous {
                     self.push(
                         at,
                         format!(
@@ -408,9 +410,11 @@ impl Walk<'_> {
         ] {
             for key in keys {
                 let (from, to) = if input { (old, new) } else { (new, old) };
+                // A count bound of 0 (`minLength: 0`) holds for everything.
+                let vacuous = |v: f64| v <= 0.0 && key.starts_with("min") && *key != "minimum";
                 let narrowed = match (num(from, key), num(to, key)) {
                     (Some(a), Some(b)) => stricter(a, b),
-                    (None, Some(_)) => true,
+                    (None, Some(b)) => !vacuous(b),
                     _ => false,
                 };
                 if !narrowed {
@@ -820,6 +824,14 @@ mod tests {
             (
                 "a description",
                 with(&|v| v["properties"]["meta"]["description"] = json!("why")),
+            ),
+            (
+                "minItems 0",
+                with(&|v| v["properties"]["tags"]["minItems"] = json!(0)),
+            ),
+            (
+                "an empty pattern",
+                with(&|v| v["properties"]["meta"]["pattern"] = json!("")),
             ),
             (
                 "an extension",

@@ -102,9 +102,12 @@ impl RenderDiff {
 pub struct ModelChange {
     /// Its path: `name`, `provider`, `parameters.temperature`, ...
     pub field: String,
-    /// Its value in the first (absent when unset there).
+    /// Its value in the first (absent when unset there; JSON `null` is a
+    /// value set to null).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub old: Option<serde_json::Value>,
     /// Its value in the second (absent when unset there).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub new: Option<serde_json::Value>,
 }
 

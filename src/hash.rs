@@ -192,7 +192,7 @@ fn yaml_without_labels(yaml: &str) -> YamlContent<'_> {
         return YamlContent::Text(Cow::Borrowed(yaml));
     }
     let parse = |text: &str| -> Option<serde_json::Map<String, serde_json::Value>> {
-        let options = serde_saphyr::options! { with_snippet: false };
+        let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
         match serde_saphyr::from_str_with_options::<serde_json::Value>(text, options) {
             Ok(serde_json::Value::Object(map)) => Some(map),
             _ => None,

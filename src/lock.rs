@@ -146,18 +146,14 @@ impl fmt::Display for Change {
                 label,
                 from,
                 to,
-            } => {
-                let at = |v: &Option<Version>| {
-                    v.as_ref()
-                        .map_or_else(|| "nowhere".to_owned(), |v| v.to_string())
-                };
-                write!(
-                    f,
-                    "label {name}@{label} moved from {} to {}",
-                    at(from),
-                    at(to)
-                )
-            }
+            } => match (from, to) {
+                (None, Some(to)) => write!(f, "label {name}@{label} appeared, on {to}"),
+                (Some(from), None) => write!(f, "label {name}@{label} went (it was on {from})"),
+                (Some(from), Some(to)) => {
+                    write!(f, "label {name}@{label} moved from {from} to {to}")
+                }
+                (None, None) => write!(f, "label {name}@{label} changed"),
+            },
         }
     }
 }

@@ -647,7 +647,7 @@ impl Registry {
             {
                 out.push(parent.to_owned());
             }
-            for (target, _) in crate::load::lint::static_refs(&e.source) {
+            for (target, _) in crate::load::targets::static_refs(&e.source) {
                 if let Ok(r) = Reference::parse(&target) {
                     out.push(r.name().to_owned());
                 }

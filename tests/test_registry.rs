@@ -629,3 +629,22 @@ fn a_model_override_is_carried_in_the_result() {
         "claude-sonnet-4-5"
     );
 }
+
+/// Template YAML reads YAML 1.2 booleans: `NO`, `y`, `on` are strings.
+#[test]
+fn yaml_words_that_yaml_1_1_took_for_booleans_are_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("c.prompt.yaml"),
+        "version: 1.0.0\nparameters:\n  country: {enum: [NO, SE, DK], default: NO}\n  flag: {enum: [y, n, on, off], default: on}\nmessages:\n  - {role: user, content: '{{ country }} {{ flag }}'}\n",
+    )
+    .unwrap();
+    let registry = Registry::load(dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let t = registry.get("c").unwrap();
+    assert_eq!(
+        t.parameters()[0].schema["enum"],
+        serde_json::json!(["NO", "SE", "DK"])
+    );
+    let rendered = registry.render("c", &serde_json::json!({})).unwrap();
+    assert_eq!(rendered.messages[0].content, "NO on");
+}

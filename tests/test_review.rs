@@ -327,8 +327,8 @@ fn failed_assertions_say_what_was_expected_and_what_was_there() {
         "message 9: there is none (the render has 6 messages)",
         "the first tool message: there is none",
         "over the maximum of 10",
-        "expected a invalid_input error for `ticket`, but it rendered",
-        "expected a budget error, got a invalid_input error",
+        "expected an invalid_input error for `ticket`, but it rendered",
+        "expected a budget error, got an invalid_input error",
         "test result: FAILED. 0 passed; 3 failed",
     ] {
         assert!(out.contains(says), "expected {says:?} in:\n{out}");
@@ -556,7 +556,10 @@ fn a_recorded_answer_replays_offline_and_goes_stale_when_the_template_changes() 
     .unwrap();
     let (code, out, _) = run(cli(root).arg("test"));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("inputs or model changed"), "{out}");
+    assert!(
+        out.contains("the test's render differs from the one recorded"),
+        "{out}"
+    );
     std::fs::write(&tests_file, &tests).unwrap();
     assert_eq!(run(cli(root).arg("test")).0, 0);
 

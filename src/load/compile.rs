@@ -264,7 +264,7 @@ fn included_parameters(
     let mut params: Vec<Parameter> = Vec::new();
     let mut keys = Vec::new();
     stack.push(entry.id.clone());
-    for (target, _) in super::lint::static_refs(&entry.source) {
+    for (target, _) in super::targets::static_refs(&entry.source) {
         let Ok(partial) = index.resolve(&target) else {
             continue;
         };

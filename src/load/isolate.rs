@@ -147,7 +147,7 @@ fn broken_dependency(
     {
         return Some(format!("it extends `{name}`"));
     }
-    for (target, _) in super::lint::static_refs(&e.source) {
+    for (target, _) in super::targets::static_refs(&e.source) {
         let Ok(r) = Reference::parse(&target) else {
             continue;
         };

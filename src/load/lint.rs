@@ -126,23 +126,56 @@ pub(crate) fn lint_all(
                 )),
             }
         }
-        // Static includes must resolve.
-        for (target, offset) in static_refs(&entry.source) {
-            if let Err(e) = index.resolve(&target) {
-                let (l, c) = line_col(&entry.source, offset);
-                let message = match crate::reference::Reference::parse(&target) {
-                    Ok(r) if failed_names.contains(r.name()) => format!(
-                        "`{target}`: `{}` did not load (see the errors of its file)",
-                        r.name()
-                    ),
-                    _ => e.message().to_owned(),
-                };
-                errors.push(Error::new(e.kind(), message).with_location(Location::at(
-                    &src.path,
-                    l,
-                    (entry.form == FileForm::Body).then_some(c),
-                )));
+        // Includes named when loading must resolve: one of a list (the
+        // first that exists renders), and none under `ignore missing`.
+        // A computed one is noted: the hash covers what it may name.
+        for r in super::targets::tag_refs(&entry.source) {
+            let (l, c) = line_col(&entry.source, r.offset);
+            let at = Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c));
+            let names = match r.target {
+                super::targets::Target::Names(names) => names,
+                super::targets::Target::Computed { prefix } => {
+                    let which = if prefix.is_empty() {
+                        "every template".to_owned()
+                    } else {
+                        format!("every template whose name starts with `{prefix}`")
+                    };
+                    warnings.push(Diagnostic::new(
+                        Severity::Warning,
+                        at,
+                        format!(
+                            "this include names its template at render time, so the content hash covers {which} (any may be included): a change to one changes this template's hash; name the template literally to narrow it"
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            if r.ignore_missing || names.iter().any(|n| index.resolve(n).is_ok()) {
+                continue;
             }
+            let Some(target) = names.first() else {
+                continue;
+            };
+            let Err(e) = index.resolve(target) else {
+                continue;
+            };
+            let message = match crate::reference::Reference::parse(target) {
+                Ok(r) if failed_names.contains(r.name()) => format!(
+                    "`{target}`: `{}` did not load (see the errors of its file)",
+                    r.name()
+                ),
+                _ if names.len() > 1 => format!(
+                    "none of {} resolves: {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    e.message()
+                ),
+                _ => e.message().to_owned(),
+            };
+            errors.push(Error::new(e.kind(), message).with_location(at));
         }
         // Method calls the engine has no method for.
         for (offset, message) in unknown_methods(&entry.source, &ancestor_aliases(entry, index)) {
@@ -338,62 +371,14 @@ fn own_variables(env: &Environment<'static>, name: &str, source: &str) -> HashSe
     let mut vars = check_jinja(env, name, source)
         .map(|v| HashSet::clone(&v))
         .unwrap_or_default();
-    vars.extend(target_variables(source));
+    // A computed include's variables, unless the template sets them.
+    let assigned = crate::lex::assigned_names(source);
+    vars.extend(
+        super::targets::target_variables(source)
+            .into_iter()
+            .filter(|v| !assigned.contains(v)),
+    );
     vars
-}
-
-/// The names read by the template expressions of `{% include %}`,
-/// `{% import %}`, `{% from %}` and `{% extends %}` tags: identifiers
-/// outside strings, not after a `.`, that are not Jinja's operators.
-fn target_variables(source: &str) -> HashSet<String> {
-    let mut out = HashSet::new();
-    let mut rest = 0;
-    while let Some(p) = source[rest..].find("{%") {
-        let start = rest + p + 2;
-        let end = source[start..]
-            .find("%}")
-            .map_or(source.len(), |e| start + e);
-        let inner = source[start..end]
-            .trim_matches(['-', '+', '~'])
-            .trim_start();
-        let keyword_len = inner
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(inner.len());
-        if matches!(
-            &inner[..keyword_len],
-            "include" | "import" | "from" | "extends"
-        ) {
-            let expr = target_expression(&inner[keyword_len..]);
-            let b = expr.as_bytes();
-            let mut word: Option<(usize, usize)> = None; // (start, end)
-            let mut finish = |w: (usize, usize)| {
-                let text = &expr[w.0..w.1];
-                let after_dot = w.0 > 0 && b[w.0 - 1] == b'.';
-                if !after_dot
-                    && !matches!(text, "and" | "or" | "not" | "in" | "is" | "if" | "else")
-                    && !BUILTIN_NAMES.contains(&text)
-                {
-                    out.insert(text.to_owned());
-                }
-            };
-            for (i, c, _) in crate::lex::unquoted(b) {
-                let ident = c.is_ascii_alphanumeric() || c == b'_';
-                match word {
-                    Some((w, e)) if ident && e == i => word = Some((w, i + 1)),
-                    Some(w) => {
-                        finish(w);
-                        word = (ident && !c.is_ascii_digit()).then_some((i, i + 1));
-                    }
-                    None => word = (ident && !c.is_ascii_digit()).then_some((i, i + 1)),
-                }
-            }
-            if let Some(w) = word {
-                finish(w);
-            }
-        }
-        rest = end;
-    }
-    out
 }
 
 /// Variables read by a template, its parent and its static includes.
@@ -413,7 +398,7 @@ fn used_variables(
     cache.insert(name.to_owned(), None); // cycle guard
     let entry = index.resolve(name).ok()?;
     let mut used = own_variables(env, name, &entry.source);
-    let mut targets: Vec<String> = static_refs(&entry.source)
+    let mut targets: Vec<String> = super::targets::static_refs(&entry.source)
         .into_iter()
         .map(|(t, _)| t)
         .collect();
@@ -429,112 +414,6 @@ fn used_variables(
     }
     cache.insert(name.to_owned(), Some(used.clone()));
     Some(used)
-}
-
-/// `(reference, offset)` of every template name an `{% include %}`,
-/// `{% import %}`, `{% from %}` or `{% extends %}` tag names literally:
-/// a string (`"x"`, `'x'`), in parentheses or not, or each string of a
-/// list or tuple of strings (`include ["a", "b"]` tries each in turn). A
-/// name computed at render time (`"tones/" ~ tone`, a variable) is not
-/// literal and not given. The offset is the tag's.
-pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
-    let mut out = Vec::new();
-    // Statement tags as the engine reads them: not inside a comment, an
-    // expression's string or a `{% raw %}` block.
-    for token in crate::lex::tokenize(source) {
-        if token.kind != crate::lex::Tok::Stmt {
-            continue;
-        }
-        let tag = &source[token.start..token.end];
-        let inner = tag[2..]
-            .strip_suffix("%}")
-            .unwrap_or(&tag[2..])
-            .trim_start_matches(['-', '+', '~'])
-            .trim_end_matches(['-', '+', '~'])
-            .trim_start();
-        let keyword_len = inner
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(inner.len());
-        let keyword = &inner[..keyword_len];
-        if matches!(keyword, "include" | "import" | "from" | "extends") {
-            let expr = target_expression(&inner[keyword_len..]);
-            for name in literal_names(expr) {
-                out.push((name, token.start));
-            }
-        }
-    }
-    out
-}
-
-/// The template expression at the start of a tag's arguments: up to the
-/// first top-level `ignore`, `with`, `without`, `as` or `import` word.
-fn target_expression(args: &str) -> &str {
-    let b = args.as_bytes();
-    let mut cut = b.len();
-    for (i, _, depth) in crate::lex::unquoted(b) {
-        if depth != 0 || i == 0 {
-            continue;
-        }
-        let before = b[i - 1];
-        if !(before.is_ascii_whitespace() || matches!(before, b'"' | b'\'' | b')' | b']')) {
-            continue;
-        }
-        let word_end = args[i..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(args.len(), |e| i + e);
-        if matches!(
-            &args[i..word_end],
-            "ignore" | "with" | "without" | "as" | "import"
-        ) {
-            cut = i;
-            break;
-        }
-    }
-    args[..cut].trim()
-}
-
-/// The names an expression gives without any variable: a string, or a
-/// list or tuple of strings, built from string literals alone (with `~`,
-/// `+` and parentheses between them). The engine itself evaluates it, so
-/// escapes (`"\u005e"`) and concatenations (`"a" ~ "@^1"`) read as at
-/// render time. Empty for anything that names a variable, a function or a
-/// filter: a name known only at render time.
-fn literal_names(expr: &str) -> Vec<String> {
-    use minijinja::value::ValueKind;
-    let b = expr.as_bytes();
-    let constant = !expr.trim().is_empty()
-        && crate::lex::unquoted(b)
-            .all(|(_, c, _)| c.is_ascii_whitespace() || b"~+()[],".contains(&c));
-    if !constant {
-        return Vec::new();
-    }
-    static ENGINE: std::sync::LazyLock<minijinja::Environment<'static>> =
-        std::sync::LazyLock::new(|| {
-            let mut env = minijinja::Environment::empty();
-            // Literals only: the work is bounded by the source's length.
-            env.set_fuel(Some(100_000));
-            env
-        });
-    let Ok(value) = ENGINE
-        .compile_expression(expr)
-        .and_then(|e| e.eval(minijinja::context! {}))
-    else {
-        return Vec::new();
-    };
-    let name = |v: &minijinja::Value| v.as_str().map(str::to_owned);
-    match value.kind() {
-        ValueKind::String => name(&value).into_iter().collect(),
-        ValueKind::Seq => {
-            let Ok(items) = value.try_iter() else {
-                return Vec::new();
-            };
-            items
-                .map(|v| name(&v))
-                .collect::<Option<Vec<_>>>()
-                .unwrap_or_default()
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// The `{% import ... as m %}` aliases of a template and its ancestors:
@@ -722,61 +601,5 @@ mod tests {
             found[0]
         );
         assert!(case_collisions([("a", &a), ("b", &b)].into_iter()).is_empty());
-    }
-
-    #[test]
-    fn static_refs_finds_literal_names_and_survives_unclosed_tags() {
-        let src = "{% include \"a@^1\" %}{%- import 'm' as m -%}{% from \"f\" import x %}{% include var %}";
-        let refs: Vec<String> = static_refs(src).into_iter().map(|(r, _)| r).collect();
-        assert_eq!(refs, ["a@^1", "m", "f"]);
-        assert_eq!(static_refs("{% include \"x"), []);
-        // Not a name alone: nothing (and no panic on a multi-byte tail).
-        assert_eq!(static_refs("{% include \"x\" 你"), []);
-        assert_eq!(
-            static_refs("{% include \"x\" ignore missing 你"),
-            [("x".to_owned(), 0)]
-        );
-        assert_eq!(static_refs("{%"), []);
-        let names =
-            |src: &str| -> Vec<String> { static_refs(src).into_iter().map(|(r, _)| r).collect() };
-        // Every literal form Jinja accepts; no computed one.
-        assert_eq!(names("{%include\"p@^1\"%}"), ["p@^1"]);
-        assert_eq!(names("{% include (\"p\") %}"), ["p"]);
-        assert_eq!(names("{% include ((\"p\")) ignore missing %}"), ["p"]);
-        assert_eq!(names("{% include [\"a\", 'b',] %}"), ["a", "b"]);
-        assert_eq!(
-            names("{% include (\"a\", \"b\") with context %}"),
-            ["a", "b"]
-        );
-        assert_eq!(names("{% from\"m\"import f %}"), ["m"]);
-        assert_eq!(names("{% import 'm' as m %}"), ["m"]);
-        assert_eq!(names("{%- extends \"base\" -%}"), ["base"]);
-        assert_eq!(names("{% include \"a\\\"b\" %}"), ["a\"b"]);
-        // Escapes and concatenations read as the engine reads them.
-        assert_eq!(names("{% include \"p@\\u005e1\" %}"), ["p@^1"]);
-        assert_eq!(names("{% include \"p\" ~ '@^1' %}"), ["p@^1"]);
-        assert_eq!(names("{% include (\"p\" ~ \"@\") + \"1\" %}"), ["p@1"]);
-        // Tags that are not tags: in a comment, a string, a raw block.
-        assert_eq!(
-            names("{# {% #}{% include \"a\" %}{{ \"{%\" }}{% include 'b' %}"),
-            ["a", "b"]
-        );
-        assert_eq!(
-            names("{% raw %}{% include \"no\" %}{% endraw %}{# {% include \"no\" %} #}"),
-            Vec::<String>::new()
-        );
-        assert!(names("{% include \"tones/\" ~ tone %}").is_empty());
-        assert!(names("{% include \"a\" | lower %}").is_empty());
-        assert!(names("{% include range(3) %}").is_empty());
-        assert!(names("{% include (\"a\") ~ x %}").is_empty());
-        assert!(names("{% include [\"a\", x] %}").is_empty());
-        assert!(names("{% include name %}").is_empty());
-        assert!(names("{% included \"x\" %}").is_empty());
-        let vars = target_variables(
-            "{% include \"tones/\" ~ tone %}{% include [a.b, 'c' ~ d] %}{% include \"x\" %}",
-        );
-        let mut vars: Vec<String> = vars.into_iter().collect();
-        vars.sort();
-        assert_eq!(vars, ["a", "d", "tone"]);
     }
 }

@@ -268,7 +268,10 @@ pub(crate) fn parse_file(
             ]
         })?,
         None => {
-            let options = serde_saphyr::options! { with_snippet: false };
+            // YAML 1.2's booleans only (`true`, `false`): `NO` (Norway),
+            // `y` and `on` are the strings they look like, as in test
+            // files and `.prompty` front matter.
+            let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
             serde_saphyr::from_str_with_options(yaml, options)
                 .map_err(|e| yaml_error(path, yaml, e, yaml_first_line))?
         }

@@ -87,21 +87,41 @@ pub(crate) fn dependencies<'a>(entry: &'a Entry, index: &'a Index) -> Vec<&'a st
     out.into_keys().collect()
 }
 
-/// The templates `entry` names itself: its parent, then every literal
-/// include, import or extends target that resolves, in source order.
+/// The templates `entry` names itself: its parent, then every include,
+/// import or extends target that resolves, in source order. A name
+/// computed at render time may give any template whose name starts with
+/// its literal prefix: all of them count (so the hash covers whatever it
+/// may include).
 pub(crate) fn direct_dependencies<'a>(entry: &'a Entry, index: &'a Index) -> Vec<&'a Arc<Entry>> {
+    use super::targets::Target;
     let parent = entry
         .template
         .extends
         .as_deref()
         .and_then(|id| index.resolve(id).ok());
     let mut out: Vec<&Arc<Entry>> = parent.into_iter().collect();
-    for (target, _) in super::lint::static_refs(&entry.source) {
-        if let Ok(dep) = index.resolve(&target)
-            && !out.iter().any(|d| d.id == dep.id)
-            && dep.id != entry.id
-        {
+    let add = |dep: &'a Arc<Entry>, out: &mut Vec<&'a Arc<Entry>>| {
+        if !out.iter().any(|d| d.id == dep.id) && dep.id != entry.id {
             out.push(dep);
+        }
+    };
+    for r in super::targets::tag_refs(&entry.source) {
+        match r.target {
+            Target::Names(names) => {
+                for name in names {
+                    if let Ok(dep) = index.resolve(&name) {
+                        add(dep, &mut out);
+                    }
+                }
+            }
+            Target::Computed { prefix } => {
+                for dep in index
+                    .entries()
+                    .filter(|e| e.template.name.starts_with(&prefix))
+                {
+                    add(dep, &mut out);
+                }
+            }
         }
     }
     out

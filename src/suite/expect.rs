@@ -24,8 +24,8 @@ pub(crate) fn render(
 ) {
     if let Some(e) = &expect.error {
         failures.push(format!(
-            "expected a {} error{}, but it rendered",
-            super::spec::kind_name(e.kind),
+            "expected {} error{}, but it rendered",
+            with_article(&super::spec::kind_name(e.kind)),
             e.parameter
                 .as_deref()
                 .map_or_else(String::new, |p| format!(" for `{p}`"))
@@ -104,8 +104,9 @@ pub(crate) fn error(expected: Option<&ErrorExpect>, error: &Error, failures: &mu
     let kind = super::spec::kind_name(error.kind());
     if error.kind() != e.kind {
         failures.push(format!(
-            "expected a {} error, got a {kind} error: {error}",
-            super::spec::kind_name(e.kind)
+            "expected {} error, got {} error: {error}",
+            with_article(&super::spec::kind_name(e.kind)),
+            with_article(&kind)
         ));
         return;
     }
@@ -263,14 +264,21 @@ fn text(expect: &TextExpect, text: &str, what: &str, failures: &mut Vec<String>)
         }
     }
     for pattern in &expect.matches {
-        if !pattern.is_match(text) {
-            failures.push(format!(
-                "{what} does not match /{}/: {}",
-                pattern.as_str(),
+        match super::spec::compiled(pattern) {
+            Ok(r) if r.is_match(text) => {}
+            Ok(_) => failures.push(format!(
+                "{what} does not match /{pattern}/: {}",
                 excerpt(text)
-            ));
+            )),
+            Err(e) => failures.push(format!("/{pattern}/ does not compile: {e}")),
         }
     }
+}
+
+/// `word` after `a` or `an`, as its first letter says.
+fn with_article(word: &str) -> String {
+    let an = word.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {word}", if an { "an" } else { "a" })
 }
 
 fn list(roles: &[crate::message::Role]) -> String {

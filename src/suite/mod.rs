@@ -590,7 +590,7 @@ fn check_cassette(
             short(&now)
         ))
     } else if recorded.render_hash != cassette::render_hash(rendered) {
-        Some("the test's render differs from the one recorded (its inputs or model changed)".into())
+        Some("the test's render differs from the one recorded (its inputs or model, or what the template renders for them, changed)".into())
     } else {
         None
     };

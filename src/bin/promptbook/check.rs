@@ -212,6 +212,12 @@ fn load_at_revision(dir: &Path, rev: &str) -> Result<Registry> {
         }
         Ok(out.stdout)
     };
+    // A commit (a tag or branch naming one), not a tree or a blob: a
+    // tree such as `HEAD:templates` would list paths relative to itself
+    // and silently compare nothing.
+    let commit = format!("{rev}^{{commit}}");
+    git(&["rev-parse", "--verify", "--quiet", &commit])
+        .with_context(|| format!("`{rev}` does not name a commit"))?;
     // The root relative to the repository, as git names paths.
     let prefix = String::from_utf8(git(&["rev-parse", "--show-prefix"])?)?;
     let prefix = prefix.trim().to_owned();

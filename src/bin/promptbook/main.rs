@@ -327,6 +327,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     errors += 1;
                 }
             }
+            // The summary goes to stderr after every line of stdout.
+            out.flush()?;
+            drop(out);
             eprintln!(
                 "{errors} error{}, {warnings} warning{}",
                 plural(errors),

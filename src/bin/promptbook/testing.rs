@@ -18,6 +18,9 @@ pub(crate) fn test(
     record: bool,
     json: bool,
 ) -> Result<ExitCode> {
+    // The summary's time covers loading the templates and the test files
+    // too: what a user waits for.
+    let started = std::time::Instant::now();
     let registry = load_isolated(dir)?;
     let mut suite = Suite::load(&registry);
     suite.retain_templates(&registry, references)?;
@@ -97,13 +100,14 @@ pub(crate) fn test(
         writeln!(
             out,
             "\ntest result: {}. {passed} passed; {failed} failed; {stale} stale; {problems} \
-             test file problem{} ({:.2} s)",
+             test file problem{} ({:.2} s, {:.2} s running tests)",
             if report.passed() && problems == 0 {
                 "ok"
             } else {
                 "FAILED"
             },
             plural(problems),
+            started.elapsed().as_secs_f64(),
             report.elapsed.as_secs_f64()
         )?;
         let wrote = report.results.iter().filter(|r| r.wrote.is_some()).count();
