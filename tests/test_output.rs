@@ -726,6 +726,70 @@ mod wire {
         }
     }
 
+    /// Servers without `json_schema` say so in `providers.yaml`; the
+    /// answer is validated on our side whatever the mode.
+    #[tokio::test]
+    async fn servers_without_json_schema_get_the_schema_another_way() {
+        use promptbook::dispatch::StructuredOutput;
+        let (_dir, rendered) = extract();
+        let with = |fake: &FakeProvider, mode| {
+            Client::builder()
+                .provider("openai", fake.openai(KEY_ENV).with_structured_output(mode))
+                .retry(RetryPolicy::retries(0))
+                .build()
+                .unwrap()
+        };
+        // JSON mode: json_object, and the schema in the system message.
+        let fake = FakeProvider::start(vec![openai_answer(
+            r#"{"total": 2, "currency": "USD"}"#,
+            "stop",
+        )]);
+        let r = with(&fake, StructuredOutput::JsonObject)
+            .send(&rendered)
+            .await
+            .unwrap();
+        assert_eq!(r.output, Some(json!({"total": 2, "currency": "USD"})));
+        let body = &fake.requests()[0].body;
+        assert_eq!(body["response_format"], json!({"type": "json_object"}));
+        let system = body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("matches this JSON Schema"), "{system}");
+        assert!(system.contains("\"currency\""), "{system}");
+        // None: only the instruction.
+        let fake = FakeProvider::start(vec![openai_answer("{\"total\": 1}", "stop")]);
+        let mut once = rendered.clone();
+        once.output_retries = Some(0);
+        let e = with(&fake, StructuredOutput::None).send(&once).await;
+        assert!(fake.requests()[0].body.get("response_format").is_none());
+        // ... and the answer is still validated: `currency` is missing.
+        assert_eq!(
+            e.unwrap_err().output_problem().unwrap().pointer,
+            "/currency"
+        );
+        // Tool: a forced tool carries the answer.
+        let fake = FakeProvider::start(vec![openai_tool_call(
+            "invoice",
+            r#"{"total": 5, "currency": "EUR", "note": null}"#,
+        )]);
+        let r = with(&fake, StructuredOutput::Tool)
+            .send(&rendered)
+            .await
+            .unwrap();
+        assert_eq!(r.output, Some(json!({"total": 5, "currency": "EUR"})));
+        assert!(r.tool_calls.is_empty(), "{:?}", r.tool_calls);
+        let body = &fake.requests()[0].body;
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "function", "function": {"name": "invoice"}})
+        );
+        let names: Vec<&str> = body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["lookup_vendor", "refund", "invoice"]);
+    }
+
     #[tokio::test]
     async fn anthropic_gets_output_config_as_the_official_sdk_sends_it() {
         let recorded: serde_json::Value =

@@ -83,30 +83,56 @@ impl Wire for Anthropic {
     /// `{"type": "tool", "name"}`. Source: Anthropic's Messages API
     /// reference and the official Python SDK's recorded requests.
     fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>) {
+        use super::config::StructuredOutput as Mode;
         use crate::strict::{Strict, rewrite};
+        let tool = |name: &str, description: Option<&Value>, schema: &Value| {
+            let mut o = Map::new();
+            o.insert("name".into(), name.into());
+            if let Some(d) = description {
+                o.insert("description".into(), d.clone());
+            }
+            o.insert("input_schema".into(), schema.clone());
+            Value::Object(o)
+        };
+        let mut tools: Vec<Value> = answer
+            .tools
+            .iter()
+            .map(|t| {
+                let d = t.description.clone().map(Value::from);
+                tool(&t.name, d.as_ref(), &t.parameters)
+            })
+            .collect();
+        let mut forced = None;
         if let Some(schema) = answer.output {
-            body.insert(
-                "output_config".into(),
-                json!({"format": {"type": "json_schema", "schema": rewrite(schema, Strict::Anthropic)}}),
-            );
+            match answer.mode {
+                Mode::JsonSchema => {
+                    body.insert(
+                        "output_config".into(),
+                        json!({"format": {"type": "json_schema", "schema": rewrite(schema, Strict::Anthropic)}}),
+                    );
+                }
+                Mode::Tool => {
+                    let name = super::wire::output_tool_name(schema, answer.tools);
+                    tools.push(tool(&name, schema.get("description"), schema));
+                    forced = Some(json!({"type": "tool", "name": name}));
+                }
+                // Anthropic has no JSON mode: the schema as an instruction.
+                Mode::JsonObject | Mode::None => {
+                    let text = super::wire::schema_instruction(schema);
+                    let system = match body.get("system").and_then(Value::as_str) {
+                        Some(s) if !s.is_empty() => format!("{s}\n\n{text}"),
+                        _ => text,
+                    };
+                    body.insert("system".into(), system.into());
+                }
+            }
         }
-        if !answer.tools.is_empty() {
-            let tools: Vec<Value> = answer
-                .tools
-                .iter()
-                .map(|t| {
-                    let mut o = Map::new();
-                    o.insert("name".into(), t.name.clone().into());
-                    if let Some(d) = &t.description {
-                        o.insert("description".into(), d.clone().into());
-                    }
-                    o.insert("input_schema".into(), t.parameters.clone());
-                    Value::Object(o)
-                })
-                .collect();
+        if !tools.is_empty() {
             body.insert("tools".into(), tools.into());
         }
-        if let Some(choice) = answer.tool_choice {
+        if let Some(forced) = forced {
+            body.insert("tool_choice".into(), forced);
+        } else if let Some(choice) = answer.tool_choice {
             use crate::tool::ToolChoice;
             let c = match choice {
                 ToolChoice::Auto => json!({"type": "auto"}),

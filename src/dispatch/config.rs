@@ -91,6 +91,34 @@ pub struct ProviderConfig {
     /// Client-side rate limits.
     #[serde(default)]
     pub limits: Limits,
+    /// How the server takes a template's output schema (`output:`); the
+    /// kind's own structured outputs by default.
+    #[serde(default)]
+    pub structured_output: StructuredOutput,
+}
+
+/// How a provider takes a template's output schema, for servers that lack
+/// the kind's structured-output field (`providers.yaml`
+/// `structured_output:`). Whatever the mode, the answer is validated
+/// against the schema on our side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StructuredOutput {
+    /// The kind's own field: OpenAI's `response_format: json_schema` (in
+    /// strict mode), Anthropic's `output_config.format`.
+    #[default]
+    JsonSchema,
+    /// OpenAI's JSON mode (`response_format: {"type": "json_object"}`), with
+    /// the schema given to the model as an instruction in the system
+    /// message.
+    JsonObject,
+    /// A tool the model must call, whose parameters are the schema; its
+    /// arguments are the answer.
+    Tool,
+    /// Nothing on the wire: the schema is an instruction in the system
+    /// message.
+    None,
 }
 
 impl ProviderConfig {
@@ -109,7 +137,14 @@ impl ProviderConfig {
             query: BTreeMap::new(),
             headers: BTreeMap::new(),
             limits: Limits::default(),
+            structured_output: StructuredOutput::default(),
         }
+    }
+
+    /// The same provider taking output schemas as `mode` says.
+    pub fn with_structured_output(mut self, mode: StructuredOutput) -> ProviderConfig {
+        self.structured_output = mode;
+        self
     }
 
     /// The same provider with client-side limits.
@@ -270,10 +305,12 @@ struct ProviderEntry {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     limits: Limits,
+    structured_output: Option<StructuredOutput>,
 }
 
 /// Reads `providers.yaml`: a map of provider name to
-/// `{kind, base_url, api_key_env, auth_header, query, headers, limits}`.
+/// `{kind, base_url, api_key_env, auth_header, query, headers, limits,
+/// structured_output}`.
 pub(crate) fn read_providers_file(
     path: &Path,
     builtin: &BTreeMap<String, ProviderConfig>,
@@ -349,6 +386,10 @@ pub(crate) fn read_providers_file(
                 query: entry.query,
                 headers: entry.headers,
                 limits: entry.limits,
+                structured_output: entry
+                    .structured_output
+                    .or(base.map(|b| b.structured_output))
+                    .unwrap_or_default(),
             },
         );
     }
@@ -400,11 +441,13 @@ mod tests {
   query: {api-version: '2024-10-21'}
   headers: {x-team: prompts}
   limits: {requests_per_minute: 60, concurrent: 2}
+  structured_output: tool
 ",
         )
         .unwrap();
         let local = &read["local"];
         assert_eq!(local.kind, ProviderKind::Openai);
+        assert_eq!(local.structured_output, StructuredOutput::Tool);
         assert_eq!(local.base_url, "http://127.0.0.1:8080/v1");
         assert_eq!(local.api_key_env.as_deref(), Some("LOCAL_KEY"));
         assert_eq!(local.auth_header.as_deref(), Some("api-key"));

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use anthropic::{ANTHROPIC_FIRST_TURN, ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_MAX_TOKENS};
-pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, Timeouts};
+pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, StructuredOutput, Timeouts};
 pub use error::{DispatchError, ErrorKind, OutputProblem, TimeoutKind};
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
@@ -329,6 +329,16 @@ impl Client {
         self.send_with(rendered, &SendOptions::new()).await
     }
 
+    /// How the configured provider `name` takes output schemas (the
+    /// default for one not configured: a template's own connection).
+    fn structured_output_of(&self, name: &str) -> config::StructuredOutput {
+        self.inner
+            .providers
+            .get(name)
+            .map(|p| p.config.structured_output)
+            .unwrap_or_default()
+    }
+
     /// Sends `rendered` and returns its validated output as a `T`: the
     /// answer is checked against the template's output schema (repairs
     /// included, as [`send`](Client::send) does), then deserialized. Pair
@@ -502,7 +512,11 @@ impl Client {
         let mut response = finished.value;
         response.fallback = finished.target > 0;
         response.attempts = finished.attempts;
-        output::check(rendered, response)
+        let mode = targets
+            .get(finished.target)
+            .map(|t| t.provider.config.structured_output)
+            .unwrap_or_default();
+        output::check(rendered, response, mode)
     }
 
     /// The request [`send_with`](Client::send_with) makes first (to the
@@ -565,7 +579,13 @@ impl Client {
                 let result = client
                     .stream_inner(&rendered, &options, &tx)
                     .await
-                    .and_then(|r| r.map(|r| output::check(&rendered, r)).transpose());
+                    .and_then(|r| {
+                        r.map(|r| {
+                            let mode = client.structured_output_of(&r.provider);
+                            output::check(&rendered, r, mode)
+                        })
+                        .transpose()
+                    });
                 let span = tracing::Span::current();
                 match result {
                     Ok(Some(response)) => {
@@ -747,6 +767,7 @@ fn body_for(
                 output: rendered.output_schema.as_deref(),
                 tools: &rendered.tools,
                 tool_choice: rendered.tool_choice.as_ref(),
+                mode: target.provider.config.structured_output,
             },
         );
     }

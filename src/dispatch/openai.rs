@@ -44,38 +44,60 @@ impl Wire for OpenAi {
     /// `{"type": "function", "function": {"name"}}`. Source: OpenAI's API
     /// reference (chat completions) and its Structured Outputs guide.
     fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>) {
+        use super::config::StructuredOutput as Mode;
         use crate::strict::{Strict, rewrite};
-        if let Some(schema) = answer.output {
-            let mut spec = Map::new();
-            spec.insert("name".into(), super::wire::schema_name(schema).into());
-            if let Some(d) = schema.get("description") {
-                spec.insert("description".into(), d.clone());
+        let function = |name: &str, description: Option<&Value>, parameters: &Value| {
+            let mut f = Map::new();
+            f.insert("name".into(), name.into());
+            if let Some(d) = description {
+                f.insert("description".into(), d.clone());
             }
-            spec.insert("schema".into(), rewrite(schema, Strict::OpenAi));
-            spec.insert("strict".into(), true.into());
-            body.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": spec}),
-            );
-        }
-        if !answer.tools.is_empty() {
-            let tools: Vec<Value> = answer
-                .tools
-                .iter()
-                .map(|t| {
-                    let mut f = Map::new();
-                    f.insert("name".into(), t.name.clone().into());
-                    if let Some(d) = &t.description {
-                        f.insert("description".into(), d.clone().into());
+            f.insert("parameters".into(), rewrite(parameters, Strict::OpenAi));
+            f.insert("strict".into(), true.into());
+            json!({"type": "function", "function": f})
+        };
+        let mut tools: Vec<Value> = answer
+            .tools
+            .iter()
+            .map(|t| {
+                let d = t.description.clone().map(Value::from);
+                function(&t.name, d.as_ref(), &t.parameters)
+            })
+            .collect();
+        let mut forced = None;
+        if let Some(schema) = answer.output {
+            match answer.mode {
+                Mode::JsonSchema => {
+                    let mut spec = Map::new();
+                    spec.insert("name".into(), super::wire::schema_name(schema).into());
+                    if let Some(d) = schema.get("description") {
+                        spec.insert("description".into(), d.clone());
                     }
-                    f.insert("parameters".into(), rewrite(&t.parameters, Strict::OpenAi));
-                    f.insert("strict".into(), true.into());
-                    json!({"type": "function", "function": f})
-                })
-                .collect();
+                    spec.insert("schema".into(), rewrite(schema, Strict::OpenAi));
+                    spec.insert("strict".into(), true.into());
+                    body.insert(
+                        "response_format".into(),
+                        json!({"type": "json_schema", "json_schema": spec}),
+                    );
+                }
+                Mode::JsonObject => {
+                    body.insert("response_format".into(), json!({"type": "json_object"}));
+                    instruct(body, &super::wire::schema_instruction(schema));
+                }
+                Mode::Tool => {
+                    let name = super::wire::output_tool_name(schema, answer.tools);
+                    tools.push(function(&name, schema.get("description"), schema));
+                    forced = Some(json!({"type": "function", "function": {"name": name}}));
+                }
+                Mode::None => instruct(body, &super::wire::schema_instruction(schema)),
+            }
+        }
+        if !tools.is_empty() {
             body.insert("tools".into(), tools.into());
         }
-        if let Some(choice) = answer.tool_choice {
+        if let Some(forced) = forced {
+            body.insert("tool_choice".into(), forced);
+        } else if let Some(choice) = answer.tool_choice {
             use crate::tool::ToolChoice;
             let c = match choice {
                 ToolChoice::Auto => json!("auto"),
@@ -151,6 +173,24 @@ impl Wire for OpenAi {
             }
         }
         Ok(Step::Events(events))
+    }
+}
+
+/// Adds `text` to the first system message, or opens the conversation
+/// with one.
+fn instruct(body: &mut Map<String, Value>, text: &str) {
+    let Some(Value::Array(messages)) = body.get_mut("messages") else {
+        return;
+    };
+    match messages
+        .iter_mut()
+        .find(|m| m["role"] == "system" && m["content"].is_string())
+    {
+        Some(system) => {
+            let content = format!("{}\n\n{text}", system["content"].as_str().unwrap_or(""));
+            system["content"] = content.into();
+        }
+        None => messages.insert(0, json!({"role": "system", "content": text})),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::config::StructuredOutput;
 use super::error::DispatchError;
 use super::response::{FinishReason, Response};
 use crate::render::Rendered;
@@ -22,7 +23,16 @@ use crate::render::Rendered;
 pub(crate) fn check(
     rendered: &Rendered,
     mut response: Response,
+    mode: StructuredOutput,
 ) -> Result<Response, DispatchError> {
+    // In tool mode the answer is the arguments of the output tool's call.
+    if let (StructuredOutput::Tool, Some(schema)) = (mode, rendered.output_schema.as_deref()) {
+        let name = super::wire::output_tool_name(schema, &rendered.tools);
+        if let Some(i) = response.tool_calls.iter().position(|c| c.name == name) {
+            let call = response.tool_calls.remove(i);
+            response.text = call.arguments;
+        }
+    }
     check_tool_calls(rendered, &mut response);
     let Some(schema) = rendered.output_schema.as_deref() else {
         return Ok(response);

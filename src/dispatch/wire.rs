@@ -60,6 +60,28 @@ pub(crate) struct Answer<'a> {
     pub tools: &'a [crate::tool::Tool],
     /// Whether and which tool it must call.
     pub tool_choice: Option<&'a crate::tool::ToolChoice>,
+    /// How the provider takes the output schema.
+    pub mode: super::config::StructuredOutput,
+}
+
+/// The name of the tool that carries the answer in
+/// [`StructuredOutput::Tool`](super::config::StructuredOutput::Tool) mode:
+/// the schema's name, made distinct from the declared tools'.
+pub(crate) fn output_tool_name(schema: &Value, tools: &[crate::tool::Tool]) -> String {
+    let mut name = schema_name(schema);
+    while tools.iter().any(|t| t.name == name) {
+        name.truncate(57);
+        name.push_str("_output");
+    }
+    name
+}
+
+/// The instruction that gives the model the output schema when the wire
+/// cannot carry it (JSON mode, or no structured output at all).
+pub(crate) fn schema_instruction(schema: &Value) -> String {
+    format!(
+        "Answer with only a JSON value, and nothing else, that matches this JSON Schema:\n{schema}"
+    )
 }
 
 /// A name for an output schema, from its `title`, in the characters
