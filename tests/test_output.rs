@@ -726,6 +726,67 @@ mod wire {
         }
     }
 
+    /// An OpenAI stream whose text pieces are `pieces`.
+    fn openai_stream(pieces: &[&str]) -> Reply {
+        let mut sse = String::new();
+        for p in pieces {
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": {"content": p}}]});
+            sse.push_str(&format!("data: {chunk}\n\n"));
+        }
+        let last = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        sse.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+        Reply::Sse(sse)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_shows_its_value_as_it_grows_then_the_validated_one() {
+        use futures_util::StreamExt;
+        use promptbook::dispatch::StreamEvent;
+        let fake = FakeProvider::start(vec![openai_stream(&[
+            "{\"total\": 11.5,",
+            " \"currency\": \"EU",
+            "R\", \"note\": \"paid in ",
+            "full\"}",
+        ])]);
+        let (_dir, rendered) = extract();
+        let client = client(&fake);
+        let mut stream = client.stream(&rendered);
+        let (mut outputs, mut done) = (Vec::new(), None);
+        while let Some(event) = stream.next().await {
+            match event.unwrap() {
+                StreamEvent::Output(v) => outputs.push(v),
+                StreamEvent::Done(r) => done = Some(r),
+                _ => {}
+            }
+        }
+        assert_eq!(outputs.first(), Some(&json!({"total": 11.5})));
+        assert!(
+            outputs.contains(&json!({"total": 11.5, "currency": "EUR", "note": "paid in "})),
+            "{outputs:?}"
+        );
+        let done = done.unwrap();
+        assert_eq!(
+            done.output,
+            Some(json!({"total": 11.5, "currency": "EUR", "note": "paid in full"}))
+        );
+        assert_eq!(outputs.last(), done.output.as_ref());
+
+        // A streamed answer that breaks the schema ends in the error.
+        let fake = FakeProvider::start(vec![openai_stream(&[
+            "{\"total\": \"x\", \"currency\": \"EUR\"}",
+        ])]);
+        let client2 = super::wire::client(&fake);
+        let mut stream = client2.stream(&rendered);
+        let mut last = None;
+        while let Some(event) = stream.next().await {
+            last = Some(event);
+        }
+        let e = last.unwrap().unwrap_err();
+        assert_eq!(e.output_problem().unwrap().pointer, "/total");
+    }
+
     /// Servers without `json_schema` say so in `providers.yaml`; the
     /// answer is validated on our side whatever the mode.
     #[tokio::test]

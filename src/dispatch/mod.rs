@@ -20,6 +20,7 @@ mod error;
 mod limiter;
 mod openai;
 mod output;
+mod partial;
 mod request;
 mod response;
 mod retry;
@@ -302,6 +303,9 @@ pub(crate) struct Prepared {
     prompt_tokens: usize,
     key: Option<ApiKey>,
     deterministic: bool,
+    /// Whether a stream sends [`StreamEvent::Output`]s: the template
+    /// declares an output schema and the answer comes as text.
+    partial_output: bool,
 }
 
 impl Client {
@@ -735,6 +739,8 @@ impl Client {
             prompt_tokens,
             key: read_key(&target.provider)?,
             deterministic,
+            partial_output: rendered.output_schema.is_some()
+                && target.provider.config.structured_output != config::StructuredOutput::Tool,
         })
     }
 }

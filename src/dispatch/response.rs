@@ -147,6 +147,14 @@ pub enum StreamEvent {
         /// More argument JSON text.
         arguments: String,
     },
+    /// The structured answer parsed so far (the template declares an
+    /// `output:` schema): the JSON value the text received up to now
+    /// makes, with unfinished strings, arrays and objects closed (a
+    /// value that is not finished may still change). Not validated: the
+    /// validated value comes in [`Done`](StreamEvent::Done)'s
+    /// [`Response::output`]. Sent after a text piece when the value
+    /// changed.
+    Output(serde_json::Value),
     /// The end: everything received, put together, with finish reason and
     /// usage. Always the last event of a successful stream.
     Done(Response),

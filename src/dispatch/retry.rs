@@ -363,6 +363,7 @@ mod loop_tests {
             prompt_tokens: 0,
             key: None,
             deterministic: false,
+            partial_output: false,
         }
     }
 

@@ -49,6 +49,7 @@ pub(crate) async fn attempt(
     let deadline = started + timeouts.stream;
     let format = wire::wire(target.provider.config.kind);
     let mut acc = Accumulator::default();
+    let mut partial = super::partial::Partial::default();
     let mut delivered = false;
     let fail = |e: DispatchError, acc: Accumulator, delivered: bool| {
         if delivered {
@@ -132,11 +133,19 @@ pub(crate) async fn attempt(
                     );
                     return fail(e, acc, delivered);
                 }
+                let texts = out.iter().any(|e| matches!(e, StreamEvent::Text(_)));
                 for e in out {
                     delivered = true;
                     if tx.send(Ok(e)).await.is_err() {
                         return Outcome::Gone;
                     }
+                }
+                if texts
+                    && prepared.partial_output
+                    && let Some(value) = partial.next(&acc.response.text)
+                    && tx.send(Ok(StreamEvent::Output(value))).await.is_err()
+                {
+                    return Outcome::Gone;
                 }
             }
             Err(message) => {
