@@ -176,12 +176,14 @@ fn walk(schema: &Value, at: String, strict: Strict, out: &mut Vec<(String, Strin
 /// `description` instead, so that the model still reads it and the
 /// provider does not reject the schema. The original schema is what
 /// answers are validated against.
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 pub(crate) fn rewrite(schema: &Value, strict: Strict) -> Value {
     let mut out = schema.clone();
     rewrite_in(&mut out, strict, 0);
     out
 }
 
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 fn rewrite_in(schema: &mut Value, strict: Strict, depth: usize) {
     if depth > 64 {
         return;
@@ -268,6 +270,7 @@ fn rewrite_in(schema: &mut Value, strict: Strict, depth: usize) {
 
 /// `schema` also accepting `null`: a `null` type added, `null` added to an
 /// `enum`, or (for a schema without a plain type) `anyOf` with `null`.
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 fn make_nullable(schema: &mut Value) {
     let Some(map) = schema.as_object_mut() else {
         return;
@@ -302,10 +305,12 @@ fn make_nullable(schema: &mut Value) {
 /// for properties that were optional (absent, in the original), where the
 /// original `schema` does not accept `null` there. Local `$ref`s are
 /// followed inside `schema`.
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 pub(crate) fn drop_added_nulls(schema: &Value, value: &mut Value) {
     drop_in(schema, schema, value, 0);
 }
 
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 fn drop_in(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
     if depth > 64 {
         return;
@@ -353,6 +358,7 @@ fn drop_in(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
 
 /// Whether a schema plainly accepts `null` (its type, enum or const says
 /// so, or it says nothing of type).
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 fn accepts_null(schema: &Value) -> bool {
     match schema.get("type") {
         Some(Value::String(t)) => t == "null",

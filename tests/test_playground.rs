@@ -399,3 +399,104 @@ fn the_playground_compares_two_versions_and_runs_the_tests() {
         "{failed}"
     );
 }
+
+#[cfg(feature = "dispatch")]
+#[path = "fake/mod.rs"]
+mod fake;
+
+#[cfg(feature = "dispatch")]
+#[test]
+#[ignore = "needs Chromium and chromedriver (apt install chromium chromium-driver); .ci/run runs it with --ignored"]
+fn the_playground_sends_and_shows_the_validated_output() {
+    let (chromedriver, chromium) = browser();
+    // The page streams: both answers are server-sent events.
+    let call = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "issue_refund", "arguments": "{\"order_id\": \"A-1\", \"amount_cents\": 100, \"reason\": \"late\"}"}}]},
+            "finish_reason": "tool_calls"}]});
+    let calls = format!("data: {call}\n\ndata: [DONE]\n\n");
+    let mut sse = String::new();
+    for piece in [
+        "{\"vendor\": {\"name\": \"ACME\"}, \"date\": \"2026-11-30\", \"currency\": \"EUR\", ",
+        "\"lines\": [{\"description\": \"tea\", \"quantity\": 2, \"unit_price\": 5.5}], \"total\": \"eleven\"}",
+    ] {
+        let chunk = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": piece}}]});
+        sse.push_str(&format!("data: {chunk}\n\n"));
+    }
+    sse.push_str("data: [DONE]\n\n");
+    let provider = fake::FakeProvider::start(vec![fake::Reply::Sse(sse), fake::Reply::Sse(calls)]);
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(Path::new("templates"), dir.path());
+    let base = format!("{}/v1", provider.url);
+    let server = Server::start_env(
+        dir.path(),
+        &[],
+        None,
+        &[
+            ("OPENAI_API_KEY", "sk-browser-test"),
+            ("OPENAI_BASE_URL", &base),
+        ],
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver::start(&chromedriver);
+    let page = driver.session(&chromium, profile.path());
+    page.goto(&format!("{}/?template=extract/invoice", server.url));
+    page.type_into("#input-document", "ACME Ltd, 2 x tea");
+    // Send is offered: the server holds OpenAI's key.
+    eventually("the Send button", || {
+        page.script("return !document.getElementById('send').hidden", json!([]))
+            .as_bool()
+            .filter(|shown| *shown)
+    });
+    page.click("#send");
+    let error = eventually("the invalid output", || {
+        let v = page.script(
+            "const e = document.getElementById('answer-error'); \
+             return e.hidden ? null : document.getElementById('answer-error-text').textContent",
+            json!([]),
+        );
+        v.as_str().map(str::to_owned)
+    });
+    assert!(error.starts_with("at /total · rule type"), "{error}");
+    let text = page.script(
+        "return document.getElementById('answer-text').textContent",
+        json!([]),
+    );
+    assert!(text.as_str().unwrap().contains("\"eleven\""), "{text}");
+    // The key never reached the page.
+    let html = page.script("return document.documentElement.outerHTML", json!([]));
+    assert!(!html.as_str().unwrap().contains("sk-browser-test"));
+
+    // A tool call with invalid arguments is shown as such.
+    page.click("#template option[value='support/agent']");
+    page.type_into("#input-question", "Refund A-1");
+    let shown = eventually("the agent's render", || {
+        let v = page.script(
+            "const s = document.getElementById('summary').textContent; \
+             return s.startsWith('support/agent') && document.getElementById('render-error').hidden ? s : null",
+            json!([]),
+        );
+        v.as_str().map(str::to_owned)
+    });
+    assert!(shown.contains("2 messages"), "{shown}");
+    eventually("the Send button", || {
+        page.script("return !document.getElementById('send').hidden", json!([]))
+            .as_bool()
+            .filter(|shown| *shown)
+    });
+    page.click("#send");
+    let call = eventually("the tool call", || {
+        let v = page.script(
+            "const c = document.querySelector('#answer-calls [data-tool]'); \
+             return c && c.classList.contains('failed') && c.querySelector('li') ? c.textContent : null",
+            json!([]),
+        );
+        v.as_str().map(str::to_owned)
+    });
+    assert!(call.contains("issue_refund"), "{call}");
+    assert!(call.contains("/order_id"), "{call}");
+    if let Some(path) = std::env::var_os("PROMPTBOOK_SCREENSHOT_SEND") {
+        page.screenshot(Path::new(&path));
+    }
+}

@@ -914,3 +914,111 @@ fn stalled_responses_are_held_within_the_memory_budget() {
     });
     assert!(ok, "the budget was not given back");
 }
+
+/// The playground's Send: which providers have keys (never a key), and an
+/// answer streamed as JSON lines with the validated output, from a fake
+/// provider on loopback.
+#[cfg(feature = "dispatch")]
+#[test]
+fn send_streams_the_answer_and_never_shows_a_key() {
+    #[path = "fake/mod.rs"]
+    mod fake;
+    let fake = fake::FakeProvider::start(vec![fake::Reply::Sse({
+        let mut sse = String::new();
+        for piece in [
+            "{\"vendor\": {\"name\": \"ACME\"}, \"date\": \"2026-11-30\", ",
+            "\"currency\": \"EUR\", \"lines\": [{\"description\": \"tea\", \"quantity\": 2, \"unit_price\": 5.5}], ",
+            "\"total\": 11, \"notes\": null}",
+        ] {
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": {"content": piece}}]});
+            sse.push_str(&format!("data: {chunk}\n\n"));
+        }
+        let last = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        sse.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+        sse
+    })]);
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(Path::new("templates"), dir.path());
+    let key = "sk-playground-SENTINEL-4242";
+    let base = format!("{}/v1", fake.url);
+    let server = Server::start_env(
+        dir.path(),
+        &[],
+        None,
+        &[("OPENAI_API_KEY", key), ("OPENAI_BASE_URL", &base)],
+    );
+    let http = client();
+    let providers = http
+        .get(format!("{}/api/providers", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!providers.contains(key), "{providers}");
+    let v: Value = serde_json::from_str(&providers).unwrap();
+    let ready = |name: &str| {
+        v["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["key"].clone())
+    };
+    assert_eq!(ready("openai"), Some(json!(true)));
+    assert_eq!(ready("anthropic"), Some(json!(false)));
+
+    let res = http
+        .post(format!("{}/api/send", server.url))
+        .json(&json!({"template": "extract/invoice", "inputs": {"document": "ACME, tea"}}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/x-ndjson")
+    );
+    let body = res.text().unwrap();
+    assert!(!body.contains(key));
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"text"));
+    assert!(kinds.contains(&"output"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"done"));
+    let done = &lines.last().unwrap()["response"];
+    assert_eq!(done["output"]["total"], 11);
+    assert!(done["output"].get("notes").is_none(), "{done}");
+    // The key went to the provider, not to the page.
+    assert_eq!(
+        fake.requests()[0].headers["authorization"],
+        format!("Bearer {key}").as_str()
+    );
+
+    // A cross-site page cannot send.
+    let res = http
+        .post(format!("{}/api/send", server.url))
+        .header("origin", "https://evil.example")
+        .json(&json!({"template": "extract/invoice", "inputs": {"document": "x"}}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // A provider without its key: a JSON error line, no request made.
+    let res = http
+        .post(format!("{}/api/send", server.url))
+        .json(
+            &json!({"template": "extract/invoice", "inputs": {"document": "x"},
+                      "model": "anthropic:claude-sonnet-4-5"}),
+        )
+        .send()
+        .unwrap();
+    let body = res.text().unwrap();
+    assert!(body.contains("\"type\":\"error\""), "{body}");
+    assert!(body.contains("ANTHROPIC_API_KEY"), "{body}");
+    assert_eq!(fake.count(), 1);
+}

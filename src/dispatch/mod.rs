@@ -333,6 +333,24 @@ impl Client {
         self.send_with(rendered, &SendOptions::new()).await
     }
 
+    /// The configured providers by name, each with whether a call could
+    /// be made now: its key's variable is set (or it needs no key). Never
+    /// the key itself.
+    pub fn providers(&self) -> Vec<(String, bool)> {
+        self.inner
+            .providers
+            .values()
+            .map(|p| {
+                let ready = p
+                    .config
+                    .api_key_env
+                    .as_deref()
+                    .is_none_or(|var| ApiKey::from_env(var).is_some());
+                (p.name.clone(), ready)
+            })
+            .collect()
+    }
+
     /// How the configured provider `name` takes output schemas (the
     /// default for one not configured: a template's own connection).
     fn structured_output_of(&self, name: &str) -> config::StructuredOutput {

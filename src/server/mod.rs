@@ -11,6 +11,8 @@
 //! | `POST /api/render` | `{"template", "inputs", "model"?}` → the JSON of `promptbook render --json` |
 //! | `POST /api/diff` | `{"old", "new", "inputs", "model"?}` → `{"old", "new", "diff"}`: both renders and `promptbook diff --json` |
 //! | `POST /api/test` | `{"template"}` → `{"results", "problems"}`: that version's tests, as `promptbook test --json` (snapshots are never written) |
+//! | `GET /api/providers` | `{"providers": [{"name", "key"}], "error"}`: which providers have their key in the server's environment (never the key; with the `dispatch` feature) |
+//! | `POST /api/send` | `{"template", "inputs", "model"?}` → the answer streamed as JSON lines (see `send.rs`; with the `dispatch` feature) |
 //! | `GET /api/status` | `{"generation", "errors", "root"}` |
 //! | `GET /api/events` | server-sent events: one `reload` event per reload |
 //!
@@ -45,6 +47,8 @@
 mod guard;
 mod listen;
 mod prescan;
+#[cfg(feature = "dispatch")]
+mod send;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -190,6 +194,9 @@ struct AppState {
     /// [`BODY_BUDGET`], in [`BODY_BLOCK`]s.
     bodies: Arc<Semaphore>,
     options: Arc<Options>,
+    /// The Send button's client.
+    #[cfg(feature = "dispatch")]
+    sender: Arc<send::Sender>,
 }
 
 /// The dev server's routes over `registry`, with the default [`Options`].
@@ -241,21 +248,30 @@ pub fn router_with(registry: WatchedRegistry, options: Options) -> std::io::Resu
     let hosts = guard::Hosts {
         extra: options.allowed_hosts.clone(),
     };
+    #[cfg(feature = "dispatch")]
+    let sender = Arc::new(send::Sender::new(registry.root()));
     let state = AppState {
         registry,
         events,
         renders: Arc::new(Semaphore::new(options.max_renders.max(1))),
         bodies: Arc::new(Semaphore::new(BODY_BUDGET / BODY_BLOCK)),
         options: Arc::new(options),
+        #[cfg(feature = "dispatch")]
+        sender,
     };
-    Ok(Router::new()
+    let routes = Router::new()
         .route("/", get(playground))
         .route("/api/templates", get(templates))
         .route("/api/render", post(render))
         .route("/api/diff", post(diff))
         .route("/api/test", post(test))
         .route("/api/status", get(status))
-        .route("/api/events", get(events_stream))
+        .route("/api/events", get(events_stream));
+    #[cfg(feature = "dispatch")]
+    let routes = routes
+        .route("/api/providers", get(send::providers))
+        .route("/api/send", post(send::send));
+    Ok(routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(hosts, guard::check))
@@ -419,7 +435,6 @@ async fn read_body(
 
 /// What a render job came to.
 enum Outcome {
-    Rendered(Vec<u8>),
     Failed(Error),
     BadRequest(String),
     TooBig(u64),
@@ -532,29 +547,59 @@ fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, Outcome> {
 /// outnumber the slots), the body pre-counted and parsed as `R` (`shape`
 /// says what it should look like when it is not), then `work` on a
 /// snapshot of the registry (the same one however many reloads land while
-/// it runs), under [`Options::render_timeout`].
+/// it runs), under [`Options::render_timeout`]; its JSON is the answer.
 async fn run_job<R, F>(state: &AppState, body: Body, shape: &'static str, work: F) -> Response
 where
     R: serde::de::DeserializeOwned,
     F: FnOnce(crate::Registry, R) -> Result<Vec<u8>, Outcome> + Send + 'static,
 {
-    let (body, share) = match read_body(body, state.options.body_read_timeout, &state.bodies).await
-    {
-        Ok(read) => read,
+    let json = match run_work(state, body, shape, work).await {
+        Ok(json) => json,
         Err(response) => return response,
     };
+    let blocks = u32::try_from(json.len().div_ceil(BODY_BLOCK)).unwrap_or(u32::MAX);
+    let Ok(share) = state.bodies.clone().try_acquire_many_owned(blocks) else {
+        return retry_later(
+            "busy",
+            "the server holds as many request bodies and responses as it may; try again".into(),
+        );
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::new(Held {
+            rest: Bytes::from(json),
+            _share: share,
+        }),
+    )
+        .into_response()
+}
+
+/// [`run_job`]'s work without the answer: what `work` made, or the error
+/// response.
+async fn run_work<R, T, F>(
+    state: &AppState,
+    body: Body,
+    shape: &'static str,
+    work: F,
+) -> Result<T, Response>
+where
+    R: serde::de::DeserializeOwned,
+    T: Send + 'static,
+    F: FnOnce(crate::Registry, R) -> Result<T, Outcome> + Send + 'static,
+{
+    let (body, share) = read_body(body, state.options.body_read_timeout, &state.bodies).await?;
     let wait = state.options.render_queue_wait;
     let slot = match tokio::time::timeout(wait, state.renders.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
         _ => {
-            return retry_later(
+            return Err(retry_later(
                 "busy",
                 format!(
                     "all {} render slots stayed busy for {} s; try again",
                     state.options.max_renders,
                     wait.as_secs_f32()
                 ),
-            );
+            ));
         }
     };
     let registry = state.registry.registry();
@@ -565,46 +610,36 @@ where
         let budget = registry.limits().max_input_bytes as u64;
         match prescan::check(&body, budget) {
             Ok(()) => {}
-            Err(prescan::Refused::TooBig { budget }) => return Outcome::TooBig(budget),
-            Err(prescan::Refused::Invalid(e)) => return Outcome::BadRequest(e),
+            Err(prescan::Refused::TooBig { budget }) => return Err(Outcome::TooBig(budget)),
+            Err(prescan::Refused::Invalid(e)) => return Err(Outcome::BadRequest(e)),
         }
         let request: R = match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return Outcome::BadRequest(e.to_string()),
+            Err(e) => return Err(Outcome::BadRequest(e.to_string())),
         };
         drop(body);
-        match work(registry, request) {
-            Ok(json) => Outcome::Rendered(json),
-            Err(outcome) => outcome,
-        }
+        work(registry, request)
     });
     let timeout = state.options.render_timeout;
-    match tokio::time::timeout(timeout, job).await {
-        Ok(Ok(Outcome::Rendered(json))) => {
-            let blocks = u32::try_from(json.len().div_ceil(BODY_BLOCK)).unwrap_or(u32::MAX);
-            let Ok(share) = state.bodies.clone().try_acquire_many_owned(blocks) else {
-                return retry_later(
-                    "busy",
-                    "the server holds as many request bodies and responses as it may; try again"
-                        .into(),
-                );
-            };
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                Body::new(Held {
-                    rest: Bytes::from(json),
-                    _share: share,
-                }),
-            )
-                .into_response()
+    let outcome = match tokio::time::timeout(timeout, job).await {
+        Ok(Ok(Ok(done))) => return Ok(done),
+        Ok(Ok(Err(outcome))) => outcome,
+        Ok(Err(e)) => Outcome::Internal(format!("the render failed: {e}")),
+        Err(_) => {
+            return Err(retry_later(
+                "timeout",
+                format!("the render took longer than {} s", timeout.as_secs_f32()),
+            ));
         }
-        Ok(Ok(Outcome::Failed(e))) => error_response(&e),
-        Ok(Ok(Outcome::BadRequest(e))) => api_error(
+    };
+    Err(match outcome {
+        Outcome::Failed(e) => error_response(&e),
+        Outcome::BadRequest(e) => api_error(
             StatusCode::BAD_REQUEST,
             "bad request",
             format!("the request body must be {shape}: {e}"),
         ),
-        Ok(Ok(Outcome::TooBig(budget))) => api_error(
+        Outcome::TooBig(budget) => api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too large",
             format!(
@@ -613,17 +648,8 @@ where
                 prescan::PER_VALUE
             ),
         ),
-        Ok(Ok(Outcome::Internal(e))) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
-        Ok(Err(e)) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the render failed: {e}"),
-        ),
-        Err(_) => retry_later(
-            "timeout",
-            format!("the render took longer than {} s", timeout.as_secs_f32()),
-        ),
-    }
+        Outcome::Internal(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+    })
 }
 
 /// The reload events, as server-sent events. The stream is marked

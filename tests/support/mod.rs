@@ -26,6 +26,18 @@ impl Server {
     /// [`start`](Server::start) with more arguments, and optionally under
     /// an open-file limit (`ulimit -n`).
     pub fn start_with(dir: &Path, args: &[&str], fd_limit: Option<u32>) -> Server {
+        Server::start_env(dir, args, fd_limit, &[])
+    }
+
+    /// [`start_with`](Server::start_with) with environment variables set
+    /// for the server (a provider's base URL and key); the key variables
+    /// of the built-in providers are cleared unless set here.
+    pub fn start_env(
+        dir: &Path,
+        args: &[&str],
+        fd_limit: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let bin = env!("CARGO_BIN_EXE_promptbook");
         let mut command = match fd_limit {
             Some(n) => {
@@ -42,6 +54,11 @@ impl Server {
             .arg(dir)
             .args(args)
             .env_remove("PROMPTBOOK_DIR")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
