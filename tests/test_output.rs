@@ -851,6 +851,112 @@ mod wire {
         assert_eq!(names, ["lookup_vendor", "refund", "invoice"]);
     }
 
+    fn anthropic_answer(content: serde_json::Value, stop: &str) -> Reply {
+        Reply::json(
+            &json!({"id": "msg_1", "type": "message", "role": "assistant",
+                "model": "claude-sonnet-4-5", "content": content, "stop_reason": stop,
+                "usage": {"input_tokens": 10, "output_tokens": 5}})
+            .to_string(),
+        )
+    }
+
+    /// The same template sent to Anthropic: invalid answers, a cut, a
+    /// repair, tool use, and a stream, on Anthropic's wire.
+    #[tokio::test]
+    async fn anthropic_answers_are_checked_as_openai_answers_are() {
+        let dir = extract_root();
+        let text = std::fs::read_to_string(dir.path().join("extract.prompt.yaml")).unwrap();
+        std::fs::write(
+            dir.path().join("extract.prompt.yaml"),
+            text.replace(
+                "{provider: openai, name: gpt-4o-mini}",
+                "{provider: anthropic, name: claude-sonnet-4-5}",
+            ),
+        )
+        .unwrap();
+        let registry = Registry::load(dir.path()).unwrap();
+        let rendered = registry
+            .render("extract", &json!({"invoice": "x"}))
+            .unwrap();
+        let mut once = rendered.clone();
+        once.output_retries = Some(0);
+        let textual = |t: &str| json!([{"type": "text", "text": t}]);
+        for (answer, stop, pointer, rule) in [
+            ("no json", "end_turn", "", "json"),
+            (
+                r#"{"total": 1, "currency": "GBP"}"#,
+                "end_turn",
+                "/currency",
+                "enum",
+            ),
+            (r#"{"total": 1, "cur"#, "max_tokens", "", "length"),
+        ] {
+            let fake = FakeProvider::start(vec![anthropic_answer(textual(answer), stop)]);
+            let e = client(&fake).send(&once).await.unwrap_err();
+            let p = e.output_problem().unwrap();
+            assert_eq!(
+                (p.pointer.as_str(), p.rule.as_str()),
+                (pointer, rule),
+                "{answer}: {e}"
+            );
+            assert_eq!(e.partial().unwrap().text, answer);
+        }
+        // A repair on Anthropic's wire: the bad answer and the error go
+        // back as turns.
+        let fake = FakeProvider::start(vec![
+            anthropic_answer(textual(r#"{"total": "x", "currency": "EUR"}"#), "end_turn"),
+            anthropic_answer(textual(r#"{"total": 4, "currency": "EUR"}"#), "end_turn"),
+        ]);
+        let r = client(&fake).send(&rendered).await.unwrap();
+        assert_eq!(
+            (r.repairs, r.output),
+            (1, Some(json!({"total": 4, "currency": "EUR"})))
+        );
+        let turns = fake.requests()[1].body["messages"].clone();
+        let n = turns.as_array().unwrap().len();
+        assert_eq!(turns[n - 2]["role"], "assistant");
+        assert_eq!(turns[n - 1]["role"], "user");
+        // Tool use: arguments checked against the tool.
+        let fake = FakeProvider::start(vec![anthropic_answer(
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "refund", "input": {"order": 7}}]),
+            "tool_use",
+        )]);
+        let r = client(&fake).send(&rendered).await.unwrap();
+        let problem = r.tool_calls[0].problem.as_deref().unwrap_or_default();
+        assert!(
+            problem.contains("/order") && problem.contains("type"),
+            "{problem}"
+        );
+        // A stream: the value as it grows, then the validated one.
+        let mut sse = String::from(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        );
+        for piece in ["{\"total\": 9,", " \"currency\": \"USD\"}"] {
+            let delta = json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}});
+            sse.push_str(&format!("event: content_block_delta\ndata: {delta}\n\n"));
+        }
+        sse.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":6}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        let fake = FakeProvider::start(vec![Reply::Sse(sse)]);
+        use futures_util::StreamExt;
+        let c = client(&fake);
+        let mut stream = c.stream(&rendered);
+        let (mut outputs, mut done) = (Vec::new(), None);
+        while let Some(event) = stream.next().await {
+            match event.unwrap() {
+                promptbook::dispatch::StreamEvent::Output(v) => outputs.push(v),
+                promptbook::dispatch::StreamEvent::Done(r) => done = Some(r),
+                _ => {}
+            }
+        }
+        assert_eq!(outputs.first(), Some(&json!({"total": 9})));
+        assert_eq!(
+            done.unwrap().output,
+            Some(json!({"total": 9, "currency": "USD"}))
+        );
+        assert!(fake.requests()[0].body["output_config"].is_object());
+    }
+
     #[tokio::test]
     async fn anthropic_gets_output_config_as_the_official_sdk_sends_it() {
         let recorded: serde_json::Value =
@@ -893,4 +999,54 @@ mod wire {
         );
         assert_eq!(body["tool_choice"], json!({"type": "any"}));
     }
+}
+
+/// `answer: {valid: true}` in a test file checks a recorded answer against
+/// the template's own output schema and tools, offline.
+#[cfg(feature = "cli")]
+#[test]
+fn a_recorded_answer_is_checked_against_the_declared_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let copy = |rel: &str| {
+        let to = root.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(Path::new("templates").join(rel), to).unwrap();
+    };
+    for rel in [
+        "extract/invoice.prompt.yaml",
+        "extract/invoice.schema.json",
+        "extract/invoice.tests.yaml",
+        "extract/cases/acme.json",
+        "extract/invoice.cassettes/the-recorded-answer-is-a-valid-invoice.json",
+        "extract/invoice.snapshots/the-document-is-the-user-turn-and-the-schema-goes-with-it.json",
+    ] {
+        copy(rel);
+    }
+    let test = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptbook"))
+            .args(["test", "--dir"])
+            .arg(root)
+            .env_remove("PROMPTBOOK_DIR")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = test();
+    assert_eq!(code, Some(0), "{out}");
+    let cassette =
+        root.join("extract/invoice.cassettes/the-recorded-answer-is-a-valid-invoice.json");
+    let text = std::fs::read_to_string(&cassette).unwrap();
+    let broken = text.replace(r#"\"total\": 11.0"#, r#"\"total\": \"eleven\""#);
+    assert_ne!(broken, text, "the cassette holds the total");
+    std::fs::write(&cassette, broken).unwrap();
+    let (code, out) = test();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the answer breaks the template's output schema at `/total`"),
+        "{out}"
+    );
 }

@@ -150,9 +150,17 @@ pub(crate) fn error(expected: Option<&ErrorExpect>, error: &Error, failures: &mu
 }
 
 /// Checks a recorded answer (the `response` of a cassette).
-pub(crate) fn answer(expect: &AnswerExpect, response: &Value, failures: &mut Vec<String>) {
+pub(crate) fn answer(
+    expect: &AnswerExpect,
+    response: &Value,
+    rendered: &crate::render::Rendered,
+    failures: &mut Vec<String>,
+) {
     let reply = response.get("text").and_then(Value::as_str).unwrap_or("");
     text(&expect.text, reply, "the answer", failures);
+    if expect.valid {
+        valid(response, reply, rendered, failures);
+    }
     if let Some(schema) = &expect.schema {
         match serde_json::from_str::<Value>(reply) {
             Err(e) => failures.push(format!("the answer is not JSON ({e}): {}", excerpt(reply))),
@@ -271,6 +279,73 @@ fn text(expect: &TextExpect, text: &str, what: &str, failures: &mut Vec<String>)
                 excerpt(text)
             )),
             Err(e) => failures.push(format!("/{pattern}/ does not compile: {e}")),
+        }
+    }
+}
+
+/// `answer: {valid: true}`: the recorded answer as the template declares
+/// it: its output (unless the model called tools instead) against the
+/// template's own `output:` schema, as sending checks it (a `null` the
+/// strict form allowed for an optional property is absent), and each tool
+/// call's arguments against its tool's parameters.
+fn valid(
+    response: &Value,
+    reply: &str,
+    rendered: &crate::render::Rendered,
+    failures: &mut Vec<String>,
+) {
+    let calls: Vec<&Value> = response
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    if rendered.output_schema.is_none() && rendered.tools.is_empty() {
+        failures.push(
+            "`valid: true`, but the template declares no `output:` schema and no `tools:` to check the answer against"
+                .to_owned(),
+        );
+        return;
+    }
+    let first_error = |schema: &Value, value: &Value| -> Option<String> {
+        let validator = crate::schema::compile(schema).ok()?;
+        validator.iter_errors(value).next().map(|e| {
+            let at = e.instance_path().to_string();
+            format!("at `{}`: {e}", if at.is_empty() { "/" } else { &at })
+        })
+    };
+    if let Some(schema) = rendered.output_schema.as_deref()
+        && !(reply.trim().is_empty() && !calls.is_empty())
+    {
+        match serde_json::from_str::<Value>(reply.trim()) {
+            Err(e) => failures.push(format!("the answer is not JSON ({e}): {}", excerpt(reply))),
+            Ok(mut value) => {
+                crate::strict::drop_added_nulls(schema, &mut value);
+                if let Some(e) = first_error(schema, &value) {
+                    failures.push(format!(
+                        "the answer breaks the template's output schema {e}"
+                    ));
+                }
+            }
+        }
+    }
+    for call in calls {
+        let name = call.get("name").and_then(Value::as_str).unwrap_or("");
+        let Some(tool) = rendered.tools.iter().find(|t| t.name == name) else {
+            failures.push(format!(
+                "the answer calls `{name}`, which is not a declared tool"
+            ));
+            continue;
+        };
+        let arguments = call.get("arguments").and_then(Value::as_str).unwrap_or("");
+        match serde_json::from_str::<Value>(arguments) {
+            Err(e) => failures.push(format!("the arguments of `{name}` are not JSON ({e})")),
+            Ok(args) => {
+                if let Some(e) = first_error(&tool.parameters, &args) {
+                    failures.push(format!(
+                        "the arguments of `{name}` break its parameters {e}"
+                    ));
+                }
+            }
         }
     }
 }

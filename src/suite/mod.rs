@@ -603,7 +603,7 @@ fn check_cassette(
         return;
     }
     if let Some(answer) = &case.answer {
-        expect::answer(answer, &recorded.response, &mut result.failures);
+        expect::answer(answer, &recorded.response, rendered, &mut result.failures);
     }
 }
 

@@ -170,6 +170,8 @@ struct AnswerSpec {
     tool_called: Option<Strings>,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    valid: bool,
 }
 
 // ------------------------------------------------------------ checked form
@@ -237,6 +239,9 @@ pub(crate) struct AnswerExpect {
     pub schema: Option<std::sync::Arc<jsonschema::Validator>>,
     pub tool_called: Vec<String>,
     pub finish_reason: Option<String>,
+    /// The answer is valid as the template declares it: its output against
+    /// the template's `output:` schema, each tool call against its tool.
+    pub valid: bool,
 }
 
 /// One test, checked.
@@ -537,6 +542,7 @@ fn check(spec: TestSpec, at: Location, path: &Path, root: &Path) -> Result<Case,
             schema,
             tool_called: a.tool_called.map(Strings::into_vec).unwrap_or_default(),
             finish_reason: a.finish_reason,
+            valid: a.valid,
         }
     });
     if spec.record && expect.error.is_some() {
