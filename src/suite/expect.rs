@@ -314,7 +314,7 @@ fn valid(
         })
     };
     if let Some(schema) = rendered.output_schema.as_deref()
-        && !(reply.trim().is_empty() && !calls.is_empty())
+        && (!reply.trim().is_empty() || calls.is_empty())
     {
         match serde_json::from_str::<Value>(reply.trim()) {
             Err(e) => failures.push(format!("the answer is not JSON ({e}): {}", excerpt(reply))),
