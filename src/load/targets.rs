@@ -47,41 +47,46 @@ static LITERALS: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 /// Every include-like tag of `source`, in order.
 pub(crate) fn tag_refs(source: &str) -> Vec<TagRef> {
-    let mut out = Vec::new();
-    for token in crate::lex::tokenize(source) {
-        if token.kind != crate::lex::Tok::Stmt {
-            continue;
-        }
-        let tag = &source[token.start..token.end];
-        let inner = tag[2..]
-            .strip_suffix("%}")
-            .unwrap_or(&tag[2..])
-            .trim_start_matches(['-', '+', '~'])
-            .trim_end_matches(['-', '+', '~'])
-            .trim_start();
-        let keyword_len = inner
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(inner.len());
-        if !matches!(
-            &inner[..keyword_len],
-            "include" | "import" | "from" | "extends"
-        ) {
-            continue;
-        }
-        let args = &inner[keyword_len..];
-        let expr = target_expression(args);
-        if expr.is_empty() {
-            continue;
-        }
-        let rest = &args[args.find(expr).map_or(args.len(), |i| i + expr.len())..];
-        let ignore_missing = rest.split_whitespace().take(2).eq(["ignore", "missing"]);
-        out.push(TagRef {
-            offset: token.start,
-            target: target(expr),
-            ignore_missing,
-        });
-    }
-    out
+    include_tags(source)
+        .filter_map(|(offset, args)| {
+            let expr = target_expression(args);
+            if expr.is_empty() {
+                return None;
+            }
+            let rest = &args[args.find(expr).map_or(args.len(), |i| i + expr.len())..];
+            Some(TagRef {
+                offset,
+                target: target(expr),
+                ignore_missing: rest.split_whitespace().take(2).eq(["ignore", "missing"]),
+            })
+        })
+        .collect()
+}
+
+/// The `{% include %}`, `{% import %}`, `{% from %}` and `{% extends %}`
+/// statement tags of `source` as the engine finds them: each tag's offset
+/// and the text after its keyword.
+fn include_tags(source: &str) -> impl Iterator<Item = (usize, &str)> {
+    crate::lex::tokenize(source)
+        .into_iter()
+        .filter(|t| t.kind == crate::lex::Tok::Stmt)
+        .filter_map(move |token| {
+            let tag = &source[token.start..token.end];
+            let inner = tag[2..]
+                .strip_suffix("%}")
+                .unwrap_or(&tag[2..])
+                .trim_start_matches(['-', '+', '~'])
+                .trim_end_matches(['-', '+', '~'])
+                .trim_start();
+            let keyword_len = inner
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(inner.len());
+            matches!(
+                &inner[..keyword_len],
+                "include" | "import" | "from" | "extends"
+            )
+            .then(|| (token.start, &inner[keyword_len..]))
+        })
 }
 
 /// `(name, offset)` of every name the include-like tags of `source` give
@@ -100,27 +105,8 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
 /// and attributes are not variables).
 pub(crate) fn target_variables(source: &str) -> HashSet<String> {
     let mut out = HashSet::new();
-    for token in crate::lex::tokenize(source) {
-        if token.kind != crate::lex::Tok::Stmt {
-            continue;
-        }
-        let tag = &source[token.start..token.end];
-        let inner = tag[2..]
-            .strip_suffix("%}")
-            .unwrap_or(&tag[2..])
-            .trim_start_matches(['-', '+', '~'])
-            .trim_end_matches(['-', '+', '~'])
-            .trim_start();
-        let keyword_len = inner
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(inner.len());
-        if !matches!(
-            &inner[..keyword_len],
-            "include" | "import" | "from" | "extends"
-        ) {
-            continue;
-        }
-        if let Ok(e) = LITERALS.compile_expression(target_expression(&inner[keyword_len..])) {
+    for (_, args) in include_tags(source) {
+        if let Ok(e) = LITERALS.compile_expression(target_expression(args)) {
             out.extend(e.undeclared_variables(false));
         }
     }
