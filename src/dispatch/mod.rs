@@ -281,6 +281,13 @@ impl SendOptions {
         self.fallbacks = Some(fallbacks);
         self
     }
+
+    /// Asks again up to `n` times (at most 10) when the answer breaks the
+    /// output schema, instead of the template's `output_retries`.
+    pub fn output_retries(mut self, n: u32) -> SendOptions {
+        self.output_retries = Some(n.min(10));
+        self
+    }
 }
 
 /// One model to try: a provider and a model name.
