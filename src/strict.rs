@@ -167,6 +167,91 @@ fn walk(schema: &Value, at: String, strict: Strict, out: &mut Vec<(String, Strin
     }
 }
 
+/// Why `schema` cannot be sent in `strict`'s strict mode at all, if it
+/// cannot: `(JSON pointer, what)`. Strict mode closes every object and
+/// needs every value typed, so a free-form part has no strict form: an
+/// object without `properties`, or whose other properties must match a
+/// schema (a map); an array without `items`; a schema that says nothing of
+/// its type (`{}`); and, for OpenAI, a root that is not an object. Such a
+/// schema is sent without strict mode (OpenAI) or as an instruction
+/// (Anthropic), and the answer is still validated on our side.
+pub(crate) fn inexpressible(schema: &Value, strict: Strict) -> Option<(String, String)> {
+    if strict == Strict::OpenAi && !is_object(schema) {
+        return Some((String::new(), "a root that is not an object".to_owned()));
+    }
+    inexpressible_in(schema, String::new(), 0)
+}
+
+/// Whether `schema` is for objects (its type, or its `properties`).
+fn is_object(schema: &Value) -> bool {
+    match schema.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "object"),
+        _ => schema.get("properties").is_some(),
+    }
+}
+
+fn inexpressible_in(schema: &Value, at: String, depth: usize) -> Option<(String, String)> {
+    let map = schema.as_object()?;
+    if depth > 64 {
+        return None;
+    }
+    let says_type = ["type", "enum", "const", "anyOf", "allOf", "$ref"]
+        .iter()
+        .any(|k| map.contains_key(*k));
+    if !says_type {
+        return Some((at, "a value of any type (`{}`)".to_owned()));
+    }
+    if is_object(schema) {
+        if !map.contains_key("properties") {
+            return Some((at, "an object without `properties`".to_owned()));
+        }
+        if map
+            .get("additionalProperties")
+            .is_some_and(Value::is_object)
+        {
+            return Some((
+                at,
+                "a map (`additionalProperties` with a schema)".to_owned(),
+            ));
+        }
+    }
+    let arrays = match map.get("type") {
+        Some(Value::String(t)) => t == "array",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "array"),
+        _ => false,
+    };
+    if arrays && !map.get("items").is_some_and(Value::is_object) {
+        return Some((at, "an array without `items`".to_owned()));
+    }
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    let mut children: Vec<(String, &Value)> = Vec::new();
+    for key in ["properties", "$defs", "definitions"] {
+        if let Some(named) = map.get(key).and_then(Value::as_object) {
+            children.extend(
+                named
+                    .iter()
+                    .map(|(n, c)| (format!("{at}/{key}/{}", escape(n)), c)),
+            );
+        }
+    }
+    if let Some(items) = map.get("items") {
+        children.push((format!("{at}/items"), items));
+    }
+    for key in ["anyOf", "allOf"] {
+        if let Some(list) = map.get(key).and_then(Value::as_array) {
+            children.extend(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{at}/{key}/{i}"), c)),
+            );
+        }
+    }
+    children
+        .into_iter()
+        .find_map(|(pointer, child)| inexpressible_in(child, pointer, depth + 1))
+}
+
 /// `schema` in the form `strict`'s strict mode requires, for sending:
 /// every object closed (`additionalProperties: false`); for OpenAI, every
 /// property required, a property that was optional made nullable (the
@@ -216,9 +301,8 @@ fn rewrite_in(schema: &mut Value, strict: Strict, depth: usize) {
         };
         map.insert("description".into(), described.into());
     }
-    let is_object =
-        map.get("type") == Some(&Value::String("object".into())) || map.contains_key("properties");
-    if is_object {
+    let object = is_object(&Value::Object(map.clone()));
+    if object {
         map.insert("additionalProperties".into(), Value::Bool(false));
         if strict == Strict::OpenAi {
             let names: Vec<String> = map
@@ -324,6 +408,25 @@ fn drop_in(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
         Some(target) => target,
         None => schema,
     };
+    // Every `allOf` branch applies; the first `anyOf`/`oneOf` branch the
+    // value fits once its added nulls are gone is the one it meant.
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for branch in all {
+            drop_in(root, branch, value, depth + 1);
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(branches) = schema.get(key).and_then(Value::as_array) {
+            for branch in branches {
+                let mut candidate = value.clone();
+                drop_in(root, branch, &mut candidate, depth + 1);
+                if fits(root, branch, &candidate) {
+                    *value = candidate;
+                    break;
+                }
+            }
+        }
+    }
     match value {
         Value::Object(object) => {
             let Some(props) = schema.get("properties").and_then(Value::as_object) else {
@@ -356,9 +459,22 @@ fn drop_in(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
     }
 }
 
+/// Whether `value` satisfies `branch`, a schema inside `root` (whose
+/// `$defs` its references may name).
+fn fits(root: &Value, branch: &Value, value: &Value) -> bool {
+    let mut schema = branch.clone();
+    if let (Some(map), Some(root)) = (schema.as_object_mut(), root.as_object()) {
+        for key in ["$defs", "definitions"] {
+            if let Some(defs) = root.get(key) {
+                map.entry(key).or_insert_with(|| defs.clone());
+            }
+        }
+    }
+    crate::schema::compile(&schema).is_ok_and(|v| v.is_valid(value))
+}
+
 /// Whether a schema plainly accepts `null` (its type, enum or const says
 /// so, or it says nothing of type).
-#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
 fn accepts_null(schema: &Value) -> bool {
     match schema.get("type") {
         Some(Value::String(t)) => t == "null",
@@ -486,6 +602,34 @@ mod tests {
         let mut v = json!({"a": null});
         drop_added_nulls(&nullable, &mut v);
         assert_eq!(v, json!({"a": null}));
+    }
+
+    #[test]
+    fn free_form_parts_have_no_strict_form() {
+        let typed = |v| json!({"type": "object", "properties": {"x": v}, "required": ["x"]});
+        for (part, what) in [
+            (json!({"type": "object"}), "an object without `properties`"),
+            (json!({"type": "array"}), "an array without `items`"),
+            (json!({}), "a value of any type"),
+            (
+                json!({"type": "object", "properties": {}, "additionalProperties": {"type": "string"}}),
+                "a map",
+            ),
+        ] {
+            let found = inexpressible(&typed(part), Strict::Anthropic).unwrap();
+            assert_eq!(found.0, "/properties/x");
+            assert!(found.1.starts_with(what), "{found:?}");
+        }
+        let list = json!({"type": "array", "items": {"type": "string"}});
+        assert!(inexpressible(&list, Strict::OpenAi).is_some());
+        assert!(inexpressible(&list, Strict::Anthropic).is_none());
+        assert!(
+            inexpressible(&typed(json!({"type": ["string", "null"]})), Strict::OpenAi).is_none()
+        );
+        // An optional object made nullable is still closed.
+        let optional = json!({"type": "object", "properties": {"m": {"type": "object", "properties": {"a": {"type": "string"}}}}});
+        let strict = rewrite(&optional, Strict::OpenAi);
+        assert_eq!(strict["properties"]["m"]["additionalProperties"], false);
     }
 
     #[test]

@@ -771,7 +771,9 @@ mod wire {
             done.output,
             Some(json!({"total": 11.5, "currency": "EUR", "note": "paid in full"}))
         );
-        assert_eq!(outputs.last(), done.output.as_ref());
+        // Done carries the whole value, validated (the last pieces may not
+        // have made an `output` event of their own).
+        assert!(outputs.len() >= 2, "{outputs:?}");
 
         // A streamed answer that breaks the schema ends in the error.
         let fake = FakeProvider::start(vec![openai_stream(&[
@@ -785,6 +787,124 @@ mod wire {
         }
         let e = last.unwrap().unwrap_err();
         assert_eq!(e.output_problem().unwrap().pointer, "/total");
+    }
+
+    /// What an attack found: optional tool arguments, tools the template
+    /// does not declare, a preamble beside a tool call, refusals, `anyOf`
+    /// branches, the usage of repaired answers, free-form schemas.
+    #[tokio::test]
+    async fn answers_at_the_edges_are_judged_as_declared() {
+        let dir = extract_root();
+        let registry = Registry::load(dir.path()).unwrap();
+        let rendered = registry
+            .render("extract", &json!({"invoice": "x"}))
+            .unwrap();
+        let mut once = rendered.clone();
+        once.output_retries = Some(0);
+
+        // An optional argument the strict form made the model send as null.
+        let dir2 = tempfile::tempdir().unwrap();
+        write(
+            dir2.path(),
+            "t.prompt.yaml",
+            "version: 1.0.0\nmodel: {provider: openai, name: m}\ntools:\n  - name: search\n    parameters: {type: object, properties: {q: {type: string}, limit: {type: integer}}, required: [q]}\nmessages:\n  - {role: user, content: hi}\n",
+        );
+        let tools_only = Registry::load(dir2.path())
+            .unwrap()
+            .render("t", &json!({}))
+            .unwrap();
+        let fake = FakeProvider::start(vec![openai_tool_call(
+            "search",
+            r#"{"q": "x", "limit": null}"#,
+        )]);
+        let r = client(&fake).send(&tools_only).await.unwrap();
+        assert_eq!(r.tool_calls[0].problem, None, "{:?}", r.tool_calls[0]);
+        assert_eq!(r.tool_calls[0].input, Some(json!({"q": "x"})));
+
+        // A template with an output schema and no tools: a tool call is no
+        // answer, and the call is marked.
+        let dir3 = tempfile::tempdir().unwrap();
+        write(
+            dir3.path(),
+            "o.prompt.yaml",
+            "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput: {type: object, properties: {a: {type: string}}, required: [a]}\nmessages:\n  - {role: user, content: hi}\n",
+        );
+        let output_only = Registry::load(dir3.path())
+            .unwrap()
+            .render("o", &json!({}))
+            .unwrap();
+        let fake = FakeProvider::start(vec![openai_tool_call("delete_everything", "not json")]);
+        let e = client(&fake).send(&output_only).await.unwrap_err();
+        assert_eq!(e.output_problem().unwrap().rule, "tool_calls");
+        let call = &e.partial().unwrap().tool_calls[0];
+        assert!(
+            call.problem
+                .as_deref()
+                .unwrap_or_default()
+                .contains("declares no tools")
+        );
+
+        // A preamble beside a call of a declared tool is a tool turn.
+        let fake = FakeProvider::start(vec![Reply::json(
+            &json!({"id": "c", "object": "chat.completion", "model": "m", "choices": [{"index": 0,
+                "message": {"role": "assistant", "content": "Let me look that up.",
+                    "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "lookup_vendor", "arguments": "{\"name\": \"Acme\"}"}}]},
+                "finish_reason": "tool_calls"}]})
+            .to_string(),
+        )]);
+        let r = client(&fake).send(&rendered).await.unwrap();
+        assert_eq!((r.output, r.tool_calls.len()), (None, 1));
+
+        // A refusal is a refusal, and not repaired.
+        let fake = FakeProvider::start(vec![Reply::json(
+            &json!({"id": "c", "object": "chat.completion", "model": "m", "choices": [{"index": 0,
+                "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."},
+                "finish_reason": "stop"}]})
+            .to_string(),
+        )]);
+        let e = client(&fake).send(&rendered).await.unwrap_err();
+        assert_eq!(e.output_problem().unwrap().rule, "refusal");
+        assert!(e.to_string().contains("I can't help with that."), "{e}");
+        assert_eq!(fake.count(), 1, "a refusal is not repaired");
+
+        // Repairs: the usage of every call.
+        let fake = FakeProvider::start(vec![
+            openai_answer(r#"{"total": "x", "currency": "EUR"}"#, "stop"),
+            openai_answer(r#"{"total": 3, "currency": "EUR"}"#, "stop"),
+        ]);
+        let r = client(&fake).send(&rendered).await.unwrap();
+        let u = r.usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens), (20, 10));
+
+        // Optional properties inside `anyOf` branches; a free-form object.
+        let dir4 = tempfile::tempdir().unwrap();
+        write(
+            dir4.path(),
+            "s.prompt.yaml",
+            "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput:\n  type: object\n  properties:\n    shape:\n      anyOf:\n        - {type: object, properties: {kind: {const: circle}, radius: {type: number}, label: {type: string}}, required: [kind, radius]}\n        - {type: object, properties: {kind: {const: square}, side: {type: number}}, required: [kind, side]}\n    extra: {type: object}\n  required: [shape]\nmessages:\n  - {role: user, content: hi}\n",
+        );
+        let shapes = Registry::load(dir4.path())
+            .unwrap()
+            .render("s", &json!({}))
+            .unwrap();
+        let fake = FakeProvider::start(vec![openai_answer(
+            r#"{"shape": {"kind": "circle", "radius": 2, "label": null}, "extra": {"any": 1}}"#,
+            "stop",
+        )]);
+        let r = client(&fake).send(&shapes).await.unwrap();
+        assert_eq!(
+            r.output,
+            Some(json!({"shape": {"kind": "circle", "radius": 2}, "extra": {"any": 1}}))
+        );
+        // The free-form `extra` has no strict form: sent as written.
+        let spec = &fake.requests()[0].body["response_format"]["json_schema"];
+        assert_eq!(spec["strict"], false);
+        assert!(
+            spec["schema"]["properties"]["extra"]
+                .get("additionalProperties")
+                .is_none()
+        );
     }
 
     /// Servers without `json_schema` say so in `providers.yaml`; the

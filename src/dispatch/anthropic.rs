@@ -104,7 +104,16 @@ impl Wire for Anthropic {
             .collect();
         let mut forced = None;
         if let Some(schema) = answer.output {
-            match answer.mode {
+            // A schema with a free-form part has no strict form: the
+            // instruction carries it instead.
+            let mode = match (
+                answer.mode,
+                crate::strict::inexpressible(schema, Strict::Anthropic),
+            ) {
+                (Mode::JsonSchema, Some(_)) => Mode::None,
+                (mode, _) => mode,
+            };
+            match mode {
                 Mode::JsonSchema => {
                     body.insert(
                         "output_config".into(),

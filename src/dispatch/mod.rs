@@ -453,17 +453,36 @@ impl Client {
             .min(10);
         let mut current = std::borrow::Cow::Borrowed(rendered);
         let mut repairs = 0;
+        // The answers that needed repair were paid for too.
+        let mut spent: Option<Usage> = None;
+        let add = |spent: &mut Option<Usage>, u: Option<Usage>| {
+            if let Some(u) = u {
+                let s = spent.get_or_insert_with(Usage::default);
+                s.input_tokens += u.input_tokens;
+                s.output_tokens += u.output_tokens;
+            }
+        };
         loop {
             match self.send_inner(&current, options).await {
                 Ok(mut response) => {
                     response.repairs = repairs;
+                    if repairs > 0 {
+                        let last = response.usage.take();
+                        add(&mut spent, last);
+                        response.usage = spent;
+                    }
                     return Ok(response);
                 }
+                // A cut or a refusal would come again; a model that called
+                // a tool instead is not helped by a repair either.
                 Err(e)
                     if e.kind() == ErrorKind::InvalidOutput
                         && repairs < allowed
-                        && e.output_problem().is_some_and(|p| p.rule != "length") =>
+                        && e.output_problem().is_some_and(|p| {
+                            !matches!(p.rule.as_str(), "length" | "refusal" | "tool_calls")
+                        }) =>
                 {
+                    add(&mut spent, e.partial().and_then(|r| r.usage));
                     let answer = e.partial().map(|r| r.text.clone()).unwrap_or_default();
                     let at = e
                         .output_problem()

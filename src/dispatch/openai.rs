@@ -45,15 +45,22 @@ impl Wire for OpenAi {
     /// reference (chat completions) and its Structured Outputs guide.
     fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>) {
         use super::config::StructuredOutput as Mode;
-        use crate::strict::{Strict, rewrite};
+        use crate::strict::{Strict, inexpressible, rewrite};
+        // A schema with a free-form part has no strict form: it goes as
+        // written, without strict mode.
+        let strict_form = |schema: &Value| match inexpressible(schema, Strict::OpenAi) {
+            None => (rewrite(schema, Strict::OpenAi), true),
+            Some(_) => (schema.clone(), false),
+        };
         let function = |name: &str, description: Option<&Value>, parameters: &Value| {
             let mut f = Map::new();
             f.insert("name".into(), name.into());
             if let Some(d) = description {
                 f.insert("description".into(), d.clone());
             }
-            f.insert("parameters".into(), rewrite(parameters, Strict::OpenAi));
-            f.insert("strict".into(), true.into());
+            let (parameters, strict) = strict_form(parameters);
+            f.insert("parameters".into(), parameters);
+            f.insert("strict".into(), strict.into());
             json!({"type": "function", "function": f})
         };
         let mut tools: Vec<Value> = answer
@@ -73,8 +80,9 @@ impl Wire for OpenAi {
                     if let Some(d) = schema.get("description") {
                         spec.insert("description".into(), d.clone());
                     }
-                    spec.insert("schema".into(), rewrite(schema, Strict::OpenAi));
-                    spec.insert("strict".into(), true.into());
+                    let (sent, strict) = strict_form(schema);
+                    spec.insert("schema".into(), sent);
+                    spec.insert("strict".into(), strict.into());
                     body.insert(
                         "response_format".into(),
                         json!({"type": "json_schema", "json_schema": spec}),
@@ -167,8 +175,18 @@ impl Wire for OpenAi {
                     arguments: args.to_owned(),
                 });
             }
+            if let Some(piece) = delta["refusal"].as_str() {
+                acc.response
+                    .refusal
+                    .get_or_insert_with(String::new)
+                    .push_str(piece);
+            }
             if let Some(reason) = choice["finish_reason"].as_str() {
-                acc.response.finish_reason = Some(FinishReason::from_openai(reason));
+                acc.response.finish_reason = Some(if acc.response.refusal.is_some() {
+                    FinishReason::ContentFilter
+                } else {
+                    FinishReason::from_openai(reason)
+                });
                 acc.finished = true;
             }
         }
@@ -269,6 +287,12 @@ fn response(v: &Value) -> Result<Response, String> {
     }
     if message.is_null() {
         return Err("the response has no `choices[0].message`".into());
+    }
+    // Structured outputs: a refusal comes in its own field, with finish
+    // reason `stop` (OpenAI's Structured Outputs guide, "Refusals").
+    if let Some(why) = message["refusal"].as_str().filter(|w| !w.is_empty()) {
+        r.refusal = Some(why.to_owned());
+        r.finish_reason = Some(FinishReason::ContentFilter);
     }
     Ok(r)
 }

@@ -37,8 +37,40 @@ pub(crate) fn check(
     let Some(schema) = rendered.output_schema.as_deref() else {
         return Ok(response);
     };
-    if response.text.trim().is_empty() && !response.tool_calls.is_empty() {
-        return Ok(response);
+    // A turn that calls tools is not the answer yet, whatever text comes
+    // with it ("Let me look that up."), when the template declares tools;
+    // when it declares none, a tool call is no answer at all.
+    if !response.tool_calls.is_empty() {
+        if !rendered.tools.is_empty() {
+            return Ok(response);
+        }
+        let names: Vec<&str> = response
+            .tool_calls
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let message = format!(
+            "the model called {} instead of answering, and the template declares no tools",
+            names.join(", ")
+        );
+        return Err(DispatchError::invalid_output(
+            response,
+            "",
+            "tool_calls",
+            message,
+        ));
+    }
+    if response.finish_reason == Some(FinishReason::ContentFilter) {
+        let message = match response.refusal.as_deref() {
+            Some(why) => format!("the model refused: {why}"),
+            None => {
+                "the model refused, or its answer was filtered (finish reason `content_filter`)"
+                    .to_owned()
+            }
+        };
+        return Err(DispatchError::invalid_output(
+            response, "", "refusal", message,
+        ));
     }
     if response.finish_reason == Some(FinishReason::Length) {
         return Err(DispatchError::invalid_output(
@@ -91,23 +123,39 @@ fn first_error(schema: &Value, value: &Value) -> Option<(String, String, String)
 /// Marks each tool call that names no declared tool, or whose arguments
 /// are not JSON or break the tool's parameters schema; parses the
 /// arguments of every call. Nothing is checked when the template declares
-/// no tools (tools written by hand in `model.parameters`).
+/// nothing about its answer (tools written by hand in `model.parameters`);
+/// a template that declares an output schema but no tools gets every call
+/// marked.
 fn check_tool_calls(rendered: &Rendered, response: &mut Response) {
     for call in &mut response.tool_calls {
         let input = serde_json::from_str::<Value>(&call.arguments);
         call.input = input.as_ref().ok().cloned();
-        if rendered.tools.is_empty() {
+        if rendered.tools.is_empty() && rendered.output_schema.is_none() {
             continue;
         }
         let Some(tool) = rendered.tools.iter().find(|t| t.name == call.name) else {
             let known: Vec<&str> = rendered.tools.iter().map(|t| t.name.as_str()).collect();
-            call.problem = Some(format!(
-                "the model called `{}`, which is not a declared tool ({})",
-                call.name,
-                known.join(", ")
-            ));
+            call.problem = Some(if known.is_empty() {
+                format!(
+                    "the model called `{}`, but the template declares no tools",
+                    call.name
+                )
+            } else {
+                format!(
+                    "the model called `{}`, which is not a declared tool ({})",
+                    call.name,
+                    known.join(", ")
+                )
+            });
             continue;
         };
+        // A null the strict form let the model give for an optional
+        // argument means "absent", as for the output.
+        let input = input.map(|mut args| {
+            crate::strict::drop_added_nulls(&tool.parameters, &mut args);
+            args
+        });
+        call.input = input.as_ref().ok().cloned();
         call.problem = match &input {
             Err(e) => Some(format!("the arguments are not JSON: {e}")),
             Ok(args) => first_error(&tool.parameters, args).map(|(pointer, rule, message)| {

@@ -2,17 +2,21 @@
 //! up to now read by jiter (pydantic's JSON parser) in its partial mode,
 //! which closes unfinished strings, arrays and objects.
 //!
-//! Bounds: the whole text is parsed again after a text piece, so the work
-//! is quadratic in the answer's length; a parse happens only once at least
-//! [`EVERY`] more bytes arrived or the piece ends a value (`,` `}` `]`),
-//! and none past [`MAX_BYTES`] (the answer still streams, and `Done` still
-//! carries the validated value). jiter's own recursion limit (200) bounds
-//! nesting.
+//! Bounds: each parse reads the whole text so far, and each value given is
+//! the whole value so far, so parses are spaced out as the text grows. Up
+//! to [`SMALL`] bytes, a parse happens once at least [`EVERY`] more bytes
+//! arrived, or 8 and a piece ends a value (`,` `}` `]`); past it, only once the
+//! text grew by half since the last parse, so the work and the values
+//! given stay within a small multiple of the answer's length. None past
+//! [`MAX_BYTES`] (the answer still streams, and `Done` still carries the
+//! validated value). jiter's own recursion limit (200) bounds nesting.
 
 use serde_json::Value;
 
 /// Parse again after at least this many new bytes ...
 const EVERY: usize = 64;
+/// ... while the text is this short; then after it grew by half ...
+const SMALL: usize = 4096;
 /// ... and not past this many in all.
 const MAX_BYTES: usize = 1 << 20;
 
@@ -31,7 +35,12 @@ impl Partial {
             return None;
         }
         let fresh = &text[self.parsed_at.min(text.len())..];
-        if fresh.len() < EVERY && !fresh.contains([',', '}', ']']) {
+        let due = if text.len() <= SMALL {
+            fresh.len() >= EVERY || (fresh.len() >= 8 && fresh.contains([',', '}', ']']))
+        } else {
+            fresh.len() >= self.parsed_at / 2
+        };
+        if !due {
             return None;
         }
         self.parsed_at = text.len();
@@ -106,9 +115,28 @@ mod tests {
     fn values_are_given_when_they_change_and_at_most_every_few_bytes() {
         let mut p = Partial::default();
         assert_eq!(p.next(r#"{"a""#), None, "too little, no value boundary");
-        assert_eq!(p.next(r#"{"a": 1,"#), Some(json!({"a": 1})));
+        assert_eq!(p.next(r#"{"a": 1,"#), Some(json!({"a": 1})), "a value ends");
         assert_eq!(p.next(r#"{"a": 1, "b"#), None);
         assert_eq!(p.next(r#"{"a": 1, "b": 2}"#), Some(json!({"a": 1, "b": 2})));
         assert_eq!(p.next(r#"{"a": 1, "b": 2} "#), None, "unchanged");
+    }
+
+    /// A long answer arriving in small pieces is parsed a few dozen times,
+    /// not once per piece.
+    #[test]
+    fn a_long_answer_is_parsed_a_logarithmic_number_of_times() {
+        let mut p = Partial::default();
+        let mut text = String::from("[");
+        let mut given = 0;
+        let mut bytes_given = 0;
+        while text.len() < 200_000 {
+            text.push_str("1,");
+            if let Some(v) = p.next(&text) {
+                given += 1;
+                bytes_given += v.to_string().len();
+            }
+        }
+        assert!(given < 600, "{given} values given");
+        assert!(bytes_given < 20 * text.len(), "{bytes_given} bytes given");
     }
 }

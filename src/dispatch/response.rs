@@ -119,6 +119,10 @@ pub struct Response {
     /// the model called tools instead of answering.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
+    /// What the model said when it refused (OpenAI's `message.refusal`);
+    /// the finish reason is then `content_filter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// How many times the answer was asked for again because it broke the
     /// output schema (`output_retries`).
     #[serde(skip_serializing_if = "is_zero")]

@@ -68,12 +68,25 @@ pub(crate) struct Answer<'a> {
 /// [`StructuredOutput::Tool`](super::config::StructuredOutput::Tool) mode:
 /// the schema's name, made distinct from the declared tools'.
 pub(crate) fn output_tool_name(schema: &Value, tools: &[crate::tool::Tool]) -> String {
-    let mut name = schema_name(schema);
-    while tools.iter().any(|t| t.name == name) {
-        name.truncate(57);
-        name.push_str("_output");
+    let base = schema_name(schema);
+    let taken = |n: &str| tools.iter().any(|t| t.name == n);
+    if !taken(&base) {
+        return base;
     }
-    name
+    // `NAME_output`, then `NAME_output_2`, ...: at most one more than
+    // there are tools, each within the 64 characters a name may have.
+    (1..=tools.len() + 1)
+        .map(|i| {
+            let suffix = if i == 1 {
+                "_output".to_owned()
+            } else {
+                format!("_output_{i}")
+            };
+            let keep = 64 - suffix.len();
+            format!("{}{suffix}", &base[..base.len().min(keep)])
+        })
+        .find(|n| !taken(n))
+        .unwrap_or(base)
 }
 
 /// The instruction that gives the model the output schema when the wire
@@ -204,6 +217,25 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_output_tool_name_is_distinct_and_short_however_names_collide() {
+        let schema = serde_json::json!({"title": format!("{}_output", "a".repeat(57))});
+        let tools: Vec<crate::tool::Tool> = [
+            format!("{}_output", "a".repeat(57)),
+            format!("{}_output_2", "a".repeat(55)),
+        ]
+        .into_iter()
+        .map(|n| crate::tool::Tool::new(n, serde_json::json!({"type": "object"})))
+        .collect();
+        let name = output_tool_name(&schema, &tools);
+        assert!(name.len() <= 64, "{name}");
+        assert!(tools.iter().all(|t| t.name != name), "{name}");
+        assert_eq!(
+            output_tool_name(&serde_json::json!({"title": "x"}), &tools),
+            "x"
+        );
+    }
 
     /// A stream that opens a new tool call in every one of 200,000 events
     /// (OpenAI's `index`, Anthropic's content block): each event costs the

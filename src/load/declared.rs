@@ -51,6 +51,7 @@ pub(crate) fn resolve(
         }
     }
 
+    let mut tools_failed = false;
     if let Some(tools) = &m.tools {
         match own_tools(&tools.value, files) {
             Ok(own) => {
@@ -64,6 +65,8 @@ pub(crate) fn resolve(
                 out.tools = merged.into();
             }
             Err(messages) => {
+                // `tool_choice` is not judged against tools that failed.
+                tools_failed = true;
                 for message in messages {
                     fail(tools, message);
                 }
@@ -74,7 +77,15 @@ pub(crate) fn resolve(
     if let Some(choice) = &m.tool_choice {
         let names: Vec<&str> = out.tools.iter().map(|t| t.name.as_str()).collect();
         match ToolChoice::parse(&choice.value, &names) {
+            // Both providers refuse a tool choice without tools.
+            Ok(_) if names.is_empty() && tools_failed => {}
+            Ok(_) if names.is_empty() => fail(
+                choice,
+                "`tool_choice` needs `tools:` (both providers refuse a tool choice without tools)"
+                    .to_owned(),
+            ),
             Ok(c) => out.tool_choice = Some(c),
+            Err(_) if tools_failed => {}
             Err(message) => fail(choice, message),
         }
     }

@@ -238,6 +238,21 @@ fn declared_answer(src: &super::parse::SourceFile, t: &crate::Template, out: &mu
         )
     };
     if let (Some(own), Some(schema)) = (&src.manifest.output, t.output_schema()) {
+        if let Some((pointer, what)) = crate::strict::inexpressible(schema, strict) {
+            out.push(Diagnostic::new(
+                Severity::Warning,
+                src.at_span(own),
+                format!(
+                    "output schema{}: {what} has no form in {}'s strict mode, so the schema is sent {}; the model may not follow it (promptbook still validates the answer)",
+                    at(&pointer),
+                    strict.name(),
+                    match strict {
+                        crate::strict::Strict::OpenAi => "without strict mode",
+                        crate::strict::Strict::Anthropic => "as an instruction",
+                    }
+                ),
+            ));
+        }
         for (pointer, what) in crate::strict::unenforced(schema, strict) {
             out.push(Diagnostic::new(
                 Severity::Warning,
@@ -284,7 +299,8 @@ fn declared_answer(src: &super::parse::SourceFile, t: &crate::Template, out: &mu
                     Severity::Warning,
                     src.at_span(own),
                     format!(
-                        "`model.parameters.{key}` is passed through as written (Anthropic's wire drops `response_format`); declare `{declared}` instead: one form for both providers, and the answer validated"
+                        "`model.parameters.{key}` is passed through as written{}; declare `{declared}` instead: one form for both providers, and the answer validated",
+                        if key == "response_format" { " (and dropped for Anthropic)" } else { "" }
                     ),
                 ));
             }

@@ -13,10 +13,11 @@
 //! | `{"type": "tool_call", "index", "id", "name", "arguments"}` | a piece of a tool call |
 //! | `{"type": "done", "response"}` | the end: the whole `Response` (validated `output`, tool calls with their `problem`, usage, who answered) |
 //! | `{"type": "error", "error": {"kind", "message", "pointer", "rule", "text"}}` | the end, failed (`pointer` and `rule` for an invalid output, `text` what had arrived) |
+//! | `{"type": "waiting"}` | the provider has sent nothing for a while (at most every 2 s): keeps the connection open |
 //!
-//! A request that fails before anything is sent (a bad body, inputs that
-//! do not validate, no key) gets the same JSON error answers as
-//! `/api/render`. The same `Host`/`Origin`/JSON rules apply (`guard.rs`);
+//! A request that fails before rendering (a bad body, inputs that do not
+//! validate) gets the same JSON error answers as `/api/render`; a failure
+//! after it (no key, the provider's error) is the `error` line. The same `Host`/`Origin`/JSON rules apply (`guard.rs`);
 //! at most [`MAX_SENDS`] answers stream at once (each costs money).
 
 use std::convert::Infallible;
@@ -112,9 +113,26 @@ pub(crate) async fn send(State(state): State<AppState>, body: Body) -> Response 
             Err(response) => return response,
         };
     let events = client.stream(&rendered);
-    let lines = events.map(move |event| {
+    // While the provider is silent (a slow first token, a long pause), a
+    // `waiting` line every so often: the connection's write timeout counts
+    // silence as a stalled client.
+    let every = (state.options.write_timeout / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    );
+    let ticks = futures_util::stream::unfold(events, move |mut events| async move {
+        match tokio::time::timeout(every, events.next()).await {
+            Ok(Some(event)) => Some((Some(event), events)),
+            Ok(None) => None,
+            Err(_) => Some((None, events)),
+        }
+    });
+    let lines = ticks.map(move |event| {
         // The slot is held until the stream ends or the page goes away.
         let _held = &slot;
+        let Some(event) = event else {
+            return Ok::<_, Infallible>(Bytes::from_static(b"{\"type\":\"waiting\"}\n"));
+        };
         let line = match event {
             Ok(StreamEvent::Text(text)) => json!({"type": "text", "text": text}),
             Ok(StreamEvent::Output(value)) => json!({"type": "output", "value": value}),

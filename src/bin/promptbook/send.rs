@@ -36,6 +36,7 @@ pub(crate) fn send(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let mut streamed_text = String::new();
     let response = runtime.block_on(async {
         if !stream {
             return client.send_with(&rendered, &send).await.map(Some);
@@ -48,6 +49,7 @@ pub(crate) fn send(
                 StreamEvent::Text(text) if !json => {
                     // Shown as it comes; a closed pipe is the reader's choice.
                     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                    streamed_text.push_str(&text);
                 }
                 StreamEvent::Done(r) => done = Some(r),
                 _ => {}
@@ -61,16 +63,25 @@ pub(crate) fn send(
         serde_json::to_writer_pretty(&mut out, &response)?;
         writeln!(out)?;
     } else {
-        match (&response.output, stream) {
-            // A validated JSON answer prints pretty (streamed, it was
-            // shown as it came).
-            (Some(output), false) => writeln!(out, "{}", serde_json::to_string_pretty(output)?)?,
-            (None, false) => write!(out, "{}", response.text)?,
-            _ => {}
-        }
-        if response.output.is_none() && !response.text.is_empty() && !response.text.ends_with('\n')
-        {
+        // What a stream showed as it came: its text (none in tool mode,
+        // where the answer came as a tool call's arguments).
+        let shown = if stream { streamed_text.as_str() } else { "" };
+        if !shown.is_empty() && !shown.ends_with('\n') {
             writeln!(out)?;
+        }
+        match &response.output {
+            // A validated JSON answer prints pretty, unless it streamed.
+            Some(output) if shown.is_empty() => {
+                writeln!(out, "{}", serde_json::to_string_pretty(output)?)?;
+            }
+            Some(_) => {}
+            None if !stream => {
+                write!(out, "{}", response.text)?;
+                if !response.text.is_empty() && !response.text.ends_with('\n') {
+                    writeln!(out)?;
+                }
+            }
+            None => {}
         }
         for call in &response.tool_calls {
             writeln!(
