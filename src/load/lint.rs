@@ -129,10 +129,10 @@ pub(crate) fn lint_all(
         // Includes named when loading must resolve: one of a list (the
         // first that exists renders), and none under `ignore missing`.
         // A computed one is noted: the hash covers what it may name.
-        for r in super::targets::tag_refs(&entry.source) {
+        for r in super::targets::tag_refs(&entry.source).iter() {
             let (l, c) = line_col(&entry.source, r.offset);
             let at = Location::at(&src.path, l, (entry.form == FileForm::Body).then_some(c));
-            let names = match r.target {
+            let names = match &r.target {
                 super::targets::Target::Names(names) => names,
                 super::targets::Target::Computed { prefix } => {
                     let which = if prefix.is_empty() {

@@ -105,11 +105,11 @@ pub(crate) fn direct_dependencies<'a>(entry: &'a Entry, index: &'a Index) -> Vec
             out.push(dep);
         }
     };
-    for r in super::targets::tag_refs(&entry.source) {
-        match r.target {
+    for r in super::targets::tag_refs(&entry.source).iter() {
+        match &r.target {
             Target::Names(names) => {
                 for name in names {
-                    if let Ok(dep) = index.resolve(&name) {
+                    if let Ok(dep) = index.resolve(name) {
                         add(dep, &mut out);
                     }
                 }
@@ -117,7 +117,7 @@ pub(crate) fn direct_dependencies<'a>(entry: &'a Entry, index: &'a Index) -> Vec
             Target::Computed { prefix } => {
                 for dep in index
                     .entries()
-                    .filter(|e| e.template.name.starts_with(&prefix))
+                    .filter(|e| e.template.name.starts_with(prefix.as_str()))
                 {
                     add(dep, &mut out);
                 }

@@ -45,8 +45,20 @@ static LITERALS: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-/// Every include-like tag of `source`, in order.
-pub(crate) fn tag_refs(source: &str) -> Vec<TagRef> {
+/// Every include-like tag of `source`, in order. Memoised by source: a
+/// load asks for each template's several times (hash, lint, isolation).
+pub(crate) fn tag_refs(source: &str) -> std::sync::Arc<Vec<TagRef>> {
+    static MEMO: crate::memo::Memo<std::sync::Arc<Vec<TagRef>>> = crate::memo::Memo::new(20_000);
+    let key = crate::memo::key(&[source.as_bytes()]);
+    if let Some(hit) = MEMO.get(key) {
+        return hit;
+    }
+    let refs = std::sync::Arc::new(scan(source));
+    MEMO.put(key, refs.clone());
+    refs
+}
+
+fn scan(source: &str) -> Vec<TagRef> {
     include_tags(source)
         .filter_map(|(offset, args)| {
             let expr = target_expression(args);
@@ -93,9 +105,9 @@ fn include_tags(source: &str) -> impl Iterator<Item = (usize, &str)> {
 /// when loading: each name of a [`Target::Names`].
 pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
     tag_refs(source)
-        .into_iter()
-        .flat_map(|r| match r.target {
-            Target::Names(names) => names.into_iter().map(|n| (n, r.offset)).collect(),
+        .iter()
+        .flat_map(|r| match &r.target {
+            Target::Names(names) => names.iter().map(|n| (n.clone(), r.offset)).collect(),
             Target::Computed { .. } => Vec::new(),
         })
         .collect()
@@ -145,6 +157,10 @@ fn target_expression(args: &str) -> &str {
 /// conditionals and subscripts of literals read as at render time) and
 /// gives a string or a list of strings; otherwise computed.
 fn target(expr: &str) -> Target {
+    // The common case, a plain string: read without the engine.
+    if let Some(name) = plain_string(expr) {
+        return Target::Names(vec![name.to_owned()]);
+    }
     let computed = || Target::Computed {
         prefix: literal_prefix(expr),
     };
@@ -177,6 +193,14 @@ fn target(expr: &str) -> Target {
     } else {
         Target::Names(names)
     }
+}
+
+/// The text of `expr` when it is one string literal without escapes
+/// (`"partials/tone@^1"`): what the engine would make of it, without it.
+fn plain_string(expr: &str) -> Option<&str> {
+    let quote = expr.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let inner = expr[1..].strip_suffix(quote)?;
+    (!inner.contains([quote, '\\'])).then_some(inner)
 }
 
 /// The literal text at the start of `expr` when it starts with a string
@@ -222,9 +246,9 @@ mod tests {
 
     fn computed(src: &str) -> Vec<String> {
         tag_refs(src)
-            .into_iter()
-            .filter_map(|r| match r.target {
-                Target::Computed { prefix } => Some(prefix),
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Computed { prefix } => Some(prefix.clone()),
                 Target::Names(_) => None,
             })
             .collect()

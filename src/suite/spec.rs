@@ -622,21 +622,27 @@ fn text_expect(spec: TextSpec, path: &Path, errors: &mut Vec<Error>) -> TextExpe
     }
 }
 
-/// Compiled patterns (or why they do not compile), by their text: a suite
-/// repeats the same few. At most 64 are kept (each at most 1 MiB), so a
-/// suite of thousands of distinct patterns, or a server running suites
-/// across reloads, stays within 64 MiB for them.
-static REGEXES: crate::memo::Memo<Result<regex::Regex, regex::Error>> = crate::memo::Memo::new(64);
+/// Compiled patterns (or why they do not compile), by their text. At most
+/// 1,024 are kept, each at most [`REGEX_SIZE`] compiled, so a suite of
+/// thousands of distinct patterns, or a server running suites across
+/// reloads, stays within 64 MiB for them.
+static REGEXES: crate::memo::Memo<Result<regex::Regex, regex::Error>> =
+    crate::memo::Memo::new(1024);
 
-/// `pattern` compiled (Rust's `regex` syntax; at most 1 MiB compiled, so
-/// that a test file cannot make the run slow or big).
+/// The most a test's pattern may take compiled: 64 KiB, ample for the
+/// patterns a test asserts (the regex crate's default is 10 MiB).
+const REGEX_SIZE: usize = 64 * 1024;
+
+/// `pattern` compiled (Rust's `regex` syntax; at most [`REGEX_SIZE`]
+/// compiled, so that a test file cannot make the run slow or big).
 pub(crate) fn compiled(pattern: &str) -> Result<regex::Regex, regex::Error> {
     let key = crate::memo::key(&[pattern.as_bytes()]);
     if let Some(r) = REGEXES.get(key) {
         return r;
     }
     let r = regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
+        .size_limit(REGEX_SIZE)
+        .dfa_size_limit(REGEX_SIZE)
         .build();
     REGEXES.put(key, r.clone());
     r
