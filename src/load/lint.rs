@@ -388,12 +388,11 @@ fn own_variables(env: &Environment<'static>, name: &str, source: &str) -> HashSe
         .map(|v| HashSet::clone(&v))
         .unwrap_or_default();
     // A computed include's variables, unless the template sets them.
-    let assigned = crate::lex::assigned_names(source);
-    vars.extend(
-        super::targets::target_variables(source)
-            .into_iter()
-            .filter(|v| !assigned.contains(v)),
-    );
+    let targets = super::targets::target_variables(source);
+    if !targets.is_empty() {
+        let assigned = crate::lex::assigned_names(source);
+        vars.extend(targets.into_iter().filter(|v| !assigned.contains(v)));
+    }
     vars
 }
 

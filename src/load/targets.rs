@@ -118,7 +118,11 @@ pub(crate) fn static_refs(source: &str) -> Vec<(String, usize)> {
 pub(crate) fn target_variables(source: &str) -> HashSet<String> {
     let mut out = HashSet::new();
     for (_, args) in include_tags(source) {
-        if let Ok(e) = LITERALS.compile_expression(target_expression(args)) {
+        let expr = target_expression(args);
+        if plain_string(expr).is_some() {
+            continue;
+        }
+        if let Ok(e) = LITERALS.compile_expression(expr) {
             out.extend(e.undeclared_variables(false));
         }
     }

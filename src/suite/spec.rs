@@ -626,7 +626,7 @@ fn text_expect(spec: TextSpec, path: &Path, errors: &mut Vec<Error>) -> TextExpe
 /// 1,024 are kept, each at most [`REGEX_SIZE`] compiled, so a suite of
 /// thousands of distinct patterns, or a server running suites across
 /// reloads, stays within 64 MiB for them.
-static REGEXES: crate::memo::Memo<Result<regex::Regex, regex::Error>> =
+static REGEXES: crate::memo::Memo<Result<std::sync::Arc<regex::Regex>, regex::Error>> =
     crate::memo::Memo::new(1024);
 
 /// The most a test's pattern may take compiled: 64 KiB, ample for the
@@ -635,7 +635,9 @@ const REGEX_SIZE: usize = 64 * 1024;
 
 /// `pattern` compiled (Rust's `regex` syntax; at most [`REGEX_SIZE`]
 /// compiled, so that a test file cannot make the run slow or big).
-pub(crate) fn compiled(pattern: &str) -> Result<regex::Regex, regex::Error> {
+/// Shared (not cloned): a clone of a `Regex` starts with an empty cache,
+/// which each search would then allocate again.
+pub(crate) fn compiled(pattern: &str) -> Result<std::sync::Arc<regex::Regex>, regex::Error> {
     let key = crate::memo::key(&[pattern.as_bytes()]);
     if let Some(r) = REGEXES.get(key) {
         return r;
@@ -643,7 +645,8 @@ pub(crate) fn compiled(pattern: &str) -> Result<regex::Regex, regex::Error> {
     let r = regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE)
         .dfa_size_limit(REGEX_SIZE)
-        .build();
+        .build()
+        .map(std::sync::Arc::new);
     REGEXES.put(key, r.clone());
     r
 }
