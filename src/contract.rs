@@ -38,6 +38,8 @@ use semver::Version;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::schema::{required, types_of as types};
+
 /// One incompatible change between two schemas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -87,33 +89,10 @@ pub fn weaker_output(old: &Value, new: &Value) -> Vec<Breaking> {
 /// recursive schema (a tree whose nodes `$ref` the root) ends here.
 const MAX_DEPTH: usize = 32;
 
-/// The JSON types a schema allows; `None` when it does not restrict them.
-/// `integer` is a subtype of `number`.
-fn types(schema: &Value) -> Option<Vec<String>> {
-    match schema.get("type") {
-        Some(Value::String(t)) => Some(vec![t.clone()]),
-        Some(Value::Array(ts)) => Some(
-            ts.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 /// Whether every type in `a` is allowed by `b`.
 fn types_within(a: &[String], b: &[String]) -> bool {
     a.iter()
         .all(|t| b.contains(t) || (t == "integer" && b.iter().any(|u| u == "number")))
-}
-
-fn required(schema: &Value) -> Vec<&str> {
-    schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
 }
 
 fn properties(schema: &Value) -> Option<&serde_json::Map<String, Value>> {

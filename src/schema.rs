@@ -158,13 +158,40 @@ pub(crate) fn object_schema(params: &[Parameter]) -> Value {
     Value::Object(schema)
 }
 
-/// Derives the parameter list of a whole `input_schema`.
-pub(crate) fn parameters_of(schema: &Value, history: &[String]) -> Vec<Parameter> {
-    let required: Vec<&str> = schema
+/// The first way `value` breaks `schema`: its JSON pointer (a missing
+/// property named by where it should be), the keyword broken and the
+/// validator's message; `None` when it satisfies it. A schema that does
+/// not compile (checked when its template loaded) is reported as rule
+/// `schema`.
+pub(crate) fn first_violation(schema: &Value, value: &Value) -> Option<(String, String, String)> {
+    let validator = match compile(schema) {
+        Ok(v) => v,
+        Err(e) => return Some((String::new(), "schema".into(), e)),
+    };
+    validator.iter_errors(value).next().map(|e| {
+        use jsonschema::error::ValidationErrorKind as K;
+        let mut pointer = e.instance_path().as_str().to_owned();
+        if let K::Required { property } = e.kind()
+            && let Some(name) = property.as_str()
+        {
+            pointer = format!("{pointer}/{}", crate::input::escape_pointer(name));
+        }
+        (pointer, e.kind().keyword().to_owned(), e.to_string())
+    })
+}
+
+/// The names an object schema's `required` lists (none when it has none).
+pub(crate) fn required(schema: &Value) -> Vec<&str> {
+    schema
         .get("required")
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Derives the parameter list of a whole `input_schema`.
+pub(crate) fn parameters_of(schema: &Value, history: &[String]) -> Vec<Parameter> {
+    let required = required(schema);
     schema
         .get("properties")
         .and_then(Value::as_object)
@@ -388,17 +415,6 @@ fn compare_output(
             return;
         }
     }
-    let required = |s: &Value| -> Vec<String> {
-        s.get("required")
-            .and_then(Value::as_array)
-            .map(|r| {
-                r.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let empty = serde_json::Map::new();
     let pp = produced.get("properties").and_then(Value::as_object);
     let yp = ty.get("properties").and_then(Value::as_object);
@@ -408,14 +424,14 @@ fn compare_output(
         for (name, ysub) in yp {
             let path = format!("{at}/{}", crate::input::escape_pointer(name));
             match pp.get(name) {
-                None if y_req.contains(name) => push(
+                None if y_req.contains(&name.as_str()) => push(
                     out,
                     path,
                     "required by the Rust type, not in the output schema".into(),
                 ),
                 None => {}
                 Some(psub) => {
-                    if y_req.contains(name) && !p_req.contains(name) {
+                    if y_req.contains(&name.as_str()) && !p_req.contains(&name.as_str()) {
                         push(
                             out,
                             path.clone(),
@@ -460,7 +476,9 @@ fn resolve<'a>(schema: &'a Value, defs: &'a Value) -> &'a Value {
     s
 }
 
-fn types_of(schema: &Value) -> Option<Vec<String>> {
+/// The JSON types a schema allows (`type`, one or a list); `None` when it
+/// does not restrict them.
+pub(crate) fn types_of(schema: &Value) -> Option<Vec<String>> {
     match schema.get("type")? {
         Value::String(t) => Some(vec![t.clone()]),
         Value::Array(ts) => Some(
@@ -517,28 +535,18 @@ fn compare(
         tpl.get("properties").and_then(Value::as_object),
         ty.get("properties").and_then(Value::as_object),
     ) {
-        let required = |s: &Value| -> Vec<String> {
-            s.get("required")
-                .and_then(Value::as_array)
-                .map(|r| {
-                    r.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let (t_req, y_req) = (required(tpl), required(ty));
         for (name, sub) in tp {
             let path = format!("{at}/{}", crate::input::escape_pointer(name));
             match yp.get(name) {
-                None if t_req.contains(name) => out.push(SchemaMismatch {
+                None if t_req.contains(&name.as_str()) => out.push(SchemaMismatch {
                     pointer: path,
                     message: "required by the template, missing from the Rust type".into(),
                 }),
                 None => {}
                 Some(ysub) => {
-                    let optional = t_req.contains(name) && !y_req.contains(name);
+                    let optional =
+                        t_req.contains(&name.as_str()) && !y_req.contains(&name.as_str());
                     if optional {
                         out.push(SchemaMismatch {
                             pointer: path.clone(),

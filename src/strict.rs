@@ -141,30 +141,38 @@ fn walk(schema: &Value, at: String, strict: Strict, out: &mut Vec<(String, Strin
             _ => {}
         }
     }
-    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    for (pointer, child) in subschemas(map, &at) {
+        walk(child, pointer, strict, out, depth + 1);
+    }
+}
+
+/// The schemas inside a schema's keywords (`map`) that the walks here go
+/// into, each with its JSON pointer below `at`: each of `properties`,
+/// `$defs` and `definitions`, `items`, each of `anyOf` and `allOf`.
+fn subschemas<'a>(map: &'a serde_json::Map<String, Value>, at: &str) -> Vec<(String, &'a Value)> {
+    let mut out: Vec<(String, &Value)> = Vec::new();
     for key in ["properties", "$defs", "definitions"] {
-        if let Some(children) = map.get(key).and_then(Value::as_object) {
-            for (name, child) in children {
-                walk(
-                    child,
-                    format!("{at}/{key}/{}", escape(name)),
-                    strict,
-                    out,
-                    depth + 1,
-                );
-            }
+        if let Some(named) = map.get(key).and_then(Value::as_object) {
+            out.extend(
+                named
+                    .iter()
+                    .map(|(n, c)| (format!("{at}/{key}/{}", crate::input::escape_pointer(n)), c)),
+            );
         }
     }
     if let Some(items) = map.get("items") {
-        walk(items, format!("{at}/items"), strict, out, depth + 1);
+        out.push((format!("{at}/items"), items));
     }
     for key in ["anyOf", "allOf"] {
         if let Some(list) = map.get(key).and_then(Value::as_array) {
-            for (i, child) in list.iter().enumerate() {
-                walk(child, format!("{at}/{key}/{i}"), strict, out, depth + 1);
-            }
+            out.extend(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{at}/{key}/{i}"), c)),
+            );
         }
     }
+    out
 }
 
 /// Why `schema` cannot be sent in `strict`'s strict mode at all, if it
@@ -184,10 +192,15 @@ pub(crate) fn inexpressible(schema: &Value, strict: Strict) -> Option<(String, S
 
 /// Whether `schema` is for objects (its type, or its `properties`).
 fn is_object(schema: &Value) -> bool {
-    match schema.get("type") {
+    schema.as_object().is_some_and(object_map)
+}
+
+/// [`is_object`] of a schema's keywords.
+fn object_map(map: &serde_json::Map<String, Value>) -> bool {
+    match map.get("type") {
         Some(Value::String(t)) => t == "object",
         Some(Value::Array(types)) => types.iter().any(|t| t == "object"),
-        _ => schema.get("properties").is_some(),
+        _ => map.contains_key("properties"),
     }
 }
 
@@ -224,29 +237,7 @@ fn inexpressible_in(schema: &Value, at: String, depth: usize) -> Option<(String,
     if arrays && !map.get("items").is_some_and(Value::is_object) {
         return Some((at, "an array without `items`".to_owned()));
     }
-    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
-    let mut children: Vec<(String, &Value)> = Vec::new();
-    for key in ["properties", "$defs", "definitions"] {
-        if let Some(named) = map.get(key).and_then(Value::as_object) {
-            children.extend(
-                named
-                    .iter()
-                    .map(|(n, c)| (format!("{at}/{key}/{}", escape(n)), c)),
-            );
-        }
-    }
-    if let Some(items) = map.get("items") {
-        children.push((format!("{at}/items"), items));
-    }
-    for key in ["anyOf", "allOf"] {
-        if let Some(list) = map.get(key).and_then(Value::as_array) {
-            children.extend(
-                list.iter()
-                    .enumerate()
-                    .map(|(i, c)| (format!("{at}/{key}/{i}"), c)),
-            );
-        }
-    }
+    let children = subschemas(map, &at);
     children
         .into_iter()
         .find_map(|(pointer, child)| inexpressible_in(child, pointer, depth + 1))
@@ -273,6 +264,12 @@ fn rewrite_in(schema: &mut Value, strict: Strict, depth: usize) {
     if depth > 64 {
         return;
     }
+    // What the schema requires as written (its optional properties become
+    // nullable below).
+    let required: Vec<String> = crate::schema::required(schema)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let Some(map) = schema.as_object_mut() else {
         return;
     };
@@ -301,24 +298,13 @@ fn rewrite_in(schema: &mut Value, strict: Strict, depth: usize) {
         };
         map.insert("description".into(), described.into());
     }
-    let object = is_object(&Value::Object(map.clone()));
-    if object {
+    if object_map(map) {
         map.insert("additionalProperties".into(), Value::Bool(false));
         if strict == Strict::OpenAi {
             let names: Vec<String> = map
                 .get("properties")
                 .and_then(Value::as_object)
                 .map(|p| p.keys().cloned().collect())
-                .unwrap_or_default();
-            let required: Vec<String> = map
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| {
-                    r.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
                 .unwrap_or_default();
             if let Some(props) = map.get_mut("properties").and_then(Value::as_object_mut) {
                 for (name, prop) in props.iter_mut() {
@@ -432,11 +418,7 @@ fn drop_in(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
             let Some(props) = schema.get("properties").and_then(Value::as_object) else {
                 return;
             };
-            let required: Vec<&str> = schema
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let required = crate::schema::required(schema);
             object.retain(|name, v| {
                 !(v.is_null()
                     && !required.contains(&name.as_str())

@@ -37,6 +37,33 @@ impl Tool {
     }
 }
 
+impl Tool {
+    /// A call's arguments (the JSON text the model wrote) checked against
+    /// this tool's parameters, as sending and recorded-answer tests both
+    /// check them: the parsed value, with the `null`s taken out that the
+    /// strict form let the model give for optional arguments; or why the
+    /// call is not valid (not JSON, or the pointer and rule broken).
+    pub(crate) fn check_arguments(&self, arguments: &str) -> Result<Value, String> {
+        let mut args: Value = serde_json::from_str(arguments)
+            .map_err(|e| format!("the arguments are not JSON: {e}"))?;
+        crate::strict::drop_added_nulls(&self.parameters, &mut args);
+        match crate::schema::first_violation(&self.parameters, &args) {
+            None => Ok(args),
+            Some((pointer, rule, message)) => {
+                let at = if pointer.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{pointer}`")
+                };
+                Err(format!(
+                    "the arguments break `{}`'s parameters{at} ({rule}): {message}",
+                    self.name
+                ))
+            }
+        }
+    }
+}
+
 /// Whether and which tool the model must call. Serialises as `"auto"`,
 /// `"none"`, `"required"` or `{"name": TOOL}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -789,6 +789,18 @@ mod wire {
         assert_eq!(e.output_problem().unwrap().pointer, "/total");
     }
 
+    /// `text` as the only template of a fresh root (`t.prompt.yaml`),
+    /// rendered without inputs.
+    fn rendered_from(text: &str) -> (tempfile::TempDir, promptbook::Rendered) {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.prompt.yaml", text);
+        let rendered = Registry::load(dir.path())
+            .unwrap()
+            .render("t", &json!({}))
+            .unwrap();
+        (dir, rendered)
+    }
+
     /// What an attack found: optional tool arguments, tools the template
     /// does not declare, a preamble beside a tool call, refusals, `anyOf`
     /// branches, the usage of repaired answers, free-form schemas.
@@ -799,20 +811,11 @@ mod wire {
         let rendered = registry
             .render("extract", &json!({"invoice": "x"}))
             .unwrap();
-        let mut once = rendered.clone();
-        once.output_retries = Some(0);
 
         // An optional argument the strict form made the model send as null.
-        let dir2 = tempfile::tempdir().unwrap();
-        write(
-            dir2.path(),
-            "t.prompt.yaml",
+        let (_dir2, tools_only) = rendered_from(
             "version: 1.0.0\nmodel: {provider: openai, name: m}\ntools:\n  - name: search\n    parameters: {type: object, properties: {q: {type: string}, limit: {type: integer}}, required: [q]}\nmessages:\n  - {role: user, content: hi}\n",
         );
-        let tools_only = Registry::load(dir2.path())
-            .unwrap()
-            .render("t", &json!({}))
-            .unwrap();
         let fake = FakeProvider::start(vec![openai_tool_call(
             "search",
             r#"{"q": "x", "limit": null}"#,
@@ -823,16 +826,9 @@ mod wire {
 
         // A template with an output schema and no tools: a tool call is no
         // answer, and the call is marked.
-        let dir3 = tempfile::tempdir().unwrap();
-        write(
-            dir3.path(),
-            "o.prompt.yaml",
+        let (_dir3, output_only) = rendered_from(
             "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput: {type: object, properties: {a: {type: string}}, required: [a]}\nmessages:\n  - {role: user, content: hi}\n",
         );
-        let output_only = Registry::load(dir3.path())
-            .unwrap()
-            .render("o", &json!({}))
-            .unwrap();
         let fake = FakeProvider::start(vec![openai_tool_call("delete_everything", "not json")]);
         let e = client(&fake).send(&output_only).await.unwrap_err();
         assert_eq!(e.output_problem().unwrap().rule, "tool_calls");
@@ -878,16 +874,9 @@ mod wire {
         assert_eq!((u.input_tokens, u.output_tokens), (20, 10));
 
         // Optional properties inside `anyOf` branches; a free-form object.
-        let dir4 = tempfile::tempdir().unwrap();
-        write(
-            dir4.path(),
-            "s.prompt.yaml",
+        let (_dir4, shapes) = rendered_from(
             "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput:\n  type: object\n  properties:\n    shape:\n      anyOf:\n        - {type: object, properties: {kind: {const: circle}, radius: {type: number}, label: {type: string}}, required: [kind, radius]}\n        - {type: object, properties: {kind: {const: square}, side: {type: number}}, required: [kind, side]}\n    extra: {type: object}\n  required: [shape]\nmessages:\n  - {role: user, content: hi}\n",
         );
-        let shapes = Registry::load(dir4.path())
-            .unwrap()
-            .render("s", &json!({}))
-            .unwrap();
         let fake = FakeProvider::start(vec![openai_answer(
             r#"{"shape": {"kind": "circle", "radius": 2, "label": null}, "extra": {"any": 1}}"#,
             "stop",

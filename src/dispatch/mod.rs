@@ -392,21 +392,7 @@ impl Client {
         }
         let mut response = self.send(rendered).await?;
         let Some(output) = response.output.take() else {
-            let names: Vec<&str> = response
-                .tool_calls
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            let message = format!(
-                "the model called tools ({}) instead of answering",
-                names.join(", ")
-            );
-            return Err(DispatchError::invalid_output(
-                response,
-                "",
-                "tool_calls",
-                message,
-            ));
+            return Err(output::called_instead(response, ""));
         };
         serde_json::from_value::<T>(output.clone()).map_err(|e| {
             response.output = Some(output);

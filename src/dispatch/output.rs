@@ -44,20 +44,9 @@ pub(crate) fn check(
         if !rendered.tools.is_empty() {
             return Ok(response);
         }
-        let names: Vec<&str> = response
-            .tool_calls
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        let message = format!(
-            "the model called {} instead of answering, and the template declares no tools",
-            names.join(", ")
-        );
-        return Err(DispatchError::invalid_output(
+        return Err(called_instead(
             response,
-            "",
-            "tool_calls",
-            message,
+            ", and the template declares no tools",
         ));
     }
     if response.finish_reason == Some(FinishReason::ContentFilter) {
@@ -90,7 +79,7 @@ pub(crate) fn check(
     // A null the strict form let the model give for an optional property
     // means "absent".
     crate::strict::drop_added_nulls(schema, &mut value);
-    if let Some((pointer, rule, message)) = first_error(schema, &value) {
+    if let Some((pointer, rule, message)) = crate::schema::first_violation(schema, &value) {
         return Err(DispatchError::invalid_output(
             response, pointer, rule, message,
         ));
@@ -99,25 +88,20 @@ pub(crate) fn check(
     Ok(response)
 }
 
-/// The first way `value` breaks `schema`: its JSON pointer, the keyword
-/// and the validator's message.
-fn first_error(schema: &Value, value: &Value) -> Option<(String, String, String)> {
-    let validator = match crate::schema::compile(schema) {
-        Ok(v) => v,
-        // Checked when the template loaded; cannot fail here.
-        Err(e) => return Some((String::new(), "schema".into(), e)),
-    };
-    validator.iter_errors(value).next().map(|e| {
-        use jsonschema::error::ValidationErrorKind as K;
-        let mut pointer = e.instance_path().as_str().to_owned();
-        // A missing property is named by where it should be.
-        if let K::Required { property } = e.kind()
-            && let Some(name) = property.as_str()
-        {
-            pointer = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
-        }
-        (pointer, e.kind().keyword().to_owned(), e.to_string())
-    })
+/// The [`InvalidOutput`](super::ErrorKind::InvalidOutput) error (rule
+/// `tool_calls`) of an answer that called tools instead of answering;
+/// `why` ends its message.
+pub(crate) fn called_instead(response: Response, why: &str) -> DispatchError {
+    let names: Vec<&str> = response
+        .tool_calls
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let message = format!(
+        "the model called {} instead of answering{why}",
+        names.join(", ")
+    );
+    DispatchError::invalid_output(response, "", "tool_calls", message)
 }
 
 /// Marks each tool call that names no declared tool, or whose arguments
@@ -149,26 +133,9 @@ fn check_tool_calls(rendered: &Rendered, response: &mut Response) {
             });
             continue;
         };
-        // A null the strict form let the model give for an optional
-        // argument means "absent", as for the output.
-        let input = input.map(|mut args| {
-            crate::strict::drop_added_nulls(&tool.parameters, &mut args);
-            args
-        });
-        call.input = input.as_ref().ok().cloned();
-        call.problem = match &input {
-            Err(e) => Some(format!("the arguments are not JSON: {e}")),
-            Ok(args) => first_error(&tool.parameters, args).map(|(pointer, rule, message)| {
-                let at = if pointer.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at `{pointer}`")
-                };
-                format!(
-                    "the arguments break `{}`'s parameters{at} ({rule}): {message}",
-                    tool.name
-                )
-            }),
-        };
+        match tool.check_arguments(&call.arguments) {
+            Ok(args) => call.input = Some(args),
+            Err(problem) => call.problem = Some(problem),
+        }
     }
 }

@@ -307,10 +307,8 @@ fn valid(
         return;
     }
     let first_error = |schema: &Value, value: &Value| -> Option<String> {
-        let validator = crate::schema::compile(schema).ok()?;
-        validator.iter_errors(value).next().map(|e| {
-            let at = e.instance_path().to_string();
-            format!("at `{}`: {e}", if at.is_empty() { "/" } else { &at })
+        crate::schema::first_violation(schema, value).map(|(at, _, message)| {
+            format!("at `{}`: {message}", if at.is_empty() { "/" } else { &at })
         })
     };
     if let Some(schema) = rendered.output_schema.as_deref()
@@ -337,15 +335,8 @@ fn valid(
             continue;
         };
         let arguments = call.get("arguments").and_then(Value::as_str).unwrap_or("");
-        match serde_json::from_str::<Value>(arguments) {
-            Err(e) => failures.push(format!("the arguments of `{name}` are not JSON ({e})")),
-            Ok(args) => {
-                if let Some(e) = first_error(&tool.parameters, &args) {
-                    failures.push(format!(
-                        "the arguments of `{name}` break its parameters {e}"
-                    ));
-                }
-            }
+        if let Err(problem) = tool.check_arguments(arguments) {
+            failures.push(format!("the call of `{name}`: {problem}"));
         }
     }
 }
