@@ -371,11 +371,36 @@ fn make_nullable(schema: &mut Value) {
     }
 }
 
+/// Whether a schema sent for `strict` went in [`rewrite`]'s form with its
+/// optional properties made nullable: OpenAI's strict mode only (Anthropic
+/// keeps optional properties optional), and only for a schema that has a
+/// strict form (see [`inexpressible`]). Only then may a `null` stand for
+/// "absent" ([`drop_added_nulls`]); anywhere else it is the model's answer,
+/// validated as it is.
+#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
+pub(crate) fn nulls_added(schema: &Value, strict: Strict) -> bool {
+    strict == Strict::OpenAi && inexpressible(schema, strict).is_none()
+}
+
+/// Whether a recorded request body sent a schema with nulls added: an
+/// OpenAI `response_format` in strict mode (`tool: None`), or the strict
+/// function `tool` of its `tools`. What a recorded answer is checked by.
+pub(crate) fn nulls_added_in(body: &Value, tool: Option<&str>) -> bool {
+    match tool {
+        None => body["response_format"]["json_schema"]["strict"] == true,
+        Some(name) => body["tools"].as_array().is_some_and(|tools| {
+            tools
+                .iter()
+                .any(|t| t["function"]["name"] == name && t["function"]["strict"] == true)
+        }),
+    }
+}
+
 /// Takes out of `value` the `null`s the strict rewrite let the model give
 /// for properties that were optional (absent, in the original), where the
 /// original `schema` does not accept `null` there. Local `$ref`s are
-/// followed inside `schema`.
-#[cfg_attr(not(feature = "dispatch"), allow(dead_code))] // used when sending
+/// followed inside `schema`. Only for an answer to a schema sent with
+/// nulls added ([`nulls_added`]).
 pub(crate) fn drop_added_nulls(schema: &Value, value: &mut Value) {
     drop_in(schema, schema, value, 0);
 }

@@ -40,13 +40,20 @@ impl Tool {
 impl Tool {
     /// A call's arguments (the JSON text the model wrote) checked against
     /// this tool's parameters, as sending and recorded-answer tests both
-    /// check them: the parsed value, with the `null`s taken out that the
-    /// strict form let the model give for optional arguments; or why the
-    /// call is not valid (not JSON, or the pointer and rule broken).
-    pub(crate) fn check_arguments(&self, arguments: &str) -> Result<Value, String> {
+    /// check them: the parsed value (with the `null`s taken out that the
+    /// strict form let the model give for optional arguments, when the
+    /// tool was sent in that form: `nulls_added`); or why the call is not
+    /// valid (not JSON, or the pointer and rule broken).
+    pub(crate) fn check_arguments(
+        &self,
+        arguments: &str,
+        nulls_added: bool,
+    ) -> Result<Value, String> {
         let mut args: Value = serde_json::from_str(arguments)
             .map_err(|e| format!("the arguments are not JSON: {e}"))?;
-        crate::strict::drop_added_nulls(&self.parameters, &mut args);
+        if nulls_added {
+            crate::strict::drop_added_nulls(&self.parameters, &mut args);
+        }
         match crate::schema::first_violation(&self.parameters, &args) {
             None => Ok(args),
             Some((pointer, rule, message)) => {

@@ -873,20 +873,35 @@ mod wire {
         let u = r.usage.unwrap();
         assert_eq!((u.input_tokens, u.output_tokens), (20, 10));
 
-        // Optional properties inside `anyOf` branches; a free-form object.
+        // Optional properties inside `anyOf` branches, sent in strict form.
         let (_dir4, shapes) = rendered_from(
-            "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput:\n  type: object\n  properties:\n    shape:\n      anyOf:\n        - {type: object, properties: {kind: {const: circle}, radius: {type: number}, label: {type: string}}, required: [kind, radius]}\n        - {type: object, properties: {kind: {const: square}, side: {type: number}}, required: [kind, side]}\n    extra: {type: object}\n  required: [shape]\nmessages:\n  - {role: user, content: hi}\n",
+            "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput:\n  type: object\n  properties:\n    shape:\n      anyOf:\n        - {type: object, properties: {kind: {const: circle}, radius: {type: number}, label: {type: string}}, required: [kind, radius]}\n        - {type: object, properties: {kind: {const: square}, side: {type: number}}, required: [kind, side]}\n  required: [shape]\nmessages:\n  - {role: user, content: hi}\n",
         );
         let fake = FakeProvider::start(vec![openai_answer(
-            r#"{"shape": {"kind": "circle", "radius": 2, "label": null}, "extra": {"any": 1}}"#,
+            r#"{"shape": {"kind": "circle", "radius": 2, "label": null}}"#,
             "stop",
         )]);
         let r = client(&fake).send(&shapes).await.unwrap();
         assert_eq!(
             r.output,
-            Some(json!({"shape": {"kind": "circle", "radius": 2}, "extra": {"any": 1}}))
+            Some(json!({"shape": {"kind": "circle", "radius": 2}}))
         );
-        // The free-form `extra` has no strict form: sent as written.
+        assert_eq!(
+            fake.requests()[0].body["response_format"]["json_schema"]["strict"],
+            true
+        );
+
+        // A free-form object has no strict form: sent as written, and then
+        // a null is the model's answer, checked as it is.
+        let (_dir5, free) = rendered_from(
+            "version: 1.0.0\nmodel: {provider: openai, name: m}\noutput:\n  type: object\n  properties:\n    name: {type: string}\n    extra: {type: object}\n  required: [extra]\nmessages:\n  - {role: user, content: hi}\n",
+        );
+        let fake = FakeProvider::start(vec![
+            openai_answer(r#"{"extra": {"any": 1}}"#, "stop"),
+            openai_answer(r#"{"extra": {}, "name": null}"#, "stop"),
+        ]);
+        let r = client(&fake).send(&free).await.unwrap();
+        assert_eq!(r.output, Some(json!({"extra": {"any": 1}})));
         let spec = &fake.requests()[0].body["response_format"]["json_schema"];
         assert_eq!(spec["strict"], false);
         assert!(
@@ -894,6 +909,34 @@ mod wire {
                 .get("additionalProperties")
                 .is_none()
         );
+        let e = client(&fake).send(&free).await.unwrap_err();
+        let p = e.output_problem().unwrap();
+        assert_eq!((p.pointer.as_str(), p.rule.as_str()), ("/name", "type"));
+
+        // Anthropic keeps optional properties optional: a null is checked.
+        let dir6 = extract_root();
+        let text = std::fs::read_to_string(dir6.path().join("extract.prompt.yaml")).unwrap();
+        std::fs::write(
+            dir6.path().join("extract.prompt.yaml"),
+            text.replace(
+                "{provider: openai, name: gpt-4o-mini}",
+                "{provider: anthropic, name: claude-sonnet-4-5}",
+            )
+            .replace("output_retries: 2", "output_retries: 0"),
+        )
+        .unwrap();
+        let claude = Registry::load(dir6.path())
+            .unwrap()
+            .render("extract", &json!({"invoice": "x"}))
+            .unwrap();
+        let fake = FakeProvider::start(vec![Reply::json(
+            &json!({"id": "m", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "content": [{"type": "text", "text": "{\"total\": 1, \"currency\": \"EUR\", \"note\": null}"}],
+                "stop_reason": "end_turn"})
+            .to_string(),
+        )]);
+        let e = client(&fake).send(&claude).await.unwrap_err();
+        assert_eq!(e.output_problem().unwrap().pointer, "/note");
     }
 
     /// Servers without `json_schema` say so in `providers.yaml`; the
@@ -999,6 +1042,13 @@ mod wire {
                 "enum",
             ),
             (r#"{"total": 1, "cur"#, "max_tokens", "", "length"),
+            (
+                r#"{"total": 1, "cur"#,
+                "model_context_window_exceeded",
+                "",
+                "length",
+            ),
+            ("I will not help with that.", "refusal", "", "refusal"),
         ] {
             let fake = FakeProvider::start(vec![anthropic_answer(textual(answer), stop)]);
             let e = client(&fake).send(&once).await.unwrap_err();
@@ -1009,6 +1059,9 @@ mod wire {
                 "{answer}: {e}"
             );
             assert_eq!(e.partial().unwrap().text, answer);
+            if rule == "refusal" {
+                assert!(e.to_string().contains("I will not help"), "{e}");
+            }
         }
         // A repair on Anthropic's wire: the bad answer and the error go
         // back as turns.

@@ -358,14 +358,21 @@ impl Client {
             .collect()
     }
 
-    /// How the configured provider `name` takes output schemas (the
-    /// default for one not configured: a template's own connection).
-    fn structured_output_of(&self, name: &str) -> config::StructuredOutput {
-        self.inner
-            .providers
-            .get(name)
-            .map(|p| p.config.structured_output)
-            .unwrap_or_default()
+    /// How a request to provider `name` went: its configuration, or for
+    /// one not configured (a template's own connection) the wire its name
+    /// says, with the default structured output.
+    fn sent_to(&self, name: &str) -> output::Sent {
+        match self.inner.providers.get(name) {
+            Some(p) => output::Sent::of(&p.config),
+            None => output::Sent {
+                kind: if name == "anthropic" {
+                    ProviderKind::Anthropic
+                } else {
+                    ProviderKind::Openai
+                },
+                mode: config::StructuredOutput::default(),
+            },
+        }
     }
 
     /// Sends `rendered` and returns its validated output as a `T`: the
@@ -546,11 +553,8 @@ impl Client {
         let mut response = finished.value;
         response.fallback = finished.target > 0;
         response.attempts = finished.attempts;
-        let mode = targets
-            .get(finished.target)
-            .map(|t| t.provider.config.structured_output)
-            .unwrap_or_default();
-        output::check(rendered, response, mode)
+        let sent = output::Sent::of(&targets[finished.target].provider.config);
+        output::check(rendered, response, sent)
     }
 
     /// The request [`send_with`](Client::send_with) makes first (to the
@@ -615,8 +619,8 @@ impl Client {
                     .await
                     .and_then(|r| {
                         r.map(|r| {
-                            let mode = client.structured_output_of(&r.provider);
-                            output::check(&rendered, r, mode)
+                            let sent = client.sent_to(&r.provider);
+                            output::check(&rendered, r, sent)
                         })
                         .transpose()
                     });

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::config::StructuredOutput;
+use super::config::{ProviderKind, StructuredOutput};
 use super::error::DispatchError;
 use super::response::{FinishReason, Response};
 use crate::render::Rendered;
@@ -23,8 +23,9 @@ use crate::render::Rendered;
 pub(crate) fn check(
     rendered: &Rendered,
     mut response: Response,
-    mode: StructuredOutput,
+    sent: Sent,
 ) -> Result<Response, DispatchError> {
+    let mode = sent.mode;
     // In tool mode the answer is the arguments of the output tool's call.
     if let (StructuredOutput::Tool, Some(schema)) = (mode, rendered.output_schema.as_deref()) {
         let name = super::wire::output_tool_name(schema, &rendered.tools);
@@ -33,7 +34,7 @@ pub(crate) fn check(
             response.text = call.arguments;
         }
     }
-    check_tool_calls(rendered, &mut response);
+    check_tool_calls(rendered, &mut response, sent);
     let Some(schema) = rendered.output_schema.as_deref() else {
         return Ok(response);
     };
@@ -50,7 +51,12 @@ pub(crate) fn check(
         ));
     }
     if response.finish_reason == Some(FinishReason::ContentFilter) {
-        let message = match response.refusal.as_deref() {
+        // OpenAI says why in `refusal`; Anthropic in the text.
+        let said = response
+            .refusal
+            .as_deref()
+            .or(Some(response.text.trim()).filter(|t| !t.is_empty()));
+        let message = match said {
             Some(why) => format!("the model refused: {why}"),
             None => {
                 "the model refused, or its answer was filtered (finish reason `content_filter`)"
@@ -77,8 +83,10 @@ pub(crate) fn check(
         }
     };
     // A null the strict form let the model give for an optional property
-    // means "absent".
-    crate::strict::drop_added_nulls(schema, &mut value);
+    // means "absent" (only where the schema went in that form).
+    if sent.nulls_added(schema) {
+        crate::strict::drop_added_nulls(schema, &mut value);
+    }
     if let Some((pointer, rule, message)) = crate::schema::first_violation(schema, &value) {
         return Err(DispatchError::invalid_output(
             response, pointer, rule, message,
@@ -86,6 +94,36 @@ pub(crate) fn check(
     }
     response.output = Some(value);
     Ok(response)
+}
+
+/// How an answer's request went: the provider's wire and how it took the
+/// output schema. Decides where a `null` may stand for "absent".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub kind: ProviderKind,
+    pub mode: StructuredOutput,
+}
+
+impl Sent {
+    pub(crate) fn of(config: &super::config::ProviderConfig) -> Sent {
+        Sent {
+            kind: config.kind,
+            mode: config.structured_output,
+        }
+    }
+
+    /// Whether `schema` (the output's, in json_schema or tool mode, or a
+    /// tool's parameters) went with its optional properties nullable.
+    fn nulls_added(self, schema: &Value) -> bool {
+        let strict = match self.kind {
+            ProviderKind::Openai => crate::strict::Strict::OpenAi,
+            ProviderKind::Anthropic => crate::strict::Strict::Anthropic,
+        };
+        matches!(
+            self.mode,
+            StructuredOutput::JsonSchema | StructuredOutput::Tool
+        ) && crate::strict::nulls_added(schema, strict)
+    }
 }
 
 /// The [`InvalidOutput`](super::ErrorKind::InvalidOutput) error (rule
@@ -110,7 +148,7 @@ pub(crate) fn called_instead(response: Response, why: &str) -> DispatchError {
 /// nothing about its answer (tools written by hand in `model.parameters`);
 /// a template that declares an output schema but no tools gets every call
 /// marked.
-fn check_tool_calls(rendered: &Rendered, response: &mut Response) {
+fn check_tool_calls(rendered: &Rendered, response: &mut Response, sent: Sent) {
     for call in &mut response.tool_calls {
         let input = serde_json::from_str::<Value>(&call.arguments);
         call.input = input.as_ref().ok().cloned();
@@ -133,7 +171,7 @@ fn check_tool_calls(rendered: &Rendered, response: &mut Response) {
             });
             continue;
         };
-        match tool.check_arguments(&call.arguments) {
+        match tool.check_arguments(&call.arguments, sent.nulls_added(&tool.parameters)) {
             Ok(args) => call.input = Some(args),
             Err(problem) => call.problem = Some(problem),
         }

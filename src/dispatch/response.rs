@@ -35,7 +35,8 @@ impl FinishReason {
     pub(crate) fn from_anthropic(s: &str) -> FinishReason {
         match s {
             "end_turn" | "stop_sequence" => FinishReason::Stop,
-            "max_tokens" => FinishReason::Length,
+            // The answer stopped for want of room either way.
+            "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
             "tool_use" => FinishReason::ToolCalls,
             "refusal" => FinishReason::ContentFilter,
             other => FinishReason::Other(other.to_owned()),

@@ -152,6 +152,7 @@ pub(crate) fn error(expected: Option<&ErrorExpect>, error: &Error, failures: &mu
 /// Checks a recorded answer (the `response` of a cassette).
 pub(crate) fn answer(
     expect: &AnswerExpect,
+    request: &Value,
     response: &Value,
     rendered: &crate::render::Rendered,
     failures: &mut Vec<String>,
@@ -159,7 +160,7 @@ pub(crate) fn answer(
     let reply = response.get("text").and_then(Value::as_str).unwrap_or("");
     text(&expect.text, reply, "the answer", failures);
     if expect.valid {
-        valid(response, reply, rendered, failures);
+        valid(&request["body"], response, reply, rendered, failures);
     }
     if let Some(schema) = &expect.schema {
         match serde_json::from_str::<Value>(reply) {
@@ -286,9 +287,11 @@ fn text(expect: &TextExpect, text: &str, what: &str, failures: &mut Vec<String>)
 /// `answer: {valid: true}`: the recorded answer as the template declares
 /// it: its output (unless the model called tools instead) against the
 /// template's own `output:` schema, as sending checks it (a `null` the
-/// strict form allowed for an optional property is absent), and each tool
-/// call's arguments against its tool's parameters.
+/// strict form allowed for an optional property is absent, when the
+/// recorded request `body` sent that form), and each tool call's arguments
+/// against its tool's parameters.
 fn valid(
+    body: &Value,
     response: &Value,
     reply: &str,
     rendered: &crate::render::Rendered,
@@ -317,7 +320,9 @@ fn valid(
         match serde_json::from_str::<Value>(reply.trim()) {
             Err(e) => failures.push(format!("the answer is not JSON ({e}): {}", excerpt(reply))),
             Ok(mut value) => {
-                crate::strict::drop_added_nulls(schema, &mut value);
+                if crate::strict::nulls_added_in(body, None) {
+                    crate::strict::drop_added_nulls(schema, &mut value);
+                }
                 if let Some(e) = first_error(schema, &value) {
                     failures.push(format!(
                         "the answer breaks the template's output schema {e}"
@@ -335,7 +340,8 @@ fn valid(
             continue;
         };
         let arguments = call.get("arguments").and_then(Value::as_str).unwrap_or("");
-        if let Err(problem) = tool.check_arguments(arguments) {
+        let nulls_added = crate::strict::nulls_added_in(body, Some(name));
+        if let Err(problem) = tool.check_arguments(arguments, nulls_added) {
             failures.push(format!("the call of `{name}`: {problem}"));
         }
     }

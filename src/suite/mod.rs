@@ -603,7 +603,13 @@ fn check_cassette(
         return;
     }
     if let Some(answer) = &case.answer {
-        expect::answer(answer, &recorded.response, rendered, &mut result.failures);
+        expect::answer(
+            answer,
+            &recorded.request,
+            &recorded.response,
+            rendered,
+            &mut result.failures,
+        );
     }
 }
 
