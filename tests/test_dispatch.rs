@@ -1032,7 +1032,11 @@ fn cli_send_prints_the_reply_its_json_or_its_stream() {
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["text"], "Hello");
     assert_eq!(v["finish_reason"], "stop");
-    assert_eq!(v["usage"], json!({"input_tokens": 10, "output_tokens": 79}));
+    // The fixture's `prompt_tokens_details.cached_tokens: 0` is reported.
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 10, "output_tokens": 79, "cache_read_input_tokens": 0})
+    );
     assert_eq!(
         (v["provider"].as_str(), v["model"].as_str()),
         (Some("openai"), Some("gpt-4o-mini"))

@@ -186,7 +186,7 @@ impl Wire for Anthropic {
             "message_start" => {
                 let m = &v["message"];
                 acc.response.response_model = m["model"].as_str().map(str::to_owned);
-                acc.input_tokens = m["usage"]["input_tokens"].as_u64();
+                acc.response.response_id = m["id"].as_str().map(str::to_owned);
                 acc.response.usage = usage(&m["usage"], None);
             }
             "content_block_start" => {
@@ -251,7 +251,7 @@ impl Wire for Anthropic {
                     acc.response.finish_reason = Some(FinishReason::from_anthropic(reason));
                     acc.finished = true;
                 }
-                if let Some(u) = usage(&v["usage"], acc.input_tokens) {
+                if let Some(u) = usage(&v["usage"], acc.response.usage.as_ref()) {
                     acc.response.usage = Some(u);
                 }
             }
@@ -532,6 +532,7 @@ fn response(v: &Value) -> Result<Response, String> {
         finish_reason: v["stop_reason"].as_str().map(FinishReason::from_anthropic),
         usage: usage(&v["usage"], None),
         response_model: v["model"].as_str().map(str::to_owned),
+        response_id: v["id"].as_str().map(str::to_owned),
         ..Response::default()
     };
     for block in content {
@@ -548,12 +549,22 @@ fn response(v: &Value) -> Result<Response, String> {
     Ok(r)
 }
 
-fn usage(u: &Value, input: Option<u64>) -> Option<Usage> {
-    let input_tokens = u["input_tokens"].as_u64().or(input)?;
-    Some(Usage {
-        input_tokens,
-        output_tokens: u["output_tokens"].as_u64().unwrap_or(0),
-    })
+/// Anthropic's `usage`: `input_tokens` (after the last cache mark, so
+/// without cache reads and writes), `output_tokens`,
+/// `cache_read_input_tokens`, `cache_creation_input_tokens`. A stream's
+/// `message_delta` may leave out what `message_start` said (`earlier`).
+fn usage(u: &Value, earlier: Option<&Usage>) -> Option<Usage> {
+    let input_tokens = u["input_tokens"]
+        .as_u64()
+        .or(earlier.map(|e| e.input_tokens))?;
+    let mut usage = Usage::new(input_tokens, u["output_tokens"].as_u64().unwrap_or(0));
+    usage.cache_read_input_tokens = u["cache_read_input_tokens"]
+        .as_u64()
+        .or(earlier.and_then(|e| e.cache_read_input_tokens));
+    usage.cache_creation_input_tokens = u["cache_creation_input_tokens"]
+        .as_u64()
+        .or(earlier.and_then(|e| e.cache_creation_input_tokens));
+    Some(usage)
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! The response cache: answers to deterministic calls (`temperature: 0`),
-//! kept in memory for a TTL, keyed by everything that decides the answer.
+//! kept for a TTL, keyed by everything that decides the answer. In memory,
+//! or in Redis (feature `redis`, `state: {redis: URL}`) so that an answer
+//! one replica paid for serves them all; while Redis cannot be reached,
+//! this process's memory serves.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,11 +12,14 @@ use serde_json::Value;
 
 use super::response::Response;
 
-/// Answers to deterministic calls, kept for a TTL. Bounded: when full,
-/// expired entries go, then everything.
+/// Answers to deterministic calls, kept for a TTL. Bounded: in memory,
+/// when full, expired entries go, then everything; in Redis, each entry
+/// expires with its TTL.
 pub(crate) struct Cache {
     pub ttl: Duration,
     entries: Mutex<HashMap<u128, (Instant, Response)>>,
+    #[cfg(feature = "redis")]
+    shared: Option<std::sync::Arc<super::state::Shared>>,
 }
 
 const CACHE_ENTRIES: usize = 4096;
@@ -24,18 +30,63 @@ impl Cache {
         Cache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
-    /// A fresh answer stored under `key`.
-    pub(crate) fn get(&self, key: u128) -> Option<Response> {
+    /// A cache kept where `state` says.
+    pub(crate) fn shared(ttl: Duration, state: &std::sync::Arc<super::state::Shared>) -> Cache {
+        let _ = state;
+        Cache {
+            #[cfg(feature = "redis")]
+            shared: state.redis.as_ref().map(|_| state.clone()),
+            ..Cache::new(ttl)
+        }
+    }
+
+    /// A fresh answer stored under `key`, by this or (shared) any process.
+    pub(crate) async fn get(&self, key: u128) -> Option<Response> {
+        #[cfg(feature = "redis")]
+        if let Some(state) = &self.shared
+            && let Some(store) = &state.redis
+        {
+            match store
+                .cache_get(&store.key(&["cache", &format!("{key:032x}")]))
+                .await
+            {
+                // An entry that does not read (written by another version)
+                // is a miss.
+                Ok(bytes) => return bytes.and_then(|b| serde_json::from_slice(&b).ok()),
+                Err(e) => state.warn_outage(&e),
+            }
+        }
+        self.get_local(key)
+    }
+
+    /// Stores an answer.
+    pub(crate) async fn put(&self, key: u128, response: &Response) {
+        #[cfg(feature = "redis")]
+        if let Some(state) = &self.shared
+            && let Some(store) = &state.redis
+            && let Ok(bytes) = serde_json::to_vec(response)
+        {
+            let at = store.key(&["cache", &format!("{key:032x}")]);
+            match store.cache_put(&at, &bytes, self.ttl).await {
+                Ok(()) => return,
+                Err(e) => state.warn_outage(&e),
+            }
+        }
+        self.put_local(key, response);
+    }
+
+    fn get_local(&self, key: u128) -> Option<Response> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (at, response) = entries.get(&key)?;
         (at.elapsed() < self.ttl).then(|| response.clone())
     }
 
-    /// Stores an answer.
-    pub(crate) fn put(&self, key: u128, response: &Response) {
+    fn put_local(&self, key: u128, response: &Response) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CACHE_ENTRIES {
             let ttl = self.ttl;
@@ -112,27 +163,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_answer_is_served_until_its_ttl_passes() {
+    #[tokio::test]
+    async fn an_answer_is_served_until_its_ttl_passes() {
         let cache = Cache::new(Duration::from_secs(60));
-        assert!(cache.get(1).is_none());
-        cache.put(1, &answer("one"));
-        assert_eq!(cache.get(1).map(|r| r.text), Some("one".to_owned()));
-        assert!(cache.get(2).is_none());
+        assert!(cache.get(1).await.is_none());
+        cache.put(1, &answer("one")).await;
+        assert_eq!(cache.get(1).await.map(|r| r.text), Some("one".to_owned()));
+        assert!(cache.get(2).await.is_none());
         let expired = Cache::new(Duration::ZERO);
-        expired.put(1, &answer("one"));
-        assert!(expired.get(1).is_none(), "a zero TTL keeps nothing");
+        expired.put(1, &answer("one")).await;
+        assert!(expired.get(1).await.is_none(), "a zero TTL keeps nothing");
     }
 
-    #[test]
-    fn the_cache_stays_bounded() {
+    #[tokio::test]
+    async fn the_cache_stays_bounded() {
         let cache = Cache::new(Duration::from_secs(60));
         for k in 0..(CACHE_ENTRIES as u128 + 10) {
-            cache.put(k, &answer("x"));
+            cache.put(k, &answer("x")).await;
         }
         let len = cache.entries.lock().unwrap().len();
         assert!(len <= CACHE_ENTRIES, "{len} entries");
         // The newest answer is always kept.
-        assert!(cache.get(CACHE_ENTRIES as u128 + 9).is_some());
+        assert!(cache.get(CACHE_ENTRIES as u128 + 9).await.is_some());
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::breaker::CircuitBreaker;
 use super::error::DispatchError;
+use super::state::StateConfig;
 
 /// The wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -32,6 +34,13 @@ pub struct Limits {
     pub tokens_per_minute: Option<u32>,
     /// Requests in flight at once (a stream counts until it ends).
     pub concurrent: Option<u32>,
+    /// How much of a per-minute quota may be spent at once, as the time it
+    /// covers (`providers.yaml`: `window: 10s`; default one minute): a
+    /// quota of `n` per minute lets `n × window / 1 min` (at least one)
+    /// through at once, then one more every `1 min / n`. Azure OpenAI, for
+    /// one, enforces its per-minute quotas over 1 or 10 second windows.
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub window: Option<Duration>,
 }
 
 impl Limits {
@@ -56,6 +65,35 @@ impl Limits {
     pub fn concurrent(mut self, n: u32) -> Limits {
         self.concurrent = Some(n);
         self
+    }
+
+    /// Spends at most `window`'s share of a per-minute quota at once (see
+    /// [`Limits::window`]).
+    pub fn window(mut self, window: Duration) -> Limits {
+        self.window = Some(window);
+        self
+    }
+
+    /// How many of a quota of `per_minute` may go at once: `per_minute ×
+    /// window / 1 min`, at least 1 and at most `per_minute`.
+    pub(crate) fn burst(&self, per_minute: u32) -> u32 {
+        let window = self.window.unwrap_or(Duration::from_secs(60));
+        let share = u128::from(per_minute) * window.as_millis() / 60_000;
+        u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .clamp(1, per_minute.max(1))
+    }
+
+    /// These limits shared by `replicas` processes: each quota divided
+    /// (rounded down, at least 1), for the `local` outage policy.
+    pub(crate) fn divided(&self, replicas: u32) -> Limits {
+        let part = |n: Option<u32>| n.map(|n| (n / replicas.max(1)).max(1));
+        Limits {
+            requests_per_minute: part(self.requests_per_minute),
+            tokens_per_minute: part(self.tokens_per_minute),
+            concurrent: part(self.concurrent),
+            window: self.window,
+        }
     }
 }
 
@@ -95,6 +133,12 @@ pub struct ProviderConfig {
     /// kind's own structured outputs by default.
     #[serde(default)]
     pub structured_output: StructuredOutput,
+    /// When to stop sending to one of this provider's models for a while
+    /// (`circuit_breaker: {failures, window, cooldown}`); `None`: the
+    /// client's (see
+    /// [`ClientBuilder::circuit_breaker`](super::ClientBuilder::circuit_breaker)).
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// How a provider takes a template's output schema, for servers that lack
@@ -138,6 +182,7 @@ impl ProviderConfig {
             headers: BTreeMap::new(),
             limits: Limits::default(),
             structured_output: StructuredOutput::default(),
+            circuit_breaker: None,
         }
     }
 
@@ -306,22 +351,81 @@ struct ProviderEntry {
     #[serde(default)]
     limits: Limits,
     structured_output: Option<StructuredOutput>,
+    circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// The entries of `providers.yaml`: provider names, and the reserved key
+/// `state` (where dispatch state is shared; see [`StateConfig`]).
+struct ProvidersFile {
+    providers: Vec<(String, ProviderEntry)>,
+    state: Option<StateConfig>,
+}
+
+impl<'de> Deserialize<'de> for ProvidersFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ProvidersFile, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ProvidersFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of provider names to their settings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ProvidersFile, A::Error> {
+                let mut file = ProvidersFile {
+                    providers: Vec::new(),
+                    state: None,
+                };
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == STATE_KEY {
+                        file.state = Some(map.next_value()?);
+                    } else if file.providers.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "provider `{name}` is declared twice"
+                        )));
+                    } else {
+                        file.providers.push((name, map.next_value()?));
+                    }
+                }
+                Ok(file)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The top-level key of `providers.yaml` that is not a provider: where
+/// dispatch state is shared (`state: {redis: URL}`).
+pub const STATE_KEY: &str = "state";
+
+/// What `providers.yaml` configures.
+pub(crate) struct Providers {
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub state: Option<StateConfig>,
 }
 
 /// Reads `providers.yaml`: a map of provider name to
 /// `{kind, base_url, api_key_env, auth_header, query, headers, limits,
-/// structured_output}`.
+/// structured_output, circuit_breaker}`, and the reserved key `state`.
 pub(crate) fn read_providers_file(
     path: &Path,
     builtin: &BTreeMap<String, ProviderConfig>,
-) -> Result<BTreeMap<String, ProviderConfig>, DispatchError> {
+) -> Result<Providers, DispatchError> {
     let text = crate::file::read_text(path, crate::file::MAX_FILE_BYTES)
         .map_err(|e| DispatchError::config(format!("cannot read {}: {e}", path.display())))?;
-    let entries: BTreeMap<String, ProviderEntry> = serde_saphyr::from_str(&text).map_err(|e| {
-        DispatchError::config(format!("{}: {}", path.display(), e.without_snippet()))
+    let file: ProvidersFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let mut message = format!("{}: {}", path.display(), e.without_snippet());
+        if message.contains("unknown field") && text_uses_state_as_a_provider(&text) {
+            message.push_str(
+                "; `state` is reserved for shared dispatch state (`state: {redis: URL}`), \
+                 not a provider name: name the provider otherwise",
+            );
+        }
+        DispatchError::config(message)
     })?;
     let mut out = BTreeMap::new();
-    for (name, entry) in entries {
+    for (name, entry) in file.providers {
         if name.is_empty() || name.contains(':') {
             return Err(DispatchError::config(format!(
                 "{}: provider name `{name}` must be non-empty and have no `:`",
@@ -390,10 +494,24 @@ pub(crate) fn read_providers_file(
                     .structured_output
                     .or(base.map(|b| b.structured_output))
                     .unwrap_or_default(),
+                circuit_breaker: entry.circuit_breaker,
             },
         );
     }
-    Ok(out)
+    Ok(Providers {
+        providers: out,
+        state: file.state,
+    })
+}
+
+/// Whether a `state:` entry of `providers.yaml` looks like a provider's
+/// settings (it names `kind` or `base_url`).
+fn text_uses_state_as_a_provider(text: &str) -> bool {
+    let value: Result<BTreeMap<String, serde_json::Value>, _> = serde_saphyr::from_str(text);
+    value
+        .ok()
+        .and_then(|m| m.get(STATE_KEY).cloned())
+        .is_some_and(|v| v.get("kind").is_some() || v.get("base_url").is_some())
 }
 
 #[cfg(test)]
@@ -427,7 +545,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("providers.yaml");
         std::fs::write(&path, yaml).unwrap();
-        read_providers_file(&path, &builtin()).map_err(|e| e.to_string())
+        read_providers_file(&path, &builtin())
+            .map(|p| p.providers)
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -73,12 +73,22 @@ pub enum ErrorKind {
     /// before its JSON ended. The raw answer is in
     /// [`DispatchError::partial`].
     InvalidOutput,
+    /// Every model to try had its circuit open: each failed often enough
+    /// lately that calls skip it for a while (see
+    /// [`CircuitBreaker`](super::CircuitBreaker)). Nothing was sent;
+    /// [`DispatchError::retry_after`] says when the first may take calls
+    /// again.
+    CircuitOpen,
+    /// The shared state (Redis) could not be reached for
+    /// `state.outage_wait` and the outage policy is `fail_closed`: nothing
+    /// was sent.
+    SharedState,
 }
 
 impl ErrorKind {
     /// A short name: `config`, `prompt`, `retryable`, `rate_limited`,
     /// `authentication`, `invalid_request`, `unavailable`, `timeout`,
-    /// `stream`, `invalid_output`.
+    /// `stream`, `invalid_output`, `circuit_open`, `shared_state`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Config => "config",
@@ -91,6 +101,8 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Stream => "stream",
             ErrorKind::InvalidOutput => "invalid_output",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::SharedState => "shared_state",
         }
     }
 }
@@ -183,6 +195,23 @@ impl DispatchError {
             DispatchError::from_provider(ErrorKind::RateLimited, provider, Some(429), message);
         err.inner.retry_after = retry_after;
         err
+    }
+
+    /// Every target's circuit was open; the first reopens after
+    /// `retry_after`.
+    pub(crate) fn circuit_open(
+        provider: &str,
+        retry_after: Duration,
+        message: String,
+    ) -> DispatchError {
+        let mut err = DispatchError::new(ErrorKind::CircuitOpen, Some(provider), message);
+        err.inner.retry_after = Some(retry_after);
+        err
+    }
+
+    /// The shared state could not be reached (`fail_closed`).
+    pub(crate) fn shared_state(message: String) -> DispatchError {
+        DispatchError::new(ErrorKind::SharedState, None, message)
     }
 
     pub(crate) fn timed_out(provider: &str, kind: TimeoutKind, after: Duration) -> DispatchError {
@@ -379,6 +408,8 @@ impl fmt::Display for DispatchError {
                     .map_or_else(String::new, |o| format!(" ({})", o.rule));
                 write!(f, "{provider}: invalid output{at}{rule}: {message}")
             }
+            ErrorKind::CircuitOpen => write!(f, "{provider}: circuit open: {message}"),
+            ErrorKind::SharedState => write!(f, "shared state unreachable: {message}"),
         }
     }
 }

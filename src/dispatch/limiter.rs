@@ -18,6 +18,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::Limits;
+use super::error::DispatchError;
 
 /// governor's clock read from tokio's: the time since the limiter was made.
 #[derive(Debug, Clone)]
@@ -36,29 +37,37 @@ impl Clock for TokioClock {
 type RateLimiter =
     governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
-/// One provider's limits.
-pub(crate) struct Limiter {
+/// One provider's limits, in this process.
+pub(crate) struct Local {
     requests: Option<RateLimiter>,
     tokens: Option<(RateLimiter, NonZeroU32)>,
     concurrent: Option<Arc<Semaphore>>,
 }
 
-impl Limiter {
+impl Local {
     /// Limits as configured (none when the configuration sets none). A
-    /// per-minute quota of `n` allows a burst of `n`, then one more every
-    /// `60 s / n` (governor's `Quota::per_minute`).
-    pub(crate) fn new(limits: &Limits) -> Limiter {
+    /// per-minute quota of `n` allows a burst of `n` (or the
+    /// [`window`](Limits::window)'s share), then one more every `60 s / n`.
+    pub(crate) fn new(limits: &Limits) -> Local {
         let clock = TokioClock {
             start: tokio::time::Instant::now(),
         };
-        let per_minute = |n: u32| NonZeroU32::new(n).map(governor::Quota::per_minute);
+        let quota = |n: u32| {
+            let burst = NonZeroU32::new(limits.burst(n))?;
+            governor::Quota::with_period(Duration::from_secs(60) / n.max(1))
+                .map(|q| q.allow_burst(burst))
+        };
         let limiter = |quota| RateLimiter::direct_with_clock(quota, clock.clone());
-        Limiter {
-            requests: limits.requests_per_minute.and_then(per_minute).map(limiter),
-            tokens: limits.tokens_per_minute.and_then(|n| {
-                let quota = per_minute(n)?;
-                Some((limiter(quota), NonZeroU32::new(n)?))
-            }),
+        Local {
+            requests: limits
+                .requests_per_minute
+                .filter(|n| *n > 0)
+                .and_then(quota)
+                .map(limiter),
+            tokens: limits
+                .tokens_per_minute
+                .filter(|n| *n > 0)
+                .and_then(|n| Some((limiter(quota(n)?), NonZeroU32::new(limits.burst(n))?))),
             concurrent: limits
                 .concurrent
                 .filter(|n| *n > 0)
@@ -77,8 +86,8 @@ impl Limiter {
             until_ready(r, NonZeroU32::MIN).await;
         }
         if let Some((r, burst)) = &self.tokens {
-            // A prompt larger than a minute's budget waits for a full
-            // minute's budget rather than forever.
+            // A prompt larger than the burst waits for a whole burst
+            // rather than forever.
             let n = u32::try_from(tokens)
                 .unwrap_or(u32::MAX)
                 .clamp(1, burst.get());
@@ -87,6 +96,85 @@ impl Limiter {
             }
         }
         permit
+    }
+}
+
+/// One provider's limits: in this process, or shared through Redis.
+pub(crate) struct Limiter {
+    local: Local,
+    #[cfg(feature = "redis")]
+    shared: Option<super::shared_limits::SharedLimits>,
+}
+
+/// The right to send one request; dropping it gives back the
+/// `concurrent` slot (and its lease, when shared).
+#[derive(Default)]
+pub(crate) struct Permit {
+    _local: Option<OwnedSemaphorePermit>,
+    #[cfg(feature = "redis")]
+    _shared: Option<super::shared_limits::Lease>,
+}
+
+impl Limiter {
+    /// `limits` kept in this process.
+    pub(crate) fn new(limits: &Limits) -> Limiter {
+        Limiter {
+            local: Local::new(limits),
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+
+    /// `limits` of provider `provider`, kept where `state` says.
+    pub(crate) fn shared(
+        provider: &str,
+        limits: &Limits,
+        state: &Arc<super::state::Shared>,
+    ) -> Limiter {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &state.redis {
+            return Limiter {
+                local: Local::new(&Limits::default()),
+                shared: Some(super::shared_limits::SharedLimits::new(
+                    provider,
+                    limits,
+                    store.clone(),
+                    state.clone(),
+                )),
+            };
+        }
+        let _ = (provider, state);
+        Limiter::new(limits)
+    }
+
+    /// Waits until a request of `tokens` prompt tokens may start.
+    ///
+    /// # Errors
+    /// [`ErrorKind::SharedState`](super::ErrorKind::SharedState) when the
+    /// limits live in Redis, Redis stayed unreachable for
+    /// `state.outage_wait`, and the outage policy is `fail_closed`.
+    pub(crate) async fn acquire(&self, tokens: usize) -> Result<Permit, DispatchError> {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            return shared.acquire(tokens).await;
+        }
+        Ok(Permit {
+            _local: self.local.acquire(tokens).await,
+            ..Permit::default()
+        })
+    }
+}
+
+impl Permit {
+    #[cfg(feature = "redis")]
+    pub(crate) fn new(
+        local: Option<OwnedSemaphorePermit>,
+        shared: Option<super::shared_limits::Lease>,
+    ) -> Permit {
+        Permit {
+            _local: local,
+            _shared: shared,
+        }
     }
 }
 
@@ -115,13 +203,14 @@ mod tests {
             requests_per_minute: rpm,
             tokens_per_minute: tpm,
             concurrent,
+            window: None,
         }
     }
 
     /// How long `acquire` took on the paused clock.
     async fn timed(l: &Limiter, tokens: usize) -> Duration {
         let start = tokio::time::Instant::now();
-        drop(l.acquire(tokens).await);
+        drop(l.acquire(tokens).await.unwrap());
         start.elapsed()
     }
 
@@ -154,11 +243,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrency_holds_a_permit_until_the_answer_ends() {
         let l = Arc::new(Limiter::new(&limits(None, None, Some(1))));
-        let first = l.acquire(1).await;
-        assert!(first.is_some());
+        let first = l.acquire(1).await.unwrap();
+        assert!(first._local.is_some());
         let waiting = {
             let l = l.clone();
-            tokio::spawn(async move { l.acquire(1).await.is_some() })
+            tokio::spawn(async move { l.acquire(1).await.unwrap()._local.is_some() })
         };
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!waiting.is_finished(), "a second call waits for the permit");
@@ -168,6 +257,29 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_spends_only_its_share_of_the_quota_at_once() {
+        // 600 a minute over 1 s windows: 10 at once, then one every 100 ms.
+        let l = Limiter::new(&limits(Some(600), None, None).window(Duration::from_secs(1)));
+        for _ in 0..10 {
+            assert_eq!(timed(&l, 1).await, Duration::ZERO);
+        }
+        assert_eq!(timed(&l, 1).await, Duration::from_millis(100));
+        // A window longer than a minute lets no more than the quota go.
+        assert_eq!(
+            limits(Some(5), None, None)
+                .window(Duration::from_secs(600))
+                .burst(5),
+            5
+        );
+        assert_eq!(
+            limits(Some(5), None, None)
+                .window(Duration::from_millis(1))
+                .burst(5),
+            1
         );
     }
 

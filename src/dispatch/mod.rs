@@ -14,18 +14,25 @@
 //! prints holds one, and provider messages are scrubbed of it.
 
 mod anthropic;
+mod breaker;
 mod cache;
 mod config;
+mod duration;
 mod error;
 mod limiter;
 mod openai;
 mod output;
 mod partial;
+#[cfg(feature = "redis")]
+mod redis;
 mod request;
 mod response;
 mod retry;
 mod secret;
+#[cfg(feature = "redis")]
+mod shared_limits;
 mod sse;
+mod state;
 mod stream;
 mod trace;
 mod wire;
@@ -42,12 +49,17 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use anthropic::{ANTHROPIC_FIRST_TURN, ANTHROPIC_VERSION, DEFAULT_ANTHROPIC_MAX_TOKENS};
-pub use config::{Limits, ProviderConfig, ProviderKind, SizeLimits, StructuredOutput, Timeouts};
+pub use config::{
+    CircuitBreaker, Limits, ProviderConfig, ProviderKind, STATE_KEY, SizeLimits, StructuredOutput,
+    Timeouts,
+};
 pub use error::{DispatchError, ErrorKind, OutputProblem, TimeoutKind};
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
+pub use state::{OutagePolicy, REDIS_URL_ENV, StateConfig};
 
 use crate::render::Rendered;
+use breaker::Breakers;
 use cache::Cache;
 use limiter::Limiter;
 use retry::Outcome;
@@ -73,6 +85,8 @@ pub(crate) struct Inner {
     sizes: SizeLimits,
     cache: Option<Cache>,
     output_retries: u32,
+    breakers: Breakers,
+    state: Arc<state::Shared>,
 }
 
 /// A configured provider with its limits.
@@ -97,6 +111,7 @@ impl std::fmt::Debug for Client {
             .field("retry", &self.inner.retry)
             .field("timeouts", &self.inner.timeouts)
             .field("cache", &self.inner.cache.as_ref().map(|c| c.ttl))
+            .field("state", &self.inner.state.config)
             .finish()
     }
 }
@@ -110,6 +125,8 @@ pub struct ClientBuilder {
     sizes: SizeLimits,
     cache_ttl: Option<Duration>,
     output_retries: u32,
+    state: StateConfig,
+    circuit_breaker: CircuitBreaker,
 }
 
 impl Default for ClientBuilder {
@@ -133,7 +150,26 @@ impl ClientBuilder {
             sizes: SizeLimits::default(),
             cache_ttl: None,
             output_retries: 0,
+            state: StateConfig::default(),
+            circuit_breaker: CircuitBreaker::default(),
         }
+    }
+
+    /// Where the client keeps the rate limits, `concurrent` leases, the
+    /// response cache and the circuit breakers: this process (the
+    /// default), or Redis (feature `redis`) for replicas that share one
+    /// set of limits. `PROMPTBOOK_REDIS_URL` wins over the URL given here.
+    pub fn state(mut self, state: StateConfig) -> ClientBuilder {
+        self.state = state;
+        self
+    }
+
+    /// The circuit breaker for providers whose configuration sets none
+    /// (default: open after 5 failed attempts within 60 s, for 30 s; see
+    /// [`CircuitBreaker`]). [`CircuitBreaker::off`] turns it off.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> ClientBuilder {
+        self.circuit_breaker = breaker;
+        self
     }
 
     /// How many times to ask again when an answer breaks the template's
@@ -161,7 +197,10 @@ impl ClientBuilder {
         path: impl AsRef<Path>,
     ) -> Result<ClientBuilder, DispatchError> {
         let found = config::read_providers_file(path.as_ref(), &self.providers)?;
-        self.providers.extend(found);
+        self.providers.extend(found.providers);
+        if let Some(state) = found.state {
+            self.state = state;
+        }
         Ok(self)
     }
 
@@ -212,9 +251,16 @@ impl ClientBuilder {
     /// 3xx answer is an [`ErrorKind::InvalidRequest`] error naming where it
     /// pointed (without its query).
     ///
+    /// Nothing connects to Redis yet: the first call does, within its
+    /// tokio runtime.
+    ///
     /// # Errors
-    /// [`ErrorKind::Config`] error when the HTTP client cannot be built.
+    /// [`ErrorKind::Config`] error when the HTTP client cannot be built,
+    /// or the shared state is misconfigured (a Redis URL that does not
+    /// parse, or one given to a build without the `redis` feature).
     pub fn build(self) -> Result<Client, DispatchError> {
+        let state =
+            Arc::new(state::Shared::new(self.state.with_env()).map_err(DispatchError::config)?);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.timeouts.connect)
@@ -225,7 +271,7 @@ impl ClientBuilder {
             .providers
             .into_iter()
             .map(|(name, config)| {
-                let limiter = Limiter::new(&config.limits);
+                let limiter = Limiter::shared(&name, &config.limits, &state);
                 (
                     name.clone(),
                     Arc::new(Provider {
@@ -243,8 +289,10 @@ impl ClientBuilder {
                 retry: self.retry,
                 timeouts: self.timeouts,
                 sizes: self.sizes,
-                cache: self.cache_ttl.map(Cache::new),
+                cache: self.cache_ttl.map(|ttl| Cache::shared(ttl, &state)),
                 output_retries: self.output_retries,
+                breakers: Breakers::new(self.circuit_breaker, Some(state.clone())),
+                state,
             }),
         })
     }
@@ -450,9 +498,7 @@ impl Client {
         let mut spent: Option<Usage> = None;
         let add = |spent: &mut Option<Usage>, u: Option<Usage>| {
             if let Some(u) = u {
-                let s = spent.get_or_insert_with(Usage::default);
-                s.input_tokens += u.input_tokens;
-                s.output_tokens += u.output_tokens;
+                *spent = Some(spent.unwrap_or_default().plus(u));
             }
         };
         loop {
@@ -514,6 +560,7 @@ impl Client {
             &targets,
             &self.inner.retry,
             self.budget(TimeoutKind::Request),
+            &self.inner.breakers,
             |target| self.prepare(rendered, target, false),
             |target, prepared, retry| {
                 Box::pin(async move {
@@ -526,7 +573,7 @@ impl Client {
                     });
                     if retry == 0
                         && let (Some(cache), Some(key)) = (cache, key)
-                        && let Some(mut hit) = cache.get(key)
+                        && let Some(mut hit) = cache.get(key).await
                     {
                         hit.cached = true;
                         return Outcome::Reused(hit);
@@ -535,7 +582,7 @@ impl Client {
                         Ok(mut response) => {
                             target.label(&mut response);
                             if let (Some(cache), Some(key)) = (cache, key) {
-                                cache.put(key, &response);
+                                cache.put(key, &response).await;
                             }
                             Outcome::Done(response)
                         }
@@ -553,6 +600,7 @@ impl Client {
         let mut response = finished.value;
         response.fallback = finished.target > 0;
         response.attempts = finished.attempts;
+        response.open_circuits = finished.open_circuits;
         let sent = output::Sent::of(&targets[finished.target].provider.config);
         output::check(rendered, response, sent)
     }
@@ -655,6 +703,7 @@ impl Client {
             &targets,
             &self.inner.retry,
             self.budget(TimeoutKind::Stream),
+            &self.inner.breakers,
             |target| self.prepare(rendered, target, true),
             |target, prepared, _retry| {
                 Box::pin(async move { stream::attempt(&self.inner, target, &prepared, tx).await })
@@ -666,6 +715,7 @@ impl Client {
             targets[f.target].label(&mut response);
             response.fallback = f.target > 0;
             response.attempts = f.attempts;
+            response.open_circuits = f.open_circuits;
             response
         }))
     }

@@ -142,6 +142,9 @@ impl Wire for OpenAi {
         if let Some(model) = v["model"].as_str() {
             acc.response.response_model = Some(model.to_owned());
         }
+        if let Some(id) = v["id"].as_str() {
+            acc.response.response_id = Some(id.to_owned());
+        }
         if let Some(usage) = usage(&v["usage"]) {
             acc.response.usage = Some(usage);
         }
@@ -273,6 +276,7 @@ fn response(v: &Value) -> Result<Response, String> {
             .map(FinishReason::from_openai),
         usage: usage(&v["usage"]),
         response_model: v["model"].as_str().map(str::to_owned),
+        response_id: v["id"].as_str().map(str::to_owned),
         ..Response::default()
     };
     for call in message["tool_calls"].as_array().into_iter().flatten() {
@@ -297,11 +301,18 @@ fn response(v: &Value) -> Result<Response, String> {
     Ok(r)
 }
 
+/// OpenAI's `usage`: `prompt_tokens` (cached ones included, and counted
+/// again in `prompt_tokens_details.cached_tokens`), `completion_tokens`
+/// (reasoning included, and counted again in
+/// `completion_tokens_details.reasoning_tokens`).
 fn usage(u: &Value) -> Option<Usage> {
-    Some(Usage {
-        input_tokens: u["prompt_tokens"].as_u64()?,
-        output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-    })
+    let mut usage = Usage::new(
+        u["prompt_tokens"].as_u64()?,
+        u["completion_tokens"].as_u64().unwrap_or(0),
+    );
+    usage.cache_read_input_tokens = u["prompt_tokens_details"]["cached_tokens"].as_u64();
+    usage.reasoning_tokens = u["completion_tokens_details"]["reasoning_tokens"].as_u64();
+    Some(usage)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! The normalised answer of any provider, and stream events.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why the model stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FinishReason {
@@ -45,7 +45,7 @@ impl FinishReason {
 }
 
 /// A tool call the model asked for.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ToolCall {
     /// The provider's id for it (answer with a `tool` message carrying it).
@@ -79,17 +79,65 @@ impl ToolCall {
 }
 
 /// Token usage as the provider reported it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Usage {
     /// Prompt tokens (OpenAI `prompt_tokens`, Anthropic `input_tokens`).
+    /// OpenAI's count includes the cached ones; Anthropic's does not (its
+    /// cache reads and writes are counted apart).
     pub input_tokens: u64,
     /// Reply tokens (OpenAI `completion_tokens`, Anthropic
-    /// `output_tokens`).
+    /// `output_tokens`), reasoning included.
     pub output_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache (OpenAI
+    /// `prompt_tokens_details.cached_tokens`, Anthropic
+    /// `cache_read_input_tokens`), when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+    /// Prompt tokens written to the prompt cache (Anthropic
+    /// `cache_creation_input_tokens`), when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Reply tokens spent reasoning (OpenAI
+    /// `completion_tokens_details.reasoning_tokens`), when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// `input_tokens` in and `output_tokens` out, nothing else reported.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Usage {
+        Usage {
+            input_tokens,
+            output_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// The sum of two answers' usage (an answer and its repairs).
+    pub(crate) fn plus(self, other: Usage) -> Usage {
+        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        Usage {
+            input_tokens: self.input_tokens + other.input_tokens,
+            output_tokens: self.output_tokens + other.output_tokens,
+            cache_read_input_tokens: add(
+                self.cache_read_input_tokens,
+                other.cache_read_input_tokens,
+            ),
+            cache_creation_input_tokens: add(
+                self.cache_creation_input_tokens,
+                other.cache_creation_input_tokens,
+            ),
+            reasoning_tokens: add(self.reasoning_tokens, other.reasoning_tokens),
+        }
+    }
 }
 
 /// A provider's answer, the same shape whoever answered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Response {
     /// The reply text (all text parts, concatenated).
@@ -107,26 +155,36 @@ pub struct Response {
     /// fallback's.
     pub model: String,
     /// The model id the provider reported (`gpt-4o-mini-2024-07-18`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_model: Option<String>,
+    /// The provider's id of the answer (OpenAI `chatcmpl-…`, Anthropic
+    /// `msg_…`), when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
     /// Whether a fallback answered because the primary model failed.
     pub fallback: bool,
     /// HTTP attempts made for this answer, over all models tried.
     pub attempts: u32,
-    /// Whether the answer came from the response cache.
+    /// Whether the answer came from the response cache (this process's,
+    /// or, with shared state in Redis, any replica's).
     pub cached: bool,
+    /// The models (`provider:model`) skipped because their circuit was
+    /// open (see [`CircuitBreaker`](super::CircuitBreaker)): a fallback
+    /// answered without waiting for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_circuits: Vec<String>,
     /// The answer parsed as JSON and valid against the template's output
     /// schema (`output:`); absent when the template declares none, or when
     /// the model called tools instead of answering.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
     /// What the model said when it refused (OpenAI's `message.refusal`);
     /// the finish reason is then `content_filter`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
     /// How many times the answer was asked for again because it broke the
     /// output schema (`output_retries`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub repairs: u32,
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::BoxFuture;
 use reqwest::header::HeaderMap;
 
+use super::breaker::{Breakers, Gate};
 use super::error::DispatchError;
 use super::{Prepared, Target};
 
@@ -113,6 +114,9 @@ pub(crate) struct Finished<T> {
     pub value: T,
     pub target: usize,
     pub attempts: u32,
+    /// The targets skipped because their circuit was open
+    /// (`provider:model`).
+    pub open_circuits: Vec<String>,
 }
 
 /// Runs the loop of the module docs over `targets`: `prepare` makes a
@@ -126,13 +130,31 @@ pub(crate) async fn run<'c, T>(
     targets: &'c [Target],
     policy: &RetryPolicy,
     budget: Budget,
+    breakers: &Breakers,
     mut prepare: impl FnMut(&Target) -> Result<Prepared, DispatchError>,
     mut attempt: impl FnMut(&'c Target, Arc<Prepared>, u32) -> BoxFuture<'c, Outcome<T>>,
 ) -> Result<Option<Finished<T>>, DispatchError> {
     let deadline = tokio::time::Instant::now() + budget.whole;
     let mut attempts = 0;
     let mut last = None;
+    let mut open_circuits = Vec::new();
+    // The soonest an open circuit lets a call through, and whose it is.
+    let mut soonest_open: Option<(Duration, &str)> = None;
     for (i, target) in targets.iter().enumerate() {
+        let gate = breakers.check(target).await;
+        if let Gate::Open(wait) = gate {
+            let name = format!("{}:{}", target.provider.name, target.model);
+            tracing::info!(
+                model = %name,
+                reopens_in_ms = wait.as_millis() as u64,
+                "circuit open; skipping this model"
+            );
+            open_circuits.push(name);
+            if soonest_open.is_none_or(|(w, _)| wait < w) {
+                soonest_open = Some((wait, &target.provider.name));
+            }
+            continue;
+        }
         let prepared = Arc::new(prepare(target)?);
         let mut retry = 0;
         let failed = loop {
@@ -143,7 +165,7 @@ pub(crate) async fn run<'c, T>(
                 target.provider.limiter.acquire(prepared.prompt_tokens),
             )
             .await
-            .map_err(|_| out_of_time())?;
+            .map_err(|_| out_of_time())??;
             let started = std::time::Instant::now();
             let outcome =
                 tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
@@ -156,19 +178,27 @@ pub(crate) async fn run<'c, T>(
                         value,
                         target: i,
                         attempts,
+                        open_circuits,
                     }));
                 }
                 Outcome::Done(value) => {
+                    if gate == Gate::Probe {
+                        breakers.success(target).await;
+                    }
                     return Ok(Some(Finished {
                         value,
                         target: i,
                         attempts: attempts + 1,
+                        open_circuits,
                     }));
                 }
                 Outcome::Gone => return Ok(None),
                 Outcome::Failed { error, delivered } => (error, delivered),
             };
             attempts += 1;
+            let opened = breakers
+                .failure(target, &error, policy.max_retry_after)
+                .await;
             tracing::debug!(
                 provider = %target.provider.name,
                 model = %target.model,
@@ -178,6 +208,11 @@ pub(crate) async fn run<'c, T>(
                 "attempt failed"
             );
             if delivered || !error.is_retryable() || retry >= policy.max_retries {
+                break (error, delivered);
+            }
+            // A model whose circuit just opened is not tried again while
+            // a fallback can answer now.
+            if opened && i + 1 < targets.len() {
                 break (error, delivered);
             }
             retry += 1;
@@ -208,6 +243,22 @@ pub(crate) async fn run<'c, T>(
             }
             (error, _) => return Err(error),
         }
+    }
+    if let Some((wait, provider)) = soonest_open.filter(|_| last.is_none()) {
+        return Err(DispatchError::circuit_open(
+            provider,
+            wait,
+            format!(
+                "{} failed too often lately and {} skipped; the first takes calls again in {:.1} s",
+                open_circuits.join(", "),
+                if open_circuits.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                wait.as_secs_f64()
+            ),
+        ));
     }
     Err(last.unwrap_or_else(|| DispatchError::config("no model to send to")))
 }
@@ -345,6 +396,7 @@ mod loop_tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::dispatch::breaker::CircuitBreaker;
     use crate::dispatch::error::ErrorKind;
     use crate::dispatch::limiter::Limiter;
     use crate::dispatch::{Provider, ProviderConfig, ProviderKind};
@@ -406,6 +458,7 @@ mod loop_tests {
                 whole: Duration::from_secs(600),
                 kind: super::super::TimeoutKind::Request,
             },
+            &Breakers::new(CircuitBreaker::off(), None),
             |_| Ok(prepared()),
             |target, _, retry| {
                 calls
@@ -475,6 +528,7 @@ mod loop_tests {
                 whole: Duration::from_secs(600),
                 kind: super::super::TimeoutKind::Stream,
             },
+            &Breakers::new(CircuitBreaker::off(), None),
             |_| Ok(prepared()),
             |target, _, _| {
                 *calls.lock().unwrap() += 1;

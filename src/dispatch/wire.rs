@@ -167,9 +167,6 @@ pub(crate) struct Accumulator {
     slots: std::collections::HashMap<usize, usize>,
     /// Bytes of the tool calls' ids, names and arguments so far.
     tool_bytes: usize,
-    /// Input tokens a stream reported at its start (Anthropic), for usage
-    /// events that leave them out.
-    pub input_tokens: Option<u64>,
     /// Whether the provider said why it stopped (a stream cut before that
     /// is incomplete).
     pub finished: bool,

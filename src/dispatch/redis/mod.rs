@@ -1,0 +1,374 @@
+//! The Redis backend of shared dispatch state (feature `redis`): rate
+//! limits, `concurrent` leases, the response cache and circuit breakers,
+//! each one atomic server-side script or one command, so that replicas
+//! never race between a read and a write.
+//!
+//! Every key is `{prefix}:{what}:{provider}[:{model}]` and expires; times
+//! come from Redis's own clock (`TIME`), so replicas' clocks need not
+//! agree. The connection is made on first use, within the caller's tokio
+//! runtime, and remade after a failure; each command gives up after
+//! [`OP_TIMEOUT`], so an unreachable Redis costs a call at most that (the
+//! outage policy decides the rest).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use super::breaker::{CircuitBreaker, Failure, Gate};
+use super::state::{StateConfig, redacted};
+
+/// The longest a single Redis command may take before it counts as an
+/// outage.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The scripts, loaded once per connection (EVALSHA, then EVAL when the
+/// server does not know the script yet).
+struct Scripts {
+    gcra: Script,
+    lease_acquire: Script,
+    lease_renew: Script,
+    breaker_check: Script,
+    breaker_failure: Script,
+}
+
+/// Why a Redis step failed: the command's error or its timeout.
+#[derive(Debug)]
+pub(crate) struct Outage(pub String);
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One Redis server as the state of one client.
+pub(crate) struct RedisStore {
+    client: redis::Client,
+    connection: OnceLock<ConnectionManager>,
+    pub(crate) config: StateConfig,
+    /// The URL without its password, for messages.
+    pub(crate) url: String,
+    scripts: Scripts,
+    /// This process's live leases: id -> lease set.
+    leases: Mutex<HashMap<String, String>>,
+    renewing: OnceLock<()>,
+    /// Unique per process and lease.
+    tag: String,
+    counter: AtomicU64,
+}
+
+impl RedisStore {
+    /// A store for `config` (whose `redis` URL is set). Nothing connects
+    /// yet.
+    pub(crate) fn new(config: StateConfig) -> Result<RedisStore, String> {
+        let url = config.redis.clone().unwrap_or_default();
+        let shown = redacted(&url);
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| format!("state.redis `{shown}` is not a Redis URL: {e}"))?;
+        Ok(RedisStore {
+            client,
+            connection: OnceLock::new(),
+            config,
+            url: shown,
+            scripts: Scripts {
+                gcra: Script::new(include_str!("gcra.lua")),
+                lease_acquire: Script::new(include_str!("lease_acquire.lua")),
+                lease_renew: Script::new(include_str!("lease_renew.lua")),
+                breaker_check: Script::new(include_str!("breaker_check.lua")),
+                breaker_failure: Script::new(include_str!("breaker_failure.lua")),
+            },
+            leases: Mutex::new(HashMap::new()),
+            renewing: OnceLock::new(),
+            tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, Outage> {
+        if let Some(c) = self.connection.get() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|e| self.outage(&e))?;
+        Ok(self.connection.get_or_init(|| made).clone())
+    }
+
+    fn outage(&self, e: &RedisError) -> Outage {
+        Outage(format!("Redis at {} failed: {e}", self.url))
+    }
+
+    /// Runs `script` with `keys` and `args`, within [`OP_TIMEOUT`].
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<T, Outage> {
+        let mut connection = self.connection()?;
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(*k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
+        match tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async(&mut connection)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.outage(&e)),
+            Err(_) => Err(Outage(format!(
+                "Redis at {} did not answer within {} ms",
+                self.url,
+                OP_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+
+    /// Runs one command within [`OP_TIMEOUT`].
+    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, Outage> {
+        let mut connection = self.connection()?;
+        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut connection)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.outage(&e)),
+            Err(_) => Err(Outage(format!(
+                "Redis at {} did not answer within {} ms",
+                self.url,
+                OP_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+
+    /// `{prefix}:{parts...}`.
+    pub(crate) fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.config.prefix.clone();
+        for p in parts {
+            key.push(':');
+            key.push_str(p);
+        }
+        key
+    }
+
+    /// Takes `cells` of a GCRA quota refilling one cell every `interval`
+    /// and holding `burst`: `None` when taken, else how long to wait
+    /// before asking again.
+    pub(crate) async fn take(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+        cells: u32,
+    ) -> Result<Option<Duration>, Outage> {
+        let wait: u64 = self
+            .run(
+                &self.scripts.gcra,
+                &[key],
+                &[
+                    interval.as_micros().max(1).to_string(),
+                    burst.to_string(),
+                    cells.to_string(),
+                ],
+            )
+            .await?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait)))
+    }
+
+    /// Tries to take one of `limit` slots of `set` as a lease; its id
+    /// when taken. A taken lease is renewed until released.
+    pub(crate) async fn try_lease(
+        self: &Arc<Self>,
+        set: &str,
+        limit: u32,
+    ) -> Result<Option<String>, Outage> {
+        let id = format!(
+            "{}-{}",
+            self.tag,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let taken: i64 = self
+            .run(
+                &self.scripts.lease_acquire,
+                &[set],
+                &[
+                    limit.to_string(),
+                    self.config.lease_ttl.as_millis().to_string(),
+                    id.clone(),
+                ],
+            )
+            .await?;
+        if taken != 1 {
+            return Ok(None);
+        }
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), set.to_owned());
+        self.start_renewing();
+        Ok(Some(id))
+    }
+
+    /// Gives a lease back, in the background (a drop cannot wait). When
+    /// Redis cannot be reached, the lease expires by itself.
+    pub(crate) fn release(self: &Arc<Self>, id: String) {
+        let set = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let (Some(set), Ok(runtime)) = (set, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let store = self.clone();
+        runtime.spawn(async move {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(&set).arg(&id);
+            if let Err(e) = store.command::<i64>(cmd).await {
+                tracing::debug!(error = %e, "a lease was not given back; it expires by itself");
+            }
+        });
+    }
+
+    /// Renews this process's leases every third of their TTL, for as long
+    /// as the store lives.
+    fn start_renewing(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.renewing.get_or_init(|| {
+            let weak: Weak<RedisStore> = Arc::downgrade(self);
+            let every = self.config.lease_ttl / 3;
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(store) = weak.upgrade() else { return };
+                    store.renew().await;
+                }
+            });
+        });
+    }
+
+    async fn renew(&self) {
+        let held: Vec<(String, String)> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, set)| (id.clone(), set.clone()))
+            .collect();
+        // A bounded script per batch.
+        for batch in held.chunks(256) {
+            let keys: Vec<&str> = batch.iter().map(|(_, set)| set.as_str()).collect();
+            let mut args = vec![self.config.lease_ttl.as_millis().to_string()];
+            args.extend(batch.iter().map(|(id, _)| id.clone()));
+            match self
+                .run::<i64>(&self.scripts.lease_renew, &keys, &args)
+                .await
+            {
+                Ok(0) => {}
+                Ok(lost) => tracing::warn!(
+                    target: "promptbook.state",
+                    lost,
+                    "leases of `concurrent` expired before this process renewed them \
+                     (a pause longer than state.lease_ttl)"
+                ),
+                Err(e) => {
+                    tracing::debug!(error = %e, "leases not renewed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A cached answer's bytes.
+    pub(crate) async fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>, Outage> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.command(cmd).await
+    }
+
+    /// Stores an answer's bytes for `ttl`.
+    pub(crate) async fn cache_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Outage> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.command(cmd).await
+    }
+
+    /// The gate of one model's circuit.
+    pub(crate) async fn breaker_check(
+        &self,
+        circuit: &str,
+        settings: &CircuitBreaker,
+    ) -> Result<Gate, Outage> {
+        let answer: i64 = self
+            .run(
+                &self.scripts.breaker_check,
+                &[circuit],
+                &[settings.cooldown.as_millis().max(1).to_string()],
+            )
+            .await?;
+        Ok(match answer {
+            0 => Gate::Closed,
+            1 => Gate::Probe,
+            n => Gate::Open(Duration::from_millis(n.unsigned_abs())),
+        })
+    }
+
+    /// Counts a failure of one model; whether its circuit is now open.
+    pub(crate) async fn breaker_failure(
+        &self,
+        circuit: &str,
+        settings: &CircuitBreaker,
+        failure: Failure,
+    ) -> Result<bool, Outage> {
+        let (what, wait) = match failure {
+            Failure::Down => ("down", Duration::ZERO),
+            Failure::RateLimited(wait) => ("rate_limited", wait),
+        };
+        let failures = format!("{circuit}:failures");
+        let member = format!(
+            "{}-{}",
+            self.tag,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let open: i64 = self
+            .run(
+                &self.scripts.breaker_failure,
+                &[circuit, &failures],
+                &[
+                    what.to_owned(),
+                    settings.failures.to_string(),
+                    settings.window.as_millis().max(1).to_string(),
+                    settings.cooldown.as_millis().max(1).to_string(),
+                    wait.as_millis().max(1).to_string(),
+                    member,
+                ],
+            )
+            .await?;
+        Ok(open == 1)
+    }
+
+    /// A probe answered: the circuit closes.
+    pub(crate) async fn breaker_success(&self, circuit: &str) -> Result<(), Outage> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(circuit).arg(format!("{circuit}:failures"));
+        self.command::<i64>(cmd).await.map(drop)
+    }
+}
