@@ -63,7 +63,12 @@ pub struct Request {
 #[derive(Default)]
 struct State {
     script: Mutex<VecDeque<Reply>>,
+    /// The reply once the script is used up (else a 500).
+    then: Mutex<Option<Reply>>,
     requests: Mutex<Vec<Request>>,
+    /// When each request arrived, from the server's start.
+    arrivals: Mutex<Vec<Duration>>,
+    started: Mutex<Option<std::time::Instant>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -88,6 +93,12 @@ impl FakeProvider {
     /// Starts a server on its own runtime, answering from `script` in order
     /// (500 once the script is used up).
     pub fn start(script: Vec<Reply>) -> FakeProvider {
+        FakeProvider::start_then(script, None)
+    }
+
+    /// Starts a server answering from `script`, then with `then` for
+    /// ever.
+    pub fn start_then(script: Vec<Reply>, then: Option<Reply>) -> FakeProvider {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -95,6 +106,8 @@ impl FakeProvider {
             .unwrap();
         let state = Arc::new(State {
             script: Mutex::new(script.into()),
+            then: Mutex::new(then),
+            started: Mutex::new(Some(std::time::Instant::now())),
             ..State::default()
         });
         // Tests start it from inside their own runtime: bind with std, no
@@ -147,6 +160,18 @@ impl FakeProvider {
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
+
+    /// When each request arrived, from the server's start, in order.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests, arrivals and the in-flight maximum so far.
+    pub fn reset(&self) {
+        self.state.requests.lock().unwrap().clear();
+        self.state.arrivals.lock().unwrap().clear();
+        self.state.max_in_flight.store(0, Ordering::SeqCst);
+    }
 }
 
 struct InFlight(Arc<State>);
@@ -165,6 +190,9 @@ async fn handle(
 ) -> Response {
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    if let Some(started) = *state.started.lock().unwrap() {
+        state.arrivals.lock().unwrap().push(started.elapsed());
+    }
     let guard = InFlight(state.clone());
     state.requests.lock().unwrap().push(Request {
         path: uri
@@ -175,7 +203,9 @@ async fn handle(
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
     let reply = state.script.lock().unwrap().pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::error(500, "the fake's script is used up"));
+    let reply = reply
+        .or_else(|| state.then.lock().unwrap().clone())
+        .unwrap_or_else(|| Reply::error(500, "the fake's script is used up"));
     match reply {
         Reply::Status(status, extra, body) => {
             let mut res = (
