@@ -107,6 +107,8 @@ mod schema;
 pub mod server;
 mod strict;
 pub mod suite;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 mod template;
 pub mod tokens;
 mod tool;

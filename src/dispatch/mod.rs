@@ -21,6 +21,8 @@ mod duration;
 mod error;
 mod limiter;
 mod openai;
+#[cfg(feature = "otel")]
+mod otel;
 mod output;
 mod partial;
 #[cfg(feature = "redis")]
@@ -54,6 +56,8 @@ pub use config::{
     Timeouts,
 };
 pub use error::{DispatchError, ErrorKind, OutputProblem, TimeoutKind};
+#[cfg(feature = "otel")]
+pub use otel::CAPTURE_CONTENT_ENV;
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
 pub use state::{OutagePolicy, REDIS_URL_ENV, StateConfig};
@@ -64,7 +68,7 @@ use cache::Cache;
 use limiter::Limiter;
 use retry::Outcome;
 use secret::ApiKey;
-use trace::{call_span, record_failure, record_success};
+use trace::CallTrace;
 
 /// A stream of [`StreamEvent`]s ending in [`StreamEvent::Done`], or in an
 /// error.
@@ -87,6 +91,8 @@ pub(crate) struct Inner {
     output_retries: u32,
     breakers: Breakers,
     state: Arc<state::Shared>,
+    #[cfg(feature = "otel")]
+    otel: otel::Instruments,
 }
 
 /// A configured provider with its limits.
@@ -293,6 +299,8 @@ impl ClientBuilder {
                 output_retries: self.output_retries,
                 breakers: Breakers::new(self.circuit_breaker, Some(state.clone())),
                 state,
+                #[cfg(feature = "otel")]
+                otel: otel::Instruments::new(),
             }),
         })
     }
@@ -468,13 +476,16 @@ impl Client {
         rendered: &Rendered,
         options: &SendOptions,
     ) -> Result<Response, DispatchError> {
-        let span = call_span(rendered, false);
-        let started = Instant::now();
-        self.send_repaired(rendered, options)
-            .instrument(span.clone())
-            .await
-            .inspect(|r| record_success(&span, r, started))
-            .inspect_err(|e| record_failure(&span, e, started))
+        let trace = CallTrace::start(&self.inner, rendered, options, false);
+        let result = self
+            .send_repaired(rendered, options)
+            .instrument(trace.span.clone())
+            .await;
+        match &result {
+            Ok(r) => trace.success(&self.inner, r, None),
+            Err(e) => trace.failure(&self.inner, e, None),
+        }
+        result
     }
 
     /// [`send_inner`](Client::send_inner), asking again while the answer
@@ -656,14 +667,15 @@ impl Client {
         let client = self.clone();
         let rendered = rendered.clone();
         let options = options.clone();
-        let span = call_span(&rendered, true);
-        let started = Instant::now();
+        let trace = CallTrace::start(&self.inner, &rendered, &options, true);
+        let span = trace.span.clone();
         runtime.spawn(
             async move {
                 // The whole answer is checked against the declarations
                 // before `Done` (no repair: its text was already streamed).
+                let first_chunk = std::sync::OnceLock::new();
                 let result = client
-                    .stream_inner(&rendered, &options, &tx)
+                    .stream_inner(&rendered, &options, &tx, &first_chunk)
                     .await
                     .and_then(|r| {
                         r.map(|r| {
@@ -672,15 +684,15 @@ impl Client {
                         })
                         .transpose()
                     });
-                let span = tracing::Span::current();
+                let first_chunk = first_chunk.get().copied();
                 match result {
                     Ok(Some(response)) => {
-                        record_success(&span, &response, started);
+                        trace.success(&client.inner, &response, first_chunk);
                         let _ = tx.send(Ok(StreamEvent::Done(response))).await;
                     }
                     Ok(None) => {} // the caller went away
                     Err(e) => {
-                        record_failure(&span, &e, started);
+                        trace.failure(&client.inner, &e, first_chunk);
                         let _ = tx.send(Err(e)).await;
                     }
                 }
@@ -697,6 +709,7 @@ impl Client {
         rendered: &Rendered,
         options: &SendOptions,
         tx: &mpsc::Sender<Result<StreamEvent, DispatchError>>,
+        first_chunk: &std::sync::OnceLock<Instant>,
     ) -> Result<Option<Response>, DispatchError> {
         let targets = self.targets(rendered, options)?;
         let finished = retry::run(
@@ -706,7 +719,9 @@ impl Client {
             &self.inner.breakers,
             |target| self.prepare(rendered, target, true),
             |target, prepared, _retry| {
-                Box::pin(async move { stream::attempt(&self.inner, target, &prepared, tx).await })
+                Box::pin(async move {
+                    stream::attempt(&self.inner, target, &prepared, tx, first_chunk).await
+                })
             },
         )
         .await?;

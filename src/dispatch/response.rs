@@ -22,6 +22,18 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
+    /// The reason as the semantic conventions write it (`stop`, `length`,
+    /// `tool_calls`, `content_filter`), or the provider's own word.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+            FinishReason::Other(other) => other,
+        }
+    }
+
     pub(crate) fn from_openai(s: &str) -> FinishReason {
         match s {
             "stop" => FinishReason::Stop,

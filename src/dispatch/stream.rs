@@ -28,6 +28,7 @@ pub(crate) async fn attempt(
     target: &Target,
     prepared: &Prepared,
     tx: &mpsc::Sender<Result<StreamEvent, DispatchError>>,
+    first_chunk: &std::sync::OnceLock<std::time::Instant>,
 ) -> Outcome<Response> {
     let provider = &target.provider.name;
     let timeouts = client.timeouts;
@@ -136,6 +137,7 @@ pub(crate) async fn attempt(
                 let texts = out.iter().any(|e| matches!(e, StreamEvent::Text(_)));
                 for e in out {
                     delivered = true;
+                    first_chunk.get_or_init(std::time::Instant::now);
                     if tx.send(Ok(e)).await.is_err() {
                         return Outcome::Gone;
                     }

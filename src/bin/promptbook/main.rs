@@ -524,3 +524,10 @@ pub(crate) fn load_isolated(dir: &std::path::Path) -> Result<Registry> {
     }
     Ok(registry)
 }
+
+/// OTLP exporters from the standard environment variables, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see `promptbook::telemetry`).
+#[cfg(feature = "otel")]
+fn telemetry() -> Result<Option<promptbook::telemetry::Telemetry>> {
+    promptbook::telemetry::Telemetry::from_env().map_err(anyhow::Error::msg)
+}

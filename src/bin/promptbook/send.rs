@@ -31,6 +31,10 @@ pub(crate) fn send(
         send = send.model(model);
     }
     let rendered = registry.render_with(reference, inputs, &render)?;
+    // Spans and metrics of this call go out (and are flushed on every way
+    // out) when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[cfg(feature = "otel")]
+    let telemetry = crate::telemetry()?;
     let client = ClientBuilder::new().template_root(dir)?.build()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,22 +98,57 @@ pub(crate) fn send(
             }
         }
     }
-    let usage = response
-        .usage
-        .map(|u| format!(", {} in / {} out tokens", u.input_tokens, u.output_tokens))
-        .unwrap_or_default();
+    let usage = response.usage.map(usage_line).unwrap_or_default();
+    let circuits = if response.open_circuits.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (circuit open: {}, skipped)",
+            response.open_circuits.join(", ")
+        )
+    };
     let repairs = match response.repairs {
         0 => String::new(),
         1 => ", 1 repair".to_owned(),
         n => format!(", {n} repairs"),
     };
     eprintln!(
-        "# {}:{}{}{}{}",
+        "# {}:{}{}{}{}{}",
         response.provider,
         response.model,
         if response.fallback { " (fallback)" } else { "" },
+        circuits,
         usage,
         repairs
     );
+    #[cfg(feature = "otel")]
+    if let Some(Err(e)) = telemetry.map(promptbook::telemetry::Telemetry::shutdown) {
+        eprintln!("warning: {e}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `, 1200 in (1024 cached, 100 written to the cache) / 80 out (64
+/// reasoning) tokens`: what the provider reported.
+fn usage_line(u: promptbook::dispatch::Usage) -> String {
+    let mut input = Vec::new();
+    if let Some(n) = u.cache_read_input_tokens {
+        input.push(format!("{n} cached"));
+    }
+    if let Some(n) = u.cache_creation_input_tokens.filter(|n| *n > 0) {
+        input.push(format!("{n} written to the cache"));
+    }
+    let input = if input.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", input.join(", "))
+    };
+    let reasoning = u
+        .reasoning_tokens
+        .map(|n| format!(" ({n} reasoning)"))
+        .unwrap_or_default();
+    format!(
+        ", {} in{input} / {} out{reasoning} tokens",
+        u.input_tokens, u.output_tokens
+    )
 }

@@ -32,6 +32,10 @@ pub(crate) fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The playground's sends export spans and metrics when
+    // OTEL_EXPORTER_OTLP_ENDPOINT is set; flushed when the server stops.
+    #[cfg(feature = "otel")]
+    let _telemetry = crate::telemetry()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
