@@ -528,3 +528,51 @@ fn a_reader_that_closes_stdout_early_is_not_an_error() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// `lint` reads `providers.yaml` as `send` would: a provider named like
+/// the reserved `state` key, an unknown key and a bad outage policy are
+/// errors that say what to do; a good file passes.
+#[cfg(feature = "dispatch")]
+#[test]
+fn lint_checks_providers_yaml_and_its_reserved_state_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.prompt.yaml"),
+        "version: 1.0.0\nmessages:\n  - role: user\n    content: hi\n",
+    )
+    .unwrap();
+    for (yaml, says) in [
+        (
+            "state:\n  kind: openai\n  base_url: http://127.0.0.1:1/v1\n",
+            "`state` is reserved for shared dispatch state",
+        ),
+        (
+            "local:\n  kind: openai\n  base_url: http://127.0.0.1:1/v1\n  circuit_breaker: {failures: 2, cooldown: soon}\n",
+            "`soon` is not a duration",
+        ),
+        ("state:\n  on_outage: crash\n", "crash"),
+        ("state:\n  prefix: ''\n", "state.prefix"),
+    ] {
+        std::fs::write(dir.path().join("providers.yaml"), yaml).unwrap();
+        let (code, stdout, stderr) = run(cli()
+            .args(["lint", "--dir"])
+            .arg(dir.path())
+            .env_remove("PROMPTBOOK_REDIS_URL"));
+        assert_eq!(code, 1, "{yaml}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("providers.yaml") || stdout.contains("state."),
+            "{stdout}"
+        );
+        assert!(stdout.contains(says), "{yaml}: {stdout}");
+    }
+    std::fs::write(
+        dir.path().join("providers.yaml"),
+        "local:\n  kind: openai\n  base_url: http://127.0.0.1:1/v1\n  limits: {requests_per_minute: 60, window: 10s}\n  circuit_breaker: {failures: 3, window: 30s, cooldown: 10s}\nstate:\n  on_outage: fail_closed\n  lease_ttl: 10s\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(cli()
+        .args(["lint", "--dir"])
+        .arg(dir.path())
+        .env_remove("PROMPTBOOK_REDIS_URL"));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

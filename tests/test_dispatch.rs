@@ -686,6 +686,47 @@ async fn malformed_json_is_a_classified_error_not_a_panic() {
 
 // ------------------------------------------------------------- fallbacks
 
+/// A 429 with a wait opens the primary's circuit for that wait only: the
+/// fallback answers at once instead of after the wait, the next call skips
+/// the primary (and says so), and once the wait is over the primary takes
+/// calls again, with no probe.
+#[tokio::test]
+async fn a_rate_limit_sends_calls_to_the_fallback_for_its_wait_only() {
+    let anthropic = recorded_body("anthropic-recorded-text.json");
+    let fake = FakeProvider::start(vec![
+        Reply::Status(
+            429,
+            vec![("retry-after-ms", "400".into())],
+            json!({"error": {"message": "slow down", "type": "rate_limit"}}).to_string(),
+        ),
+        Reply::json(&anthropic),
+        Reply::json(&anthropic),
+        Reply::json(&fixture("openai-chat.json")),
+    ]);
+    let client = builder(&fake)
+        .retry(RetryPolicy::retries(2).max_retry_after(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let rendered = render("fb", json!({"q": "x"}));
+    let started = std::time::Instant::now();
+    let r = client.send(&rendered).await.unwrap();
+    assert!(r.fallback && r.open_circuits.is_empty(), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "the fallback answered without waiting out the 429: {:?}",
+        started.elapsed()
+    );
+    let r = client.send(&rendered).await.unwrap();
+    assert_eq!(r.open_circuits, ["openai:gpt-4o"]);
+    assert_eq!(r.provider, "anthropic");
+    assert_eq!(fake.count(), 3, "the open primary got no request");
+    // The wait the provider named is over: the primary answers.
+    tokio::time::sleep(Duration::from_millis(450).saturating_sub(started.elapsed())).await;
+    let r = client.send(&rendered).await.unwrap();
+    assert!(!r.fallback && r.open_circuits.is_empty(), "{r:?}");
+    assert_eq!(r.provider, "openai");
+}
+
 #[tokio::test]
 async fn fallbacks_answer_when_the_primary_stays_down() {
     let mut script = vec![Reply::error(503, "down"); 3];

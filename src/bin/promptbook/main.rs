@@ -327,6 +327,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     errors += 1;
                 }
             }
+            // providers.yaml, as `send` and `serve` would read it
+            // (unknown keys, a provider named like the reserved `state`,
+            // shared-state settings).
+            #[cfg(feature = "dispatch")]
+            if dir.dir.join("providers.yaml").is_file()
+                && let Err(e) = promptbook::dispatch::ClientBuilder::new()
+                    .template_root(&dir.dir)
+                    .and_then(promptbook::dispatch::ClientBuilder::build)
+            {
+                writeln!(out, "error: {}", e.message())?;
+                errors += 1;
+            }
             // The summary goes to stderr after every line of stdout.
             out.flush()?;
             drop(out);
