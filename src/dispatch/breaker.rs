@@ -12,8 +12,11 @@
 //!
 //! State lives where the client's shared state does (see
 //! [`StateConfig`](super::StateConfig)): in this process, or in Redis so
-//! that every replica skips a model one replica found down. When Redis
-//! cannot be reached, the breakers of this process decide.
+//! that every replica skips a model one replica found down (each replica
+//! takes what Redis said of a circuit as true for 100 ms, so a call to a
+//! healthy model costs no round trip; an opening reaches every replica
+//! within that). When Redis cannot be reached, the breakers of this
+//! process decide.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -239,6 +242,23 @@ pub(crate) struct Breakers {
     default: CircuitBreaker,
     local: LocalBreakers,
     state: Option<std::sync::Arc<super::state::Shared>>,
+    /// With Redis: what it said of each circuit lately, so that a call to
+    /// a closed circuit costs no round trip (see [`SEEN_FOR`]).
+    #[cfg(feature = "redis")]
+    seen: Mutex<HashMap<String, (Instant, Seen)>>,
+}
+
+/// How long a circuit Redis said was closed (or open until a time) is
+/// taken as such without asking again: another replica's opening reaches
+/// this process within this long.
+#[cfg(feature = "redis")]
+pub(crate) const SEEN_FOR: Duration = Duration::from_millis(100);
+
+#[cfg(feature = "redis")]
+#[derive(Clone, Copy)]
+enum Seen {
+    Closed,
+    OpenUntil(Instant),
 }
 
 impl Breakers {
@@ -252,6 +272,8 @@ impl Breakers {
             default,
             local: LocalBreakers::default(),
             state,
+            #[cfg(feature = "redis")]
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -285,8 +307,38 @@ impl Breakers {
         }
         #[cfg(feature = "redis")]
         if let Some((store, key)) = self.shared(target) {
+            let now = Instant::now();
+            let seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .copied();
+            match seen {
+                Some((at, Seen::Closed)) if now.duration_since(at) < SEEN_FOR => {
+                    return Gate::Closed;
+                }
+                Some((at, Seen::OpenUntil(until)))
+                    if now.duration_since(at) < SEEN_FOR && now < until =>
+                {
+                    return Gate::Open(until - now);
+                }
+                _ => {}
+            }
             match store.breaker_check(&key, &settings).await {
-                Ok(gate) => return gate,
+                Ok(gate) => {
+                    let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if seen.len() >= MAX_CIRCUITS {
+                        seen.clear();
+                    }
+                    match gate {
+                        Gate::Closed => seen.insert(key, (now, Seen::Closed)),
+                        Gate::Open(wait) => seen.insert(key, (now, Seen::OpenUntil(now + wait))),
+                        // Each call after the probe asks Redis again.
+                        Gate::Probe => seen.remove(&key),
+                    };
+                    return gate;
+                }
                 Err(e) => self.warn(&e),
             }
         }
@@ -309,6 +361,10 @@ impl Breakers {
         };
         #[cfg(feature = "redis")]
         if let Some((store, key)) = self.shared(target) {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
             match store.breaker_failure(&key, &settings, failure).await {
                 Ok(open) => return open,
                 Err(e) => self.warn(&e),
@@ -324,10 +380,14 @@ impl Breakers {
     /// The probe at `target` answered: its circuit closes.
     pub(crate) async fn success(&self, target: &super::Target) {
         #[cfg(feature = "redis")]
-        if let Some((store, key)) = self.shared(target)
-            && let Err(e) = store.breaker_success(&key).await
-        {
-            self.warn(&e);
+        if let Some((store, key)) = self.shared(target) {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            if let Err(e) = store.breaker_success(&key).await {
+                self.warn(&e);
+            }
         }
         self.local
             .success(&key(&target.provider.name, &target.model));

@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::config::Limits;
 use super::error::DispatchError;
 use super::limiter::{Local, Permit};
-use super::redis::{Outage, RedisStore};
+use super::redis::{Acquired, LimitKeys, Outage, RedisStore};
 use super::state::{OutagePolicy, Shared};
 
 /// How often a caller waiting for Redis to come back (fail_closed) asks
@@ -29,9 +29,7 @@ pub(crate) struct SharedLimits {
     limits: Limits,
     store: Arc<RedisStore>,
     state: Arc<Shared>,
-    requests_key: String,
-    tokens_key: String,
-    leases_key: String,
+    keys: LimitKeys,
     /// In-process gate of `concurrent` permits.
     gate: Option<Arc<Semaphore>>,
     /// This process's share, for the `local` outage policy.
@@ -61,9 +59,11 @@ impl SharedLimits {
     ) -> SharedLimits {
         SharedLimits {
             limits: *limits,
-            requests_key: store.key(&["rate", provider, "requests"]),
-            tokens_key: store.key(&["rate", provider, "tokens"]),
-            leases_key: store.key(&["leases", provider]),
+            keys: LimitKeys {
+                leases: store.key(&["leases", provider]),
+                requests: store.key(&["rate", provider, "requests"]),
+                tokens: store.key(&["rate", provider, "tokens"]),
+            },
             gate: limits
                 .concurrent
                 .filter(|n| *n > 0)
@@ -109,46 +109,34 @@ impl SharedLimits {
         }
     }
 
-    /// Takes a lease (when `concurrent` is set), then the request and
-    /// token quotas; a lease taken before Redis failed is given back.
+    /// Takes a slot and the quotas in Redis, all at once, waiting while
+    /// they are short.
     async fn in_redis(&self, tokens: usize) -> Result<Option<Lease>, Outage> {
-        let lease = match self.limits.concurrent.filter(|n| *n > 0) {
-            Some(limit) => Some(self.lease(limit).await?),
-            None => None,
+        let cells = match self.limits.tokens_per_minute.filter(|n| *n > 0) {
+            // A prompt larger than the burst waits for a whole burst
+            // rather than forever.
+            Some(n) => u32::try_from(tokens)
+                .unwrap_or(u32::MAX)
+                .clamp(1, self.limits.burst(n)),
+            None => 1,
         };
-        if let Some(n) = self.limits.requests_per_minute.filter(|n| *n > 0) {
-            self.quota(&self.requests_key, n, 1).await?;
-        }
-        if let Some(n) = self.limits.tokens_per_minute.filter(|n| *n > 0) {
-            let burst = self.limits.burst(n);
-            let cells = u32::try_from(tokens).unwrap_or(u32::MAX).clamp(1, burst);
-            self.quota(&self.tokens_key, n, cells).await?;
-        }
-        Ok(lease)
-    }
-
-    async fn lease(&self, limit: u32) -> Result<Lease, Outage> {
         let mut pause = Duration::from_millis(1);
         loop {
-            if let Some(id) = self.store.try_lease(&self.leases_key, limit).await? {
-                return Ok(Lease {
-                    store: self.store.clone(),
-                    id: Some(id),
-                });
+            match self.store.acquire(&self.keys, &self.limits, cells).await? {
+                Acquired::Taken(id) => {
+                    return Ok(id.map(|id| Lease {
+                        store: self.store.clone(),
+                        id: Some(id),
+                    }));
+                }
+                Acquired::Wait(wait) => tokio::time::sleep(wait).await,
+                Acquired::SlotsHeld => {
+                    // Held by this or another process: ask again soon,
+                    // less often the longer it takes.
+                    tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
             }
-            // Every slot is held, by this or another process: ask again
-            // soon, less often the longer it takes.
-            tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
         }
-    }
-
-    async fn quota(&self, key: &str, per_minute: u32, cells: u32) -> Result<(), Outage> {
-        let interval = Duration::from_secs(60) / per_minute;
-        let burst = self.limits.burst(per_minute);
-        while let Some(wait) = self.store.take(key, interval, burst, cells).await? {
-            tokio::time::sleep(wait).await;
-        }
-        Ok(())
     }
 }

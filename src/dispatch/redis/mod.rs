@@ -28,8 +28,7 @@ pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// The scripts, loaded once per connection (EVALSHA, then EVAL when the
 /// server does not know the script yet).
 struct Scripts {
-    gcra: Script,
-    lease_acquire: Script,
+    acquire: Script,
     lease_renew: Script,
     breaker_check: Script,
     breaker_failure: Script,
@@ -43,6 +42,23 @@ impl std::fmt::Display for Outage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The keys of one provider's limits.
+pub(crate) struct LimitKeys {
+    pub leases: String,
+    pub requests: String,
+    pub tokens: String,
+}
+
+/// What [`RedisStore::acquire`] came to.
+pub(crate) enum Acquired {
+    /// Everything was taken; the lease's id when `concurrent` is set.
+    Taken(Option<String>),
+    /// Every `concurrent` slot is held.
+    SlotsHeld,
+    /// A quota is short for this long.
+    Wait(Duration),
 }
 
 /// One Redis server as the state of one client.
@@ -75,8 +91,7 @@ impl RedisStore {
             config,
             url: shown,
             scripts: Scripts {
-                gcra: Script::new(include_str!("gcra.lua")),
-                lease_acquire: Script::new(include_str!("lease_acquire.lua")),
+                acquire: Script::new(include_str!("acquire.lua")),
                 lease_renew: Script::new(include_str!("lease_renew.lua")),
                 breaker_check: Script::new(include_str!("breaker_check.lua")),
                 breaker_failure: Script::new(include_str!("breaker_failure.lua")),
@@ -157,62 +172,59 @@ impl RedisStore {
         key
     }
 
-    /// Takes `cells` of a GCRA quota refilling one cell every `interval`
-    /// and holding `burst`: `None` when taken, else how long to wait
-    /// before asking again.
-    pub(crate) async fn take(
-        &self,
-        key: &str,
-        interval: Duration,
-        burst: u32,
-        cells: u32,
-    ) -> Result<Option<Duration>, Outage> {
-        let wait: u64 = self
-            .run(
-                &self.scripts.gcra,
-                &[key],
-                &[
-                    interval.as_micros().max(1).to_string(),
-                    burst.to_string(),
-                    cells.to_string(),
-                ],
-            )
-            .await?;
-        Ok((wait > 0).then(|| Duration::from_micros(wait)))
-    }
-
-    /// Tries to take one of `limit` slots of `set` as a lease; its id
-    /// when taken. A taken lease is renewed until released.
-    pub(crate) async fn try_lease(
+    /// Takes what one request needs of `limits`, all or nothing (see
+    /// acquire.lua): a lease on one of `concurrent` slots, a cell of the
+    /// requests quota, `cells` of the tokens quota.
+    pub(crate) async fn acquire(
         self: &Arc<Self>,
-        set: &str,
-        limit: u32,
-    ) -> Result<Option<String>, Outage> {
+        keys: &LimitKeys,
+        limits: &super::config::Limits,
+        cells: u32,
+    ) -> Result<Acquired, Outage> {
         let id = format!(
             "{}-{}",
             self.tag,
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
-        let taken: i64 = self
+        let quota = |per_minute: Option<u32>| match per_minute.filter(|n| *n > 0) {
+            Some(n) => (
+                (Duration::from_secs(60) / n).as_micros().max(1).to_string(),
+                limits.burst(n).to_string(),
+            ),
+            None => ("0".to_owned(), "0".to_owned()),
+        };
+        let (requests_interval, requests_burst) = quota(limits.requests_per_minute);
+        let (tokens_interval, tokens_burst) = quota(limits.tokens_per_minute);
+        let concurrent = limits.concurrent.unwrap_or(0);
+        let (what, wait): (i64, i64) = self
             .run(
-                &self.scripts.lease_acquire,
-                &[set],
+                &self.scripts.acquire,
+                &[&keys.leases, &keys.requests, &keys.tokens],
                 &[
-                    limit.to_string(),
+                    concurrent.to_string(),
                     self.config.lease_ttl.as_millis().to_string(),
                     id.clone(),
+                    requests_interval,
+                    requests_burst,
+                    tokens_interval,
+                    tokens_burst,
+                    cells.to_string(),
                 ],
             )
             .await?;
-        if taken != 1 {
-            return Ok(None);
-        }
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), set.to_owned());
-        self.start_renewing();
-        Ok(Some(id))
+        Ok(match what {
+            0 if concurrent > 0 => {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), keys.leases.clone());
+                self.start_renewing();
+                Acquired::Taken(Some(id))
+            }
+            0 => Acquired::Taken(None),
+            1 => Acquired::SlotsHeld,
+            _ => Acquired::Wait(Duration::from_micros(wait.max(1).unsigned_abs())),
+        })
     }
 
     /// Gives a lease back, in the background (a drop cannot wait). When
