@@ -452,6 +452,47 @@ fn each_outage_policy_behaves_as_documented() {
     });
 }
 
+/// A "Redis" that accepts connections and never answers (a blackholed
+/// host): the first call pays one command's timeout, the next ones go
+/// straight to the outage policy, and none hangs.
+#[test]
+fn a_redis_that_never_answers_costs_one_timeout_not_one_per_call() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/0", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        // Accept and keep every connection, answering nothing.
+        let mut kept = Vec::new();
+        for c in silent.incoming().take(16) {
+            kept.push(c);
+        }
+    });
+    let fake = FakeProvider::start_then(vec![], Some(Reply::json(&answer())));
+    let dir = root(
+        &fake,
+        None,
+        "  limits: {requests_per_minute: 600, concurrent: 4}\n",
+    );
+    let rendered = render(dir.path(), "x");
+    let client = client_with(
+        dir.path(),
+        StateConfig::redis(url).on_outage(OutagePolicy::FailOpen),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        for _ in 0..10 {
+            client.send(&rendered).await.expect("fail_open sends");
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(2_500),
+            "10 calls took {:?}",
+            started.elapsed()
+        );
+    });
+    assert_eq!(fake.count(), 10);
+    drop(held);
+}
+
 /// Waits (at most 10 s) for `f`.
 async fn support_wait(mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

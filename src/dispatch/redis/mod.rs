@@ -7,8 +7,9 @@
 //! come from Redis's own clock (`TIME`), so replicas' clocks need not
 //! agree. The connection is made on first use, within the caller's tokio
 //! runtime, and remade after a failure; each command gives up after
-//! [`OP_TIMEOUT`], so an unreachable Redis costs a call at most that (the
-//! outage policy decides the rest).
+//! [`OP_TIMEOUT`], and for [`RETRY_AFTER_OUTAGE`] after a failure commands
+//! fail at once, so an unreachable Redis costs one call at most that and
+//! the others nothing (the outage policy decides what they do).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,11 @@ use super::state::{StateConfig, redacted};
 /// The longest a single Redis command may take before it counts as an
 /// outage.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After a failed command, how long commands fail at once without trying
+/// (so that a Redis that does not answer costs each call nothing, not
+/// [`OP_TIMEOUT`] per command); then the next command tries again.
+pub(crate) const RETRY_AFTER_OUTAGE: Duration = Duration::from_secs(1);
 
 /// The scripts, loaded once per connection (EVALSHA, then EVAL when the
 /// server does not know the script yet).
@@ -75,6 +81,8 @@ pub(crate) struct RedisStore {
     /// Unique per process and lease.
     tag: String,
     counter: AtomicU64,
+    /// Until when commands fail at once, after an outage.
+    down: Mutex<Option<(tokio::time::Instant, String)>>,
 }
 
 impl RedisStore {
@@ -100,6 +108,7 @@ impl RedisStore {
             renewing: OnceLock::new(),
             tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             counter: AtomicU64::new(0),
+            down: Mutex::new(None),
         })
     }
 
@@ -122,6 +131,42 @@ impl RedisStore {
         Outage(format!("Redis at {} failed: {e}", self.url))
     }
 
+    /// Runs `command` unless Redis failed within [`RETRY_AFTER_OUTAGE`];
+    /// remembers a failure.
+    async fn guarded<T, F>(&self, command: F) -> Result<T, Outage>
+    where
+        F: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        {
+            let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((until, why)) = down.as_ref()
+                && tokio::time::Instant::now() < *until
+            {
+                return Err(Outage(format!("{why} (not retried for up to 1 s)")));
+            }
+        }
+        let result = match tokio::time::timeout(OP_TIMEOUT, command).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.outage(&e)),
+            Err(_) => Err(Outage(format!(
+                "Redis at {} did not answer within {} ms",
+                self.url,
+                OP_TIMEOUT.as_millis()
+            ))),
+        };
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => *down = None,
+            Err(e) => {
+                *down = Some((
+                    tokio::time::Instant::now() + RETRY_AFTER_OUTAGE,
+                    e.0.clone(),
+                ));
+            }
+        }
+        result
+    }
+
     /// Runs `script` with `keys` and `args`, within [`OP_TIMEOUT`].
     async fn run<T: redis::FromRedisValue>(
         &self,
@@ -137,29 +182,13 @@ impl RedisStore {
         for a in args {
             invocation.arg(a);
         }
-        match tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async(&mut connection)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.outage(&e)),
-            Err(_) => Err(Outage(format!(
-                "Redis at {} did not answer within {} ms",
-                self.url,
-                OP_TIMEOUT.as_millis()
-            ))),
-        }
+        self.guarded(invocation.invoke_async(&mut connection)).await
     }
 
     /// Runs one command within [`OP_TIMEOUT`].
     async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, Outage> {
         let mut connection = self.connection()?;
-        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut connection)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.outage(&e)),
-            Err(_) => Err(Outage(format!(
-                "Redis at {} did not answer within {} ms",
-                self.url,
-                OP_TIMEOUT.as_millis()
-            ))),
-        }
+        self.guarded(cmd.query_async(&mut connection)).await
     }
 
     /// `{prefix}:{parts...}`.
