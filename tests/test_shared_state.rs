@@ -8,7 +8,6 @@
 
 mod fake;
 mod redis;
-#[allow(dead_code)]
 mod support;
 
 use std::path::Path;

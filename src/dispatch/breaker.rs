@@ -241,6 +241,7 @@ impl LocalBreakers {
 pub(crate) struct Breakers {
     default: CircuitBreaker,
     local: LocalBreakers,
+    #[cfg(feature = "redis")]
     state: Option<std::sync::Arc<super::state::Shared>>,
     /// With Redis: what it said of each circuit lately, so that a call to
     /// a closed circuit costs no round trip (see [`SEEN_FOR`]).
@@ -268,9 +269,12 @@ impl Breakers {
         default: CircuitBreaker,
         state: Option<std::sync::Arc<super::state::Shared>>,
     ) -> Breakers {
+        #[cfg(not(feature = "redis"))]
+        let _ = state;
         Breakers {
             default,
             local: LocalBreakers::default(),
+            #[cfg(feature = "redis")]
             state,
             #[cfg(feature = "redis")]
             seen: Mutex::new(HashMap::new()),
@@ -293,6 +297,7 @@ impl Breakers {
         Some((store, key))
     }
 
+    #[cfg(feature = "redis")]
     fn warn(&self, e: &dyn std::fmt::Display) {
         if let Some(state) = &self.state {
             state.warn_outage(e);

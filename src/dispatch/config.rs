@@ -84,6 +84,7 @@ impl Limits {
             .clamp(1, per_minute.max(1))
     }
 
+    #[cfg(feature = "redis")]
     /// These limits shared by `replicas` processes: each quota divided
     /// (rounded down, at least 1), for the `local` outage policy.
     pub(crate) fn divided(&self, replicas: u32) -> Limits {

@@ -209,6 +209,7 @@ impl DispatchError {
         err
     }
 
+    #[cfg(feature = "redis")]
     /// The shared state could not be reached (`fail_closed`).
     pub(crate) fn shared_state(message: String) -> DispatchError {
         DispatchError::new(ErrorKind::SharedState, None, message)

@@ -205,6 +205,9 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// One event of [`Client::stream`](super::Client::stream).
+// `Done` is much larger than the other events but comes once per stream;
+// boxing it would make every caller's `StreamEvent::Done(response)` a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StreamEvent {

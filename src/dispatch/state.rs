@@ -224,10 +224,12 @@ pub(crate) struct Shared {
     #[cfg(feature = "redis")]
     pub(crate) redis: Option<std::sync::Arc<super::redis::RedisStore>>,
     /// When the last outage warning went out.
+    #[cfg(feature = "redis")]
     warned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// At most one outage warning per this long.
+#[cfg(feature = "redis")]
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Shared {
@@ -262,10 +264,12 @@ impl Shared {
             config,
             #[cfg(feature = "redis")]
             redis,
+            #[cfg(feature = "redis")]
             warned: std::sync::Mutex::new(None),
         })
     }
 
+    #[cfg(feature = "redis")]
     /// Says, at most once every 10 s, that Redis could not be reached and
     /// what calls do meanwhile (a `promptbook.state` warning event).
     pub(crate) fn warn_outage(&self, error: &dyn std::fmt::Display) {
