@@ -390,35 +390,14 @@ fn each_outage_policy_behaves_as_documented() {
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(fake.count(), before, "fail_closed sends nothing");
 
-        // fail_open: 4 calls at once all go (the 4 concurrent slots of
-        // this process), without waiting for a rate.
-        let started = Instant::now();
-        let calls: Vec<_> = (0..8)
-            .map(|_| {
-                let c = open.clone();
-                let r = rendered.clone();
-                tokio::spawn(async move { c.send(&r).await })
-            })
-            .collect();
-        for c in calls {
-            assert!(c.await.unwrap().is_ok());
-        }
-        let unlimited = started.elapsed();
+        // fail_open: 8 calls go, 4 at a time (this process's own
+        // `concurrent` permits), without waiting for a rate: two rounds of
+        // 300 ms.
+        let unlimited = at_once(&open, &rendered, 8).await;
 
-        // local: the share of 5 replicas (2 at once, then one per 500 ms):
-        // 4 calls take at least 1 s.
-        let started = Instant::now();
-        let calls: Vec<_> = (0..4)
-            .map(|_| {
-                let c = local.clone();
-                let r = rendered.clone();
-                tokio::spawn(async move { c.send(&r).await })
-            })
-            .collect();
-        for c in calls {
-            assert!(c.await.unwrap().is_ok());
-        }
-        let shared = started.elapsed();
+        // local: the share of 5 replicas (2 at once, then one per 500 ms,
+        // one in flight): 4 calls take at least 1 s.
+        let shared = at_once(&local, &rendered, 4).await;
         assert!(
             shared >= Duration::from_millis(950),
             "local keeps this process's share: {shared:?}"
@@ -490,6 +469,28 @@ fn a_redis_that_never_answers_costs_one_timeout_not_one_per_call() {
     });
     assert_eq!(fake.count(), 10);
     drop(held);
+}
+
+/// Sends `rendered` `n` times at once through `client`; each must answer.
+/// How long they all took.
+async fn at_once(
+    client: &promptbook::dispatch::Client,
+    rendered: &promptbook::Rendered,
+    n: usize,
+) -> Duration {
+    let started = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, r) = (client.clone(), rendered.clone());
+            tokio::spawn(async move { c.send(&r).await })
+        })
+        .collect();
+    for c in calls {
+        if let Err(e) = c.await.unwrap() {
+            panic!("a call failed: {e}");
+        }
+    }
+    started.elapsed()
 }
 
 /// Waits (at most 10 s) for `f`.
