@@ -551,6 +551,15 @@ fn lint_checks_providers_yaml_and_its_reserved_state_key() {
             "`soon` is not a duration",
         ),
         ("state:\n  on_outage: crash\n", "crash"),
+        ("state:\n  lease_ttl: 400d\n", "at most 1 day"),
+        (
+            "local:\n  kind: openai\n  base_url: http://127.0.0.1:1/v1\n  circuit_breaker: {cooldown: 400d}\n",
+            "circuit_breaker.cooldown must be more than 0 and at most 1 day",
+        ),
+        (
+            "local:\n  kind: openai\n  base_url: http://127.0.0.1:1/v1\n  limits: {window: 0s}\n",
+            "limits.window",
+        ),
         ("state:\n  prefix: ''\n", "state.prefix"),
     ] {
         std::fs::write(dir.path().join("providers.yaml"), yaml).unwrap();

@@ -6,6 +6,7 @@
 #![cfg(all(feature = "otel", feature = "server"))]
 
 mod fake;
+mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -177,6 +178,17 @@ fn only_span(receiver: &Receiver) -> (Span, BTreeMap<String, String>) {
     let spans = receiver.spans();
     assert_eq!(spans.len(), 1, "one span per call: {spans:#?}");
     let span = spans.into_iter().next().unwrap();
+    // OTLP attribute keys are unique: none may be sent twice.
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    keys.sort_unstable();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        before,
+        "an attribute sent twice: {:#?}",
+        span.attributes
+    );
     let attrs = attributes(&span.attributes);
     (span, attrs)
 }
@@ -322,4 +334,102 @@ fn an_unsupported_protocol_is_refused_saying_which_to_use() {
     );
     assert!(stderr.contains("http/protobuf"), "{stderr}");
     assert_eq!(fake.count(), 0);
+}
+
+/// After a fallback, the span names the provider that answered, once.
+#[test]
+fn a_fallback_span_names_the_provider_that_answered() {
+    let fake = FakeProvider::start(vec![
+        Reply::error(503, "down"),
+        Reply::error(503, "down"),
+        Reply::error(503, "down"),
+        Reply::json(&fixture("openai-chat.json")),
+    ]);
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("greet.prompt.yaml"),
+        TEMPLATE.replace(
+            "  parameters: {temperature: 0.2, max_tokens: 50}\n",
+            "  parameters: {temperature: 0.2, max_tokens: 50}\n  fallbacks: ['backup:gpt-4o']\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("providers.yaml"),
+        format!(
+            "backup:\n  kind: openai\n  base_url: {}/v1\n  api_key_env: BACKUP_KEY\n",
+            fake.url.replace("127.0.0.1", "localhost")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args(["send", "greet", "--dir"])
+        .arg(dir.path())
+        .env("OPENAI_BASE_URL", format!("{}/v1", fake.url))
+        .env("OPENAI_API_KEY", "sk-otel-test")
+        .env("BACKUP_KEY", "sk-otel-backup")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("PROMPTBOOK_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, a) = only_span(&receiver);
+    assert_eq!(a["gen_ai.provider.name"], "backup");
+    assert_eq!(a["gen_ai.request.model"], "gpt-4o-mini");
+    assert_eq!(a["promptbook.fallback"], "true");
+    assert_eq!(a["server.address"], "localhost");
+    let metrics = receiver.metrics();
+    assert_eq!(
+        metrics["gen_ai.client.operation.duration"][0]["gen_ai.provider.name"],
+        "backup"
+    );
+}
+
+/// `serve` stopped with SIGTERM (as container platforms stop it) flushes
+/// the spans of the playground's sends before it exits.
+#[cfg(unix)]
+#[test]
+fn serve_flushes_its_spans_when_terminated() {
+    let fake = FakeProvider::start(vec![Reply::Sse(fixture("compatible-stream.sse"))]);
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("greet.prompt.yaml"), TEMPLATE).unwrap();
+    let base = format!("{}/v1", fake.url);
+    let server = support::Server::start_env(
+        dir.path(),
+        &[],
+        None,
+        &[
+            ("OPENAI_BASE_URL", base.as_str()),
+            ("OPENAI_API_KEY", "sk-otel-test"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+        ],
+    );
+    let (status, body) = server.raw(&format!(
+        "POST /api/send HTTP/1.1\r\nHost: {{addr}}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        r#"{"template": "greet", "inputs": {}}"#.len(),
+        r#"{"template": "greet", "inputs": {}}"#
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"done\""), "{body}");
+    assert!(receiver.spans().is_empty(), "batched until the end");
+    let pid = server.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    support::eventually("the span to arrive after SIGTERM", || {
+        (receiver.spans().len() == 1).then_some(())
+    });
+    let (_, a) = only_span(&receiver);
+    assert_eq!(a["gen_ai.request.stream"], "true");
 }

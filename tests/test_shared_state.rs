@@ -409,7 +409,7 @@ fn each_outage_policy_behaves_as_documented() {
     });
 
     // Redis comes back where it was: the limits live there again.
-    let redis = RedisServer::start_on(port);
+    let _redis = RedisServer::start_on(port);
     runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -418,7 +418,8 @@ fn each_outage_policy_behaves_as_documented() {
                 .await
                 .inspect_err(|e| eprintln!("{e}"))
                 .is_ok();
-            if sent && redis.keys().iter().any(|k| k == "promptbook:leases:fake") {
+            // fail_closed answers only through Redis.
+            if sent {
                 break;
             }
             assert!(
@@ -574,6 +575,94 @@ fn a_breaker_opens_lets_the_fallback_answer_at_once_and_a_probe_closes_it() {
         assert_eq!(primary.count(), 3, "one probe");
         let r = client.send(&rendered).await.unwrap();
         assert!(!r.fallback && r.open_circuits.is_empty(), "closed: {r:?}");
+    });
+}
+
+/// `promptbook send`, a process that exits right after its call, gives
+/// its `concurrent` slot back before it exits: with one slot and the
+/// default 30 s lease, three sends in a row each go at once.
+#[test]
+fn a_send_process_gives_its_slot_back_before_it_exits() {
+    let redis = RedisServer::start();
+    let fake = FakeProvider::start_then(vec![], Some(Reply::json(&answer())));
+    let dir = root(&fake, None, "  limits: {concurrent: 1}\n");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+            .args(["send", "ask", "--dir"])
+            .arg(dir.path())
+            .env("PROMPTBOOK_REDIS_URL", redis.url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a send waited {:?} for a slot",
+            started.elapsed()
+        );
+        assert_eq!(
+            redis
+                .command(&["ZCARD", "promptbook:leases:fake"])
+                .as_deref(),
+            Some(":0"),
+            "no slot left held"
+        );
+    }
+    assert_eq!(fake.count(), 3);
+}
+
+/// A process that started while Redis refused its password uses Redis
+/// once the password is right: the connection is made afresh.
+#[test]
+fn a_refused_password_is_tried_again() {
+    let redis = RedisServer::start();
+    let password_set = |old: Option<&str>, new: &str| {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut out = String::new();
+        if let Some(old) = old {
+            out.push_str(&format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{old}\r\n", old.len()));
+        }
+        out.push_str(&format!(
+            "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n${}\r\n{new}\r\n",
+            new.len()
+        ));
+        s.write_all(out.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        for _ in 0..(1 + usize::from(old.is_some())) {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            assert!(line.starts_with("+OK"), "{line}");
+        }
+    };
+    password_set(None, "old-pw");
+    let fake = FakeProvider::start_then(vec![], Some(Reply::json(&answer())));
+    let dir = root(&fake, None, "  limits: {concurrent: 2}\n");
+    let rendered = render(dir.path(), "x");
+    let url = format!("redis://:new-pw@127.0.0.1:{}/0", redis.port);
+    let client = client_with(
+        dir.path(),
+        StateConfig::redis(url)
+            .on_outage(OutagePolicy::FailClosed)
+            .outage_wait(Duration::from_millis(200)),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let e = client.send(&rendered).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::SharedState, "{e}");
+        assert!(!e.to_string().contains("new-pw"), "{e}");
+        password_set(Some("old-pw"), "new-pw");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.send(&rendered).await.is_err() {
+            assert!(Instant::now() < deadline, "Redis was never tried again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
 }
 

@@ -93,6 +93,16 @@ impl CircuitBreaker {
     pub(crate) fn is_off(&self) -> bool {
         self.failures == 0
     }
+
+    /// Settings Redis and the clock can hold: `window` and `cooldown`
+    /// within (0, 1 day].
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.is_off() {
+            return Ok(());
+        }
+        super::duration::check("circuit_breaker.window", self.window)?;
+        super::duration::check("circuit_breaker.cooldown", self.cooldown)
+    }
 }
 
 /// What the breaker says about the next attempt.

@@ -74,6 +74,14 @@ impl Limits {
         self
     }
 
+    /// Settings the clock can hold: `window` within (0, 1 day].
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match self.window {
+            Some(w) => super::duration::check("limits.window", w),
+            None => Ok(()),
+        }
+    }
+
     /// How many of a quota of `per_minute` may go at once: `per_minute ×
     /// window / 1 min`, at least 1 and at most `per_minute`.
     pub(crate) fn burst(&self, per_minute: u32) -> u32 {
@@ -461,6 +469,14 @@ pub(crate) fn read_providers_file(
                 "{}: provider `{name}`: base_url `{base_url}` must start with http:// or https://",
                 path.display()
             )));
+        }
+        for problem in [
+            entry.limits.check(),
+            entry.circuit_breaker.map_or(Ok(()), |b| b.check()),
+        ] {
+            problem.map_err(|e| {
+                DispatchError::config(format!("{}: provider `{name}`: {e}", path.display()))
+            })?;
         }
         let api_key_env = entry
             .api_key_env

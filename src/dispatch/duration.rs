@@ -5,6 +5,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration a setting may have: one day. Longer ones are
+/// refused, as Redis refuses the expiry times they would make.
+pub(crate) const LONGEST: Duration = Duration::from_secs(86_400);
+
+/// Checks that setting `name` lies within (0, [`LONGEST`]].
+pub(crate) fn check(name: &str, d: Duration) -> Result<(), String> {
+    if d.is_zero() || d > LONGEST {
+        return Err(format!(
+            "{name} must be more than 0 and at most 1 day (it is {})",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a duration written as text.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {

@@ -166,6 +166,15 @@ impl Limiter {
 }
 
 impl Permit {
+    /// Gives back what the permit holds, waiting for Redis to take a
+    /// shared slot back (dropping it does that in the background).
+    pub(crate) async fn release(self) {
+        #[cfg(feature = "redis")]
+        if let Some(lease) = self._shared {
+            lease.release().await;
+        }
+    }
+
     #[cfg(feature = "redis")]
     pub(crate) fn new(
         local: Option<OwnedSemaphorePermit>,

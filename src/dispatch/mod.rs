@@ -267,6 +267,15 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, DispatchError> {
         let state =
             Arc::new(state::Shared::new(self.state.with_env()).map_err(DispatchError::config)?);
+        self.circuit_breaker
+            .check()
+            .map_err(DispatchError::config)?;
+        for (name, p) in &self.providers {
+            p.limits
+                .check()
+                .and_then(|()| p.circuit_breaker.map_or(Ok(()), |b| b.check()))
+                .map_err(|e| DispatchError::config(format!("provider `{name}`: {e}")))?;
+        }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.timeouts.connect)

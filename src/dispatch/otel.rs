@@ -121,9 +121,9 @@ impl Call {
             KeyValue::new("gen_ai.prompt.version", version.to_owned()),
             KeyValue::new("promptbook.prompt.hash", request.rendered.hash.to_string()),
         ];
-        if let Some(p) = &request.provider {
-            attributes.push(KeyValue::new("gen_ai.provider.name", p.clone()));
-        }
+        // `gen_ai.provider.name` goes on the span when the call ends: the
+        // provider that answered may be a fallback's (an attribute set
+        // twice would be sent twice).
         if let Some(params) = request.rendered.model.as_ref().map(|m| &m.parameters) {
             for (key, attribute) in [
                 ("temperature", "gen_ai.request.temperature"),

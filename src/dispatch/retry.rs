@@ -171,7 +171,7 @@ pub(crate) async fn run<'c, T>(
                 tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
                     .await
                     .map_err(|_| out_of_time())?;
-            drop(permit);
+            permit.release().await;
             let (error, delivered) = match outcome {
                 Outcome::Reused(value) => {
                     return Ok(Some(Finished {
@@ -249,12 +249,18 @@ pub(crate) async fn run<'c, T>(
             provider,
             wait,
             format!(
-                "{} failed too often lately and {} skipped; the first takes calls again in {:.1} s",
+                "{} {} skipped: {} failed too often lately or asked to wait (429); the first \
+                 takes calls again in {:.1} s",
                 open_circuits.join(", "),
                 if open_circuits.len() == 1 {
                     "is"
                 } else {
                     "are"
+                },
+                if open_circuits.len() == 1 {
+                    "it"
+                } else {
+                    "each"
                 },
                 wait.as_secs_f64()
             ),

@@ -42,10 +42,20 @@ pub(crate) struct Lease {
     id: Option<String>,
 }
 
+impl Lease {
+    /// Gives the slot back before the call returns, so that a process that
+    /// exits right after (`promptbook send`) leaves nothing held.
+    pub(crate) async fn release(mut self) {
+        if let Some(id) = self.id.take() {
+            self.store.release(&id).await;
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            self.store.release(id);
+            self.store.release_later(id);
         }
     }
 }
@@ -79,7 +89,9 @@ impl SharedLimits {
             Some(s) => s.clone().acquire_owned().await.ok(),
             None => None,
         };
-        let mut first_outage: Option<tokio::time::Instant> = None;
+        // fail_closed waits `outage_wait` from the call's start, the first
+        // failed command included.
+        let started = tokio::time::Instant::now();
         loop {
             let outage = match self.in_redis(tokens).await {
                 Ok(lease) => return Ok(Permit::new(gate, lease)),
@@ -95,15 +107,16 @@ impl SharedLimits {
                     return Ok(Permit::new(share.or(gate), None));
                 }
                 OutagePolicy::FailClosed => {
-                    let since = *first_outage.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= self.state.config.outage_wait {
+                    let waited = started.elapsed();
+                    let left = self.state.config.outage_wait.saturating_sub(waited);
+                    if left.is_zero() {
                         return Err(DispatchError::shared_state(format!(
                             "{outage}; the call waited {} ms for it (state.on_outage: \
                              fail_closed, state.outage_wait)",
-                            since.elapsed().as_millis()
+                            waited.as_millis()
                         )));
                     }
-                    tokio::time::sleep(OUTAGE_RETRY).await;
+                    tokio::time::sleep(left.min(OUTAGE_RETRY)).await;
                 }
             }
         }

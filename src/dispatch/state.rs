@@ -183,11 +183,15 @@ impl StateConfig {
         if self.lease_ttl < Duration::from_millis(100) {
             return Err("state.lease_ttl must be at least 100ms".into());
         }
+        super::duration::check("state.lease_ttl", self.lease_ttl)?;
+        super::duration::check("state.outage_wait", self.outage_wait)?;
         Ok(())
     }
 }
 
-/// A Redis URL with its password replaced by `***`, for messages.
+/// A Redis URL with its secrets replaced by `***`, for messages: the
+/// password, a user name given without one (`redis://token@host`), and
+/// every query value (redis-rs reads `redis+unix:///path?pass=…&user=…`).
 pub(crate) fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
@@ -195,9 +199,15 @@ pub(crate) fn redacted(url: &str) -> String {
                 let _ = u.set_password(Some("***"));
             }
             if !u.username().is_empty() && u.password().is_none() {
-                // `redis://token@host`: a user name alone may be the secret.
                 let _ = u.set_username("***");
             }
+            if u.query().is_some() {
+                let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+                u.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
+            }
+            u.set_fragment(None);
             u.to_string()
         }
         Err(_) => "(a URL that does not parse)".to_owned(),
@@ -302,6 +312,13 @@ mod tests {
         assert!(!redacted("rediss://admin:hunter2@h/1").contains("hunter2"));
         assert!(!redacted("redis://tok3n@h").contains("tok3n"));
         assert!(!redacted("not a url hunter2").contains("hunter2"));
+        let unix = redacted("redis+unix:///run/r.sock?pass=hunter2&user=admin");
+        assert!(
+            !unix.contains("hunter2") && !unix.contains("admin"),
+            "{unix}"
+        );
+        assert!(unix.contains("/run/r.sock"), "{unix}");
+        assert!(!redacted("redis://h/0#hunter2").contains("hunter2"));
     }
 
     #[test]

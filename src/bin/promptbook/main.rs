@@ -265,6 +265,21 @@ fn main() -> ExitCode {
             .with_max_level(level)
             .with_writer(io::stderr)
             .init();
+    } else {
+        // Without it, the warnings a deployment must see still show: the
+        // shared state (Redis) being away, and what calls do meanwhile.
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let only = tracing_subscriber::filter::Targets::new().with_target(
+            "promptbook.state",
+            tracing_subscriber::filter::LevelFilter::WARN,
+        );
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::Layer::with_filter(
+                tracing_subscriber::fmt::layer().with_writer(io::stderr),
+                only,
+            ))
+            .init();
     }
     match run(cli) {
         Ok(code) => code,

@@ -70,7 +70,10 @@ pub(crate) enum Acquired {
 /// One Redis server as the state of one client.
 pub(crate) struct RedisStore {
     client: redis::Client,
-    connection: OnceLock<ConnectionManager>,
+    /// Made on first use; dropped after a failure, so that the next try
+    /// connects afresh (redis-rs's manager reconnects after a broken
+    /// connection, but not after a refused AUTH).
+    connection: Mutex<Option<ConnectionManager>>,
     pub(crate) config: StateConfig,
     /// The URL without its password, for messages.
     pub(crate) url: String,
@@ -95,7 +98,7 @@ impl RedisStore {
             .map_err(|e| format!("state.redis `{shown}` is not a Redis URL: {e}"))?;
         Ok(RedisStore {
             client,
-            connection: OnceLock::new(),
+            connection: Mutex::new(None),
             config,
             url: shown,
             scripts: Scripts {
@@ -113,7 +116,8 @@ impl RedisStore {
     }
 
     fn connection(&self) -> Result<ConnectionManager, Outage> {
-        if let Some(c) = self.connection.get() {
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let config = ConnectionManagerConfig::new()
@@ -124,7 +128,8 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(100));
         let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .map_err(|e| self.outage(&e))?;
-        Ok(self.connection.get_or_init(|| made).clone())
+        *slot = Some(made.clone());
+        Ok(made)
     }
 
     fn outage(&self, e: &RedisError) -> Outage {
@@ -162,6 +167,7 @@ impl RedisStore {
                     tokio::time::Instant::now() + RETRY_AFTER_OUTAGE,
                     e.0.clone(),
                 ));
+                *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
         }
         result
@@ -256,25 +262,31 @@ impl RedisStore {
         })
     }
 
-    /// Gives a lease back, in the background (a drop cannot wait). When
-    /// Redis cannot be reached, the lease expires by itself.
-    pub(crate) fn release(self: &Arc<Self>, id: String) {
+    /// Gives a lease back now. When Redis cannot be reached, the lease
+    /// expires by itself.
+    pub(crate) async fn release(&self, id: &str) {
         let set = self
             .leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        let (Some(set), Ok(runtime)) = (set, tokio::runtime::Handle::try_current()) else {
+            .remove(id);
+        let Some(set) = set else { return };
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(&set).arg(id);
+        if let Err(e) = self.command::<i64>(cmd).await {
+            tracing::debug!(error = %e, "a lease was not given back; it expires by itself");
+        }
+    }
+
+    /// Gives a lease back in the background, for a request given up
+    /// midway (a drop cannot wait); a process that ends before the task
+    /// runs leaves the lease to expire.
+    pub(crate) fn release_later(self: &Arc<Self>, id: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let store = self.clone();
-        runtime.spawn(async move {
-            let mut cmd = redis::cmd("ZREM");
-            cmd.arg(&set).arg(&id);
-            if let Err(e) = store.command::<i64>(cmd).await {
-                tracing::debug!(error = %e, "a lease was not given back; it expires by itself");
-            }
-        });
+        runtime.spawn(async move { store.release(&id).await });
     }
 
     /// Renews this process's leases every third of their TTL, for as long
