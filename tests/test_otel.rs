@@ -263,6 +263,10 @@ fn a_failed_call_exports_its_error_type() {
     assert!(!ok);
     let (span, a) = only_span(&receiver);
     assert_eq!(a["error.type"], "invalid_request");
+    assert_eq!(
+        a["promptbook.attempts"], "1",
+        "a bad request is not retried"
+    );
     assert_eq!(a["http.response.status_code"], "400");
     let status = span.status.unwrap();
     assert_eq!(status.code, StatusCode::Error as i32);

@@ -131,6 +131,7 @@ struct Inner {
     partial: Option<Box<Response>>,
     prompt: Option<crate::error::Error>,
     output: Option<OutputProblem>,
+    attempts: u32,
 }
 
 /// Where and how an answer broke the output schema.
@@ -159,6 +160,7 @@ impl DispatchError {
                 partial: None,
                 prompt: None,
                 output: None,
+                attempts: 0,
             }),
         }
     }
@@ -285,6 +287,19 @@ impl DispatchError {
     /// capped at a day), for [`ErrorKind::RateLimited`].
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
+    }
+
+    /// HTTP attempts the call made before it failed, over all models
+    /// tried (0 when it failed before sending, as for a missing key or an
+    /// open circuit).
+    pub fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// The same error, saying the call made `n` attempts.
+    pub(crate) fn after_attempts(mut self, n: u32) -> DispatchError {
+        self.inner.attempts = n;
+        self
     }
 
     /// The provider the error comes from, when it comes from one.

@@ -299,6 +299,10 @@ impl Call {
         self.common.push(KeyValue::new("error.type", e.class()));
         self.span
             .set_attribute(KeyValue::new("error.type", e.class()));
+        self.span.set_attribute(KeyValue::new(
+            "promptbook.attempts",
+            i64::from(e.attempts()),
+        ));
         if let Some(status) = e.status() {
             self.span.set_attribute(KeyValue::new(
                 "http.response.status_code",

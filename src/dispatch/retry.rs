@@ -158,19 +158,22 @@ pub(crate) async fn run<'c, T>(
         let prepared = Arc::new(prepare(target)?);
         let mut retry = 0;
         let failed = loop {
-            let out_of_time =
-                || DispatchError::timed_out(&target.provider.name, budget.kind, budget.whole);
+            let out_of_time = |made: u32| {
+                DispatchError::timed_out(&target.provider.name, budget.kind, budget.whole)
+                    .after_attempts(made)
+            };
             let permit = tokio::time::timeout_at(
                 deadline,
                 target.provider.limiter.acquire(prepared.prompt_tokens),
             )
             .await
-            .map_err(|_| out_of_time())??;
+            .map_err(|_| out_of_time(attempts))?
+            .map_err(|e| e.after_attempts(attempts))?;
             let started = std::time::Instant::now();
             let outcome =
                 tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
                     .await
-                    .map_err(|_| out_of_time())?;
+                    .map_err(|_| out_of_time(attempts + 1))?;
             permit.release().await;
             let (error, delivered) = match outcome {
                 Outcome::Reused(value) => {
@@ -241,7 +244,7 @@ pub(crate) async fn run<'c, T>(
                 );
                 last = Some(error);
             }
-            (error, _) => return Err(error),
+            (error, _) => return Err(error.after_attempts(attempts)),
         }
     }
     if let Some((wait, provider)) = soonest_open.filter(|_| last.is_none()) {
@@ -266,7 +269,9 @@ pub(crate) async fn run<'c, T>(
             ),
         ));
     }
-    Err(last.unwrap_or_else(|| DispatchError::config("no model to send to")))
+    Err(last
+        .map(|e| e.after_attempts(attempts))
+        .unwrap_or_else(|| DispatchError::config("no model to send to")))
 }
 
 /// How long a whole call may take, retries, waits and fallbacks
