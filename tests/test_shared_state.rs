@@ -437,11 +437,12 @@ fn each_outage_policy_behaves_as_documented() {
 #[test]
 fn a_redis_that_never_answers_costs_one_timeout_not_one_per_call() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("redis://{}/0", silent.local_addr().unwrap());
+    let silent_addr = silent.local_addr().unwrap();
+    let url = format!("redis://{silent_addr}/0");
     let held = std::thread::spawn(move || {
         // Accept and keep every connection, answering nothing.
         let mut kept = Vec::new();
-        for c in silent.incoming().take(16) {
+        for c in silent.incoming().take(64) {
             kept.push(c);
         }
     });
@@ -457,7 +458,22 @@ fn a_redis_that_never_answers_costs_one_timeout_not_one_per_call() {
         StateConfig::redis(url).on_outage(OutagePolicy::FailOpen),
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let closed = client_with(
+        dir.path(),
+        StateConfig::redis(format!("redis://{silent_addr}/0"))
+            .on_outage(OutagePolicy::FailClosed)
+            .outage_wait(Duration::from_millis(300)),
+    );
     runtime.block_on(async {
+        // fail_closed gives up within outage_wait of the call's start,
+        // plus at most one command's timeout.
+        let started = Instant::now();
+        assert!(closed.send(&rendered).await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_millis(1_000),
+            "fail_closed took {:?}",
+            started.elapsed()
+        );
         let started = Instant::now();
         for _ in 0..10 {
             client.send(&rendered).await.expect("fail_open sends");
@@ -663,6 +679,121 @@ fn a_refused_password_is_tried_again() {
             assert!(Instant::now() < deadline, "Redis was never tried again");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    });
+}
+
+/// `promptbook send` stopped midway (SIGTERM, as a container is stopped)
+/// gives its slot back before it exits.
+#[cfg(unix)]
+#[test]
+fn a_send_stopped_midway_gives_its_slot_back() {
+    let redis = RedisServer::start();
+    let fake =
+        FakeProvider::start_then(vec![], Some(Reply::Hang(Duration::from_secs(60), answer())));
+    let dir = root(&fake, None, "  limits: {concurrent: 1}\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promptbook"))
+        .args(["send", "ask", "--dir"])
+        .arg(dir.path())
+        .env("PROMPTBOOK_REDIS_URL", redis.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    support::eventually("the call to reach the provider", || {
+        (fake.count() == 1).then_some(())
+    });
+    assert_eq!(
+        redis
+            .command(&["ZCARD", "promptbook:leases:fake"])
+            .as_deref(),
+        Some(":1")
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(
+        redis
+            .command(&["ZCARD", "promptbook:leases:fake"])
+            .as_deref(),
+        Some(":0"),
+        "the slot was given back before the process exited"
+    );
+}
+
+/// A 429 with a wait, got by one replica, opens the model for that wait:
+/// another replica's call with no fallback waits it out and answers,
+/// rather than failing at once.
+#[test]
+fn another_replica_waits_out_a_rate_limit_it_has_no_fallback_for() {
+    let redis = RedisServer::start();
+    let fake = FakeProvider::start_then(
+        vec![Reply::Status(
+            429,
+            vec![("retry-after-ms", "800".into())],
+            r#"{"error": {"message": "slow down", "type": "rate_limit"}}"#.into(),
+        )],
+        Some(Reply::json(&answer())),
+    );
+    let dir = root(&fake, None, "");
+    let rendered = render(dir.path(), "x");
+    let (a, b) = (
+        client_with(dir.path(), StateConfig::redis(redis.url())),
+        client_with(dir.path(), StateConfig::redis(redis.url())),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let first = {
+            let (a, r) = (a.clone(), rendered.clone());
+            tokio::spawn(async move { a.send(&r).await })
+        };
+        support_wait(|| fake.count() == 1).await;
+        let started = Instant::now();
+        let other = b.send(&rendered).await;
+        assert!(other.is_ok(), "{other:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "the other replica waited for the 429's wait: {:?}",
+            started.elapsed()
+        );
+        assert!(first.await.unwrap().is_ok());
+    });
+}
+
+/// Every token of a prompt larger than the burst is charged: the call
+/// after it waits for the excess (100 tokens a second, a burst of 100).
+#[test]
+fn a_prompt_larger_than_the_burst_is_charged_in_full() {
+    let redis = RedisServer::start();
+    let fake = FakeProvider::start_then(vec![], Some(Reply::json(&answer())));
+    let dir = root(
+        &fake,
+        None,
+        "  limits: {tokens_per_minute: 6000, window: 1s}\n",
+    );
+    let long = render(dir.path(), &"word ".repeat(300));
+    let tokens = long.tokens.total;
+    assert!(tokens > 250, "{tokens}");
+    let short = render(dir.path(), "x");
+    let client = client_with(dir.path(), StateConfig::redis(redis.url()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        client.send(&long).await.unwrap();
+        let started = Instant::now();
+        client.send(&short).await.unwrap();
+        // The long prompt left a debt of about (tokens - 100) / 100 s.
+        let owed = Duration::from_millis(((tokens - 100) * 10) as u64);
+        assert!(
+            started.elapsed() >= owed.mul_f64(0.8),
+            "waited {:?}, owed {owed:?}",
+            started.elapsed()
+        );
     });
 }
 

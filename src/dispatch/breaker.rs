@@ -8,7 +8,8 @@
 //!
 //! A 429 opens the circuit only for the time its `retry-after` names (no
 //! probe follows), and is never counted as a failure: the model is busy,
-//! not broken.
+//! not broken. Calls then go to a fallback at once; a call with no
+//! fallback left waits that time, as it would for its own `retry-after`.
 //!
 //! State lives where the client's shared state does (see
 //! [`StateConfig`](super::StateConfig)): in this process, or in Redis so
@@ -112,8 +113,12 @@ pub(crate) enum Gate {
     Closed,
     /// Send: this attempt is the probe of a half-open circuit.
     Probe,
-    /// Skip this model for now; it opens again in the given time.
+    /// Skip this model for now (it failed too often); a probe may go in
+    /// the given time.
     Open(Duration),
+    /// The model asked every caller to wait this long (a 429's
+    /// `retry-after`): skip it when a fallback can answer, else wait.
+    Waiting(Duration),
 }
 
 /// How a failed attempt counts.
@@ -180,7 +185,11 @@ impl LocalBreakers {
             return Gate::Closed;
         };
         if now < until {
-            return Gate::Open(until - now);
+            return if c.probe_after {
+                Gate::Open(until - now)
+            } else {
+                Gate::Waiting(until - now)
+            };
         }
         if !c.probe_after {
             c.open_until = None;
@@ -270,6 +279,7 @@ pub(crate) const SEEN_FOR: Duration = Duration::from_millis(100);
 enum Seen {
     Closed,
     OpenUntil(Instant),
+    WaitingUntil(Instant),
 }
 
 impl Breakers {
@@ -338,6 +348,11 @@ impl Breakers {
                 {
                     return Gate::Open(until - now);
                 }
+                Some((at, Seen::WaitingUntil(until)))
+                    if now.duration_since(at) < SEEN_FOR && now < until =>
+                {
+                    return Gate::Waiting(until - now);
+                }
                 _ => {}
             }
             match store.breaker_check(&key, &settings).await {
@@ -349,6 +364,9 @@ impl Breakers {
                     match gate {
                         Gate::Closed => seen.insert(key, (now, Seen::Closed)),
                         Gate::Open(wait) => seen.insert(key, (now, Seen::OpenUntil(now + wait))),
+                        Gate::Waiting(wait) => {
+                            seen.insert(key, (now, Seen::WaitingUntil(now + wait)))
+                        }
                         // Each call after the probe asks Redis again.
                         Gate::Probe => seen.remove(&key),
                     };
@@ -462,7 +480,7 @@ mod tests {
         let b = LocalBreakers::default();
         let s = settings();
         assert!(b.failure("k", &s, Failure::RateLimited(Duration::from_secs(2))));
-        assert_eq!(b.check("k", &s), Gate::Open(Duration::from_secs(2)));
+        assert_eq!(b.check("k", &s), Gate::Waiting(Duration::from_secs(2)));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(b.check("k", &s), Gate::Closed);
         assert_eq!(b.check("k", &s), Gate::Closed);

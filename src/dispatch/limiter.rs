@@ -40,8 +40,45 @@ type RateLimiter =
 /// One provider's limits, in this process.
 pub(crate) struct Local {
     requests: Option<RateLimiter>,
-    tokens: Option<(RateLimiter, NonZeroU32)>,
+    tokens: Option<TokenQuota>,
     concurrent: Option<Arc<Semaphore>>,
+}
+
+/// A GCRA quota of prompt tokens that charges every token of a prompt
+/// larger than the burst: such a prompt goes once the quota is full, and
+/// the calls after it wait for the excess (the rule `redis/acquire.lua`
+/// runs in Redis). governor's GCRA refuses more cells than the burst
+/// (`InsufficientCapacity`) and cannot charge a debt, so tokens keep their
+/// own; requests (one cell each) stay on governor.
+struct TokenQuota {
+    /// Time per token.
+    interval: Duration,
+    burst: u32,
+    /// The theoretical arrival time: when the quota is full again.
+    tat: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl TokenQuota {
+    async fn take(&self, cells: u32) {
+        loop {
+            let wait = {
+                let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+                let now = tokio::time::Instant::now();
+                let from = tat.map_or(now, |t| t.max(now));
+                // The quota may be drawn once no more than `burst - cells`
+                // (at most the whole burst) is owed.
+                let headroom = self.burst - cells.min(self.burst);
+                let owed = from - now;
+                let allowed = self.interval.saturating_mul(headroom);
+                if owed <= allowed {
+                    *tat = Some(from + self.interval.saturating_mul(cells));
+                    return;
+                }
+                owed - allowed
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 impl Local {
@@ -67,7 +104,11 @@ impl Local {
             tokens: limits
                 .tokens_per_minute
                 .filter(|n| *n > 0)
-                .and_then(|n| Some((limiter(quota(n)?), NonZeroU32::new(limits.burst(n))?))),
+                .map(|n| TokenQuota {
+                    interval: Duration::from_secs(60) / n,
+                    burst: limits.burst(n),
+                    tat: std::sync::Mutex::new(None),
+                }),
             concurrent: limits
                 .concurrent
                 .filter(|n| *n > 0)
@@ -85,15 +126,9 @@ impl Local {
         if let Some(r) = &self.requests {
             until_ready(r, NonZeroU32::MIN).await;
         }
-        if let Some((r, burst)) = &self.tokens {
-            // A prompt larger than the burst waits for a whole burst
-            // rather than forever.
-            let n = u32::try_from(tokens)
-                .unwrap_or(u32::MAX)
-                .clamp(1, burst.get());
-            if let Some(n) = NonZeroU32::new(n) {
-                until_ready(r, n).await;
-            }
+        if let Some(q) = &self.tokens {
+            q.take(u32::try_from(tokens).unwrap_or(u32::MAX).max(1))
+                .await;
         }
         permit
     }
@@ -153,11 +188,16 @@ impl Limiter {
     /// [`ErrorKind::SharedState`](super::ErrorKind::SharedState) when the
     /// limits live in Redis, Redis stayed unreachable for
     /// `state.outage_wait`, and the outage policy is `fail_closed`.
-    pub(crate) async fn acquire(&self, tokens: usize) -> Result<Permit, DispatchError> {
+    pub(crate) async fn acquire(
+        &self,
+        tokens: usize,
+        call_started: tokio::time::Instant,
+    ) -> Result<Permit, DispatchError> {
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
-            return shared.acquire(tokens).await;
+            return shared.acquire(tokens, call_started).await;
         }
+        let _ = call_started;
         Ok(Permit {
             _local: self.local.acquire(tokens).await,
             ..Permit::default()
@@ -219,7 +259,11 @@ mod tests {
     /// How long `acquire` took on the paused clock.
     async fn timed(l: &Limiter, tokens: usize) -> Duration {
         let start = tokio::time::Instant::now();
-        drop(l.acquire(tokens).await.unwrap());
+        drop(
+            l.acquire(tokens, tokio::time::Instant::now())
+                .await
+                .unwrap(),
+        );
         start.elapsed()
     }
 
@@ -244,19 +288,28 @@ mod tests {
         assert_eq!(timed(&l, 600).await, Duration::ZERO);
         // 400 left; 600 more need 200 more cells: 12 s.
         assert_eq!(timed(&l, 600).await, Duration::from_secs(12));
-        // A prompt over a minute's budget waits for a full budget, not
-        // forever: the bucket is empty, so a whole minute.
+        // A prompt over a minute's budget waits until the quota is full
+        // (a minute: it was empty), not forever...
         assert_eq!(timed(&l, 5_000).await, Duration::from_secs(60));
+        // ... and is charged in full: the next call waits for the 4,000
+        // tokens over the burst (four minutes) and a minute for its own.
+        assert_eq!(timed(&l, 1_000).await, Duration::from_secs(300));
     }
 
     #[tokio::test(start_paused = true)]
     async fn concurrency_holds_a_permit_until_the_answer_ends() {
         let l = Arc::new(Limiter::new(&limits(None, None, Some(1))));
-        let first = l.acquire(1).await.unwrap();
+        let first = l.acquire(1, tokio::time::Instant::now()).await.unwrap();
         assert!(first._local.is_some());
         let waiting = {
             let l = l.clone();
-            tokio::spawn(async move { l.acquire(1).await.unwrap()._local.is_some() })
+            tokio::spawn(async move {
+                l.acquire(1, tokio::time::Instant::now())
+                    .await
+                    .unwrap()
+                    ._local
+                    .is_some()
+            })
         };
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!waiting.is_finished(), "a second call waits for the permit");

@@ -405,6 +405,18 @@ impl Client {
         self.send_with(rendered, &SendOptions::new()).await
     }
 
+    /// Gives back what calls given up midway still hold (a cancelled
+    /// call's `concurrent` slot in Redis goes back in the background),
+    /// waiting at most 1 s. Call it before a process exits right after
+    /// cancelling calls (`promptbook send` does on Ctrl-C or SIGTERM);
+    /// otherwise such slots come back when their lease expires.
+    pub async fn close(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.inner.state.redis {
+            store.settle(Duration::from_secs(1)).await;
+        }
+    }
+
     /// The configured providers by name, each with whether a call could
     /// be made now: its key's variable is set (or it needs no key). Never
     /// the key itself.

@@ -134,7 +134,8 @@ pub(crate) async fn run<'c, T>(
     mut prepare: impl FnMut(&Target) -> Result<Prepared, DispatchError>,
     mut attempt: impl FnMut(&'c Target, Arc<Prepared>, u32) -> BoxFuture<'c, Outcome<T>>,
 ) -> Result<Option<Finished<T>>, DispatchError> {
-    let deadline = tokio::time::Instant::now() + budget.whole;
+    let call_started = tokio::time::Instant::now();
+    let deadline = call_started + budget.whole;
     let mut attempts = 0;
     let mut last = None;
     let mut open_circuits = Vec::new();
@@ -142,7 +143,24 @@ pub(crate) async fn run<'c, T>(
     let mut soonest_open: Option<(Duration, &str)> = None;
     for (i, target) in targets.iter().enumerate() {
         let gate = breakers.check(target).await;
-        if let Gate::Open(wait) = gate {
+        let skip = match gate {
+            Gate::Open(wait) => Some(wait),
+            Gate::Waiting(wait) if i + 1 < targets.len() => Some(wait),
+            // The last model asked every caller to wait (a 429 another
+            // call or replica got): wait, as for a retry-after of one's
+            // own, when the budget allows.
+            Gate::Waiting(wait) => {
+                let wait = wait.min(policy.max_retry_after);
+                if tokio::time::Instant::now() + wait >= deadline {
+                    Some(wait)
+                } else {
+                    tokio::time::sleep(wait).await;
+                    None
+                }
+            }
+            Gate::Closed | Gate::Probe => None,
+        };
+        if let Some(wait) = skip {
             let name = format!("{}:{}", target.provider.name, target.model);
             tracing::info!(
                 model = %name,
@@ -164,7 +182,10 @@ pub(crate) async fn run<'c, T>(
             };
             let permit = tokio::time::timeout_at(
                 deadline,
-                target.provider.limiter.acquire(prepared.prompt_tokens),
+                target
+                    .provider
+                    .limiter
+                    .acquire(prepared.prompt_tokens, call_started),
             )
             .await
             .map_err(|_| out_of_time(attempts))?

@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::config::Limits;
 use super::error::DispatchError;
 use super::limiter::{Local, Permit};
-use super::redis::{Acquired, LimitKeys, Outage, RedisStore};
+use super::redis::{Acquired, LimitKeys, Outage, RETRY_AFTER_OUTAGE, RedisStore};
 use super::state::{OutagePolicy, Shared};
 
 /// How often a caller waiting for Redis to come back (fail_closed) asks
@@ -84,14 +84,20 @@ impl SharedLimits {
         }
     }
 
-    pub(crate) async fn acquire(&self, tokens: usize) -> Result<Permit, DispatchError> {
+    /// Waits for a slot and the quotas; `call_started` is when the call
+    /// began (fail_closed's `outage_wait` counts from then).
+    pub(crate) async fn acquire(
+        &self,
+        tokens: usize,
+        call_started: tokio::time::Instant,
+    ) -> Result<Permit, DispatchError> {
         let gate: Option<OwnedSemaphorePermit> = match &self.gate {
             Some(s) => s.clone().acquire_owned().await.ok(),
             None => None,
         };
         // fail_closed waits `outage_wait` from the call's start, the first
-        // failed command included.
-        let started = tokio::time::Instant::now();
+        // failed command (the breaker's, or this) included.
+        let started = call_started;
         loop {
             let outage = match self.in_redis(tokens).await {
                 Ok(lease) => return Ok(Permit::new(gate, lease)),
@@ -101,10 +107,18 @@ impl SharedLimits {
             match self.state.config.on_outage {
                 OutagePolicy::FailOpen => return Ok(Permit::new(gate, None)),
                 OutagePolicy::Local => {
-                    // The share's permit, when there is one, is the
-                    // tighter bound.
-                    let share = self.outage_share.acquire(tokens).await;
-                    return Ok(Permit::new(share.or(gate), None));
+                    // This process's share while Redis is away. A caller
+                    // that waits for it asks Redis again every second, so
+                    // that the shared limits take over once it is back
+                    // (rather than a queue of callers going out on local
+                    // shares long after). The share's permit, when there
+                    // is one, is the tighter bound.
+                    if let Ok(share) =
+                        tokio::time::timeout(RETRY_AFTER_OUTAGE, self.outage_share.acquire(tokens))
+                            .await
+                    {
+                        return Ok(Permit::new(share.or(gate), None));
+                    }
                 }
                 OutagePolicy::FailClosed => {
                     let waited = started.elapsed();
@@ -125,14 +139,9 @@ impl SharedLimits {
     /// Takes a slot and the quotas in Redis, all at once, waiting while
     /// they are short.
     async fn in_redis(&self, tokens: usize) -> Result<Option<Lease>, Outage> {
-        let cells = match self.limits.tokens_per_minute.filter(|n| *n > 0) {
-            // A prompt larger than the burst waits for a whole burst
-            // rather than forever.
-            Some(n) => u32::try_from(tokens)
-                .unwrap_or(u32::MAX)
-                .clamp(1, self.limits.burst(n)),
-            None => 1,
-        };
+        // Every token is charged; a prompt larger than the burst goes once
+        // the quota is full (see acquire.lua).
+        let cells = u32::try_from(tokens).unwrap_or(u32::MAX).max(1);
         let mut pause = Duration::from_millis(1);
         loop {
             match self.store.acquire(&self.keys, &self.limits, cells).await? {

@@ -12,6 +12,8 @@ mod send;
 #[cfg(feature = "server")]
 mod serve;
 mod show;
+#[cfg(any(feature = "dispatch", feature = "server"))]
+mod signals;
 mod testing;
 
 use std::io::{self, Write};

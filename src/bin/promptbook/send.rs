@@ -41,7 +41,7 @@ pub(crate) fn send(
         .build()
         .context("cannot start the async runtime")?;
     let mut streamed_text = String::new();
-    let response = runtime.block_on(async {
+    let call = async {
         if !stream {
             return client.send_with(&rendered, &send).await.map(Some);
         }
@@ -60,7 +60,22 @@ pub(crate) fn send(
             }
         }
         Ok(done)
-    })?;
+    };
+    // Stopped midway (Ctrl-C, SIGTERM, SIGHUP): the call is given up, and
+    // what it held (a `concurrent` slot in Redis) is given back before
+    // the process exits.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = call => Some(result),
+            () = crate::signals::stopped() => None,
+        }
+    });
+    let Some(response) = outcome else {
+        runtime.block_on(client.close());
+        eprintln!("interrupted: the call was given up");
+        return Ok(ExitCode::from(130));
+    };
+    let response = response?;
     let response = response.context("the stream ended without an answer")?;
     let mut out = io::stdout().lock();
     if json {

@@ -59,10 +59,9 @@ pub(crate) fn serve(
             served = promptbook::server::serve(listener, registry, options) => {
                 served.context("the server stopped")?
             }
-            _ = tokio::signal::ctrl_c() => {}
-            // Containers are stopped with SIGTERM: stop as for Ctrl-C, so
-            // that telemetry is flushed on the way out.
-            _ = terminated() => {}
+            // Ctrl-C, SIGTERM (how containers are stopped) or SIGHUP: stop,
+            // flushing telemetry on the way out.
+            _ = crate::signals::stopped() => {}
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -80,15 +79,4 @@ pub(crate) fn positive_seconds(text: &str) -> Result<std::time::Duration, String
         ));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
-}
-
-/// Resolves on SIGTERM (never elsewhere than on Unix).
-async fn terminated() {
-    #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        term.recv().await;
-        return;
-    }
-    std::future::pending::<()>().await;
 }

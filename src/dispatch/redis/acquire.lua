@@ -36,13 +36,18 @@ if limit > 0 then
   end
 end
 
+-- The new TAT after taking `cells`, and how long until they may be taken.
+-- More cells than the burst may be taken once the quota is full, and are
+-- all charged: the calls after wait for the excess (a prompt larger than
+-- the burst neither waits forever nor goes at a discount).
 local function next_tat(key, interval, burst, cells)
   local tat = tonumber(redis.call('GET', key)) or now_us
   if tat < now_us then
     tat = now_us
   end
   local new_tat = tat + cells * interval
-  return new_tat, new_tat - burst * interval - now_us
+  local conform_at = tat + math.min(cells, burst) * interval - burst * interval
+  return new_tat, conform_at - now_us
 end
 
 local wait = 0

@@ -86,6 +86,8 @@ pub(crate) struct RedisStore {
     counter: AtomicU64,
     /// Until when commands fail at once, after an outage.
     down: Mutex<Option<(tokio::time::Instant, String)>>,
+    /// Slots being given back in the background (calls given up midway).
+    releasing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl RedisStore {
@@ -112,6 +114,7 @@ impl RedisStore {
             tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             counter: AtomicU64::new(0),
             down: Mutex::new(None),
+            releasing: Mutex::new(Vec::new()),
         })
     }
 
@@ -286,7 +289,17 @@ impl RedisStore {
             return;
         };
         let store = self.clone();
-        runtime.spawn(async move { store.release(&id).await });
+        let task = runtime.spawn(async move { store.release(&id).await });
+        let mut releasing = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
+        releasing.retain(|t| !t.is_finished());
+        releasing.push(task);
+    }
+
+    /// Waits (at most `within`) for the slots being given back in the
+    /// background.
+    pub(crate) async fn settle(&self, within: Duration) {
+        let tasks = std::mem::take(&mut *self.releasing.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = tokio::time::timeout(within, futures_util::future::join_all(tasks)).await;
     }
 
     /// Renews this process's leases every third of their TTL, for as long
@@ -324,16 +337,25 @@ impl RedisStore {
             let mut args = vec![self.config.lease_ttl.as_millis().to_string()];
             args.extend(batch.iter().map(|(id, _)| id.clone()));
             match self
-                .run::<i64>(&self.scripts.lease_renew, &keys, &args)
+                .run::<Vec<String>>(&self.scripts.lease_renew, &keys, &args)
                 .await
             {
-                Ok(0) => {}
-                Ok(lost) => tracing::warn!(
-                    target: "promptbook.state",
-                    lost,
-                    "leases of `concurrent` expired before this process renewed them \
-                     (a pause longer than state.lease_ttl)"
-                ),
+                Ok(lost) if lost.is_empty() => {}
+                Ok(lost) => {
+                    let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                    for id in &lost {
+                        leases.remove(id);
+                    }
+                    drop(leases);
+                    tracing::warn!(
+                        target: "promptbook.state",
+                        lost = lost.len(),
+                        "leases of `concurrent` were gone before this process renewed them: \
+                         a pause longer than state.lease_ttl, a Redis restart, or keys \
+                         evicted (run Redis with maxmemory-policy noeviction); those calls \
+                         run outside the shared bound"
+                    );
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "leases not renewed");
                     return;
@@ -370,17 +392,19 @@ impl RedisStore {
         circuit: &str,
         settings: &CircuitBreaker,
     ) -> Result<Gate, Outage> {
-        let answer: i64 = self
+        let (state, ms): (i64, i64) = self
             .run(
                 &self.scripts.breaker_check,
                 &[circuit],
                 &[settings.cooldown.as_millis().max(1).to_string()],
             )
             .await?;
-        Ok(match answer {
+        let wait = Duration::from_millis(ms.max(1).unsigned_abs());
+        Ok(match state {
             0 => Gate::Closed,
             1 => Gate::Probe,
-            n => Gate::Open(Duration::from_millis(n.unsigned_abs())),
+            3 => Gate::Waiting(wait),
+            _ => Gate::Open(wait),
         })
     }
 
