@@ -686,6 +686,58 @@ async fn malformed_json_is_a_classified_error_not_a_panic() {
 
 // ------------------------------------------------------------- fallbacks
 
+/// Prices given for a model give each of its answers a cost, on each
+/// wire's own count of prompt tokens; a model without prices has none.
+#[tokio::test]
+async fn answers_carry_their_cost_when_prices_are_given() {
+    use promptbook::dispatch::Prices;
+    let fake = FakeProvider::start(vec![
+        Reply::json(&fixture("openai-chat.json")),
+        Reply::json(&recorded_body("anthropic-recorded-text.json")),
+        Reply::json(&fixture("openai-chat.json")),
+    ]);
+    let client = builder(&fake)
+        .provider(
+            "openai",
+            fake.openai(KEY_ENV)
+                .with_prices("gpt-4o-mini", Prices::new(0.15, 0.60).cached_input(0.075)),
+        )
+        .provider(
+            "anthropic",
+            fake.anthropic(KEY_ENV).with_prices(
+                "claude-sonnet-4-5",
+                Prices::new(3.0, 15.0).cache_write(3.75),
+            ),
+        )
+        .build()
+        .unwrap();
+    // 10 prompt tokens (none cached), 79 reply tokens.
+    let r = client.send(&render("oa", json!({"q": "x"}))).await.unwrap();
+    let cost = r.cost.expect("priced");
+    assert!(
+        (cost - (10.0 * 0.15 + 79.0 * 0.60) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert_eq!(serde_json::to_value(&r).unwrap()["cost"], json!(cost));
+    // Anthropic: 406 uncached prompt tokens, 50 reply tokens.
+    let r = client.send(&render("an", json!({"q": "x"}))).await.unwrap();
+    let cost = r.cost.expect("priced");
+    assert!(
+        (cost - (406.0 * 3.0 + 50.0 * 15.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    // gpt-4o has no prices.
+    let r = client
+        .send_with(
+            &render("oa", json!({"q": "x"})),
+            &promptbook::dispatch::SendOptions::new().model("openai:gpt-4o"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cost, None);
+    assert!(serde_json::to_value(&r).unwrap().get("cost").is_none());
+}
+
 /// A 429 with a wait opens the primary's circuit for that wait only: the
 /// fallback answers at once instead of after the wait, the next call skips
 /// the primary (and says so), and once the wait is over the primary takes

@@ -148,6 +148,11 @@ pub struct ProviderConfig {
     /// [`ClientBuilder::circuit_breaker`](super::ClientBuilder::circuit_breaker)).
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Prices per model (the model name asked for), per million tokens:
+    /// when the answering model has them, [`Response::cost`](super::Response::cost)
+    /// says what the answer cost.
+    #[serde(default)]
+    pub prices: BTreeMap<String, super::price::Prices>,
 }
 
 /// How a provider takes a template's output schema, for servers that lack
@@ -192,12 +197,23 @@ impl ProviderConfig {
             limits: Limits::default(),
             structured_output: StructuredOutput::default(),
             circuit_breaker: None,
+            prices: BTreeMap::new(),
         }
     }
 
     /// The same provider taking output schemas as `mode` says.
     pub fn with_structured_output(mut self, mode: StructuredOutput) -> ProviderConfig {
         self.structured_output = mode;
+        self
+    }
+
+    /// The same provider with `prices` for `model` (per million tokens).
+    pub fn with_prices(
+        mut self,
+        model: impl Into<String>,
+        prices: super::price::Prices,
+    ) -> ProviderConfig {
+        self.prices.insert(model.into(), prices);
         self
     }
 
@@ -361,6 +377,8 @@ struct ProviderEntry {
     limits: Limits,
     structured_output: Option<StructuredOutput>,
     circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default)]
+    prices: BTreeMap<String, super::price::Prices>,
 }
 
 /// The entries of `providers.yaml`: provider names, and the reserved key
@@ -470,9 +488,16 @@ pub(crate) fn read_providers_file(
                 path.display()
             )));
         }
+        let prices = entry
+            .prices
+            .iter()
+            .map(|(model, p)| p.check().map_err(|e| format!("model `{model}`: {e}")))
+            .collect::<Result<Vec<()>, String>>()
+            .map(drop);
         for problem in [
             entry.limits.check(),
             entry.circuit_breaker.map_or(Ok(()), |b| b.check()),
+            prices,
         ] {
             problem.map_err(|e| {
                 DispatchError::config(format!("{}: provider `{name}`: {e}", path.display()))
@@ -512,6 +537,10 @@ pub(crate) fn read_providers_file(
                     .or(base.map(|b| b.structured_output))
                     .unwrap_or_default(),
                 circuit_breaker: entry.circuit_breaker,
+                prices: match entry.prices {
+                    p if p.is_empty() => base.map(|b| b.prices.clone()).unwrap_or_default(),
+                    p => p,
+                },
             },
         );
     }
@@ -579,6 +608,7 @@ mod tests {
   headers: {x-team: prompts}
   limits: {requests_per_minute: 60, concurrent: 2}
   structured_output: tool
+  prices: {m: {input: 1.5, output: 2, cached_input: 0.5}}
 ",
         )
         .unwrap();
@@ -592,6 +622,10 @@ mod tests {
         assert_eq!(local.headers["x-team"], "prompts");
         assert_eq!(local.limits.requests_per_minute, Some(60));
         assert_eq!(local.limits.concurrent, Some(2));
+        assert_eq!(
+            local.prices["m"],
+            super::super::price::Prices::new(1.5, 2.0).cached_input(0.5)
+        );
     }
 
     #[test]
@@ -615,6 +649,14 @@ mod tests {
                 "api_kee_env",
             ),
             ("local: {kind: gemini, base_url: 'http://x'}\n", "gemini"),
+            (
+                "local: {kind: openai, base_url: 'http://x', prices: {m: {input: -1, output: 1}}}\n",
+                "model `m`: prices: `input` must be a number of at least 0",
+            ),
+            (
+                "local: {kind: openai, base_url: 'http://x', prices: {m: {input: 1}}}\n",
+                "output",
+            ),
         ] {
             let e = read(yaml).expect_err(yaml);
             assert!(e.contains(says), "{yaml}: {e}");

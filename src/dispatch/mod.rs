@@ -25,6 +25,7 @@ mod openai;
 mod otel;
 mod output;
 mod partial;
+mod price;
 #[cfg(feature = "redis")]
 mod redis;
 mod request;
@@ -58,6 +59,7 @@ pub use config::{
 pub use error::{DispatchError, ErrorKind, OutputProblem, TimeoutKind};
 #[cfg(feature = "otel")]
 pub use otel::CAPTURE_CONTENT_ENV;
+pub use price::Prices;
 pub use response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 pub use retry::RetryPolicy;
 pub use state::{OutagePolicy, REDIS_URL_ENV, StateConfig};
@@ -274,6 +276,11 @@ impl ClientBuilder {
             p.limits
                 .check()
                 .and_then(|()| p.circuit_breaker.map_or(Ok(()), |b| b.check()))
+                .and_then(|()| {
+                    p.prices.iter().try_for_each(|(model, price)| {
+                        price.check().map_err(|e| format!("model `{model}`: {e}"))
+                    })
+                })
                 .map_err(|e| DispatchError::config(format!("provider `{name}`: {e}")))?;
         }
         let http = reqwest::Client::builder()
@@ -405,6 +412,18 @@ impl Client {
         self.send_with(rendered, &SendOptions::new()).await
     }
 
+    /// `r` with its cost, when the answering provider has prices for its
+    /// model and the provider reported usage.
+    fn priced(&self, mut r: Response) -> Response {
+        if let Some(p) = self.inner.providers.get(&r.provider)
+            && let Some(prices) = p.config.prices.get(&r.model)
+            && let Some(usage) = &r.usage
+        {
+            r.cost = Some(prices.cost(p.config.kind, usage));
+        }
+        r
+    }
+
     /// Gives back what calls given up midway still hold (a cancelled
     /// call's `concurrent` slot in Redis goes back in the background),
     /// waiting at most 1 s. Call it before a process exits right after
@@ -501,7 +520,8 @@ impl Client {
         let result = self
             .send_repaired(rendered, options)
             .instrument(trace.span.clone())
-            .await;
+            .await
+            .map(|r| self.priced(r));
         match &result {
             Ok(r) => trace.success(&self.inner, r, None),
             Err(e) => trace.failure(&self.inner, e, None),
@@ -706,7 +726,7 @@ impl Client {
                         .transpose()
                     });
                 let first_chunk = first_chunk.get().copied();
-                match result {
+                match result.map(|r| r.map(|r| client.priced(r))) {
                     Ok(Some(response)) => {
                         trace.success(&client.inner, &response, first_chunk);
                         let _ = tx.send(Ok(StreamEvent::Done(response))).await;

@@ -194,6 +194,12 @@ pub struct Response {
     /// the finish reason is then `content_filter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// What the answer cost, repairs included, in the currency of the
+    /// prices given for its model in `providers.yaml` (`prices:`, per
+    /// million tokens); absent when none were given or no usage was
+    /// reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
     /// How many times the answer was asked for again because it broke the
     /// output schema (`output_retries`).
     #[serde(default, skip_serializing_if = "is_zero")]

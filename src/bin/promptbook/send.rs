@@ -113,7 +113,10 @@ pub(crate) fn send(
             }
         }
     }
-    let usage = response.usage.map(usage_line).unwrap_or_default();
+    let mut usage = response.usage.map(usage_line).unwrap_or_default();
+    if let Some(cost) = response.cost {
+        usage.push_str(&format!(", cost {cost:.6}"));
+    }
     let circuits = if response.open_circuits.is_empty() {
         String::new()
     } else {
