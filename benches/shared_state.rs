@@ -5,12 +5,16 @@
 //! interleaves 3,000 calls of each and prints p50 and p99 of each and of
 //! the difference, the figure docs/performance.md reports.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use promptbook::Registry;
 use promptbook::dispatch::{Client, Limits, ProviderConfig, ProviderKind, StateConfig};
+
+// The tests' own redis-server on a free loopback port, stopped when
+// dropped.
+#[path = "../tests/redis/mod.rs"]
+mod redis;
 
 const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":120,"completion_tokens":1,"total_tokens":121}}"#;
 
@@ -25,42 +29,6 @@ async fn serve() -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
-}
-
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the shared-state bench needs redis-server on PATH");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis(child, port)
 }
 
 fn client(url: &str, state: StateConfig) -> Client {
@@ -94,12 +62,9 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let url = rt.block_on(serve());
-    let server = redis();
+    let server = redis::RedisServer::start();
     let local = client(&url, StateConfig::local());
-    let shared = client(
-        &url,
-        StateConfig::redis(format!("redis://127.0.0.1:{}/0", server.1)),
-    );
+    let shared = client(&url, StateConfig::redis(server.url()));
     let registry = Registry::load("templates").unwrap();
     let rendered = registry
         .render(

@@ -153,9 +153,20 @@ fn send(
 ) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("greet.prompt.yaml"), TEMPLATE).unwrap();
+    send_in(dir.path(), fake, receiver, args, env)
+}
+
+/// [`send`] with the template root `dir`.
+fn send_in(
+    dir: &std::path::Path,
+    fake: &FakeProvider,
+    receiver: &Receiver,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptbook"));
     cmd.args(["send", "greet", "--dir"])
-        .arg(dir.path())
+        .arg(dir)
         .args(args)
         .env("OPENAI_BASE_URL", format!("{}/v1", fake.url))
         .env("OPENAI_API_KEY", "sk-otel-test")
@@ -367,22 +378,14 @@ fn a_fallback_span_names_the_provider_that_answered() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
-        .args(["send", "greet", "--dir"])
-        .arg(dir.path())
-        .env("OPENAI_BASE_URL", format!("{}/v1", fake.url))
-        .env("OPENAI_API_KEY", "sk-otel-test")
-        .env("BACKUP_KEY", "sk-otel-backup")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)
-        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-        .env_remove("PROMPTBOOK_REDIS_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, stderr) = send_in(
+        dir.path(),
+        &fake,
+        &receiver,
+        &[],
+        &[("BACKUP_KEY", "sk-otel-backup")],
     );
+    assert!(ok, "{stderr}");
     let (_, a) = only_span(&receiver);
     assert_eq!(a["gen_ai.provider.name"], "backup");
     assert_eq!(a["gen_ai.request.model"], "gpt-4o-mini");
@@ -423,14 +426,7 @@ fn serve_flushes_its_spans_when_terminated() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"done\""), "{body}");
     assert!(receiver.spans().is_empty(), "batched until the end");
-    let pid = server.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::terminate(server.pid());
     support::eventually("the span to arrive after SIGTERM", || {
         (receiver.spans().len() == 1).then_some(())
     });

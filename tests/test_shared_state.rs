@@ -66,6 +66,17 @@ fn root(fake: &FakeProvider, backup: Option<&FakeProvider>, extra: &str) -> temp
     dir
 }
 
+/// `promptbook send ask --dir DIR ARGS`, another process sharing the state
+/// in Redis at `url`.
+fn send_cli(dir: &Path, url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptbook"));
+    cmd.args(["send", "ask", "--dir"])
+        .arg(dir)
+        .args(args)
+        .env("PROMPTBOOK_REDIS_URL", url);
+    cmd
+}
+
 fn render(dir: &Path, q: &str) -> promptbook::Rendered {
     let registry = Registry::load(dir).unwrap();
     let mut vars = serde_json::Map::new();
@@ -561,10 +572,7 @@ fn a_breaker_opens_lets_the_fallback_answer_at_once_and_a_probe_closes_it() {
     });
 
     // Another process shares the open circuit.
-    let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
-        .args(["send", "ask", "--json", "--dir"])
-        .arg(dir.path())
-        .env("PROMPTBOOK_REDIS_URL", redis.url())
+    let out = send_cli(dir.path(), &redis.url(), &["--json"])
         .output()
         .unwrap();
     assert!(
@@ -604,12 +612,7 @@ fn a_send_process_gives_its_slot_back_before_it_exits() {
     let dir = root(&fake, None, "  limits: {concurrent: 1}\n");
     for _ in 0..3 {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_promptbook"))
-            .args(["send", "ask", "--dir"])
-            .arg(dir.path())
-            .env("PROMPTBOOK_REDIS_URL", redis.url())
-            .output()
-            .unwrap();
+        let out = send_cli(dir.path(), &redis.url(), &[]).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -691,10 +694,7 @@ fn a_send_stopped_midway_gives_its_slot_back() {
     let fake =
         FakeProvider::start_then(vec![], Some(Reply::Hang(Duration::from_secs(60), answer())));
     let dir = root(&fake, None, "  limits: {concurrent: 1}\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_promptbook"))
-        .args(["send", "ask", "--dir"])
-        .arg(dir.path())
-        .env("PROMPTBOOK_REDIS_URL", redis.url())
+    let mut child = send_cli(dir.path(), &redis.url(), &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -708,14 +708,7 @@ fn a_send_stopped_midway_gives_its_slot_back() {
             .as_deref(),
         Some(":1")
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::terminate(child.id());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(

@@ -317,6 +317,15 @@ impl Breakers {
         Some((store, key))
     }
 
+    /// Drops what Redis said of a circuit, so the next check asks again.
+    #[cfg(feature = "redis")]
+    fn forget(&self, key: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     #[cfg(feature = "redis")]
     fn warn(&self, e: &dyn std::fmt::Display) {
         if let Some(state) = &self.state {
@@ -394,10 +403,7 @@ impl Breakers {
         };
         #[cfg(feature = "redis")]
         if let Some((store, key)) = self.shared(target) {
-            self.seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            self.forget(&key);
             match store.breaker_failure(&key, &settings, failure).await {
                 Ok(open) => return open,
                 Err(e) => self.warn(&e),
@@ -414,10 +420,7 @@ impl Breakers {
     pub(crate) async fn success(&self, target: &super::Target) {
         #[cfg(feature = "redis")]
         if let Some((store, key)) = self.shared(target) {
-            self.seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            self.forget(&key);
             if let Err(e) = store.breaker_success(&key).await {
                 self.warn(&e);
             }

@@ -37,6 +37,7 @@ impl Cache {
 
     /// A cache kept where `state` says.
     pub(crate) fn shared(ttl: Duration, state: &std::sync::Arc<super::state::Shared>) -> Cache {
+        #[cfg(not(feature = "redis"))]
         let _ = state;
         Cache {
             #[cfg(feature = "redis")]

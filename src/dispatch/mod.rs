@@ -102,6 +102,21 @@ pub(crate) struct Provider {
     name: String,
     config: ProviderConfig,
     limiter: Limiter,
+    /// `server.address` and `server.port` of its base URL, read once.
+    #[cfg(feature = "otel")]
+    server: otel::Server,
+}
+
+impl Provider {
+    pub(crate) fn new(name: String, config: ProviderConfig, limiter: Limiter) -> Provider {
+        Provider {
+            #[cfg(feature = "otel")]
+            server: otel::Server::of(&config.base_url),
+            name,
+            config,
+            limiter,
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -294,14 +309,7 @@ impl ClientBuilder {
             .into_iter()
             .map(|(name, config)| {
                 let limiter = Limiter::shared(&name, &config.limits, &state);
-                (
-                    name.clone(),
-                    Arc::new(Provider {
-                        name,
-                        config,
-                        limiter,
-                    }),
-                )
+                (name.clone(), Arc::new(Provider::new(name, config, limiter)))
             })
             .collect();
         Ok(Client {
@@ -794,27 +802,7 @@ impl Client {
         options: &SendOptions,
     ) -> Result<Vec<Target>, DispatchError> {
         let block = rendered.model.as_ref();
-        let primary = match (&options.model, block) {
-            (Some(m), _) => m.clone(),
-            (None, Some(b)) => {
-                let name = b.name.clone().ok_or_else(|| {
-                    DispatchError::config(format!(
-                        "{}: the `model:` block names no model; set `model.name` or pass a model",
-                        rendered.template
-                    ))
-                })?;
-                match &b.provider {
-                    Some(p) => format!("{p}:{name}"),
-                    None => name,
-                }
-            }
-            (None, None) => {
-                return Err(DispatchError::config(format!(
-                    "{} has no `model:` block; pass a model (`--model provider:name`)",
-                    rendered.template
-                )));
-            }
-        };
+        let primary = primary(rendered, options)?;
         let fallbacks = options
             .fallbacks
             .clone()
@@ -838,17 +826,7 @@ impl Client {
 
     fn target(&self, spec: &str) -> Result<Target, DispatchError> {
         let providers = &self.inner.providers;
-        let (provider, model) = match spec.split_once(':') {
-            Some((p, m)) if providers.contains_key(p) => (p, m),
-            Some((p, _)) if !p.contains(['.', '/']) && !p.is_empty() => {
-                return Err(DispatchError::config(format!(
-                    "unknown provider `{p}` in `{spec}` (known: {}; declare others in providers.yaml)",
-                    providers.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-            _ if spec.starts_with("claude") => ("anthropic", spec),
-            _ => ("openai", spec),
-        };
+        let (provider, model) = split_target(spec, providers)?;
         if model.is_empty() {
             return Err(DispatchError::config(format!("`{spec}` names no model")));
         }
@@ -883,6 +861,56 @@ impl Client {
                 && target.provider.config.structured_output != config::StructuredOutput::Tool,
         })
     }
+}
+
+/// The model a call asks for first (`provider:name` or a bare name): the
+/// override, else the template's `model:` block.
+///
+/// # Errors
+/// [`ErrorKind::Config`] when neither names a model.
+pub(crate) fn primary(rendered: &Rendered, options: &SendOptions) -> Result<String, DispatchError> {
+    match (&options.model, rendered.model.as_ref()) {
+        (Some(m), _) => Ok(m.clone()),
+        (None, Some(b)) => {
+            let name = b.name.clone().ok_or_else(|| {
+                DispatchError::config(format!(
+                    "{}: the `model:` block names no model; set `model.name` or pass a model",
+                    rendered.template
+                ))
+            })?;
+            Ok(match &b.provider {
+                Some(p) => format!("{p}:{name}"),
+                None => name,
+            })
+        }
+        (None, None) => Err(DispatchError::config(format!(
+            "{} has no `model:` block; pass a model (`--model provider:name`)",
+            rendered.template
+        ))),
+    }
+}
+
+/// The provider and model of `spec`: a known provider's prefix
+/// (`ollama:llama3.1:8b`), else a bare name whose provider is inferred
+/// (`claude*` goes to `anthropic`, any other to `openai`).
+///
+/// # Errors
+/// [`ErrorKind::Config`] for a prefix that names no configured provider.
+pub(crate) fn split_target<'s>(
+    spec: &'s str,
+    providers: &BTreeMap<String, Arc<Provider>>,
+) -> Result<(&'s str, &'s str), DispatchError> {
+    Ok(match spec.split_once(':') {
+        Some((p, m)) if providers.contains_key(p) => (p, m),
+        Some((p, _)) if !p.contains(['.', '/']) && !p.is_empty() => {
+            return Err(DispatchError::config(format!(
+                "unknown provider `{p}` in `{spec}` (known: {}; declare others in providers.yaml)",
+                providers.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        _ if spec.starts_with("claude") => ("anthropic", spec),
+        _ => ("openai", spec),
+    })
 }
 
 /// The JSON body of `rendered` for `target` (fitted to the target model's
@@ -1041,11 +1069,11 @@ fn connected_target(
                 .unwrap_or_else(|| "2024-10-21".into()),
         );
     }
-    let provider = Provider {
-        name: provider.to_owned(),
-        limiter: Limiter::new(&Limits::default()),
+    let provider = Provider::new(
+        provider.to_owned(),
         config,
-    };
+        Limiter::new(&Limits::default()),
+    );
     read_key(&provider)?;
     Ok(Target {
         provider: Arc::new(provider),

@@ -90,10 +90,20 @@ pub(crate) struct Request<'a> {
     pub stream: bool,
 }
 
-/// Where an answer came from, known after.
+/// Where an answer came from: a provider's base URL's host and port.
 pub(crate) struct Server {
     pub address: Option<String>,
     pub port: Option<u16>,
+}
+
+impl Server {
+    pub(crate) fn of(base_url: &str) -> Server {
+        let url = reqwest::Url::parse(base_url).ok();
+        Server {
+            address: url.as_ref().and_then(|u| u.host_str().map(str::to_owned)),
+            port: url.as_ref().and_then(reqwest::Url::port_or_known_default),
+        }
+    }
 }
 
 /// One call's span, open until the call ends.

@@ -434,11 +434,11 @@ mod loop_tests {
     use crate::dispatch::{Provider, ProviderConfig, ProviderKind};
 
     fn provider(name: &str) -> Provider {
-        Provider {
-            name: name.into(),
-            config: ProviderConfig::new(ProviderKind::Openai, "http://127.0.0.1:9", None),
-            limiter: Limiter::new(&Default::default()),
-        }
+        Provider::new(
+            name.into(),
+            ProviderConfig::new(ProviderKind::Openai, "http://127.0.0.1:9", None),
+            Limiter::new(&Default::default()),
+        )
     }
 
     fn prepared() -> Prepared {

@@ -42,7 +42,7 @@ impl CallTrace {
         );
         #[cfg(feature = "otel")]
         let otel = {
-            let (provider, model) = requested(rendered, options);
+            let (provider, model) = requested(inner, rendered, options);
             super::otel::Call::start(
                 &inner.otel,
                 &super::otel::Request {
@@ -81,7 +81,7 @@ impl CallTrace {
         self.otel.success(
             &inner.otel,
             r,
-            &server(inner, Some(&r.provider)),
+            server(inner, Some(&r.provider)),
             self.started,
             first_chunk,
         );
@@ -100,7 +100,7 @@ impl CallTrace {
         self.otel.failure(
             &inner.otel,
             e,
-            &server(inner, e.provider()),
+            server(inner, e.provider()),
             self.started,
             first_chunk,
         );
@@ -108,45 +108,36 @@ impl CallTrace {
     }
 }
 
-/// The provider and model a call asks for first: the override, else the
-/// template's `model:` block (`provider:name` split).
+/// The provider and model a call asks for first, as the client resolves
+/// them ([`super::primary`], [`super::split_target`]); a template's own
+/// connection (`azure:name`, a provider not configured) split as written.
 #[cfg(feature = "otel")]
-fn requested(rendered: &Rendered, options: &SendOptions) -> (Option<String>, Option<String>) {
-    let block = rendered.model.as_ref();
-    let spec = options
-        .model
-        .clone()
-        .or_else(|| block.and_then(|b| b.name.clone()));
-    let Some(spec) = spec else {
-        return (block.and_then(|b| b.provider.clone()), None);
+fn requested(
+    inner: &Inner,
+    rendered: &Rendered,
+    options: &SendOptions,
+) -> (Option<String>, Option<String>) {
+    let Ok(spec) = super::primary(rendered, options) else {
+        return (None, None);
     };
-    match spec.split_once(':') {
-        Some((p, m)) if !p.contains(['.', '/']) => (Some(p.to_owned()), Some(m.to_owned())),
-        _ => {
-            let provider = block
-                .and_then(|b| b.provider.clone())
-                .filter(|_| options.model.is_none())
-                .unwrap_or_else(|| {
-                    if spec.starts_with("claude") {
-                        "anthropic"
-                    } else {
-                        "openai"
-                    }
-                    .to_owned()
-                });
-            (Some(provider), Some(spec))
-        }
-    }
+    let (provider, model) = super::split_target(&spec, &inner.providers)
+        .ok()
+        .or_else(|| spec.split_once(':'))
+        .unwrap_or(("", &spec));
+    (
+        Some(provider.to_owned()).filter(|p| !p.is_empty()),
+        Some(model.to_owned()),
+    )
 }
 
 /// `server.address` and `server.port` of a configured provider.
 #[cfg(feature = "otel")]
-fn server(inner: &Inner, provider: Option<&str>) -> super::otel::Server {
-    let url = provider
+fn server<'i>(inner: &'i Inner, provider: Option<&str>) -> &'i super::otel::Server {
+    static UNKNOWN: super::otel::Server = super::otel::Server {
+        address: None,
+        port: None,
+    };
+    provider
         .and_then(|p| inner.providers.get(p))
-        .and_then(|p| reqwest::Url::parse(&p.config.base_url).ok());
-    super::otel::Server {
-        address: url.as_ref().and_then(|u| u.host_str().map(str::to_owned)),
-        port: url.as_ref().and_then(reqwest::Url::port_or_known_default),
-    }
+        .map_or(&UNKNOWN, |p| &p.server)
 }

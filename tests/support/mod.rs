@@ -155,6 +155,16 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Sends SIGTERM to process `pid` (how containers are stopped).
+#[cfg(unix)]
+pub fn terminate(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+}
+
 /// Polls `f` until it returns `Some`, for at most [`WAIT`].
 pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;

@@ -135,6 +135,12 @@ impl RedisStore {
         Ok(made)
     }
 
+    /// A name no other lease or failure of any process has.
+    fn unique(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.tag)
+    }
+
     fn outage(&self, e: &RedisError) -> Outage {
         Outage(format!("Redis at {} failed: {e}", self.url))
     }
@@ -219,11 +225,7 @@ impl RedisStore {
         limits: &super::config::Limits,
         cells: u32,
     ) -> Result<Acquired, Outage> {
-        let id = format!(
-            "{}-{}",
-            self.tag,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = self.unique();
         let quota = |per_minute: Option<u32>| match per_minute.filter(|n| *n > 0) {
             Some(n) => (
                 (Duration::from_secs(60) / n).as_micros().max(1).to_string(),
@@ -420,11 +422,7 @@ impl RedisStore {
             Failure::RateLimited(wait) => ("rate_limited", wait),
         };
         let failures = format!("{circuit}:failures");
-        let member = format!(
-            "{}-{}",
-            self.tag,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        );
+        let member = self.unique();
         let open: i64 = self
             .run(
                 &self.scripts.breaker_failure,
