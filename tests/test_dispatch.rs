@@ -738,6 +738,43 @@ async fn answers_carry_their_cost_when_prices_are_given() {
     assert!(serde_json::to_value(&r).unwrap().get("cost").is_none());
 }
 
+/// A failed call says which models it skipped as open, and how many
+/// attempts it made.
+#[tokio::test]
+async fn a_failed_call_names_the_circuits_it_skipped() {
+    use promptbook::dispatch::{CircuitBreaker, SendOptions};
+    let fake = FakeProvider::start(vec![Reply::error(503, "down"); 3]);
+    // Only the primary's provider has a breaker: one failure opens it.
+    let mut openai = fake.openai(KEY_ENV);
+    openai.circuit_breaker = Some(CircuitBreaker::new(
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let client = builder(&fake)
+        .provider("openai", openai)
+        .retry(RetryPolicy::retries(0))
+        .circuit_breaker(CircuitBreaker::off())
+        .build()
+        .unwrap();
+    let rendered = render("fb", json!({"q": "x"}));
+    let e = client.send(&rendered).await.unwrap_err();
+    assert_eq!((e.attempts(), e.open_circuits().len()), (2, 0), "{e}");
+    // The primary is open now: only the fallback is tried, and it fails.
+    let e = client.send(&rendered).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(e.attempts(), 1);
+    assert_eq!(e.open_circuits(), ["openai:gpt-4o"]);
+    assert_eq!(fake.count(), 3);
+    // Without a fallback nothing is sent, and the error names the model.
+    let only = SendOptions::new().model("openai:gpt-4o").fallbacks(vec![]);
+    let e = client.send_with(&rendered, &only).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CircuitOpen, "{e}");
+    assert_eq!(e.attempts(), 0);
+    assert_eq!(e.open_circuits(), ["openai:gpt-4o"]);
+    assert_eq!(fake.count(), 3);
+}
+
 /// A 429 with a wait opens the primary's circuit for that wait only: the
 /// fallback answers at once instead of after the wait, the next call skips
 /// the primary (and says so), and once the wait is over the primary takes

@@ -332,6 +332,22 @@ fn a_stream_exports_its_time_to_first_chunk_and_contents_when_opted_in() {
     );
 }
 
+/// A call that fails before sending (no key) still names the provider
+/// it was for, and its address.
+#[test]
+fn a_call_failing_before_sending_names_its_provider() {
+    let fake = FakeProvider::start(vec![]);
+    let receiver = Receiver::start();
+    let (ok, stderr) = send(&fake, &receiver, &[], &[("OPENAI_API_KEY", "")]);
+    assert!(!ok && stderr.contains("OPENAI_API_KEY"), "{stderr}");
+    let (_, a) = only_span(&receiver);
+    assert_eq!(a["error.type"], "config");
+    assert_eq!(a["promptbook.attempts"], "0");
+    assert_eq!(a["gen_ai.provider.name"], "openai");
+    assert_eq!(a["server.address"], "127.0.0.1");
+    assert_eq!(fake.count(), 0);
+}
+
 #[test]
 fn an_unsupported_protocol_is_refused_saying_which_to_use() {
     let fake = FakeProvider::start(vec![]);

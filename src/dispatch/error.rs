@@ -132,6 +132,7 @@ struct Inner {
     prompt: Option<crate::error::Error>,
     output: Option<OutputProblem>,
     attempts: u32,
+    open_circuits: Vec<String>,
 }
 
 /// Where and how an answer broke the output schema.
@@ -161,6 +162,7 @@ impl DispatchError {
                 prompt: None,
                 output: None,
                 attempts: 0,
+                open_circuits: Vec::new(),
             }),
         }
     }
@@ -296,9 +298,17 @@ impl DispatchError {
         self.inner.attempts
     }
 
-    /// The same error, saying the call made `n` attempts.
-    pub(crate) fn after_attempts(mut self, n: u32) -> DispatchError {
-        self.inner.attempts = n;
+    /// The models (`provider:model`) the call skipped because their
+    /// circuit was open, as [`Response::open_circuits`] says for an answer.
+    pub fn open_circuits(&self) -> &[String] {
+        &self.inner.open_circuits
+    }
+
+    /// The same error, saying the call made `attempts` attempts and
+    /// skipped the models of `open_circuits`.
+    pub(crate) fn after(mut self, attempts: u32, open_circuits: &[String]) -> DispatchError {
+        self.inner.attempts = attempts;
+        self.inner.open_circuits = open_circuits.to_vec();
         self
     }
 

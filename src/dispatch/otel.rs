@@ -109,6 +109,8 @@ impl Server {
 /// One call's span, open until the call ends.
 pub(crate) struct Call {
     span: BoxedSpan,
+    /// The provider asked for first.
+    provider: Option<String>,
     /// Attributes every metric point of the call carries.
     common: Vec<KeyValue>,
     stream: bool,
@@ -172,10 +174,16 @@ impl Call {
         }
         Call {
             span,
+            provider: request.provider.clone(),
             common,
             stream: request.stream,
             capture_content: instruments.capture_content,
         }
+    }
+
+    /// The provider asked for first.
+    pub(crate) fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
     }
 
     fn server(&mut self, server: &Server) {
@@ -271,16 +279,7 @@ impl Call {
             span.set_attribute(KeyValue::new("promptbook.repairs", i64::from(r.repairs)));
         }
         if !r.open_circuits.is_empty() {
-            span.set_attribute(KeyValue::new(
-                "promptbook.open_circuits",
-                Value::Array(Array::String(
-                    r.open_circuits
-                        .iter()
-                        .cloned()
-                        .map(StringValue::from)
-                        .collect(),
-                )),
-            ));
+            span.set_attribute(open_circuits(&r.open_circuits));
         }
         if self.capture_content {
             span.set_attribute(KeyValue::new("gen_ai.output.messages", output_messages(r)));
@@ -300,12 +299,17 @@ impl Call {
         started: Instant,
         first: Option<Instant>,
     ) {
-        if let Some(p) = e.provider() {
-            set_or_replace(&mut self.common, "gen_ai.provider.name", p.to_owned());
+        // The provider that failed, or (for a failure before sending, such
+        // as a missing key) the one asked for.
+        if let Some(p) = e.provider().map(str::to_owned).or(self.provider.clone()) {
+            set_or_replace(&mut self.common, "gen_ai.provider.name", p.clone());
             self.span
-                .set_attribute(KeyValue::new("gen_ai.provider.name", p.to_owned()));
+                .set_attribute(KeyValue::new("gen_ai.provider.name", p));
         }
         self.server(server);
+        if !e.open_circuits().is_empty() {
+            self.span.set_attribute(open_circuits(e.open_circuits()));
+        }
         self.common.push(KeyValue::new("error.type", e.class()));
         self.span
             .set_attribute(KeyValue::new("error.type", e.class()));
@@ -327,6 +331,15 @@ impl Call {
             .record(started.elapsed().as_secs_f64(), &self.common);
         self.span.end();
     }
+}
+
+fn open_circuits(models: &[String]) -> KeyValue {
+    KeyValue::new(
+        "promptbook.open_circuits",
+        Value::Array(Array::String(
+            models.iter().cloned().map(StringValue::from).collect(),
+        )),
+    )
 }
 
 fn set_or_replace(attributes: &mut Vec<KeyValue>, key: &'static str, value: String) {

@@ -178,7 +178,7 @@ pub(crate) async fn run<'c, T>(
         let failed = loop {
             let out_of_time = |made: u32| {
                 DispatchError::timed_out(&target.provider.name, budget.kind, budget.whole)
-                    .after_attempts(made)
+                    .after(made, &open_circuits)
             };
             let permit = tokio::time::timeout_at(
                 deadline,
@@ -189,7 +189,7 @@ pub(crate) async fn run<'c, T>(
             )
             .await
             .map_err(|_| out_of_time(attempts))?
-            .map_err(|e| e.after_attempts(attempts))?;
+            .map_err(|e| e.after(attempts, &open_circuits))?;
             let started = std::time::Instant::now();
             let outcome =
                 tokio::time::timeout_at(deadline, attempt(target, prepared.clone(), retry))
@@ -265,7 +265,7 @@ pub(crate) async fn run<'c, T>(
                 );
                 last = Some(error);
             }
-            (error, _) => return Err(error.after_attempts(attempts)),
+            (error, _) => return Err(error.after(attempts, &open_circuits)),
         }
     }
     if let Some((wait, provider)) = soonest_open.filter(|_| last.is_none()) {
@@ -288,10 +288,11 @@ pub(crate) async fn run<'c, T>(
                 },
                 wait.as_secs_f64()
             ),
-        ));
+        )
+        .after(attempts, &open_circuits));
     }
     Err(last
-        .map(|e| e.after_attempts(attempts))
+        .map(|e| e.after(attempts, &open_circuits))
         .unwrap_or_else(|| DispatchError::config("no model to send to")))
 }
 

@@ -97,13 +97,13 @@ impl CallTrace {
         span.record("outcome", e.class());
         span.in_scope(|| tracing::warn!(error = %e, "failed"));
         #[cfg(feature = "otel")]
-        self.otel.failure(
-            &inner.otel,
-            e,
-            server(inner, e.provider()),
-            self.started,
-            first_chunk,
-        );
+        {
+            // The provider that failed, or (a failure before sending) the
+            // one asked for.
+            let server = server(inner, e.provider().or(self.otel.provider()));
+            self.otel
+                .failure(&inner.otel, e, server, self.started, first_chunk);
+        }
         let _ = (inner, first_chunk);
     }
 }
