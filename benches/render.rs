@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
     let out = registry
         .render_with("support/triage", &inputs, &no_tokens)
         .unwrap();
-    let bytes: usize = out.messages.iter().map(|m| m.content.len()).sum();
+    let bytes: usize = out.messages.iter().map(|m| m.text().len()).sum();
     eprintln!(
         "rendered {} messages, {bytes} bytes of content",
         out.messages.len()

@@ -148,6 +148,23 @@ pub(crate) fn spliced_params(source: &str) -> Vec<&str> {
 /// The letter of a splice marker.
 pub(crate) const SPLICE: char = 'h';
 
+/// The letter of a media marker (see [`crate::media_input`]).
+pub(crate) const MEDIA: char = 'm';
+
+/// The letter a media value writes when printed as text rather than placed:
+/// cutting the output refuses it.
+pub(crate) const MEDIA_AS_TEXT: char = 'q';
+
+/// A media marker: the open character, `m`, the tag of `m` and the index,
+/// the index in the render's table of parts and the close character.
+pub(crate) fn media_marker(index: usize) -> String {
+    let code = index.to_string();
+    format!(
+        "{MARK_OPEN}{MEDIA}{}{code}{MARK_CLOSE}",
+        marker_tag(MEDIA, &code)
+    )
+}
+
 fn token_at(tokens: &[Token], offset: usize) -> Option<&Token> {
     let i = tokens.partition_point(|t| t.end <= offset);
     tokens.get(i).filter(|t| t.start <= offset)
@@ -679,6 +696,8 @@ pub(crate) enum Piece<'a> {
     Text(&'a str),
     Role(Role, Option<&'a str>),
     Splice(&'a str),
+    /// A media value placed: its index in the render's table of parts.
+    Media(usize),
 }
 
 /// [`pieces`], collected.
@@ -703,7 +722,7 @@ pub(crate) fn pieces(out: &str) -> Pieces<'_> {
 const UNCLOSED: &str = "a role marker is malformed (a template wrote U+FDD0 by hand)";
 
 /// What an output holding a marker character without the key gets.
-const FORGED: &str = "the output holds a reserved character (U+FDD0 or U+FDD1) where no role line put it: \
+pub(crate) const FORGED: &str = "the output holds a reserved character (U+FDD0 or U+FDD1) where no role line put it: \
      the template computed it (with `format`, or an escape such as '\\ufdd0' in a string \
      or a YAML value); start messages with role lines written in the template";
 
@@ -752,6 +771,21 @@ impl<'a> Iterator for Pieces<'a> {
                 continue;
             }
             let letter = b.get(open + 3).copied().unwrap_or_default();
+            if letter == MEDIA_AS_TEXT as u8 {
+                let kind: String = out[open + 4..]
+                    .split(MARK_CLOSE)
+                    .next()
+                    .unwrap_or("media")
+                    .chars()
+                    .take(5)
+                    .collect();
+                return self.fail(format!(
+                    "a media value ({kind}) was printed inside text (joined with `~`, passed \
+                     through a filter, or made a string): media is placed by printing it on its \
+                     own, `{{{{ photo }}}}` (or `{{{{ example.image }}}}` in a loop), best alone on \
+                     its line"
+                ));
+            }
             let keyed = open + 4 + KEY_LEN;
             let Some(tag) = b.get(open + 4..keyed) else {
                 return self.fail(FORGED.into());
@@ -793,7 +827,7 @@ impl<'a> Iterator for Pieces<'a> {
                     return self.fail(FORGED.into());
                 }
                 (Piece::Role(role, Some(name)), close + 3)
-            } else if letter == SPLICE as u8 {
+            } else if letter == SPLICE as u8 || letter == MEDIA as u8 {
                 if !hex() {
                     return self.fail(FORGED.into());
                 }
@@ -801,10 +835,18 @@ impl<'a> Iterator for Pieces<'a> {
                     return self.fail(UNCLOSED.into());
                 };
                 let code = &out[keyed..close];
-                if marker_tag(SPLICE, code).as_bytes() != tag {
+                if marker_tag(char::from(letter), code).as_bytes() != tag {
                     return self.fail(FORGED.into());
                 }
-                (Piece::Splice(code), close + 3)
+                let piece = if letter == SPLICE as u8 {
+                    Piece::Splice(code)
+                } else {
+                    match code.parse() {
+                        Ok(index) => Piece::Media(index),
+                        Err(_) => return self.fail(FORGED.into()),
+                    }
+                };
+                (piece, close + 3)
             } else {
                 return self.fail(FORGED.into());
             };
@@ -873,6 +915,7 @@ mod tests {
             .filter_map(|p| match p {
                 Piece::Role(r, _) => Some(r.to_string()),
                 Piece::Splice(h) => Some(format!("<{h}>")),
+                Piece::Media(i) => Some(format!("[{i}]")),
                 Piece::Text(_) => None,
             })
             .collect()
@@ -1240,7 +1283,7 @@ mod proptests {
                 .render(name, &serde_json::json!({"v": v, "history": history}))
                 .unwrap();
             for m in &r.messages {
-                assert!(!m.content.contains(MARK_OPEN), "{name}: {:?}", m.content);
+                assert!(!m.text().contains(MARK_OPEN), "{name}: {:?}", m.content);
             }
             r.messages
                 .iter()

@@ -60,6 +60,10 @@ pub(crate) fn register(env: &mut Environment<'static>, max_depth: usize, max_out
     // Printing a container is bounded before anything is written. (The
     // Prompty environment sets a formatter of its own that checks too.)
     env.set_formatter(move |out, state, value| {
+        // A media value prints its marker: that is how it is placed.
+        if let Some(marker) = crate::media_input::marker(value) {
+            return out.write_str(&marker).map_err(minijinja::Error::from);
+        }
         check_printable(state, value, budget)?;
         minijinja::escape_formatter(out, state, value)
     });

@@ -209,7 +209,7 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
                 out.push_str(
                     &similar::TextDiff::configure()
                         .deadline(deadline)
-                        .diff_lines(&visible(&a.content), &visible(&b.content))
+                        .diff_lines(&visible(&a.content.display()), &visible(&b.content.display()))
                         .unified_diff()
                         .context_radius(3)
                         .to_string(),
@@ -217,7 +217,7 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
                 Some(out)
             }
             (MessageChange::Added, _, Some(m)) | (MessageChange::Removed, Some(m), _) => {
-                Some(m.content.clone())
+                Some(m.content.display().into_owned())
             }
             _ => None,
         };

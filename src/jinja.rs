@@ -121,6 +121,10 @@ pub(crate) fn prompty_environment(
     }
     let budget = limits.max_output_bytes as u64;
     env.set_formatter(move |out, state, value| {
+        // A media value prints its marker: that is how it is placed.
+        if let Some(marker) = crate::media_input::marker(value) {
+            return out.write_str(&marker).map_err(minijinja::Error::from);
+        }
         crate::bounded::check_printable(state, value, budget)?;
         if value.is_none() || value.is_undefined() {
             return Ok(());

@@ -120,14 +120,26 @@ const TYPES: &[&str] = &[
 /// the top (a parameter's fragment).
 pub(crate) fn problems(schema: &Value, messages_type: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    walk(schema, String::new(), messages_type, &mut out, 0);
+    walk(schema, String::new(), messages_type, false, &mut out, 0);
     out
 }
+
+/// [`problems`] of an input schema or a parameter: `type: image`, `file`
+/// and `audio` are types there, at any depth.
+pub(crate) fn input_problems(schema: &Value, messages_type: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    walk(schema, String::new(), messages_type, true, &mut out, 0);
+    out
+}
+
+/// The media types of inputs.
+const MEDIA_TYPES: &[&str] = &["image", "file", "audio"];
 
 fn walk(
     schema: &Value,
     at: String,
     messages_type: bool,
+    media: bool,
     out: &mut Vec<(String, String)>,
     depth: usize,
 ) {
@@ -167,8 +179,8 @@ fn walk(
             continue;
         }
         match key.as_str() {
-            "type" => check_type(value, &here, messages_type, out),
-            k if SCHEMA.contains(&k) => walk(value, here, false, out, depth + 1),
+            "type" => check_type(value, &here, messages_type, media, out),
+            k if SCHEMA.contains(&k) => walk(value, here, false, media, out, depth + 1),
             k if SCHEMA_MAP.contains(&k) => {
                 for (name, sub) in value.as_object().into_iter().flatten() {
                     // Properties of a whole input schema may be histories.
@@ -177,6 +189,7 @@ fn walk(
                         sub,
                         format!("{here}/{}", crate::input::escape_pointer(name)),
                         messages,
+                        media,
                         out,
                         depth + 1,
                     );
@@ -184,7 +197,7 @@ fn walk(
             }
             k if SCHEMA_LIST.contains(&k) => {
                 for (i, sub) in value.as_array().into_iter().flatten().enumerate() {
-                    walk(sub, format!("{here}/{i}"), false, out, depth + 1);
+                    walk(sub, format!("{here}/{i}"), false, media, out, depth + 1);
                 }
             }
             _ => {}
@@ -192,7 +205,13 @@ fn walk(
     }
 }
 
-fn check_type(value: &Value, at: &str, messages_type: bool, out: &mut Vec<(String, String)>) {
+fn check_type(
+    value: &Value,
+    at: &str,
+    messages_type: bool,
+    media: bool,
+    out: &mut Vec<(String, String)>,
+) {
     let names: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
         other => vec![other],
@@ -200,14 +219,29 @@ fn check_type(value: &Value, at: &str, messages_type: bool, out: &mut Vec<(Strin
     for name in names {
         let ok = name
             .as_str()
-            .is_some_and(|t| TYPES.contains(&t) || (messages_type && t == "messages"));
+            .is_some_and(|t| {
+                TYPES.contains(&t)
+                    || (messages_type && t == "messages")
+                    || (media
+                        && MEDIA_TYPES.contains(&t)
+                        && match value {
+                            // Media, or nothing: `[image, "null"]`.
+                            Value::Array(ts) => ts.len() == 2 && ts.contains(&Value::from("null")),
+                            _ => true,
+                        })
+            });
         if !ok {
             let shown = name
                 .as_str()
                 .map_or_else(|| name.to_string(), str::to_owned);
             let mut valid = TYPES.join(", ");
-            if messages_type {
-                valid.push_str(" (or `messages` for a chat history)");
+            match (messages_type, media) {
+                (true, true) => valid.push_str(
+                    "; and for inputs `messages` (a chat history) and `image`, `file`, `audio` (media)",
+                ),
+                (true, false) => valid.push_str(" (or `messages` for a chat history)"),
+                (false, true) => valid.push_str("; and for inputs `image`, `file`, `audio` (media)"),
+                (false, false) => {}
             }
             let hint = name
                 .as_str()
@@ -215,6 +249,7 @@ fn check_type(value: &Value, at: &str, messages_type: bool, out: &mut Vec<(Strin
                     TYPES
                         .iter()
                         .chain(messages_type.then_some(&"messages"))
+                        .chain(MEDIA_TYPES.iter().filter(|_| media))
                         .find(|k| {
                             t.len() >= 2 && k.starts_with(t) || strsim::levenshtein(t, k) <= 2
                         })

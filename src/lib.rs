@@ -78,6 +78,7 @@
 mod body;
 mod bounded;
 mod check;
+mod content;
 pub mod contract;
 mod convert;
 mod dialect;
@@ -87,12 +88,16 @@ pub mod dispatch;
 mod error;
 mod file;
 mod hash;
+mod history_parts;
 mod input;
 mod jinja;
 mod keywords;
 mod lex;
 mod limits;
 mod load;
+mod media;
+mod media_input;
+mod media_tokens;
 mod lock;
 mod memo;
 mod message;
@@ -116,6 +121,7 @@ mod truncate;
 #[cfg(feature = "watch")]
 mod watch;
 
+pub use content::{Content, Data, Detail, Media, Part, Source};
 pub use convert::{Converted, convert_prompty};
 pub use diff::{MessageChange, MessageDiff, ModelChange, RenderDiff, Side, diff, model_changes};
 pub use error::{Diagnostic, Error, ErrorKind, Location, Severity};

@@ -30,6 +30,10 @@ pub struct RenderLimits {
     pub max_input_bytes: usize,
     /// The deepest nesting of the inputs (objects and arrays). Default 64.
     pub max_input_depth: usize,
+    /// The largest image, file or audio value (a media parameter, or a
+    /// part of a history message), in decoded bytes. Default 20 MiB,
+    /// OpenAI's limit for one image (Anthropic takes 5 MB per image).
+    pub max_media_bytes: usize,
 }
 
 impl Default for RenderLimits {
@@ -40,6 +44,7 @@ impl Default for RenderLimits {
             max_output_bytes: 8 << 20,
             max_input_bytes: 32 << 20,
             max_input_depth: 64,
+            max_media_bytes: crate::media::DEFAULT_MAX_MEDIA_BYTES,
         }
     }
 }
@@ -71,6 +76,12 @@ impl RenderLimits {
     /// Sets the largest input document.
     pub fn max_input_bytes(mut self, bytes: usize) -> RenderLimits {
         self.max_input_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest media value (decoded bytes).
+    pub fn max_media_bytes(mut self, bytes: usize) -> RenderLimits {
+        self.max_media_bytes = bytes;
         self
     }
 

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::content::Content;
 
 /// The role of a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -71,20 +73,23 @@ impl FromStr for Role {
     }
 }
 
-/// One chat message: a role and its text, plus the optional fields chat APIs
+/// One chat message: a role and its content (text, or parts with images,
+/// files and audio: see [`Content`]), plus the optional fields chat APIs
 /// use for named participants and tool calls.
 ///
-/// Serializes as `{"role": "...", "content": "..."}`, with `name`,
-/// `tool_call_id` and `tool_calls` only when present.
+/// Serializes as `{"role": "...", "content": "..."}` (`content` an array of
+/// parts when the message has media), with `name`, `tool_call_id` and
+/// `tool_calls` only when present.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct Message {
     /// Who speaks.
     pub role: Role,
-    /// The text. A history message whose `content` is `null` (an assistant
-    /// turn that only calls tools) has an empty string here.
-    #[serde(deserialize_with = "null_as_empty")]
-    pub content: String,
+    /// The content: text, or parts. A history message whose `content` is
+    /// `null` (an assistant turn that only calls tools) has empty text
+    /// here. [`Message::text`] gives the text of either.
+    #[schemars(with = "serde_json::Value")]
+    pub content: Content,
     /// Optional participant name.
     // The schemas say what serialising writes: an absent field, never
     // `null` (so `Message` fits a `messages` parameter exactly).
@@ -103,8 +108,9 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message with a role and content and nothing else.
-    pub fn new(role: Role, content: impl Into<String>) -> Message {
+    /// A message with a role and content (text, or [`Content::Parts`]) and
+    /// nothing else.
+    pub fn new(role: Role, content: impl Into<Content>) -> Message {
         Message {
             role,
             content: content.into(),
@@ -113,10 +119,35 @@ impl Message {
             tool_calls: None,
         }
     }
-}
 
-fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    /// A system message.
+    pub fn system(content: impl Into<Content>) -> Message {
+        Message::new(Role::System, content)
+    }
+
+    /// A user message: text, or parts (`vec![Part::text("What is this?"),
+    /// Part::Image(Media::url("https://..."))]`).
+    pub fn user(content: impl Into<Content>) -> Message {
+        Message::new(Role::User, content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<Content>) -> Message {
+        Message::new(Role::Assistant, content)
+    }
+
+    /// A tool result answering the call `tool_call_id`.
+    pub fn tool(tool_call_id: impl Into<String>, content: impl Into<Content>) -> Message {
+        let mut m = Message::new(Role::Tool, content);
+        m.tool_call_id = Some(tool_call_id.into());
+        m
+    }
+
+    /// The text of the message: all of it, or its text parts joined by
+    /// line breaks (see [`Content::text`]).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        self.content.text()
+    }
 }
 
 /// The JSON Schema of one history message, as a `messages` parameter
@@ -127,7 +158,7 @@ pub(crate) fn history_item_schema() -> serde_json::Value {
         "required": ["role", "content"],
         "properties": {
             "role": {"enum": ["system", "user", "assistant", "tool", "developer"]},
-            "content": {"type": ["string", "null"]},
+            "content": {"type": ["string", "null", "array"], "items": {"type": "object"}},
             "name": {"type": "string"},
             "tool_call_id": {"type": "string"},
             "tool_calls": {"type": "array", "items": {"type": "object"}}

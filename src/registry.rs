@@ -67,6 +67,8 @@ pub(crate) struct Entry {
     pub defaults: Vec<(minijinja::Value, minijinja::Value)>,
     /// Every declared parameter's name (absent ones render as none).
     pub declared: Vec<minijinja::Value>,
+    /// Where media values sit in the inputs (see [`crate::media_input`]).
+    pub media: std::sync::Arc<[crate::media_input::Slot]>,
     /// How many messages its last render had: the next one's capacity.
     pub messages_hint: std::sync::atomic::AtomicUsize,
     /// The compiled Jinja source: same lines as the file.
@@ -88,6 +90,7 @@ impl Clone for Entry {
             jinja_name: self.jinja_name.clone(),
             defaults: self.defaults.clone(),
             declared: self.declared.clone(),
+            media: self.media.clone(),
             messages_hint: std::sync::atomic::AtomicUsize::new(
                 self.messages_hint
                     .load(std::sync::atomic::Ordering::Relaxed),

@@ -11,6 +11,7 @@ use crate::dialect::{Dialect, LeadingText};
 use crate::error::{Error, ErrorKind};
 use crate::input::InputMap;
 use crate::jinja::jinja_error;
+use crate::content::Part;
 use crate::message::{Message, Role};
 use crate::registry::Registry;
 use crate::template::{ContextConfig, ModelConfig};
@@ -232,7 +233,7 @@ impl Registry {
         &self,
         reference: &str,
         inputs: &impl Serialize,
-    ) -> Result<(Arc<crate::registry::Entry>, String, Arc<InputMap>), Error> {
+    ) -> Result<Prepared, Error> {
         let entry = self.entry(reference)?;
         let id = entry.id.clone();
         let mut inputs =
@@ -242,11 +243,35 @@ impl Registry {
                 Arc::make_mut(&mut inputs).insert(name.clone(), default.clone());
             }
         }
+        // Media is checked first, for its precise messages (and even where
+        // a Prompty file validates nothing else: a provider would refuse
+        // it), and bound for placing once the schema has passed.
+        let max_media = self.limits().max_media_bytes;
+        let bound = if entry.media.is_empty() {
+            None
+        } else {
+            crate::media_input::bind(&inputs, &entry.media, max_media, &id)?
+        };
+        for p in entry.template.parameters.iter().filter(|p| p.messages) {
+            if let Some(list) = inputs.get(&p.name) {
+                check_history_parts(list, &p.name, max_media, &id)?;
+            }
+        }
         // Prompty files render what they are given, unless strict.
         if entry.dialect.validates_inputs {
             entry.schema.validate_inputs(&inputs, &id)?;
         }
-        Ok((entry, id, inputs))
+        let mut media = Vec::new();
+        if let Some((bound, table)) = bound {
+            inputs = bound;
+            media = table;
+        }
+        Ok(Prepared {
+            entry,
+            id,
+            inputs,
+            media,
+        })
     }
 
     /// Checks `inputs` against the template's input schema (defaults
@@ -290,7 +315,12 @@ impl Registry {
                 ),
             ));
         }
-        let (entry, id, mut inputs) = self.prepare_inputs(reference, inputs)?;
+        let Prepared {
+            entry,
+            id,
+            mut inputs,
+            media,
+        } = self.prepare_inputs(reference, inputs)?;
         let t = &entry.template;
         let limits = *self.limits();
         // What Jinja sees (and history is spliced from): every declared
@@ -329,15 +359,18 @@ impl Registry {
         } = assemble(
             &output,
             &inputs,
+            &media,
             entry.implicit_user,
             entry.dialect,
             entry
                 .messages_hint
                 .load(std::sync::atomic::Ordering::Relaxed),
+            limits.max_media_bytes,
         )
-        .map_err(|msg| {
-            Error::new(ErrorKind::Template, msg)
-                .with_location(crate::error::Location::file(&t.path))
+        .map_err(|e| match e {
+            Fault::Template(msg) => Error::new(ErrorKind::Template, msg)
+                .with_location(crate::error::Location::file(&t.path)),
+            Fault::Input(e) => e,
         })?;
         entry
             .messages_hint
@@ -577,11 +610,91 @@ fn retain_runs(runs: &mut Vec<HistoryRun>, keep: &[bool]) {
     });
 }
 
+/// A render's inputs, checked: the template, its id, the inputs as
+/// templates see them (media bound), and the table of media parts.
+struct Prepared {
+    entry: Arc<crate::registry::Entry>,
+    id: String,
+    inputs: Arc<InputMap>,
+    media: Vec<crate::content::Part>,
+}
+
+/// Why assembling failed: the template's fault, or an input's.
+enum Fault {
+    Template(String),
+    Input(Error),
+}
+
+impl From<String> for Fault {
+    fn from(s: String) -> Fault {
+        Fault::Template(s)
+    }
+}
+
+impl From<&str> for Fault {
+    fn from(s: &str) -> Fault {
+        Fault::Template(s.to_owned())
+    }
+}
+
+/// The input error for content parts of history parameter `param` that
+/// are not valid.
+fn history_part_error(
+    e: &crate::history_parts::Invalid,
+    param: &str,
+    index: usize,
+    template: &str,
+) -> Error {
+    let pointer = format!("/{param}/{index}/content{}", e.pointer);
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "invalid input for {template}: {pointer}: {} (rule `{}`)",
+            e.message, e.rule
+        ),
+    )
+    .with_parameter(pointer, e.rule)
+}
+
+/// Checks the content parts of a history parameter's messages (those
+/// whose content is an array) before anything renders.
+fn check_history_parts(
+    list: &minijinja::Value,
+    param: &str,
+    max_media: usize,
+    template: &str,
+) -> Result<(), Error> {
+    let Some(items) = list.downcast_object_ref::<Vec<minijinja::Value>>() else {
+        return Ok(());
+    };
+    for (i, item) in items.iter().enumerate() {
+        let Some(content) = item
+            .downcast_object_ref::<InputMap>()
+            .and_then(|m| m.get("content"))
+        else {
+            continue;
+        };
+        if content.downcast_object_ref::<Vec<minijinja::Value>>().is_none() {
+            continue;
+        }
+        let json = serde_json::to_value(content).unwrap_or(Value::Null);
+        crate::history_parts::content_limited(&json, "", max_media)
+            .map_err(|e| history_part_error(&e, param, i, template))?;
+    }
+    Ok(())
+}
+
 /// A history parameter's messages read straight from the input values:
 /// what deserializing [`Message`] gives, for the shapes the history schema
-/// allows; `None` for anything else (for serde to read or reject).
-fn history_messages(list: &minijinja::Value) -> Option<Vec<Message>> {
-    let items = list.downcast_object_ref::<Vec<minijinja::Value>>()?;
+/// allows; `Ok(None)` for anything else (for serde to read or reject).
+/// Content arrays are normalised to our parts ([`crate::history_parts`]).
+fn history_messages(
+    list: &minijinja::Value,
+    max_media: usize,
+) -> Result<Option<Vec<Message>>, (usize, crate::history_parts::Invalid)> {
+    let Some(items) = list.downcast_object_ref::<Vec<minijinja::Value>>() else {
+        return Ok(None);
+    };
     let text = |v: &minijinja::Value| -> Option<Option<String>> {
         if v.is_none() {
             Some(None)
@@ -590,60 +703,106 @@ fn history_messages(list: &minijinja::Value) -> Option<Vec<Message>> {
         }
     };
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let map = item.downcast_object_ref::<InputMap>()?;
-        let role: Role = map.get("role")?.as_str()?.parse().ok()?;
+    for (i, item) in items.iter().enumerate() {
+        let Some(map) = item.downcast_object_ref::<InputMap>() else {
+            return Ok(None);
+        };
+        let Some(role) = map
+            .get("role")
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.parse::<Role>().ok())
+        else {
+            return Ok(None);
+        };
         let mut m = Message::new(role, String::new());
         let mut content = false;
         for (key, v) in map.iter() {
-            match key {
-                "role" => {}
-                "content" => {
-                    m.content = text(v)?.unwrap_or_default();
+            let ok = match key {
+                "role" => true,
+                "content" if v.downcast_object_ref::<Vec<minijinja::Value>>().is_some() => {
+                    let json = serde_json::to_value(v).unwrap_or(Value::Null);
+                    m.content = crate::history_parts::content_limited(&json, "", max_media)
+                        .map_err(|e| (i, e))?;
                     content = true;
+                    true
                 }
-                "name" => m.name = text(v)?,
-                "tool_call_id" => m.tool_call_id = text(v)?,
-                "tool_calls" if v.is_none() => m.tool_calls = None,
-                "tool_calls" => match serde_json::to_value(v).ok()? {
-                    Value::Array(calls) => m.tool_calls = Some(calls),
-                    _ => return None,
+                "content" => match text(v) {
+                    Some(t) => {
+                        m.content = t.unwrap_or_default().into();
+                        content = true;
+                        true
+                    }
+                    None => false,
                 },
-                _ => return None,
+                "name" => text(v).map(|t| m.name = t).is_some(),
+                "tool_call_id" => text(v).map(|t| m.tool_call_id = t).is_some(),
+                "tool_calls" if v.is_none() => {
+                    m.tool_calls = None;
+                    true
+                }
+                "tool_calls" => match serde_json::to_value(v) {
+                    Ok(Value::Array(calls)) => {
+                        m.tool_calls = Some(calls);
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                return Ok(None);
             }
         }
         if !content {
-            return None;
+            return Ok(None);
         }
         out.push(m);
     }
-    Some(out)
+    Ok(Some(out))
 }
 
-/// Cuts rendered output into messages and splices history.
+/// Cuts rendered output into messages, splices history and places media.
+///
+/// Media goes where its marker is. In promptbook's own templates it must
+/// be in a user message (the only role both OpenAI and Anthropic take
+/// media in), and the message becomes parts: the text before it (trimmed),
+/// the media, the text after. Prompty files follow Prompty's runtime
+/// (2.1.0, `_expand_thread_markers`): the text before stays a message of
+/// its role, the media joins the message before it when that is a user
+/// message and is a user message of its own otherwise, and the text after
+/// starts a new message of the first role, all text stripped.
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     output: &str,
     inputs: &InputMap,
+    media: &[Part],
     implicit_user: bool,
     dialect: Dialect,
     capacity: usize,
-) -> Result<Assembled, String> {
-    /// A message being written: role, name, text, and whether a role line
-    /// opened it (Prompty keeps such a message even when empty). The text
-    /// borrows from the output until a second piece joins it.
+    max_media: usize,
+) -> Result<Assembled, Fault> {
+    /// A message being written: role, name, finished parts, the text being
+    /// written, and whether a role line opened it (Prompty keeps such a
+    /// message even when empty). The text borrows from the output until a
+    /// second piece joins it.
     struct Open<'a> {
         role: Role,
         name: Option<&'a str>,
+        parts: Vec<Part>,
         text: Cow<'a, str>,
         explicit: bool,
+        /// Text after media in a Prompty file: stripped whole.
+        stripped: bool,
     }
     impl<'a> Open<'a> {
         fn new(role: Role, name: Option<&'a str>, text: &'a str, explicit: bool) -> Open<'a> {
             Open {
                 role,
                 name,
+                parts: Vec::new(),
                 text: Cow::Borrowed(text),
                 explicit,
+                stripped: false,
             }
         }
 
@@ -655,6 +814,7 @@ fn assemble(
             }
         }
     }
+    let native = dialect.grammar == crate::body::Grammar::Native;
     let mut messages = Vec::with_capacity(capacity);
     let mut history_runs = Vec::new();
     let mut current: Option<Open<'_>> =
@@ -665,7 +825,21 @@ fn assemble(
     let mut dropped = Vec::new();
     let mut flush = |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>| {
         let Some(open) = current.take() else { return };
-        match dialect.message_text.finish(&open.text, open.explicit) {
+        let text = if open.stripped {
+            Some(open.text.trim()).filter(|t| !t.is_empty())
+        } else if open.parts.is_empty() {
+            dialect.message_text.finish(&open.text, open.explicit)
+        } else {
+            Some(open.text.trim()).filter(|t| !t.is_empty())
+        };
+        let content = if open.parts.is_empty() {
+            text.map(|t| crate::content::Content::Text(t.to_owned()))
+        } else {
+            let mut parts = open.parts;
+            parts.extend(text.map(|t| Part::Text(t.to_owned())));
+            Some(crate::content::Content::from_parts(parts))
+        };
+        match content {
             Some(content) => {
                 let mut m = Message::new(open.role, content);
                 m.name = open.name.map(str::to_owned);
@@ -704,6 +878,68 @@ fn assemble(
                     },
                 },
             },
+            Piece::Media(index) => {
+                let Some(part) = media.get(index) else {
+                    return Err(crate::body::FORGED.into());
+                };
+                let role = current
+                    .as_ref()
+                    .map(|o| o.role)
+                    .or(resume)
+                    .or(match dialect.leading_text {
+                        LeadingText::Message(role) => Some(role),
+                        LeadingText::Error => None,
+                    });
+                let Some(role) = role else {
+                    return Err(format!(
+                        "the template placed {} before its first role line; put it in a user \
+                         message",
+                        a_kind(part)
+                    )
+                    .into());
+                };
+                if native {
+                    if role != Role::User {
+                        return Err(format!(
+                            "the template placed {} in a {role} message; media goes in user \
+                             messages (the only role OpenAI and Anthropic take it in)",
+                            a_kind(part)
+                        )
+                        .into());
+                    }
+                    let open = current.get_or_insert_with(|| Open::new(role, None, "", false));
+                    let before = std::mem::take(&mut open.text);
+                    let before = before.trim();
+                    if !before.is_empty() {
+                        open.parts.push(Part::Text(before.to_owned()));
+                    }
+                    open.parts.push(part.clone());
+                } else {
+                    // Prompty's runtime: see the function's docs.
+                    let name = current.as_ref().and_then(|o| o.name);
+                    if let Some(open) = current.as_mut() {
+                        open.stripped = true;
+                        if open.text.trim().is_empty() {
+                            open.explicit = false;
+                        }
+                    }
+                    flush(&mut current, &mut messages);
+                    match messages.last_mut() {
+                        Some(last) if last.role == Role::User => {
+                            let mut parts = last.content.parts().into_owned();
+                            parts.push(part.clone());
+                            last.content = crate::content::Content::Parts(parts);
+                        }
+                        _ => messages.push(Message::new(
+                            Role::User,
+                            crate::content::Content::Parts(vec![part.clone()]),
+                        )),
+                    }
+                    let mut after = Open::new(role, name, "", false);
+                    after.stripped = true;
+                    current = Some(after);
+                }
+            }
             Piece::Splice(param) => {
                 let role = current.as_ref().map(|o| o.role).or(resume);
                 flush(&mut current, &mut messages);
@@ -713,10 +949,13 @@ fn assemble(
                 let history: Vec<Message> = match inputs.get(param) {
                     None => Vec::new(),
                     Some(list) if list.is_none() || list.is_undefined() => Vec::new(),
-                    Some(list) => match history_messages(list) {
-                        Some(history) => history,
+                    Some(list) => match history_messages(list, max_media) {
+                        Ok(Some(history)) => history,
+                        Err((i, e)) => {
+                            return Err(Fault::Input(history_part_error(&e, param, i, "")));
+                        }
                         // Anything unusual: serde decides, and explains.
-                        None => <Vec<Message> as serde::Deserialize>::deserialize(list.clone())
+                        Ok(None) => <Vec<Message> as serde::Deserialize>::deserialize(list.clone())
                             .map_err(|e| format!("history parameter `{param}`: {e}"))?,
                     },
                 };
@@ -739,6 +978,15 @@ fn assemble(
         history: history_runs,
         dropped,
     })
+}
+
+/// "an image", "a file", "audio", for messages.
+fn a_kind(part: &Part) -> &'static str {
+    match part.kind() {
+        "image" => "an image",
+        "file" => "a file",
+        _ => "audio",
+    }
 }
 
 /// What cutting an output produced.
@@ -764,7 +1012,10 @@ mod tests {
             crate::input::from_serialize(&inputs, &crate::limits::RenderLimits::default(), "t", 0)
                 .unwrap_or_else(|e| panic!("{e}"));
         let value = map.get("h").unwrap();
-        let direct = super::history_messages(value).expect("a plain history");
+        let direct = super::history_messages(value, 1 << 20)
+            .ok()
+            .flatten()
+            .expect("a plain history");
         let via_serde: Vec<crate::message::Message> = serde_json::from_value(list).unwrap();
         assert_eq!(direct, via_serde);
         // Unusual shapes are left to serde.
@@ -783,7 +1034,7 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
             assert!(
-                super::history_messages(map.get("h").unwrap()).is_none(),
+                matches!(super::history_messages(map.get("h").unwrap(), 1 << 20), Ok(None)),
                 "{odd}"
             );
         }

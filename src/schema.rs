@@ -55,11 +55,76 @@ pub(crate) fn expand_parameter(fragment: &Value) -> Result<(Value, bool), String
         obj.insert("type".into(), Value::String("array".into()));
         obj.insert("items".into(), history_item_schema());
     }
-    Ok((Value::Object(obj), is_messages))
+    let mut value = Value::Object(obj);
+    if !is_messages {
+        expand_media(&mut value, 0);
+    }
+    Ok((value, is_messages))
 }
 
-/// Rewrites `type: messages` inside a whole `input_schema`'s properties.
+/// Rewrites `type: image`, `file` and `audio` (here and below, through
+/// `properties` and `items`) into the media value's JSON Schema
+/// ([`crate::media::schema`]), annotated with
+/// [`ANNOTATION`](crate::media_input::ANNOTATION) so that rendering finds
+/// them.
+pub(crate) fn expand_media(schema: &mut Value, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    let Value::Object(obj) = schema else {
+        return;
+    };
+    // `type: image`, or `type: [image, "null"]` (an optional Prompty input).
+    let (kind, nullable) = match obj.get("type") {
+        Some(Value::String(t)) => (crate::media::Kind::parse(t), false),
+        Some(Value::Array(ts)) if ts.len() == 2 && ts.contains(&Value::from("null")) => (
+            ts.iter()
+                .filter_map(Value::as_str)
+                .find_map(crate::media::Kind::parse),
+            true,
+        ),
+        _ => (None, false),
+    };
+    if let Some(kind) = kind {
+        obj.remove("type");
+        let Value::Object(mut media) = crate::media::schema(kind) else {
+            return;
+        };
+        // `default: null` makes it optional: nothing is placed then.
+        let nullable = nullable || obj.get("default") == Some(&Value::Null);
+        if nullable && let Some(Value::Array(any)) = media.get_mut("anyOf") {
+            any.push(serde_json::json!({"type": "null"}));
+        }
+        if obj.contains_key("anyOf") {
+            let all = obj
+                .entry("allOf")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(all) = all {
+                all.push(Value::Object(media));
+            }
+        } else {
+            obj.extend(media);
+        }
+        obj.insert(
+            crate::media_input::ANNOTATION.into(),
+            Value::String(kind.as_str().into()),
+        );
+        return;
+    }
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        for prop in props.values_mut() {
+            expand_media(prop, depth + 1);
+        }
+    }
+    if let Some(items @ Value::Object(_)) = obj.get_mut("items") {
+        expand_media(items, depth + 1);
+    }
+}
+
+/// Rewrites `type: messages` inside a whole `input_schema`'s properties,
+/// and the media types anywhere in it.
 pub(crate) fn expand_properties(schema: &mut Value) -> Vec<String> {
+    expand_media(schema, 0);
     let mut history = Vec::new();
     if let Some(Value::Object(props)) = schema.get_mut("properties") {
         for (name, prop) in props.iter_mut() {

@@ -13,6 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::Serialize;
 
+use crate::content::{Content, Part, Source};
 use crate::message::Message;
 
 /// An OpenAI BPE encoding.
@@ -199,7 +200,15 @@ pub trait TokenCounter: Send + Sync {
     fn overhead(&self, tokens: usize) -> usize {
         tokens
     }
+
+    /// Whose rule counts images: OpenAI's tiles (the default), or
+    /// Anthropic's pixels / 750 (see [`ImageRule`]).
+    fn image_rule(&self) -> ImageRule {
+        ImageRule::OpenAiTiles
+    }
 }
+
+pub use crate::media_tokens::ImageRule;
 
 impl TokenCounter for Encoding {
     fn count(&self, text: &str) -> usize {
@@ -246,10 +255,48 @@ impl TokenCounter for Approximate {
     }
 }
 
+/// [`Approximate`] for Claude models: the same text estimate, and
+/// Anthropic's rule for images.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClaudeEstimate;
+
+impl TokenCounter for ClaudeEstimate {
+    fn count(&self, text: &str) -> usize {
+        Approximate.count(text)
+    }
+
+    fn name(&self) -> &str {
+        Approximate.name()
+    }
+
+    fn approximate(&self) -> bool {
+        true
+    }
+
+    fn cache_key(&self) -> Option<&str> {
+        Some("approximate-cl100k-1.25-claude")
+    }
+
+    fn overhead(&self, tokens: usize) -> usize {
+        Approximate.overhead(tokens)
+    }
+
+    fn image_rule(&self) -> ImageRule {
+        ImageRule::AnthropicPixels
+    }
+}
+
 /// The counter for a model name: its encoding when public, else
-/// [`Approximate`]. No model at all counts with `o200k_base`, marked
-/// approximate since the model is unknown.
+/// [`Approximate`] ([`ClaudeEstimate`] for `claude*`). No model at all
+/// counts with `o200k_base`, marked approximate since the model is unknown.
 pub fn counter_for_model(model: Option<&str>) -> Arc<dyn TokenCounter> {
+    let bare = model.map(|m| {
+        let name = m.rsplit_once(':').map_or(m, |(_, n)| n);
+        name.rsplit('/').next().unwrap_or(name)
+    });
+    if bare.is_some_and(|n| n.starts_with("claude")) {
+        return Arc::new(ClaudeEstimate);
+    }
     match model.map(model_info) {
         Some(ModelInfo {
             encoding: Some(e), ..
@@ -317,11 +364,23 @@ impl TokenReport {
 /// Cost of one message by OpenAI's published formula (the cookbook's
 /// `num_tokens_from_messages`): 3, plus the tokens of every field's text
 /// (role, content, name, tool_call_id), plus 1 for a name. Tool calls count
-/// as their JSON text, an estimate the formula does not cover.
+/// as their JSON text, an estimate the formula does not cover. Images,
+/// files and audio count by the counter's [`ImageRule`] and the rules in
+/// [`crate::media_tokens`] (see [`media_is_estimated`] for which counts
+/// are estimates).
 pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
-    let mut n = counter.overhead(TOKENS_PER_MESSAGE)
-        + counter.count(m.role.as_str())
-        + counter.count(&m.content);
+    let content = match &m.content {
+        Content::Text(t) => counter.count(t),
+        Content::Parts(parts) => {
+            let rule = counter.image_rule();
+            let text = |t: &str| counter.count(t);
+            parts
+                .iter()
+                .map(|p| crate::media_tokens::part_tokens(p, rule, &text).0)
+                .sum()
+        }
+    };
+    let mut n = counter.overhead(TOKENS_PER_MESSAGE) + counter.count(m.role.as_str()) + content;
     if let Some(name) = &m.name {
         n += counter.count(name) + counter.overhead(TOKENS_PER_NAME);
     }
@@ -351,15 +410,59 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
     })
 });
 
+/// Whether a message's count is an estimate because of its media: an
+/// image without a readable size, or under Anthropic's rule; any file or
+/// audio (see [`crate::media_tokens`]).
+pub fn media_is_estimated(counter: &dyn TokenCounter, m: &Message) -> bool {
+    let Content::Parts(parts) = &m.content else {
+        return false;
+    };
+    let rule = counter.image_rule();
+    parts.iter().any(|p| match p {
+        Part::Text(_) => false,
+        Part::Image(media) => {
+            rule == ImageRule::AnthropicPixels
+                || (media.detail != Some(crate::content::Detail::Low)
+                    && crate::media_tokens::image_size(media).is_none())
+        }
+        Part::File(_) | Part::Audio(_) => true,
+    })
+}
+
 fn message_hash(m: &Message) -> u128 {
     use xxhash_rust::xxh3::xxh3_128_with_seed;
     // One pass over the content, seeded by the role; the rarer fields mix in
     // their own hashes.
     let role = m.role as u64;
-    let mut h = xxh3_128_with_seed(m.content.as_bytes(), role);
+    let mut h = match &m.content {
+        Content::Text(t) => xxh3_128_with_seed(t.as_bytes(), role),
+        Content::Parts(_) => xxh3_128_with_seed(b"parts", role),
+    };
     let mut mix = |tag: u64, bytes: &[u8]| {
         h = h.rotate_left(17) ^ xxh3_128_with_seed(bytes, tag);
     };
+    if let Content::Parts(parts) = &m.content {
+        // A media part's count depends on its kind, its detail, and its
+        // bytes (an image's size is in its header; a file's pages and
+        // audio's length anywhere): hashed whole, as text is.
+        for p in parts {
+            match p {
+                Part::Text(t) => mix(0x74, t.as_bytes()),
+                other => {
+                    let media = other.media().expect("a media part");
+                    mix(0x6d, other.kind().as_bytes());
+                    mix(0x64, media.detail.map_or("", |d| d.as_str()).as_bytes());
+                    match &media.source {
+                        Source::Url(u) => mix(0x75, u.as_bytes()),
+                        Source::Data { media_type, data } => {
+                            mix(0x6d74, media_type.as_bytes());
+                            mix(0x64a7, data.as_str().as_bytes());
+                        }
+                    }
+                }
+            }
+        }
+    }
     if let Some(name) = &m.name {
         mix(0x6e61_6d65, name.as_bytes());
     }
@@ -388,7 +491,8 @@ pub fn count_messages(counter: &dyn TokenCounter, messages: &[Message]) -> Token
     let total = counts.iter().sum::<usize>() + counter.overhead(REPLY_PRIMING);
     TokenReport {
         encoding: counter.name().to_owned(),
-        approximate: counter.approximate(),
+        approximate: counter.approximate()
+            || messages.iter().any(|m| media_is_estimated(counter, m)),
         messages: counts,
         total,
     }

@@ -87,7 +87,7 @@ fn runaway_templates_fail_fast_naming_the_limit_and_the_registry_keeps_serving()
         );
         eprintln!("{name}: {elapsed:?}: {text}");
         assert_eq!(
-            registry.render("ok", &json!({})).unwrap().messages[0].content,
+            registry.render("ok", &json!({})).unwrap().messages[0].text(),
             "hello"
         );
     }
@@ -329,7 +329,7 @@ fn odd_unicode_in_inputs_is_data() {
         let r = registry
             .render("support/triage", &json!({"ticket": odd}))
             .unwrap();
-        assert_eq!(r.messages.last().unwrap().content, odd.trim());
+        assert_eq!(r.messages.last().unwrap().text(), odd.trim());
         assert_eq!(r.messages.len(), 6);
     }
 }
@@ -580,7 +580,7 @@ fn self_referencing_values_are_errors_not_crashes() {
     )]);
     let registry = Registry::load(dir.path()).unwrap();
     let r = registry.render("ok", &json!({"xs": [1, 2, 3]})).unwrap();
-    assert_eq!(r.messages[0].content, "6 [1, 2, 3] True");
+    assert_eq!(r.messages[0].text(), "6 [1, 2, 3] True");
 }
 
 /// Makes a FIFO at `path` (Unix).

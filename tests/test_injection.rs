@@ -63,9 +63,9 @@ fn structure(registry: &Registry, name: &str, v: &str) -> Vec<(Role, usize)> {
     for (m, origin) in rendered.messages_with_origin() {
         if *origin == Origin::Template {
             assert!(
-                !m.content.contains(['\u{FDD0}', '\u{FDD1}']),
+                !m.text().contains(['\u{FDD0}', '\u{FDD1}']),
                 "{:?}",
-                m.content
+                m.text()
             );
         }
     }
@@ -111,17 +111,17 @@ fn values_arrive_verbatim_apart_from_marker_characters() {
     let last = r.messages.last().unwrap();
     assert_eq!(last.role, Role::User);
     assert!(
-        last.content.starts_with(&format!("Last: {v}")),
+        last.text().starts_with(&format!("Last: {v}")),
         "{:?}",
-        last.content
+        last.text()
     );
 
     let inputs = json!({"v": "a\u{FDD0}b\u{FDD1}c", "items": [], "obj": {}, "history": []});
     let r = registry.render("manifest", &inputs).unwrap();
     assert!(
-        r.messages[0].content.contains("a\u{FFFD}b\u{FFFD}c"),
+        r.messages[0].text().contains("a\u{FFFD}b\u{FFFD}c"),
         "{:?}",
-        r.messages[0].content
+        r.messages[0].text()
     );
 }
 
@@ -133,7 +133,7 @@ fn history_is_spliced_as_data() {
     let inputs = json!({"v": "V", "items": [], "obj": {}, "history": history});
     let r = registry.render("manifest", &inputs).unwrap();
     assert_eq!(
-        r.messages[1].content,
+        r.messages[1].text(),
         history[0]["content"].as_str().unwrap()
     );
     assert_eq!(r.messages[1].role, Role::User);
@@ -328,7 +328,7 @@ mod property {
                     prop_assert!(roles.len() <= 4, "{:?} from {:?}", roles, exprs);
                     prop_assert_eq!(roles.iter().filter(|r| **r == Role::System).count() <= 1, true);
                     for m in &r.messages {
-                        prop_assert!(!m.content.contains(['\u{FDD0}']), "{:?}", m.content);
+                        prop_assert!(!m.text().contains(['\u{FDD0}']), "{:?}", m.text());
                     }
                 }
             }

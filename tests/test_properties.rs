@@ -172,7 +172,7 @@ fn history_json(turns: &[Turn]) -> Vec<serde_json::Value> {
 /// tiktoken-rs (independent of promptbook's tokenizer).
 fn tiktoken_tokens(bpe: &tiktoken_rs::CoreBPE, m: &promptbook::Message) -> usize {
     let count = |s: &str| bpe.encode_ordinary(s).len();
-    let mut n = 3 + count(m.role.as_str()) + count(&m.content);
+    let mut n = 3 + count(m.role.as_str()) + count(&m.text());
     if let Some(name) = &m.name {
         n += count(name) + 1;
     }

@@ -26,10 +26,10 @@ fn shipped_templates_load_lint_clean_and_render() {
     use Role::*;
     assert_eq!(roles, [System, User, Assistant, User, Assistant, User]);
     assert!(
-        triage.messages[0].content.contains("Be concise, warm"),
+        triage.messages[0].text().contains("Be concise, warm"),
         "partial included"
     );
-    assert_eq!(triage.messages[5].content, "I was charged twice.");
+    assert_eq!(triage.messages[5].text(), "I was charged twice.");
 
     let chat = registry
         .render(
@@ -49,7 +49,7 @@ fn shipped_templates_load_lint_clean_and_render() {
     );
     assert_eq!(chat.origin(3), Some(&Origin::Template));
     assert!(
-        chat.messages[0].content.contains("Be concise, warm"),
+        chat.messages[0].text().contains("Be concise, warm"),
         "partial included"
     );
 
@@ -59,13 +59,13 @@ fn shipped_templates_load_lint_clean_and_render() {
             &json!({"article": "Rust 2.0 shipped.", "bullets": 2}),
         )
         .unwrap();
-    assert!(summary.messages[0].content.contains("careful analyst"));
+    assert!(summary.messages[0].text().contains("careful analyst"));
     assert!(
         summary.messages[0]
-            .content
+            .text()
             .contains("at most 2 bullet points")
     );
-    assert!(summary.messages[1].content.ends_with("Rust 2.0 shipped."));
+    assert!(summary.messages[1].text().ends_with("Rust 2.0 shipped."));
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn nothing_is_read_from_disk_after_loading() {
     fs::remove_dir_all(dir.path().join("p")).unwrap();
     fs::remove_file(dir.path().join("main.prompt.jinja")).unwrap();
     let r = registry.render("main", &json!({})).unwrap();
-    assert_eq!(r.messages[0].content, "part text");
+    assert_eq!(r.messages[0].text(), "part text");
     // A dynamic include still resolves only through the registry.
     let err = registry
         .render("main", &json!({"which": "../secrets"}))
@@ -516,11 +516,11 @@ fn an_isolating_load_leaves_out_what_does_not_load_and_says_why() {
     let names: Vec<&str> = registry.names().collect();
     assert_eq!(names, ["ok", "p", "pins_old_p"], "what loads");
     assert_eq!(
-        registry.render("ok", &json!({})).unwrap().messages[0].content,
+        registry.render("ok", &json!({})).unwrap().messages[0].text(),
         "hello"
     );
     assert_eq!(
-        registry.render("pins_old_p", &json!({})).unwrap().messages[0].content,
+        registry.render("pins_old_p", &json!({})).unwrap().messages[0].text(),
         "old partial"
     );
     // Why each one is out, with its file.
@@ -556,7 +556,7 @@ fn an_isolating_load_leaves_out_what_does_not_load_and_says_why() {
         );
     }
     assert_eq!(
-        registry.render("p@1.0.0", &json!({})).unwrap().messages[0].content,
+        registry.render("p@1.0.0", &json!({})).unwrap().messages[0].text(),
         "old partial"
     );
 }
@@ -579,7 +579,7 @@ fn templates_load_from_memory() {
     let r = registry
         .render("support/reply", &json!({"name": "Ann"}))
         .unwrap();
-    assert_eq!(r.messages[0].content, "Ann");
+    assert_eq!(r.messages[0].text(), "Ann");
     assert_eq!(
         registry
             .render("support/reply", &json!({"name": "A"}))
@@ -646,5 +646,5 @@ fn yaml_words_that_yaml_1_1_took_for_booleans_are_strings() {
         serde_json::json!(["NO", "SE", "DK"])
     );
     let rendered = registry.render("c", &serde_json::json!({})).unwrap();
-    assert_eq!(rendered.messages[0].content, "NO on");
+    assert_eq!(rendered.messages[0].text(), "NO on");
 }

@@ -24,8 +24,8 @@ fn content(w: &WatchedRegistry, reference: &str) -> String {
         .messages
         .last()
         .unwrap()
-        .content
-        .clone()
+        .text()
+        .into_owned()
 }
 
 /// Waits (bounded) for the next event that satisfies `pred`.
@@ -155,8 +155,8 @@ fn a_parent_change_reaches_its_children() {
     let rx = w.subscribe();
     let system = |w: &WatchedRegistry| {
         w.registry().render("child", &json!({})).unwrap().messages[0]
-            .content
-            .clone()
+            .text()
+            .into_owned()
     };
     assert_eq!(system(&w), "You are terse. And kind.");
 
@@ -205,7 +205,7 @@ fn readers_never_see_a_failed_render_or_torn_state_during_200_edits() {
                     // The content must belong to the version that rendered it.
                     let patch = r.template.rsplit('.').next().unwrap().to_owned();
                     assert_eq!(
-                        r.messages[0].content,
+                        r.messages[0].text(),
                         format!("value {patch}"),
                         "torn state"
                     );
@@ -303,7 +303,7 @@ fn editor_save_patterns_serve_no_torn_render_and_no_missing_template() {
                     renders += 1;
                     match w.registry().render("t", &json!({})) {
                         Ok(r) => {
-                            if let Err(torn) = save_number(&r.messages[0].content) {
+                            if let Err(torn) = save_number(&r.messages[0].text()) {
                                 bad.push(torn);
                             }
                         }
@@ -354,7 +354,7 @@ fn editor_save_patterns_serve_no_torn_render_and_no_missing_template() {
                 .registry()
                 .render("t", &json!({}))
                 .ok()
-                .and_then(|r| save_number(&r.messages[0].content).ok());
+                .and_then(|r| save_number(&r.messages[0].text()).ok());
             if served == Some(i) {
                 break;
             }
@@ -455,7 +455,7 @@ fn editing_only_a_ref_schema_serves_the_new_schema() {
     let e = wait_for(&rx, ReloadEvent::is_good);
     assert_eq!(e.changed, ["t"]);
     assert_eq!(
-        render(9).unwrap().messages[0].content,
+        render(9).unwrap().messages[0].text(),
         "n=9",
         "the new schema is served"
     );
@@ -540,7 +540,7 @@ fn a_file_held_open_past_the_longest_wait_is_served_only_once_closed() {
             let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 match w.registry().render("t", &json!({})) {
-                    Ok(r) => seen.push(save_number(&r.messages[0].content)),
+                    Ok(r) => seen.push(save_number(&r.messages[0].text())),
                     Err(e) => seen.push(Err(format!("render failed: {e}"))),
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -568,7 +568,7 @@ fn a_file_held_open_past_the_longest_wait_is_served_only_once_closed() {
     assert_eq!(content(&w, "other"), "two");
     std::thread::sleep(Duration::from_millis(2600));
     assert_eq!(
-        save_number(&w.registry().render("t", &json!({})).unwrap().messages[0].content),
+        save_number(&w.registry().render("t", &json!({})).unwrap().messages[0].text()),
         Ok(0),
         "the last good version is served while the file is open"
     );
@@ -586,7 +586,7 @@ fn a_file_held_open_past_the_longest_wait_is_served_only_once_closed() {
     );
     assert!(seen.contains(&Ok(0)));
     assert_eq!(
-        save_number(&w.registry().render("t", &json!({})).unwrap().messages[0].content),
+        save_number(&w.registry().render("t", &json!({})).unwrap().messages[0].text()),
         Ok(1),
         "the whole save is served once the file is closed"
     );

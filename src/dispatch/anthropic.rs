@@ -280,7 +280,7 @@ fn body(
     params: &Map<String, Value>,
     stream: bool,
 ) -> Result<Value, String> {
-    let mut system: Vec<&str> = Vec::new();
+    let mut system: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     // The tool calls the last assistant turn made and no tool message has
     // answered yet, with the message that made them.
@@ -307,12 +307,16 @@ fn body(
         }
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
-                if !m.content.trim().is_empty() {
-                    system.push(&m.content);
+                if let Some((j, p)) = (1..).zip(m.content.parts().iter()).find(|(_, p)| p.is_media()) {
+                    return Err(super::wire::media_refused(i, m.role, j, p, "Anthropic", "user and tool"));
+                }
+                let text = m.text();
+                if !text.trim().is_empty() {
+                    system.push(text);
                 }
                 continue;
             }
-            Role::User => ("user", text_block(&m.content)),
+            Role::User => ("user", blocks(i, m)?),
             Role::Tool => {
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
                 let Some(at) = open_calls.iter().position(|c| c == id) else {
@@ -326,17 +330,24 @@ fn body(
                     ));
                 };
                 open_calls.remove(at);
+                let content = match &m.content {
+                    crate::content::Content::Text(t) => Value::from(t.as_str()),
+                    crate::content::Content::Parts(_) => Value::Array(blocks(i, m)?),
+                };
                 (
                     "user",
                     vec![json!({
                         "type": "tool_result",
                         "tool_use_id": id,
-                        "content": m.content,
+                        "content": content,
                     })],
                 )
             }
             Role::Assistant => {
-                let mut blocks = text_block(&m.content);
+                if let Some((j, p)) = (1..).zip(m.content.parts().iter()).find(|(_, p)| p.is_media()) {
+                    return Err(super::wire::media_refused(i, m.role, j, p, "Anthropic", "user and tool"));
+                }
+                let mut blocks = text_block(&m.text());
                 calls_from = i + 1;
                 for call in m.tool_calls.iter().flatten() {
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
@@ -470,6 +481,58 @@ fn body(
         body.remove("stream");
     }
     Ok(Value::Object(body))
+}
+
+/// The blocks of message `i` (0-based): text blocks (none for empty or
+/// whitespace-only text), `image` and `document` blocks with `base64`,
+/// `url` or (plain-text documents) `text` sources. Audio is refused:
+/// Anthropic's messages take none.
+fn blocks(i: usize, m: &Message) -> Result<Vec<Value>, String> {
+    use crate::content::{Content, Part, Source};
+    let parts = match &m.content {
+        Content::Text(t) => return Ok(text_block(t)),
+        Content::Parts(parts) => parts,
+    };
+    let source = |media: &crate::content::Media| match &media.source {
+        Source::Url(url) => json!({"type": "url", "url": url}),
+        Source::Data { media_type, data } => {
+            json!({"type": "base64", "media_type": media_type, "data": data.as_str()})
+        }
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in (1..).zip(parts) {
+        match p {
+            Part::Text(t) => out.extend(text_block(t)),
+            Part::Image(media) => out.push(json!({"type": "image", "source": source(media)})),
+            Part::File(media) => {
+                let src = match &media.source {
+                    Source::Data { media_type, data } if media_type == "text/plain" => {
+                        use base64::Engine as _;
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(data.as_str())
+                            .unwrap_or_default();
+                        json!({"type": "text", "media_type": "text/plain",
+                               "data": String::from_utf8_lossy(&bytes)})
+                    }
+                    _ => source(media),
+                };
+                let mut block = json!({"type": "document", "source": src});
+                if let Some(name) = &media.filename {
+                    block["title"] = name.as_str().into();
+                }
+                out.push(block);
+            }
+            Part::Audio(_) => {
+                return Err(format!(
+                    "message {} ({}) part {j} is audio; Anthropic's messages take text, images \
+                     and documents only",
+                    i + 1,
+                    m.role,
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A text block, unless the text is empty or whitespace only (Anthropic

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 use super::wire::{Accumulator, Answer, Step, Wire};
-use crate::message::Message;
+use crate::content::{Content, Part, Source};
+use crate::message::{Message, Role};
 
 /// Parameters only Anthropic understands: not sent to OpenAI.
 pub(crate) const ANTHROPIC_ONLY: &[&str] = &["top_k", "stop_sequences", "thinking", "metadata"];
@@ -33,7 +34,7 @@ impl Wire for OpenAi {
         params: &Map<String, Value>,
         stream: bool,
     ) -> Result<Value, String> {
-        Ok(body(model, messages, params, stream))
+        body(model, messages, params, stream)
     }
 
     /// `response_format: {"type": "json_schema", "json_schema": {"name",
@@ -215,13 +216,19 @@ fn instruct(body: &mut Map<String, Value>, text: &str) {
     }
 }
 
-fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: bool) -> Value {
+fn body(
+    model: &str,
+    messages: &[Message],
+    params: &Map<String, Value>,
+    stream: bool,
+) -> Result<Value, String> {
     let mut body = Map::new();
     body.insert("model".into(), model.into());
-    body.insert(
-        "messages".into(),
-        messages.iter().map(message).collect::<Vec<_>>().into(),
-    );
+    let messages = (0..)
+        .zip(messages)
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    body.insert("messages".into(), messages.into());
     for (k, v) in params {
         if ANTHROPIC_ONLY.contains(&k.as_str()) {
             if k == "stop_sequences" && !params.contains_key("stop") {
@@ -239,10 +246,15 @@ fn body(model: &str, messages: &[Message], params: &Map<String, Value>, stream: 
         body.remove("stream");
         body.remove("stream_options");
     }
-    Value::Object(body)
+    Ok(Value::Object(body))
 }
 
-fn message(m: &Message) -> Value {
+/// Message `i` (0-based) on the wire; its parts as OpenAI's content parts
+/// (`text`, `image_url` with `detail`, `input_audio`, `file` with
+/// `file_data`). Only user messages take media (OpenAI's system, developer,
+/// assistant and tool messages take text parts only), and a file goes
+/// inline (chat completions fetch no file URLs).
+fn message(i: usize, m: &Message) -> Result<Value, String> {
     let mut o = Map::new();
     o.insert("role".into(), m.role.as_str().into());
     let calls = m.tool_calls.as_ref().filter(|c| !c.is_empty());
@@ -250,7 +262,18 @@ fn message(m: &Message) -> Value {
     if calls.is_some() && m.content.is_empty() {
         o.insert("content".into(), Value::Null);
     } else {
-        o.insert("content".into(), m.content.clone().into());
+        match &m.content {
+            Content::Text(t) => {
+                o.insert("content".into(), t.as_str().into());
+            }
+            Content::Parts(parts) => {
+                let parts = (1..)
+                    .zip(parts)
+                    .map(|(j, p)| part(i, m.role, j, p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                o.insert("content".into(), parts.into());
+            }
+        }
     }
     if let Some(name) = &m.name {
         o.insert("name".into(), name.clone().into());
@@ -261,7 +284,64 @@ fn message(m: &Message) -> Value {
     if let Some(id) = &m.tool_call_id {
         o.insert("tool_call_id".into(), id.clone().into());
     }
-    Value::Object(o)
+    Ok(Value::Object(o))
+}
+
+fn part(i: usize, role: Role, j: usize, p: &Part) -> Result<Value, String> {
+    if p.is_media() && role != Role::User {
+        return Err(super::wire::media_refused(i, role, j, p, "OpenAI", "user"));
+    }
+    Ok(match p {
+        Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Image(m) => {
+            let mut image = Map::new();
+            image.insert("url".into(), m.to_url().into_owned().into());
+            if let Some(d) = m.detail {
+                image.insert("detail".into(), d.as_str().into());
+            }
+            json!({"type": "image_url", "image_url": image})
+        }
+        Part::Audio(m) => match &m.source {
+            Source::Data { media_type, data } => json!({
+                "type": "input_audio",
+                "input_audio": {
+                    "data": data.as_str(),
+                    "format": if media_type == "audio/mpeg" { "mp3" } else { "wav" },
+                },
+            }),
+            Source::Url(_) => {
+                return Err(format!(
+                    "message {} ({role}) part {j}: OpenAI takes audio inline, not from a URL",
+                    i + 1
+                ));
+            }
+        },
+        Part::File(m) => {
+            if matches!(m.source, Source::Url(_)) {
+                return Err(format!(
+                    "message {} ({role}) part {j}: OpenAI's chat completions take a file inline \
+                     (a data URL), not a URL to fetch",
+                    i + 1
+                ));
+            }
+            if m.media_type() != Some("application/pdf") {
+                return Err(format!(
+                    "message {} ({role}) part {j}: OpenAI's chat completions take PDF files, not \
+                     {}; send the text as a text part",
+                    i + 1,
+                    m.media_type().unwrap_or("this type")
+                ));
+            }
+            let mut file = Map::new();
+            // OpenAI asks for a name with inline data.
+            file.insert(
+                "filename".into(),
+                m.filename.as_deref().unwrap_or("document.pdf").into(),
+            );
+            file.insert("file_data".into(), m.to_url().into_owned().into());
+            json!({"type": "file", "file": file})
+        }
+    })
 }
 
 fn response(v: &Value) -> Result<Response, String> {

@@ -120,6 +120,28 @@ pub(crate) fn schema_name(schema: &Value) -> String {
     }
 }
 
+/// Why message `i` (0-based), part `j` (1-based) cannot go to `provider`:
+/// it is media in a role that takes text only.
+pub(crate) fn media_refused(
+    i: usize,
+    role: crate::message::Role,
+    j: usize,
+    part: &crate::content::Part,
+    provider: &str,
+    roles: &str,
+) -> String {
+    format!(
+        "message {} ({role}) part {j} is {} {}; {provider} takes media in {roles} messages only \
+         (put it in a user message)",
+        i + 1,
+        if part.kind() == "image" { "an" } else { "a" },
+        match part.kind() {
+            "audio" => "audio clip",
+            k => k,
+        }
+    )
+}
+
 /// The wire format of a provider kind.
 pub(crate) fn wire(kind: ProviderKind) -> &'static dyn Wire {
     match kind {
@@ -254,5 +276,62 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("200,000 tool calls within 20 s");
         assert_eq!((calls, size), (200_000, 400_000));
+    }
+
+    /// Prompty's published wire vectors with image and audio parts
+    /// (tests/prompty/wire-media-vectors.json): our wires send the same
+    /// messages for the same parts.
+    #[test]
+    fn prompty_wire_vectors_with_media() {
+        use crate::content::{Content, Media, Part};
+        use crate::message::{Message, Role};
+        let file: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/prompty/wire-media-vectors.json"))
+                .unwrap();
+        for v in file["vectors"].as_array().unwrap() {
+            let v = &v["vector"];
+            let messages: Vec<Message> = v["input"]["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let parts = m["content"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| {
+                            let value = p["value"].as_str().unwrap();
+                            let media = match p["mediaType"].as_str() {
+                                Some(t) => Media::data(t, value),
+                                None => match value.strip_prefix("data:") {
+                                    Some(rest) => {
+                                        let (t, data) = rest.split_once(";base64,").unwrap();
+                                        Media::data(t, data)
+                                    }
+                                    None => Media::url(value),
+                                },
+                            };
+                            match p["kind"].as_str().unwrap() {
+                                "text" => Part::text(value),
+                                "image" => Part::Image(media),
+                                "audio" => Part::Audio(media),
+                                other => panic!("{other}"),
+                            }
+                        })
+                        .collect();
+                    let role: Role = m["role"].as_str().unwrap().parse().unwrap();
+                    Message::new(role, Content::Parts(parts))
+                })
+                .collect();
+            let kind = match v["provider"].as_str().unwrap() {
+                "anthropic" => ProviderKind::Anthropic,
+                _ => ProviderKind::Openai,
+            };
+            let body = wire(kind)
+                .body("m", &messages, &serde_json::Map::new(), false)
+                .unwrap();
+            let want = &v["expected"]["request_body"]["messages"];
+            assert_eq!(&body["messages"], want, "{}", v["name"]);
+        }
     }
 }

@@ -322,7 +322,9 @@ fn with_parameters(entry: &Entry, more: &[&Parameter]) -> Result<Entry, String> 
         ..t.clone()
     };
     let (defaults, declared) = parameter_values(&template);
+    let media = crate::media_input::slots(&template.input_schema).into();
     Ok(Entry {
+        media,
         memo_key: entry.memo_key,
         id: entry.id.clone(),
         schema,
@@ -374,7 +376,9 @@ fn entry(
     };
     let jinja_name = exact_ref(&template.name, &template.version);
     let (defaults, declared) = parameter_values(&template);
+    let media = crate::media_input::slots(&template.input_schema).into();
     Entry {
+        media,
         memo_key: res.memo_key,
         id: template.id(),
         schema,

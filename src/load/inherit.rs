@@ -289,7 +289,7 @@ impl Loader<'_> {
                 Value::String(t) => serde_json::json!({ "type": t }),
                 other => other.clone(),
             };
-            let wrong = crate::keywords::problems(&shape, true);
+            let wrong = crate::keywords::input_problems(&shape, true);
             if !wrong.is_empty() {
                 for (pointer, message) in wrong {
                     errors.push(
@@ -324,7 +324,7 @@ impl Loader<'_> {
                 _ => Some(is.value.clone()),
             };
             let unknown = written
-                .map(|w| crate::keywords::problems(&w, false))
+                .map(|w| crate::keywords::input_problems(&w, false))
                 .unwrap_or_default();
             match load_input_schema(&is.value, schema) {
                 Ok((_, _)) if !unknown.is_empty() => {

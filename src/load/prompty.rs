@@ -264,7 +264,8 @@ fn map_inputs(
             "" | "any" => {}
             other => {
                 let t = match other {
-                    "string" | "str" | "image" | "file" | "audio" | "text" => "string",
+                    "image" | "file" | "audio" => other,
+                    "string" | "str" | "text" => "string",
                     "integer" | "int" => "integer",
                     "number" | "float" | "double" => "number",
                     "boolean" | "bool" => "boolean",

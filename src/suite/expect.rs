@@ -45,7 +45,7 @@ pub(crate) fn render(
     let whole = rendered
         .messages
         .iter()
-        .map(|m| m.content.as_str())
+        .map(|m| m.content.display())
         .collect::<Vec<_>>()
         .join("\n");
     text(&expect.text, &whole, "the prompt", failures);
@@ -243,16 +243,17 @@ fn message(m: &MessageExpect, messages: &[Message], failures: &mut Vec<String>) 
     {
         failures.push(format!("{said}: expected role {role}"));
     }
+    let shown = msg.content.display();
     if let Some(want) = &m.equals
-        && &msg.content != want
+        && shown != *want
     {
         failures.push(format!(
             "{said}: expected exactly {}, got {}",
             excerpt(want),
-            excerpt(&msg.content)
+            excerpt(&shown)
         ));
     }
-    text(&m.text, &msg.content, &said, failures);
+    text(&m.text, &shown, &said, failures);
 }
 
 fn text(expect: &TextExpect, text: &str, what: &str, failures: &mut Vec<String>) {

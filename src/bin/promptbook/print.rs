@@ -86,7 +86,7 @@ pub(crate) fn print_messages(out: &mut impl Write, rendered: &Rendered) -> io::R
         writeln!(out)?;
         writeln!(out, "{head}")?;
         if !m.content.is_empty() {
-            writeln!(out, "{}", m.content)?;
+            writeln!(out, "{}", m.content.display())?;
         }
         if let Some(calls) = &m.tool_calls {
             writeln!(out, "tool_calls: {}", Value::Array(calls.clone()))?;
