@@ -200,6 +200,12 @@ pub(crate) struct CompiledBody {
     /// Lines that print a role from data (`{{ item.role }}:` in a history
     /// loop): see [`crate::role_loop`].
     pub role_prints: Vec<crate::role_loop::RolePrint>,
+    /// Cache breakpoint lines (see [`crate::cache_breakpoint`]): byte
+    /// offsets.
+    pub breakpoints: Vec<usize>,
+    /// Calls of `cache_breakpoint` that are not a breakpoint line, or are
+    /// malformed: byte offset and what is wrong.
+    pub breakpoint_errors: Vec<(usize, String)>,
 }
 
 /// Replaces role and splice lines with markers; see the module docs.
@@ -294,6 +300,14 @@ pub(crate) fn compile_body_as(
             if crate::reference::is_identifier(inner) && is_history(inner) {
                 replaced = Some(splice_marker(inner));
                 out.splices.push((inner.to_owned(), at));
+            } else if let Some(call) = crate::cache_breakpoint::parse_call(inner) {
+                match call {
+                    Ok(ttl) => {
+                        replaced = Some(crate::cache_breakpoint::marker(ttl));
+                        out.breakpoints.push(at);
+                    }
+                    Err(why) => out.breakpoint_errors.push((at, why)),
+                }
             }
         }
         match replaced {
@@ -321,8 +335,22 @@ pub(crate) fn compile_body_as(
                     at += seg.len();
                 }
             }
+            Tok::Expr | Tok::Stmt
+                if !out.breakpoints.contains(&t.start)
+                    && !out.breakpoint_errors.iter().any(|(at, _)| *at == t.start)
+                    && crate::cache_breakpoint::mentions_call(&body[t.start..t.end]) =>
+            {
+                out.breakpoint_errors.push((
+                    t.start,
+                    "`cache_breakpoint()` goes on a line of its own, between messages (like a \
+                     role line); it cannot be part of other text or an expression"
+                        .to_owned(),
+                ));
+            }
             Tok::Expr => {
-                if !out.splices.iter().any(|(_, at)| *at == t.start) {
+                if !out.splices.iter().any(|(_, at)| *at == t.start)
+                    && !out.breakpoints.contains(&t.start)
+                {
                     positions.push(t.start);
                     let tag = &body[t.start..t.end];
                     if let Some(param) =
@@ -698,6 +726,8 @@ pub(crate) enum Piece<'a> {
     Splice(&'a str),
     /// A media value placed: its index in the render's table of parts.
     Media(usize),
+    /// A cache breakpoint, with its TTL when written.
+    Breakpoint(Option<crate::cache_breakpoint::CacheTtl>),
 }
 
 /// [`pieces`], collected.
@@ -827,7 +857,10 @@ impl<'a> Iterator for Pieces<'a> {
                     return self.fail(FORGED.into());
                 }
                 (Piece::Role(role, Some(name)), close + 3)
-            } else if letter == SPLICE as u8 || letter == MEDIA as u8 {
+            } else if letter == SPLICE as u8
+                || letter == MEDIA as u8
+                || letter == crate::cache_breakpoint::LETTER as u8
+            {
                 if !hex() {
                     return self.fail(FORGED.into());
                 }
@@ -840,6 +873,8 @@ impl<'a> Iterator for Pieces<'a> {
                 }
                 let piece = if letter == SPLICE as u8 {
                     Piece::Splice(code)
+                } else if letter == crate::cache_breakpoint::LETTER as u8 {
+                    Piece::Breakpoint(crate::cache_breakpoint::CacheTtl::parse(code))
                 } else {
                     match code.parse() {
                         Ok(index) => Piece::Media(index),
@@ -916,6 +951,7 @@ mod tests {
                 Piece::Role(r, _) => Some(r.to_string()),
                 Piece::Splice(h) => Some(format!("<{h}>")),
                 Piece::Media(i) => Some(format!("[{i}]")),
+                Piece::Breakpoint(_) => Some("<cache>".to_owned()),
                 Piece::Text(_) => None,
             })
             .collect()

@@ -209,7 +209,10 @@ pub fn diff(old: &Rendered, new: &Rendered) -> RenderDiff {
                 out.push_str(
                     &similar::TextDiff::configure()
                         .deadline(deadline)
-                        .diff_lines(&visible(&a.content.display()), &visible(&b.content.display()))
+                        .diff_lines(
+                            &visible(&a.content.display()),
+                            &visible(&b.content.display()),
+                        )
                         .unified_diff()
                         .context_radius(3)
                         .to_string(),

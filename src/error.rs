@@ -321,6 +321,10 @@ pub struct Diagnostic {
     severity: Severity,
     location: Location,
     message: String,
+    /// A warning when loading that [`lint`](crate::lint) reports as an
+    /// error (a cache breakpoint whose prefix is not static: the template
+    /// works, but pays full price on every call).
+    lint_error: bool,
 }
 
 impl Diagnostic {
@@ -329,7 +333,26 @@ impl Diagnostic {
             severity,
             location,
             message,
+            lint_error: false,
         }
+    }
+
+    /// A warning when loading, an error in [`lint`](crate::lint).
+    pub(crate) fn lint_error(location: Location, message: String) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            location,
+            message,
+            lint_error: true,
+        }
+    }
+
+    /// This diagnostic as `promptbook lint` reports it.
+    pub(crate) fn for_lint(mut self) -> Diagnostic {
+        if self.lint_error {
+            self.severity = Severity::Error;
+        }
+        self
     }
 
     pub(crate) fn from_error(error: &Error, root: &Path) -> Diagnostic {
@@ -340,6 +363,7 @@ impl Diagnostic {
                 .cloned()
                 .unwrap_or_else(|| Location::file(root)),
             message: error.message().to_owned(),
+            lint_error: false,
         }
     }
 

@@ -148,11 +148,22 @@ fn part_limited(value: &Value, at: &str, max: usize) -> Result<Part, Invalid> {
             only(
                 o,
                 at,
-                &["type", "source", "cache_control", "title", "context", "citations"],
+                &[
+                    "type",
+                    "source",
+                    "cache_control",
+                    "title",
+                    "context",
+                    "citations",
+                ],
             )?;
             let base = format!("{at}/source");
             let source = object("source")?;
-            let kind = if kind == "image" { Kind::Image } else { Kind::File };
+            let kind = if kind == "image" {
+                Kind::Image
+            } else {
+                Kind::File
+            };
             let w = match source.get("type").and_then(Value::as_str) {
                 Some("base64") => {
                     only(source, &base, &["type", "media_type", "data"])?;
@@ -186,8 +197,16 @@ fn part_limited(value: &Value, at: &str, max: usize) -> Result<Part, Invalid> {
                         "enum",
                         format!(
                             "an Anthropic `{}` source is `base64` or `url`{}, not {}",
-                            if kind == Kind::File { "document" } else { "image" },
-                            if kind == Kind::File { " (or `text`)" } else { "" },
+                            if kind == Kind::File {
+                                "document"
+                            } else {
+                                "image"
+                            },
+                            if kind == Kind::File {
+                                " (or `text`)"
+                            } else {
+                                ""
+                            },
                             other.map_or("missing".to_owned(), |t| format!("`{t}`"))
                         ),
                     ));
@@ -344,7 +363,10 @@ fn str_field<'v>(
         Some(other) => Err(invalid(
             format!("{base}/{name}"),
             "type",
-            format!("`{name}` is a string, not {}", crate::input::kind_name(other)),
+            format!(
+                "`{name}` is a string, not {}",
+                crate::input::kind_name(other)
+            ),
         )),
     }
 }
@@ -383,20 +405,48 @@ mod tests {
     #[test]
     fn faults_name_their_pointer() {
         let cases = [
-            (json!([{"type": "image_url", "image_url": {"url": "ftp://x"}}]), "/0/image_url/url", "format"),
-            (json!([{"type": "image_url", "image_url": {"url": "https://x/y", "detail": "max"}}]), "/0/image_url/detail", "enum"),
+            (
+                json!([{"type": "image_url", "image_url": {"url": "ftp://x"}}]),
+                "/0/image_url/url",
+                "format",
+            ),
+            (
+                json!([{"type": "image_url", "image_url": {"url": "https://x/y", "detail": "max"}}]),
+                "/0/image_url/detail",
+                "enum",
+            ),
             (json!([{"type": "text"}]), "/0/text", "required"),
             (json!([{"type": "video"}]), "/0/type", "enum"),
-            (json!([{"type": "input_audio", "input_audio": {"data": PNG, "format": "ogg"}}]), "/0/input_audio/format", "enum"),
-            (json!([{"type": "file", "file": {"file_id": "f"}}]), "/0/file/file_id", "additionalProperties"),
-            (json!([{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": PNG}}]), "/0/source/media_type", "enum"),
-            (json!([{"type": "image", "media_type": "image/png", "data": "@@@@"}]), "/0/data", "contentEncoding"),
+            (
+                json!([{"type": "input_audio", "input_audio": {"data": PNG, "format": "ogg"}}]),
+                "/0/input_audio/format",
+                "enum",
+            ),
+            (
+                json!([{"type": "file", "file": {"file_id": "f"}}]),
+                "/0/file/file_id",
+                "additionalProperties",
+            ),
+            (
+                json!([{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": PNG}}]),
+                "/0/source/media_type",
+                "enum",
+            ),
+            (
+                json!([{"type": "image", "media_type": "image/png", "data": "@@@@"}]),
+                "/0/data",
+                "contentEncoding",
+            ),
             (json!([5]), "/0", "type"),
             (json!({"a": 1}), "", "type"),
         ];
         for (value, pointer, rule) in cases {
             let e = content(&value, "").unwrap_err();
-            assert_eq!((e.pointer.as_str(), e.rule), (pointer, rule), "{value}: {e}");
+            assert_eq!(
+                (e.pointer.as_str(), e.rule),
+                (pointer, rule),
+                "{value}: {e}"
+            );
         }
     }
 }

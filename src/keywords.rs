@@ -165,6 +165,14 @@ fn walk(
             ));
             continue;
         }
+        // Ours, for inputs: a value that may come before a static cache
+        // breakpoint (see `crate::load::static_prefix`).
+        if media && key == "stable" {
+            if !value.is_boolean() {
+                out.push((here, "`stable` is true or false".to_owned()));
+            }
+            continue;
+        }
         if !KEYWORDS.contains(&key.as_str()) {
             let hint = closest(key)
                 .map(|k| format!(" (did you mean `{k}`?)"))
@@ -217,19 +225,17 @@ fn check_type(
         other => vec![other],
     };
     for name in names {
-        let ok = name
-            .as_str()
-            .is_some_and(|t| {
-                TYPES.contains(&t)
-                    || (messages_type && t == "messages")
-                    || (media
-                        && MEDIA_TYPES.contains(&t)
-                        && match value {
-                            // Media, or nothing: `[image, "null"]`.
-                            Value::Array(ts) => ts.len() == 2 && ts.contains(&Value::from("null")),
-                            _ => true,
-                        })
-            });
+        let ok = name.as_str().is_some_and(|t| {
+            TYPES.contains(&t)
+                || (messages_type && t == "messages")
+                || (media
+                    && MEDIA_TYPES.contains(&t)
+                    && match value {
+                        // Media, or nothing: `[image, "null"]`.
+                        Value::Array(ts) => ts.len() == 2 && ts.contains(&Value::from("null")),
+                        _ => true,
+                    })
+        });
         if !ok {
             let shown = name
                 .as_str()

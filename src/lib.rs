@@ -77,6 +77,7 @@
 
 mod body;
 mod bounded;
+mod cache_breakpoint;
 mod check;
 mod content;
 pub mod contract;
@@ -95,10 +96,10 @@ mod keywords;
 mod lex;
 mod limits;
 mod load;
+mod lock;
 mod media;
 mod media_input;
 mod media_tokens;
-mod lock;
 mod memo;
 mod message;
 mod namespace;
@@ -121,6 +122,7 @@ mod truncate;
 #[cfg(feature = "watch")]
 mod watch;
 
+pub use cache_breakpoint::{CacheBreakpoint, CacheTtl, MAX_BREAKPOINTS};
 pub use content::{Content, Data, Detail, Media, Part, Source};
 pub use convert::{Converted, convert_prompty};
 pub use diff::{MessageChange, MessageDiff, ModelChange, RenderDiff, Side, diff, model_changes};

@@ -161,10 +161,7 @@ pub(crate) fn check(kind: Kind, w: &Written<'_>, max_bytes: usize) -> Result<Med
             return Err(problem(
                 "",
                 "oneOf",
-                format!(
-                    "{} has `url` or `data`, not both",
-                    kind.with_article()
-                ),
+                format!("{} has `url` or `data`, not both", kind.with_article()),
             ));
         }
         (None, None, None) => {
@@ -224,7 +221,9 @@ fn from_url(
     max_bytes: usize,
 ) -> Result<Media, Problem> {
     let s = url.s;
-    let scheme = s.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let scheme = s
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("http" | "https") if s.len() > scheme.as_ref().map_or(0, String::len) + 3 => {
             if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -324,7 +323,7 @@ fn check_base64(s: &str, at: &'static str, max_bytes: usize) -> Result<(), Probl
     let bad = body
         .chunks(64)
         .any(|chunk| chunk.iter().fold(false, |bad, &c| bad | !is_base64(c)));
-    if bad || b.len() % 4 != 0 {
+    if bad || !b.len().is_multiple_of(4) {
         let at_byte = body.iter().position(|&c| !is_base64(c));
         let why = match at_byte {
             Some(i) if body[i].is_ascii_whitespace() => {

@@ -54,7 +54,11 @@ pub(crate) fn slots(schema: &Json) -> Vec<Slot> {
         if depth > 32 {
             return;
         }
-        if let Some(kind) = s.get(ANNOTATION).and_then(Json::as_str).and_then(Kind::parse) {
+        if let Some(kind) = s
+            .get(ANNOTATION)
+            .and_then(Json::as_str)
+            .and_then(Kind::parse)
+        {
             out.push(Slot {
                 steps: steps.clone(),
                 kind,
@@ -136,6 +140,9 @@ pub(crate) fn marker(value: &Value) -> Option<String> {
     Some(crate::body::media_marker(placed.index))
 }
 
+/// Inputs with their media bound, and the render's table of parts.
+pub(crate) type Bound = (Arc<InputMap>, Vec<Part>);
+
 /// Checks every media value of `inputs` and replaces it by a [`Placed`]
 /// object; returns the new inputs and the table of parts (in the order
 /// found), or `None` when there is no media value. An input error names
@@ -145,7 +152,7 @@ pub(crate) fn bind(
     slots: &[Slot],
     max_bytes: usize,
     template: &str,
-) -> Result<Option<(Arc<InputMap>, Vec<Part>)>, Error> {
+) -> Result<Option<Bound>, Error> {
     let mut table = Vec::new();
     let mut map: Option<InputMap> = None;
     for slot in slots {
@@ -215,7 +222,15 @@ fn bind_value(
             let len = pointer.len();
             pointer.push('/');
             pointer.push_str(&escape(key));
-            let new = bind_value(child, &steps[1..], kind, pointer, table, max_bytes, template)?;
+            let new = bind_value(
+                child,
+                &steps[1..],
+                kind,
+                pointer,
+                table,
+                max_bytes,
+                template,
+            )?;
             pointer.truncate(len);
             Ok(new.map(|new| {
                 let mut copy = map.clone();
@@ -338,6 +353,13 @@ mod tests {
         }});
         let found = slots(&schema);
         assert_eq!(found.len(), 2);
-        assert_eq!(found[1].steps, [Step::Key("examples".into()), Step::Each, Step::Key("image".into())]);
+        assert_eq!(
+            found[1].steps,
+            [
+                Step::Key("examples".into()),
+                Step::Each,
+                Step::Key("image".into())
+            ]
+        );
     }
 }

@@ -154,7 +154,11 @@ fn file_tokens(media: &Media, count_text: &dyn Fn(&str) -> usize) -> (usize, boo
     let pages = memchr::memmem::find_iter(&bytes, b"/Type /Page")
         .chain(memchr::memmem::find_iter(&bytes, b"/Type/Page"))
         .filter(|&i| {
-            let end = i + if bytes[i..].starts_with(b"/Type /Page") { 10 } else { 9 };
+            let end = i + if bytes[i..].starts_with(b"/Type /Page") {
+                10
+            } else {
+                9
+            };
             bytes.get(end) != Some(&b's')
         })
         .count()
@@ -206,6 +210,9 @@ mod tests {
         assert_eq!(image_size(&m), Some((1, 1)));
         assert_eq!(image_tokens(&m, ImageRule::OpenAiTiles), (255, false));
         let url = Media::url("https://example.com/x.png");
-        assert_eq!(image_tokens(&url, ImageRule::OpenAiTiles), (OPENAI_MAX, true));
+        assert_eq!(
+            image_tokens(&url, ImageRule::OpenAiTiles),
+            (OPENAI_MAX, true)
+        );
     }
 }

@@ -7,11 +7,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::body::{self, Piece};
+use crate::cache_breakpoint::{CacheBreakpoint, CacheTtl};
+use crate::content::Part;
 use crate::dialect::{Dialect, LeadingText};
 use crate::error::{Error, ErrorKind};
 use crate::input::InputMap;
 use crate::jinja::jinja_error;
-use crate::content::Part;
 use crate::message::{Message, Role};
 use crate::registry::Registry;
 use crate::template::{ContextConfig, ModelConfig};
@@ -95,10 +96,12 @@ pub enum Origin {
 /// send them.
 ///
 /// Serializes as
-/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "output_schema": {...}, "tools": [{"name", "description", "parameters"}], "tool_choice": ..., "output_retries": N, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}]}`
-/// (`model`, `context`, `output_schema`, `tools`, `tool_choice` and
-/// `output_retries` only when the template has them, `truncation` and
-/// `dropped_empty` only when something was dropped).
+/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "output_schema": {...}, "tools": [{"name", "description", "parameters"}], "tool_choice": ..., "output_retries": N, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}], "cache_breakpoints": [{"messages", "ttl", "conversation"}]}`
+/// (`model`, `context`, `output_schema`, `tools`, `tool_choice`,
+/// `output_retries` and `cache_breakpoints` only when the template has
+/// them, `truncation` and `dropped_empty` only when something was
+/// dropped; a message's `content` is a string, or an array of parts when
+/// it has media: see [`crate::Content`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Rendered {
@@ -139,6 +142,10 @@ pub struct Rendered {
     /// noted here; present only when there were some.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dropped_empty: Vec<DroppedMessage>,
+    /// The template's prompt-cache breakpoints, in order; present only when
+    /// it marks some (see [`CacheBreakpoint`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_breakpoints: Vec<CacheBreakpoint>,
     /// The messages spliced from history, as runs in order; every other
     /// message is the template's.
     #[serde(skip)]
@@ -146,6 +153,9 @@ pub struct Rendered {
     /// The model the counts and budget were computed for.
     #[serde(skip)]
     rendered_for: RenderedFor,
+    /// How history was fitted, and is fitted again for another model.
+    #[serde(skip)]
+    strategy: Strategy,
 }
 
 /// A message the template opened but that rendered empty, and was dropped.
@@ -229,11 +239,7 @@ impl Registry {
     /// Resolves the template, turns `inputs` into template values (one
     /// pass: see [`crate::input`]), applies defaults and validates (unless
     /// a lenient Prompty file).
-    fn prepare_inputs(
-        &self,
-        reference: &str,
-        inputs: &impl Serialize,
-    ) -> Result<Prepared, Error> {
+    fn prepare_inputs(&self, reference: &str, inputs: &impl Serialize) -> Result<Prepared, Error> {
         let entry = self.entry(reference)?;
         let id = entry.id.clone();
         let mut inputs =
@@ -356,6 +362,7 @@ impl Registry {
             messages,
             history,
             dropped,
+            breakpoints,
         } = assemble(
             &output,
             &inputs,
@@ -391,6 +398,7 @@ impl Registry {
             hash: t.hash,
             messages,
             dropped_empty: dropped,
+            cache_breakpoints: breakpoints,
             model,
             context: t.context.clone(),
             output_schema: t.output_schema.clone(),
@@ -400,6 +408,7 @@ impl Registry {
             tokens: TokenReport::empty(),
             truncation: None,
             history,
+            strategy: options.strategy,
             rendered_for: match &options.model {
                 Some(name)
                     if Some(name.as_str()) != t.model.as_ref().and_then(|m| m.name.as_deref()) =>
@@ -419,6 +428,7 @@ impl Registry {
             .unwrap_or_else(|| tokens::counter_for_model(model_name));
         let budget = budget(t.model.as_deref(), t.context.as_ref(), model_name);
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
+        rendered.count_breakpoints();
         if let Some(budget) = budget {
             rendered.fit_budget(budget, options.strategy)?;
         }
@@ -480,7 +490,7 @@ fn budget(
 impl Rendered {
     /// This prompt as it must go to `model_name`: the same when it was
     /// rendered for that model; otherwise recounted with that model's
-    /// tokenizer and fitted (oldest history first) to its budget.
+    /// tokenizer and fitted to its budget by the render's strategy.
     #[cfg_attr(not(feature = "dispatch"), allow(dead_code))]
     pub(crate) fn for_model(
         &self,
@@ -497,7 +507,7 @@ impl Rendered {
             self.context.as_ref(),
             Some(model_name),
         ) {
-            r.fit_budget(b, Strategy::default())?;
+            r.fit_budget(b, self.strategy)?;
         }
         r.rendered_for = RenderedFor::Named(Arc::from(model_name));
         Ok(std::borrow::Cow::Owned(r))
@@ -516,6 +526,14 @@ impl Rendered {
     /// Recounts every message with `counter` (cached counts are reused).
     pub fn recount(&mut self, counter: &dyn TokenCounter) {
         self.tokens = tokens::count_messages(counter, &self.messages);
+        self.count_breakpoints();
+    }
+
+    /// Each breakpoint's prefix tokens, from the message counts.
+    fn count_breakpoints(&mut self) {
+        for b in &mut self.cache_breakpoints {
+            b.tokens = self.tokens.messages.iter().take(b.messages).sum();
+        }
     }
 
     /// Drops history messages until the prompt fits `budget` tokens, as
@@ -577,8 +595,15 @@ impl Rendered {
         }
         retain_kept(&mut self.messages, &keep);
         retain_runs(&mut self.history, &keep);
+        for b in &mut self.cache_breakpoints {
+            b.messages = keep[..b.messages.min(keep.len())]
+                .iter()
+                .filter(|&&k| k)
+                .count();
+        }
         retain_kept(&mut self.tokens.messages, &keep);
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + priming;
+        self.count_breakpoints();
         let report = TruncationReport { budget, dropped };
         self.truncation = Some(report);
         Ok(Some(report))
@@ -674,7 +699,10 @@ fn check_history_parts(
         else {
             continue;
         };
-        if content.downcast_object_ref::<Vec<minijinja::Value>>().is_none() {
+        if content
+            .downcast_object_ref::<Vec<minijinja::Value>>()
+            .is_none()
+        {
             continue;
         }
         let json = serde_json::to_value(content).unwrap_or(Value::Null);
@@ -793,6 +821,9 @@ fn assemble(
         explicit: bool,
         /// Text after media in a Prompty file: stripped whole.
         stripped: bool,
+        /// A cache breakpoint ended it (its TTL, and whether it is a
+        /// conversation breakpoint): only blank text may follow.
+        closed_by: Option<(Option<CacheTtl>, bool)>,
     }
     impl<'a> Open<'a> {
         fn new(role: Role, name: Option<&'a str>, text: &'a str, explicit: bool) -> Open<'a> {
@@ -803,6 +834,7 @@ fn assemble(
                 text: Cow::Borrowed(text),
                 explicit,
                 stripped: false,
+                closed_by: None,
             }
         }
 
@@ -823,8 +855,14 @@ fn assemble(
     let mut resume: Option<Role> = None;
 
     let mut dropped = Vec::new();
-    let mut flush = |current: &mut Option<Open<'_>>, messages: &mut Vec<Message>| {
+    let mut breakpoints: Vec<CacheBreakpoint> = Vec::new();
+    // Whether a history splice came before this point of the output.
+    let mut spliced = false;
+    let mut flush = |current: &mut Option<Open<'_>>,
+                     messages: &mut Vec<Message>,
+                     breakpoints: &mut Vec<CacheBreakpoint>| {
         let Some(open) = current.take() else { return };
+        let closed_by = open.closed_by;
         let text = if open.stripped {
             Some(open.text.trim()).filter(|t| !t.is_empty())
         } else if open.parts.is_empty() {
@@ -851,16 +889,27 @@ fn assemble(
             }),
             None => {}
         }
+        if let Some((ttl, conversation)) = closed_by {
+            breakpoints.push(CacheBreakpoint {
+                messages: messages.len(),
+                ttl,
+                conversation,
+                tokens: 0,
+            });
+        }
     };
 
     for piece in body::pieces(output) {
         match piece? {
             Piece::Role(role, name) => {
-                flush(&mut current, &mut messages);
+                flush(&mut current, &mut messages, &mut breakpoints);
                 current = Some(Open::new(role, name, "", true));
                 resume = None;
             }
             Piece::Text(text) => match &mut current {
+                Some(open) if open.closed_by.is_some() && !text.trim().is_empty() => {
+                    return Err(after_breakpoint(open.role).into());
+                }
                 Some(open) => open.push(text),
                 None => match resume {
                     Some(role) => current = Some(Open::new(role, None, text, false)),
@@ -878,18 +927,40 @@ fn assemble(
                     },
                 },
             },
+            Piece::Breakpoint(ttl) => match &mut current {
+                Some(open) if open.closed_by.is_some() => {
+                    return Err(
+                        "two cache breakpoints in a row mark the same place; keep one".into(),
+                    );
+                }
+                Some(open) if !open.text.trim().is_empty() || !open.parts.is_empty() => {
+                    open.closed_by = Some((ttl, spliced));
+                }
+                _ => breakpoints.push(CacheBreakpoint {
+                    messages: messages.len(),
+                    ttl,
+                    conversation: spliced,
+                    tokens: 0,
+                }),
+            },
             Piece::Media(index) => {
                 let Some(part) = media.get(index) else {
                     return Err(crate::body::FORGED.into());
                 };
-                let role = current
-                    .as_ref()
-                    .map(|o| o.role)
-                    .or(resume)
-                    .or(match dialect.leading_text {
-                        LeadingText::Message(role) => Some(role),
-                        LeadingText::Error => None,
-                    });
+                if let Some(open) = &current
+                    && open.closed_by.is_some()
+                {
+                    return Err(after_breakpoint(open.role).into());
+                }
+                let role =
+                    current
+                        .as_ref()
+                        .map(|o| o.role)
+                        .or(resume)
+                        .or(match dialect.leading_text {
+                            LeadingText::Message(role) => Some(role),
+                            LeadingText::Error => None,
+                        });
                 let Some(role) = role else {
                     return Err(format!(
                         "the template placed {} before its first role line; put it in a user \
@@ -923,7 +994,7 @@ fn assemble(
                             open.explicit = false;
                         }
                     }
-                    flush(&mut current, &mut messages);
+                    flush(&mut current, &mut messages, &mut breakpoints);
                     match messages.last_mut() {
                         Some(last) if last.role == Role::User => {
                             let mut parts = last.content.parts().into_owned();
@@ -941,8 +1012,9 @@ fn assemble(
                 }
             }
             Piece::Splice(param) => {
+                spliced = true;
                 let role = current.as_ref().map(|o| o.role).or(resume);
-                flush(&mut current, &mut messages);
+                flush(&mut current, &mut messages, &mut breakpoints);
                 resume = role;
                 // Its strings were made marker-free as the inputs were
                 // serialized, and the schema has checked its shape.
@@ -972,12 +1044,22 @@ fn assemble(
             }
         }
     }
-    flush(&mut current, &mut messages);
+    flush(&mut current, &mut messages, &mut breakpoints);
+    breakpoints.dedup_by(|b, a| b.messages == a.messages && b.ttl == a.ttl);
+    crate::cache_breakpoint::check(&breakpoints)?;
     Ok(Assembled {
         messages,
         history: history_runs,
         dropped,
+        breakpoints,
     })
+}
+
+fn after_breakpoint(role: Role) -> String {
+    format!(
+        "the template wrote more of a {role} message after a cache breakpoint; a breakpoint goes \
+         between messages (right before a role line, a history splice or the end)"
+    )
 }
 
 /// "an image", "a file", "audio", for messages.
@@ -994,6 +1076,7 @@ struct Assembled {
     messages: Vec<Message>,
     history: Vec<HistoryRun>,
     dropped: Vec<DroppedMessage>,
+    breakpoints: Vec<CacheBreakpoint>,
 }
 
 #[cfg(test)]
@@ -1034,7 +1117,10 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
             assert!(
-                matches!(super::history_messages(map.get("h").unwrap(), 1 << 20), Ok(None)),
+                matches!(
+                    super::history_messages(map.get("h").unwrap(), 1 << 20),
+                    Ok(None)
+                ),
                 "{odd}"
             );
         }

@@ -129,6 +129,8 @@ pub(crate) struct MessageEntry {
     pub content: Option<Spanned<String>>,
     pub history: Option<Spanned<String>>,
     pub name: Option<String>,
+    /// A cache breakpoint here: `5m` or `1h`.
+    pub cache_breakpoint: Option<Spanned<String>>,
 }
 
 /// One entry of `messages:` (schema only).
@@ -151,6 +153,23 @@ pub(crate) enum MessageEntryDoc {
         /// The name of a parameter of `type: messages`.
         history: String,
     },
+    /// Marks a prompt-cache breakpoint here, between messages.
+    CacheBreakpoint {
+        /// How long the entry lives: `5m` or `1h`.
+        cache_breakpoint: CacheTtlDoc,
+    },
+}
+
+/// A cache breakpoint's TTL (schema only).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub(crate) enum CacheTtlDoc {
+    /// Five minutes.
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    /// One hour.
+    #[serde(rename = "1h")]
+    OneHour,
 }
 
 /// A parameter: a JSON Schema fragment (schema only).
@@ -164,6 +183,9 @@ pub(crate) struct ParameterDoc {
     kind: Option<Value>,
     /// What the parameter means.
     description: Option<String>,
+    /// Whether its value changes rarely (a tenant's name), so that it may
+    /// come before a static cache breakpoint.
+    stable: Option<bool>,
     /// The value used when the caller passes none; makes the parameter
     /// optional. Must satisfy the parameter's own schema.
     #[schemars(with = "Option<Value>")]

@@ -24,6 +24,25 @@ pub enum Strategy {
     KeepFirst(usize),
     /// Never drop anything: an over-budget prompt is an error.
     Never,
+    /// Drop the oldest history, in steps of `slack_percent` of the budget
+    /// (20 is a good start), so that the start of the kept history stays
+    /// put while the next turns are appended: a "conversation so far"
+    /// cache breakpoint keeps hitting instead of missing on every turn.
+    ///
+    /// The steps are fixed points of the history itself (the first user
+    /// turn after each further `slack` tokens from its start), so the
+    /// same conversation cuts at the same place render after render; the
+    /// cut moves on by a step only when the kept history no longer fits.
+    /// Costs up to `slack_percent` of the budget in dropped context.
+    CacheAware {
+        /// The step, in percent of the budget (1 to 90).
+        slack_percent: u8,
+    },
+}
+
+impl Strategy {
+    /// [`Strategy::CacheAware`] with a 20% step.
+    pub const CACHE_AWARE: Strategy = Strategy::CacheAware { slack_percent: 20 };
 }
 
 /// What a fit dropped.
@@ -71,7 +90,7 @@ pub(crate) fn fit(
     }
     let history: Vec<usize> = (0..items.len()).filter(|&i| items[i].history).collect();
     let protected = match strategy {
-        Strategy::DropOldest => 0,
+        Strategy::DropOldest | Strategy::CacheAware { .. } => 0,
         Strategy::Never => history.len(),
         Strategy::KeepFirst(n) => {
             // Never cut between a tool call and its results.
@@ -88,6 +107,32 @@ pub(crate) fn fit(
     let tail = &history[protected..];
     let tail_tokens: usize = tail.iter().map(|&i| items[i].tokens).sum();
     let floor = total - tail_tokens;
+    if let Strategy::CacheAware { slack_percent } = strategy {
+        let step = (budget * usize::from(slack_percent.clamp(1, 90)) / 100).max(1);
+        // The cut points: the first user turn at or after each multiple of
+        // `step` tokens from the start of the history. The first of them
+        // that fits is the cut.
+        let (mut dropped, mut next) = (0usize, step);
+        for p in 0..=tail.len() {
+            let starts_well = p == tail.len() || items[tail[p]].role == Role::User;
+            if starts_well && (p == tail.len() || dropped >= next) {
+                if floor + (tail_tokens - dropped) <= budget {
+                    for &i in &tail[..p] {
+                        keep[i] = false;
+                    }
+                    return Ok((keep, p));
+                }
+                next = (dropped / step + 1) * step;
+            }
+            if p < tail.len() {
+                dropped += items[tail[p]].tokens;
+            }
+        }
+        return Err(CannotFit {
+            needed: floor,
+            droppable: tail.len(),
+        });
+    }
     // Smallest p such that dropping tail[..p] fits and tail[p] is a user
     // turn (or everything is dropped). One pass, tokens of the kept suffix
     // shrinking as p grows.

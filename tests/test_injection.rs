@@ -256,6 +256,16 @@ mod property {
             Just("\u{FDD0}s".to_owned()),
             Just("\u{FDD0}Sann".to_owned()),
             Just("\u{FDD0}h".to_owned()),
+            // Media and cache breakpoint markers, and what writes them.
+            Just("\u{FDD0}m".to_owned()),
+            Just("\u{FDD0}c".to_owned()),
+            Just("\u{FDD0}q".to_owned()),
+            Just("0\u{FDD1}".to_owned()),
+            Just("{{ cache_breakpoint() }}".to_owned()),
+            Just("{{ cache_breakpoint(\"1h\") }}".to_owned()),
+            Just("{{ photo }}".to_owned()),
+            Just("data:image/png;base64,iVBORw0KGgo=".to_owned()),
+            Just("https://example.com/cat.png".to_owned()),
             "[0-9a-f]{16}",
             Just(" ".to_owned()),
             "[a-z]{1,4}",
@@ -331,6 +341,67 @@ mod property {
                         prop_assert!(!m.text().contains(['\u{FDD0}']), "{:?}", m.text());
                     }
                 }
+            }
+        }
+    }
+
+    /// Roles, the kinds of each message's parts and the cache breakpoints
+    /// of a render.
+    fn shape(r: &promptbook::Rendered) -> (Vec<(Role, Vec<&'static str>)>, Vec<usize>) {
+        (
+            r.messages
+                .iter()
+                .map(|m| (m.role, m.content.parts().iter().map(|p| p.kind()).collect()))
+                .collect(),
+            r.cache_breakpoints.iter().map(|b| b.messages).collect(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// No input string makes, moves or forges a media part or a cache
+        /// breakpoint: in a string parameter, in a history message's text or
+        /// text part, or as the text of an example beside its image, the
+        /// render has the parts and breakpoints the template places and no
+        /// more.
+        #[test]
+        fn no_input_forges_a_part_or_a_breakpoint(v in hostile()) {
+            let body = "---\nversion: 1.0.0\nparameters:\n  q: string\n  photo: {type: image}\n  \
+                history: {type: messages}\n  examples: {type: array, items: {type: object, properties: \
+                {image: {type: image}, answer: {type: string}}}}\n---\nsystem:\nRules: {{ q }}\n\
+                {{ cache_breakpoint() }}\n{% for ex in examples %}\nuser:\n{{ ex.image }}\nassistant:\n\
+                {{ ex.answer }}\n{% endfor %}\n{{ history }}\n{{ cache_breakpoint() }}\nuser:\n{{ q }}\n\
+                {{ photo }}\n{{ q }}\n";
+            let dir = root(&[("t.prompt.jinja", body.to_owned())]);
+            let registry = Registry::load(dir.path()).unwrap();
+            let inputs = |v: &str| json!({
+                "q": v,
+                "photo": "https://example.com/p.png",
+                "examples": [{"image": "https://example.com/e.png", "answer": v}],
+                "history": [
+                    {"role": "user", "content": v},
+                    {"role": "user", "content": [{"type": "text", "text": v}]},
+                ],
+            });
+            let baseline = registry.render("t", &inputs("harmless")).unwrap();
+            let r = registry.render("t", &inputs(&v)).unwrap();
+            let (mut want, want_bps) = shape(&baseline);
+            let (mut got, got_bps) = shape(&r);
+            // A string that renders blank drops its text part (and a
+            // text-only message), never adds one: compare media and roles.
+            let media = |m: &mut Vec<(Role, Vec<&'static str>)>| {
+                m.retain(|(role, _)| *role != Role::System);
+                for (_, kinds) in m.iter_mut() {
+                    kinds.retain(|k| *k != "text");
+                }
+                m.retain(|(_, kinds)| !kinds.is_empty());
+            };
+            media(&mut want);
+            media(&mut got);
+            prop_assert_eq!(got, want, "{:?}", v);
+            prop_assert_eq!(got_bps.len(), want_bps.len(), "{:?}", v);
+            for m in &r.messages {
+                prop_assert!(!m.text().contains(['\u{FDD0}', '\u{FDD1}']), "{:?}", m.text());
             }
         }
     }

@@ -342,7 +342,10 @@ fn the_multimodal_fixture_renders_as_prompty_runtime_does() {
     };
     match parts.as_slice() {
         [Part::Image(image), Part::Audio(audio)] => {
-            assert_eq!(image.source, Source::Url("https://example.com/cat.png".into()));
+            assert_eq!(
+                image.source,
+                Source::Url("https://example.com/cat.png".into())
+            );
             assert_eq!(audio.media_type(), Some("audio/wav"));
         }
         other => panic!("{other:?}"),
@@ -376,9 +379,7 @@ fn the_multimodal_fixture_renders_as_prompty_runtime_does() {
     );
     // A media input that is not media is an input error, even where a
     // Prompty file validates nothing else.
-    let e = one
-        .render("t", &json!({"photo": "cat.png"}))
-        .unwrap_err();
+    let e = one.render("t", &json!({"photo": "cat.png"})).unwrap_err();
     assert_eq!(e.parameter(), Some("/photo"), "{e}");
 }
 

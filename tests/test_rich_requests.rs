@@ -167,11 +167,13 @@ async fn parts_a_provider_cannot_take_never_leave() {
             .await
             .unwrap_err();
         assert!(
-            e.to_string().contains("message 2 (system) part 1 is an image"),
+            e.to_string()
+                .contains("message 2 (system) part 1 is an image"),
             "{model}: {e}"
         );
     }
-    let file_url = json!({"photo": "https://example.com/cat.png", "invoice": "https://example.com/a.pdf"});
+    let file_url =
+        json!({"photo": "https://example.com/cat.png", "invoice": "https://example.com/a.pdf"});
     let e = client(&fake)
         .send(&render("gpt-4o", file_url))
         .await

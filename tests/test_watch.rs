@@ -204,11 +204,7 @@ fn readers_never_see_a_failed_render_or_torn_state_during_200_edits() {
                         .expect("a valid version always renders");
                     // The content must belong to the version that rendered it.
                     let patch = r.template.rsplit('.').next().unwrap().to_owned();
-                    assert_eq!(
-                        r.messages[0].text(),
-                        format!("value {patch}"),
-                        "torn state"
-                    );
+                    assert_eq!(r.messages[0].text(), format!("value {patch}"), "torn state");
                     seen.insert(patch.parse::<u64>().unwrap());
                     renders += 1;
                 }

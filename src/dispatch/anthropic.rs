@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::response::{FinishReason, Response, StreamEvent, ToolCall, Usage};
 use super::wire::{Accumulator, Answer, Step, Wire};
+use crate::cache_breakpoint::{CacheBreakpoint, CacheTtl};
 use crate::message::{Message, Role};
 
 /// The `anthropic-version` header sent unless a provider sets its own.
@@ -36,6 +37,7 @@ const OPENAI_ONLY: &[&str] = &[
     "reasoning_effort",
     "modalities",
     "store",
+    "prompt_cache_key",
 ];
 
 /// The user turn put first when a conversation would otherwise start with
@@ -71,7 +73,23 @@ impl Wire for Anthropic {
         params: &Map<String, Value>,
         stream: bool,
     ) -> Result<Value, String> {
-        body(model, messages, params, stream)
+        body(model, messages, params, stream, &[])
+    }
+
+    /// Each breakpoint becomes `cache_control: {"type": "ephemeral"}` (with
+    /// `ttl` when written) on the last block before it: a system block
+    /// (`system` is then an array of text blocks), or a message's block
+    /// (the message's content then stays an array). Source: Anthropic's
+    /// prompt caching guide.
+    fn body_cached(
+        &self,
+        model: &str,
+        messages: &[Message],
+        params: &Map<String, Value>,
+        stream: bool,
+        breakpoints: &[CacheBreakpoint],
+    ) -> Result<Value, String> {
+        body(model, messages, params, stream, breakpoints)
     }
 
     /// `output_config: {"format": {"type": "json_schema", "schema"}}` (the
@@ -128,13 +146,25 @@ impl Wire for Anthropic {
                 // Anthropic has no JSON mode: the schema as an instruction.
                 Mode::JsonObject | Mode::None => {
                     let text = super::wire::schema_instruction(schema);
-                    let system = match body.get("system").and_then(Value::as_str) {
-                        Some(s) if !s.is_empty() => format!("{s}\n\n{text}"),
-                        _ => text,
-                    };
-                    body.insert("system".into(), system.into());
+                    match body.get_mut("system") {
+                        // Blocks (a breakpoint marks one): after them, so
+                        // the cached prefix stays as it was.
+                        Some(Value::Array(blocks)) => {
+                            blocks.push(json!({"type": "text", "text": text}));
+                        }
+                        other => {
+                            let system = match other.as_ref().and_then(|v| v.as_str()) {
+                                Some(s) if !s.is_empty() => format!("{s}\n\n{text}"),
+                                _ => text,
+                            };
+                            body.insert("system".into(), system.into());
+                        }
+                    }
                 }
             }
+        }
+        if let (Some(ttl), Some(last)) = (answer.cache_tools, tools.last_mut()) {
+            last["cache_control"] = cache_control(ttl);
         }
         if !tools.is_empty() {
             body.insert("tools".into(), tools.into());
@@ -279,8 +309,19 @@ fn body(
     messages: &[Message],
     params: &Map<String, Value>,
     stream: bool,
+    breakpoints: &[CacheBreakpoint],
 ) -> Result<Value, String> {
     let mut system: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+    // The cache control of each system text, when a breakpoint marks it.
+    let mut system_marks: Vec<Option<Value>> = Vec::new();
+    // Where the last block went: a system text, or a turn's block.
+    #[derive(Clone, Copy)]
+    enum Last {
+        Nothing,
+        System(usize),
+        Turn(usize, usize),
+    }
+    let mut last = Last::Nothing;
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     // The tool calls the last assistant turn made and no tool message has
     // answered yet, with the message that made them.
@@ -307,13 +348,26 @@ fn body(
         }
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
-                if let Some((j, p)) = (1..).zip(m.content.parts().iter()).find(|(_, p)| p.is_media()) {
-                    return Err(super::wire::media_refused(i, m.role, j, p, "Anthropic", "user and tool"));
+                if let Some((j, p)) = (1..)
+                    .zip(m.content.parts().iter())
+                    .find(|(_, p)| p.is_media())
+                {
+                    return Err(super::wire::media_refused(
+                        i,
+                        m.role,
+                        j,
+                        p,
+                        "Anthropic",
+                        "user and tool",
+                    ));
                 }
                 let text = m.text();
                 if !text.trim().is_empty() {
                     system.push(text);
+                    system_marks.push(None);
+                    last = Last::System(system.len() - 1);
                 }
+                mark(i, last, breakpoints, &mut system_marks, &mut turns);
                 continue;
             }
             Role::User => ("user", blocks(i, m)?),
@@ -344,8 +398,18 @@ fn body(
                 )
             }
             Role::Assistant => {
-                if let Some((j, p)) = (1..).zip(m.content.parts().iter()).find(|(_, p)| p.is_media()) {
-                    return Err(super::wire::media_refused(i, m.role, j, p, "Anthropic", "user and tool"));
+                if let Some((j, p)) = (1..)
+                    .zip(m.content.parts().iter())
+                    .find(|(_, p)| p.is_media())
+                {
+                    return Err(super::wire::media_refused(
+                        i,
+                        m.role,
+                        j,
+                        p,
+                        "Anthropic",
+                        "user and tool",
+                    ));
                 }
                 let mut blocks = text_block(&m.text());
                 calls_from = i + 1;
@@ -407,16 +471,37 @@ fn body(
                 ("assistant", blocks)
             }
         };
-        if blocks.is_empty() {
-            continue; // Anthropic rejects empty turns
+        if !blocks.is_empty() {
+            // Anthropic rejects empty turns.
+            match turns.last_mut() {
+                Some((last, prev)) if *last == role => prev.extend(blocks),
+                _ => turns.push((role, blocks)),
+            }
+            let t = turns.len() - 1;
+            last = Last::Turn(t, turns[t].1.len() - 1);
         }
-        match turns.last_mut() {
-            Some((last, prev)) if *last == role => prev.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
+        mark(i, last, breakpoints, &mut system_marks, &mut turns);
     }
     if !open_calls.is_empty() {
         return Err(unanswered(&open_calls, calls_from, None));
+    }
+    /// Marks the last block when a breakpoint follows message `i`.
+    fn mark(
+        i: usize,
+        last: Last,
+        breakpoints: &[CacheBreakpoint],
+        system_marks: &mut [Option<Value>],
+        turns: &mut [(&'static str, Vec<Value>)],
+    ) {
+        let Some(b) = breakpoints.iter().find(|b| b.messages == i + 1) else {
+            return;
+        };
+        let control = cache_control(b.ttl);
+        match last {
+            Last::Nothing => {}
+            Last::System(k) => system_marks[k] = Some(control),
+            Last::Turn(t, k) => turns[t].1[k]["cache_control"] = control,
+        }
     }
     if turns.first().is_none_or(|(role, _)| *role != "user") {
         turns.insert(0, ("user", text_block(ANTHROPIC_FIRST_TURN)));
@@ -450,7 +535,20 @@ fn body(
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
     body.insert("max_tokens".into(), max_tokens.into());
-    if !system.is_empty() {
+    if system_marks.iter().any(Option::is_some) {
+        let blocks: Vec<Value> = system
+            .iter()
+            .zip(system_marks)
+            .map(|(text, mark)| {
+                let mut block = json!({"type": "text", "text": text});
+                if let Some(mark) = mark {
+                    block["cache_control"] = mark;
+                }
+                block
+            })
+            .collect();
+        body.insert("system".into(), blocks.into());
+    } else if !system.is_empty() {
         body.insert("system".into(), system.join("\n\n").into());
     }
     body.insert("messages".into(), messages.into());
@@ -545,8 +643,20 @@ fn text_block(text: &str) -> Vec<Value> {
     }
 }
 
-/// A turn of one text block goes as a plain string.
+/// Anthropic's `cache_control` for a breakpoint.
+fn cache_control(ttl: Option<CacheTtl>) -> Value {
+    match ttl {
+        Some(ttl) => json!({"type": "ephemeral", "ttl": ttl.as_str()}),
+        None => json!({"type": "ephemeral"}),
+    }
+}
+
+/// A turn of one text block goes as a plain string (unless a breakpoint
+/// marks it).
 fn plain_or_blocks(blocks: Vec<Value>) -> Value {
+    if blocks.iter().any(|b| b.get("cache_control").is_some()) {
+        return Value::Array(blocks);
+    }
     if let [only] = blocks.as_slice()
         && only["type"] == "text"
     {
@@ -770,7 +880,7 @@ mod constraint_tests {
     use super::*;
 
     fn build(messages: &[Message]) -> Result<Value, String> {
-        body("claude-x", messages, &Map::new(), false)
+        body("claude-x", messages, &Map::new(), false, &[])
     }
 
     fn tool_call(id: &str, args: &str) -> Message {

@@ -926,14 +926,16 @@ fn body_for(
     let empty = Map::new();
     let params = rendered.model.as_ref().map_or(&empty, |m| &m.parameters);
     let wire = wire::wire(target.provider.config.kind);
+    let breakpoints = &fitted.cache_breakpoints;
     let mut body = wire
-        .body(&target.model, &fitted.messages, params, stream)
+        .body_cached(&target.model, &fitted.messages, params, stream, breakpoints)
         .map_err(|message| {
             DispatchError::prompt(crate::error::Error::new(
                 crate::error::ErrorKind::InvalidInput,
                 format!("{}: {message}", rendered.template),
             ))
         })?;
+    let cache_key = (!breakpoints.is_empty()).then(|| prompt_cache_key(&fitted));
     if let Value::Object(map) = &mut body {
         wire.answer(
             map,
@@ -942,10 +944,33 @@ fn body_for(
                 tools: &rendered.tools,
                 tool_choice: rendered.tool_choice.as_ref(),
                 mode: target.provider.config.structured_output,
+                cache_tools: breakpoints.iter().find(|b| b.messages == 0).map(|b| b.ttl),
+                prompt_cache_key: cache_key.as_deref(),
             },
         );
     }
     Ok((body, fitted.tokens.total))
+}
+
+/// OpenAI's `prompt_cache_key` for a render that marks cache breakpoints:
+/// `NAME@VERSION:HASH`, where HASH is 16 hex digits of the xxh3 of the
+/// messages before its last static (not conversation) breakpoint, at most
+/// 64 characters (OpenAI's limit; the name is shortened when it must be).
+/// Two renders share a key exactly when their static prefixes are the
+/// same, so requests that can share a cached prefix are routed together.
+fn prompt_cache_key(rendered: &Rendered) -> String {
+    let n = rendered
+        .cache_breakpoints
+        .iter()
+        .filter(|b| !b.conversation)
+        .map(|b| b.messages)
+        .max()
+        .unwrap_or(0)
+        .min(rendered.messages.len());
+    let prefix = serde_json::to_vec(&rendered.messages[..n]).unwrap_or_default();
+    let hash = xxhash_rust::xxh3::xxh3_64(&prefix);
+    let name: String = rendered.template.chars().take(64 - 17).collect();
+    format!("{name}:{hash:016x}")
 }
 
 /// What [`Client::request_body`] returns.

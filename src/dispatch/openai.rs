@@ -45,6 +45,14 @@ impl Wire for OpenAi {
     /// `{"type": "function", "function": {"name"}}`. Source: OpenAI's API
     /// reference (chat completions) and its Structured Outputs guide.
     fn answer(&self, body: &mut Map<String, Value>, answer: &Answer<'_>) {
+        // Routes requests that share the template's static prefix to the
+        // same cache (OpenAI's prompt caching guide); a key the template's
+        // parameters set wins.
+        if let Some(key) = answer.prompt_cache_key
+            && !body.contains_key("prompt_cache_key")
+        {
+            body.insert("prompt_cache_key".into(), key.into());
+        }
         use super::config::StructuredOutput as Mode;
         use crate::strict::{Strict, inexpressible, rewrite};
         // A schema with a free-form part has no strict form: it goes as

@@ -38,6 +38,20 @@ pub(crate) trait Wire: Sync {
         stream: bool,
     ) -> Result<Value, String>;
 
+    /// [`body`](Wire::body) with the template's prompt-cache breakpoints
+    /// marked the provider's way. The default marks nothing (OpenAI caches
+    /// prefixes by itself; see [`Answer::prompt_cache_key`]).
+    fn body_cached(
+        &self,
+        model: &str,
+        messages: &[Message],
+        params: &Map<String, Value>,
+        stream: bool,
+        _breakpoints: &[crate::cache_breakpoint::CacheBreakpoint],
+    ) -> Result<Value, String> {
+        self.body(model, messages, params, stream)
+    }
+
     /// Adds what the template declares about the answer (its output
     /// schema, tools and tool choice) to `body`, in the provider's form,
     /// over anything `model.parameters` put there.
@@ -62,6 +76,12 @@ pub(crate) struct Answer<'a> {
     pub tool_choice: Option<&'a crate::tool::ToolChoice>,
     /// How the provider takes the output schema.
     pub mode: super::config::StructuredOutput,
+    /// A cache breakpoint before the first message: the tool definitions
+    /// are cached (with this TTL, when written).
+    pub cache_tools: Option<Option<crate::cache_breakpoint::CacheTtl>>,
+    /// OpenAI's `prompt_cache_key` for a template that marks breakpoints,
+    /// unless `model.parameters` sets one.
+    pub prompt_cache_key: Option<&'a str>,
 }
 
 /// The name of the tool that carries the answer in

@@ -512,9 +512,60 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
     }
 
     if let Some(messages) = &m.messages {
+        let mut breakpoints = 0;
         for entry in messages {
             let at = src.at_span(entry);
             let e = &entry.value;
+            if let Some(ttl) = &e.cache_breakpoint {
+                if e.role.is_some() || e.content.is_some() || e.history.is_some() {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Syntax,
+                            "a `cache_breakpoint` entry stands alone between messages: \
+                             `- cache_breakpoint: 5m` (or `1h`)",
+                        )
+                        .with_location(at),
+                    );
+                    continue;
+                }
+                let Some(parsed) = crate::cache_breakpoint::CacheTtl::parse(ttl.value.trim())
+                else {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Syntax,
+                            format!(
+                                "a cache breakpoint's TTL is 5m or 1h (what Anthropic offers), \
+                                 not `{}`",
+                                ttl.value
+                            ),
+                        )
+                        .with_location(src.at_span(ttl)),
+                    );
+                    continue;
+                };
+                breakpoints += 1;
+                if breakpoints > crate::cache_breakpoint::MAX_BREAKPOINTS {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Syntax,
+                            format!(
+                                "a template may mark at most {} cache breakpoints (Anthropic's \
+                                 limit per request); this is one more",
+                                crate::cache_breakpoint::MAX_BREAKPOINTS
+                            ),
+                        )
+                        .with_location(at),
+                    );
+                    continue;
+                }
+                pad_to(
+                    &mut out,
+                    &mut line,
+                    ttl.referenced.line() + src.span_line_offset,
+                );
+                out.push_str(&crate::cache_breakpoint::marker(Some(parsed)));
+                continue;
+            }
             match (&e.role, &e.content, &e.history) {
                 (Some(role), Some(content), None) => {
                     let role_at = src.at_span(role);
@@ -549,6 +600,23 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                             )
                             .with_location(line_in_value(src, content, i, line)),
                         );
+                    }
+                    if crate::lex::tokenize(&content.value).iter().any(|t| {
+                        matches!(t.kind, crate::lex::Tok::Expr | crate::lex::Tok::Stmt)
+                            && crate::cache_breakpoint::mentions_call(
+                                &content.value[t.start..t.end],
+                            )
+                    }) {
+                        errors.push(
+                            Error::new(
+                                ErrorKind::Syntax,
+                                "in a manifest, a cache breakpoint is a `messages:` entry of its \
+                                 own between messages (`- cache_breakpoint: 5m`), not a call in \
+                                 `content`",
+                            )
+                            .with_location(src.at_span(content)),
+                        );
+                        continue;
                     }
                     let aliases = body::history_aliases(&content.value, &|n| history.contains(n));
                     for tag in crate::lex::tokenize(&content.value)
@@ -595,7 +663,8 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                 _ => errors.push(
                     Error::new(
                         ErrorKind::Syntax,
-                        "a message is either `{role, content}` or `{history: PARAM}`",
+                        "a message is either `{role, content}`, `{history: PARAM}` or \
+                         `{cache_breakpoint: 5m}`",
                     )
                     .with_location(at),
                 ),
@@ -826,6 +895,25 @@ fn compile_jinja_body(
     };
     for (pos, tag, param) in &compiled.printed_histories {
         errors.push(printed_history_error(tag, param).with_location(at(*pos)));
+    }
+    for (pos, why) in &compiled.breakpoint_errors {
+        errors.push(Error::new(ErrorKind::Syntax, why.clone()).with_location(at(*pos)));
+    }
+    if let Some(&fifth) = compiled
+        .breakpoints
+        .get(crate::cache_breakpoint::MAX_BREAKPOINTS)
+    {
+        errors.push(
+            Error::new(
+                ErrorKind::Syntax,
+                format!(
+                    "a template may mark at most {} cache breakpoints (Anthropic's limit per \
+                     request); this is one more",
+                    crate::cache_breakpoint::MAX_BREAKPOINTS
+                ),
+            )
+            .with_location(at(fifth)),
+        );
     }
     let is_param = |n: &str| resolved.parameters.iter().any(|p| p.name == n);
     for print in &compiled.role_prints {

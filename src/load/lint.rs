@@ -32,7 +32,7 @@ pub fn lint(dir: impl AsRef<Path>) -> Result<Vec<Diagnostic>, Error> {
         .iter()
         .flat_map(|e| e.problems())
         .map(|e| Diagnostic::from_error(e, dir))
-        .chain(analysis.warnings)
+        .chain(analysis.warnings.into_iter().map(Diagnostic::for_lint))
         .collect();
     out.sort_by(|a, b| (a.location(), a.severity()).cmp(&(b.location(), b.severity())));
     out.dedup();
@@ -202,6 +202,7 @@ pub(crate) fn lint_all(
             }
         }
         declared_answer(src, t, &mut warnings);
+        warnings.extend(super::static_prefix::check(entry, index, &src.path));
         (errors, warnings)
     });
     for (mut e, mut w) in findings {

@@ -30,6 +30,7 @@ pub(crate) mod lint;
 pub(crate) mod parse;
 pub(crate) mod prompty;
 pub(crate) mod stamp;
+pub(crate) mod static_prefix;
 pub(crate) mod targets;
 pub(crate) mod walk;
 
