@@ -206,8 +206,10 @@ const STRING: u8 = 16;
 const ARRAY: u8 = 32;
 const OBJECT: u8 = 64;
 
-/// Keywords that never make an instance invalid.
-const ANNOTATIONS: [&str; 8] = [
+/// Keywords that never make an instance invalid: 2020-12's annotations
+/// (the content vocabulary's included: it asserts nothing by default),
+/// ours (`stable`), and extensions (`x-...`).
+const ANNOTATIONS: [&str; 12] = [
     "title",
     "description",
     "default",
@@ -216,6 +218,10 @@ const ANNOTATIONS: [&str; 8] = [
     "readOnly",
     "writeOnly",
     "$comment",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+    "stable",
 ];
 
 const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -244,7 +250,7 @@ fn compile_at(schema: &Json, depth: usize) -> Option<Check> {
     let mut node = Node::default();
     for (key, value) in map {
         match key.as_str() {
-            k if ANNOTATIONS.contains(&k) => {}
+            k if ANNOTATIONS.contains(&k) || k.starts_with("x-") => {}
             "$schema" if depth == 0 => {
                 if value.as_str()?.trim_end_matches('#') != DRAFT {
                     return None;

@@ -602,6 +602,11 @@ impl Rendered {
                 .count();
         }
         retain_kept(&mut self.tokens.messages, &keep);
+        self.tokens.media.retain_mut(|m| {
+            let kept = keep.get(m.message).copied().unwrap_or(true);
+            m.message = keep[..m.message.min(keep.len())].iter().filter(|&&k| k).count();
+            kept
+        });
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + priming;
         self.count_breakpoints();
         let report = TruncationReport { budget, dropped };

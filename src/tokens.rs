@@ -210,6 +210,7 @@ pub trait TokenCounter: Send + Sync {
 
 pub use crate::media_tokens::ImageRule;
 
+
 impl TokenCounter for Encoding {
     fn count(&self, text: &str) -> usize {
         Encoding::count(*self, text)
@@ -348,6 +349,68 @@ pub struct TokenReport {
     pub messages: Vec<usize>,
     /// All messages plus the reply priming.
     pub total: usize,
+    /// The images, files and audio among the messages, with their tokens
+    /// (already in [`messages`](TokenReport::messages)); serialized only
+    /// when there are some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<MediaTokens>,
+}
+
+/// The tokens of one image, file or audio part.
+///
+/// Serializes as `{"message", "part", "kind", "tokens", "approximate",
+/// "width", "height"}` (`width` and `height` for images whose size was
+/// read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct MediaTokens {
+    /// The message's index.
+    pub message: usize,
+    /// The part's index in the message.
+    pub part: usize,
+    /// `image`, `file` or `audio`.
+    pub kind: &'static str,
+    /// Its tokens, by the rules of [`ImageRule`] and the module docs.
+    pub tokens: usize,
+    /// Whether the count is an estimate (an image without a readable size,
+    /// Anthropic's rule, any file or audio).
+    pub approximate: bool,
+    /// An image's width in pixels, from its header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u64>,
+    /// An image's height in pixels, from its header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+}
+
+/// The media parts of `messages` with their tokens.
+fn media_tokens(counter: &dyn TokenCounter, messages: &[Message]) -> Vec<MediaTokens> {
+    let rule = counter.image_rule();
+    let text = |t: &str| counter.count(t);
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let Content::Parts(parts) = &m.content else {
+            continue;
+        };
+        for (j, p) in parts.iter().enumerate() {
+            let Some(media) = p.media() else { continue };
+            let (tokens, approximate) = crate::media_tokens::part_tokens(p, rule, &text);
+            let size = match p {
+                Part::Image(_) => crate::media_tokens::image_size(media),
+                _ => None,
+            };
+            out.push(MediaTokens {
+                message: i,
+                part: j,
+                kind: p.kind(),
+                tokens,
+                approximate,
+                width: size.map(|s| s.0),
+                height: size.map(|s| s.1),
+            });
+        }
+    }
+    out
 }
 
 impl TokenReport {
@@ -357,6 +420,7 @@ impl TokenReport {
             approximate: false,
             messages: Vec::new(),
             total: 0,
+            media: Vec::new(),
         }
     }
 }
@@ -366,8 +430,8 @@ impl TokenReport {
 /// (role, content, name, tool_call_id), plus 1 for a name. Tool calls count
 /// as their JSON text, an estimate the formula does not cover. Images,
 /// files and audio count by the counter's [`ImageRule`] and the rules in
-/// [`crate::media_tokens`] (see [`media_is_estimated`] for which counts
-/// are estimates).
+/// [`crate::media_tokens`] ([`TokenReport::media`] says which counts are
+/// estimates).
 pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
     let content = match &m.content {
         Content::Text(t) => counter.count(t),
@@ -409,25 +473,6 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
         len: 0,
     })
 });
-
-/// Whether a message's count is an estimate because of its media: an
-/// image without a readable size, or under Anthropic's rule; any file or
-/// audio (see [`crate::media_tokens`]).
-pub fn media_is_estimated(counter: &dyn TokenCounter, m: &Message) -> bool {
-    let Content::Parts(parts) = &m.content else {
-        return false;
-    };
-    let rule = counter.image_rule();
-    parts.iter().any(|p| match p {
-        Part::Text(_) => false,
-        Part::Image(media) => {
-            rule == ImageRule::AnthropicPixels
-                || (media.detail != Some(crate::content::Detail::Low)
-                    && crate::media_tokens::image_size(media).is_none())
-        }
-        Part::File(_) | Part::Audio(_) => true,
-    })
-}
 
 fn message_hash(m: &Message) -> u128 {
     use xxhash_rust::xxh3::xxh3_128_with_seed;
@@ -489,12 +534,13 @@ pub fn count_messages(counter: &dyn TokenCounter, messages: &[Message]) -> Token
         Some(key) => cached_counts(counter, key, messages),
     };
     let total = counts.iter().sum::<usize>() + counter.overhead(REPLY_PRIMING);
+    let media = media_tokens(counter, messages);
     TokenReport {
         encoding: counter.name().to_owned(),
-        approximate: counter.approximate()
-            || messages.iter().any(|m| media_is_estimated(counter, m)),
+        approximate: counter.approximate() || media.iter().any(|m| m.approximate),
         messages: counts,
         total,
+        media,
     }
 }
 

@@ -242,6 +242,43 @@ mod tests {
     }
 
     #[test]
+    fn cache_aware_cuts_at_fixed_points_of_the_history() {
+        // System 10, then ten user/assistant pairs of 10 each, then the
+        // question 5: 215 with priming. Budget 150, step 20% = 30 tokens.
+        let mut items = vec![item(S, 10, false)];
+        for _ in 0..10 {
+            items.push(item(U, 10, true));
+            items.push(item(A, 10, true));
+        }
+        items.push(item(U, 5, false));
+        let strategy = Strategy::CacheAware { slack_percent: 20 };
+        let kept_now = kept(&items, 150, strategy).unwrap();
+        // Drop-oldest drops 8 messages (80 tokens, to 138). The cut points
+        // are the first user turns at 30, 60 and 90 tokens dropped or
+        // more: 40 (178, too much), 60 (158), then 100 (118): ten
+        // messages go, leaving 32 tokens for the next turns.
+        assert_eq!(kept_now.len(), items.len() - 10);
+        // One more exchange: the same cut still fits, so the start stays.
+        let mut longer = items.clone();
+        longer.insert(longer.len() - 1, item(U, 10, true));
+        longer.insert(longer.len() - 1, item(A, 10, true));
+        let kept_next = kept(&longer, 150, strategy).unwrap();
+        assert_eq!(kept_next[1], kept_now[1], "the kept history starts at the same turn");
+        // Never a cut inside a tool exchange.
+        let tools = [
+            item(S, 10, false),
+            item(U, 10, true),
+            call(40),
+            item(T, 10, true),
+            item(U, 10, true),
+            item(A, 10, true),
+            item(U, 5, false),
+        ];
+        let k = kept(&tools, 60, strategy).unwrap();
+        assert_eq!(k, [0, 4, 5, 6]);
+    }
+
+    #[test]
     fn cannot_fit_reports_the_floor() {
         let items = [item(S, 50, false), item(U, 10, true), item(U, 10, false)];
         let err = kept(&items, 40, Strategy::DropOldest).unwrap_err();
