@@ -36,7 +36,10 @@ const CHAT: &str = "---\nversion: 1.0.0\nparameters:\n  history: {type: messages
 fn history(turns: usize) -> Vec<Value> {
     let mut h = Vec::new();
     for turn in 0..turns {
-        let question = format!("Question {turn}: {}", "why is it slow ".repeat(3 + turn % 7));
+        let question = format!(
+            "Question {turn}: {}",
+            "why is it slow ".repeat(3 + turn % 7)
+        );
         h.push(json!({"role": "user", "content": question}));
         h.push(json!({"role": "assistant",
             "content": format!("Answer {turn}: {}", "check the dashboard ".repeat(2 + turn % 5))}));

@@ -59,8 +59,8 @@ impl CacheTtl {
 
 /// A breakpoint among a render's messages.
 ///
-/// Serializes as `{"messages": N, "ttl": "1h", "conversation": true}`
-/// (`ttl` only when written).
+/// Serializes as `{"messages": N, "ttl": "1h", "conversation": true,
+/// "tokens": N}` (`ttl` only when written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CacheBreakpoint {

@@ -35,8 +35,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum Content {
     /// Text only. Serialized as a JSON string.
     Text(String),
-    /// Parts in order, at least one of them media (a message of text parts
-    /// only is [`Content::Text`]). Serialized as a JSON array.
+    /// Parts in order: at least one of them media, or several text parts
+    /// as a chat application sent them (one text part alone is
+    /// [`Content::Text`]). Serialized as a JSON array.
     Parts(Vec<Part>),
 }
 
@@ -76,31 +77,25 @@ impl From<&str> for Content {
 }
 
 impl From<Vec<Part>> for Content {
-    /// Parts, or text when none is media (text parts joined as
-    /// [`Content::text`] joins them).
+    /// See [`Content::from_parts`].
     fn from(parts: Vec<Part>) -> Content {
         Content::from_parts(parts)
     }
 }
 
 impl Content {
-    /// Parts, made [`Content::Text`] when none of them is media.
-    pub fn from_parts(parts: Vec<Part>) -> Content {
-        if parts.iter().any(Part::is_media) {
-            return Content::Parts(parts);
+    /// Parts, made [`Content::Text`] when they are one text part or none
+    /// (so the JSON keeps `"content": "..."`); several text parts stay
+    /// parts, as sent, and so does any media.
+    pub fn from_parts(mut parts: Vec<Part>) -> Content {
+        match parts.as_slice() {
+            [] => Content::Text(String::new()),
+            [Part::Text(_)] => match parts.pop() {
+                Some(Part::Text(t)) => Content::Text(t),
+                _ => Content::Text(String::new()),
+            },
+            _ => Content::Parts(parts),
         }
-        let mut texts = parts.into_iter().filter_map(|p| match p {
-            Part::Text(t) => Some(t),
-            _ => None,
-        });
-        let first = texts.next().unwrap_or_default();
-        Content::Text(texts.fold(first, |mut all, t| {
-            if !all.is_empty() && !t.is_empty() {
-                all.push('\n');
-            }
-            all.push_str(&t);
-            all
-        }))
     }
 
     /// The text: all of it for [`Content::Text`]; the text parts joined by
@@ -530,8 +525,14 @@ mod tests {
 
     #[test]
     fn text_only_content_stays_a_string() {
+        let c = Content::from(vec![Part::text("a")]);
+        assert_eq!(serde_json::to_value(&c).unwrap(), json!("a"));
         let c = Content::from(vec![Part::text("a"), Part::text("b")]);
-        assert_eq!(serde_json::to_value(&c).unwrap(), json!("a\nb"));
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
+        );
+        assert_eq!(c.text(), "a\nb");
         let c = Content::from(vec![
             Part::text("look"),
             Part::Image(Media::url("https://x/y.png").with_detail(Detail::Low)),

@@ -143,6 +143,8 @@ const ANNOTATIONS: &[&str] = &[
     "writeOnly",
     "$schema",
     "$id",
+    // Ours: whether a value may come before a static cache breakpoint.
+    "stable",
     "$anchor",
     "$dynamicAnchor",
     "$defs",

@@ -183,7 +183,26 @@ fn part_limited(value: &Value, at: &str, max: usize) -> Result<Part, Invalid> {
                 Some("text") if kind == Kind::File => {
                     // A plain-text document, inline as text.
                     only(source, &base, &["type", "media_type", "data"])?;
+                    if let Some(t) = str_field("media_type", source, &base)?
+                        && t != "text/plain"
+                    {
+                        return Err(invalid(
+                            format!("{base}/media_type"),
+                            "const",
+                            format!("a `text` document source is text/plain, not `{t}`"),
+                        ));
+                    }
                     let text = str_field("data", source, &base)?.unwrap_or_default();
+                    if text.len() > max {
+                        return Err(invalid(
+                            format!("{base}/data"),
+                            "maxLength",
+                            format!(
+                                "the document is {} bytes, over RenderLimits::max_media_bytes ({max})",
+                                text.len()
+                            ),
+                        ));
+                    }
                     use base64::Engine as _;
                     let encoded = base64::engine::general_purpose::STANDARD.encode(text);
                     return Ok(Part::File(crate::content::Media::data(
@@ -214,6 +233,11 @@ fn part_limited(value: &Value, at: &str, max: usize) -> Result<Part, Invalid> {
             };
             checked(kind, w, &base)
         }
+        "document" => Err(invalid(
+            format!("{at}/source"),
+            "required",
+            "an Anthropic `document` part needs a `source` (`base64`, `url` or `text`)",
+        )),
         // Ours.
         "image" | "file" | "audio" if !(kind == "file" && o.contains_key("file")) => {
             let k = Kind::parse(kind).unwrap_or(Kind::Image);

@@ -168,7 +168,18 @@ fn walk(
         // Ours, for inputs: a value that may come before a static cache
         // breakpoint (see `crate::load::static_prefix`).
         if media && key == "stable" {
-            if !value.is_boolean() {
+            // A parameter's own (the top of its fragment, or a property of
+            // a whole input schema): what the static-prefix proof reads.
+            let top = at.is_empty()
+                || at
+                    .strip_prefix("/properties/")
+                    .is_some_and(|name| !name.contains('/'));
+            if !top {
+                out.push((
+                    here,
+                    "`stable` goes on a parameter itself, not inside its schema".to_owned(),
+                ));
+            } else if !value.is_boolean() {
                 out.push((here, "`stable` is true or false".to_owned()));
             }
             continue;
@@ -188,7 +199,11 @@ fn walk(
         }
         match key.as_str() {
             "type" => check_type(value, &here, messages_type, media, out),
-            k if SCHEMA.contains(&k) => walk(value, here, false, media, out, depth + 1),
+            // Media types are found through `properties` and `items` only
+            // (where rendering looks for them): not in `anyOf` and the like.
+            k if SCHEMA.contains(&k) => {
+                walk(value, here, false, media && k == "items", out, depth + 1)
+            }
             k if SCHEMA_MAP.contains(&k) => {
                 for (name, sub) in value.as_object().into_iter().flatten() {
                     // Properties of a whole input schema may be histories.
@@ -197,7 +212,7 @@ fn walk(
                         sub,
                         format!("{here}/{}", crate::input::escape_pointer(name)),
                         messages,
-                        media,
+                        media && k == "properties",
                         out,
                         depth + 1,
                     );
@@ -205,7 +220,7 @@ fn walk(
             }
             k if SCHEMA_LIST.contains(&k) => {
                 for (i, sub) in value.as_array().into_iter().flatten().enumerate() {
-                    walk(sub, format!("{here}/{i}"), false, media, out, depth + 1);
+                    walk(sub, format!("{here}/{i}"), false, false, out, depth + 1);
                 }
             }
             _ => {}

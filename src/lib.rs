@@ -138,7 +138,7 @@ pub use registry::Registry;
 pub use render::{DroppedMessage, Origin, RenderOptions, Rendered};
 pub use schema::SchemaMismatch;
 pub use template::{
-    Connection, ContextConfig, ModelConfig, Parameter, Template, template_file_schema,
+    Connection, ContextConfig, ModelConfig, Parameter, Template, Truncation, template_file_schema,
 };
 pub use tool::{Tool, ToolChoice, is_tool_name};
 pub use truncate::{Strategy, TruncationReport};

@@ -140,6 +140,15 @@ fn problem(at: &'static str, rule: &'static str, message: String) -> Problem {
 pub(crate) fn check(kind: Kind, w: &Written<'_>, max_bytes: usize) -> Result<Media, Problem> {
     let mut media = match (&w.string, &w.url, &w.data) {
         (Some(s), _, _) => from_url(kind, s, "", max_bytes)?,
+        (None, Some(_), None) if w.media_type.is_some() => {
+            return Err(problem(
+                "/media_type",
+                "additionalProperties",
+                "`media_type` goes with `data`; for a URL the server says what it serves \
+                 (drop `media_type`, or give the bytes as `data`)"
+                    .to_owned(),
+            ));
+        }
         (None, Some(url), None) => from_url(kind, url, "/url", max_bytes)?,
         (None, None, Some(data)) => {
             let Some(media_type) = w.media_type else {
@@ -224,8 +233,13 @@ fn from_url(
     let scheme = s
         .split_once(':')
         .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let has_host = |scheme: &str| {
+        s[scheme.len()..]
+            .strip_prefix("://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+    };
     match scheme.as_deref() {
-        Some("http" | "https") if s.len() > scheme.as_ref().map_or(0, String::len) + 3 => {
+        Some(scheme @ ("http" | "https")) if has_host(scheme) => {
             if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(problem(
                     at,
@@ -244,7 +258,12 @@ fn from_url(
                     "a data URL is `data:MEDIA_TYPE;base64,DATA`; this one has no comma".to_owned(),
                 ));
             };
-            let Some(media_type) = meta.strip_suffix(";base64") else {
+            // Parameters before `;base64` (`;charset=...`) say nothing
+            // about the bytes' kind.
+            let Some(media_type) = meta
+                .strip_suffix(";base64")
+                .map(|t| t.split(';').next().unwrap_or(t))
+            else {
                 return Err(problem(
                     at,
                     "format",
@@ -323,7 +342,16 @@ fn check_base64(s: &str, at: &'static str, max_bytes: usize) -> Result<(), Probl
     let bad = body
         .chunks(64)
         .any(|chunk| chunk.iter().fold(false, |bad, &c| bad | !is_base64(c)));
-    if bad || !b.len().is_multiple_of(4) {
+    // The last quantum's unused bits must be zero (RFC 4648 section 3.5;
+    // strict decoders, the `base64` crate's among them, refuse others).
+    let canonical = || {
+        use base64::Engine as _;
+        b.len() < 4
+            || base64::engine::general_purpose::STANDARD
+                .decode(&b[b.len() - 4..])
+                .is_ok()
+    };
+    if bad || !b.len().is_multiple_of(4) || !canonical() {
         let at_byte = body.iter().position(|&c| !is_base64(c));
         let why = match at_byte {
             Some(i) if body[i].is_ascii_whitespace() => {
@@ -333,10 +361,13 @@ fn check_base64(s: &str, at: &'static str, max_bytes: usize) -> Result<(), Probl
                 "the data is not base64: byte {i} is {:?}, outside the standard alphabet (A-Z, a-z, 0-9, +, /)",
                 char::from(body[i])
             ),
-            None => format!(
+            None if !b.len().is_multiple_of(4) => format!(
                 "the base64 is {} characters, not a multiple of 4 (is its `=` padding missing?)",
                 b.len()
             ),
+            None => "the base64 ends in a character whose unused bits are not zero: it was not \
+                     written by a standard encoder"
+                .to_owned(),
         };
         return Err(problem(at, "contentEncoding", why));
     }
@@ -359,7 +390,8 @@ pub(crate) fn decode_prefix(data: &str, n: usize) -> Vec<u8> {
 }
 
 /// The JSON Schema of a media parameter of `kind`: what
-/// `schemas/media.schema.json` says, restricted to the kind. The checks
+/// `schemas/content.schema.json` says of a part, restricted to the kind, in
+/// the forms an input gives (a URL string too). The checks
 /// JSON Schema cannot say well (base64, the data URL's media type) are
 /// [`check`]'s.
 pub(crate) fn schema(kind: Kind) -> serde_json::Value {
@@ -411,6 +443,10 @@ mod tests {
             ("data:image/png;base64,iVBORw0KGgo", "contentEncoding"),
             ("data:image/png;base64,iVB*Rw0KGgo=", "contentEncoding"),
             ("data:image/png;base64,", "minLength"),
+            ("http:foo.png", "format"),
+            ("data:image/png;base64,iVBORw0KGgp=", "contentEncoding"),
+            ("https://", "format"),
+            ("https:///etc/passwd", "format"),
         ] {
             assert_eq!(string(Kind::Image, bad).unwrap_err().rule, rule, "{bad}");
         }
@@ -421,6 +457,8 @@ mod tests {
             "format"
         );
         assert!(string(Kind::Audio, "data:audio/mp3;base64,SUQz").is_ok());
+        let m = string(Kind::File, "data:text/plain;charset=utf-8;base64,aGk=").unwrap();
+        assert_eq!(m.media_type(), Some("text/plain"));
     }
 
     #[test]

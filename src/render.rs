@@ -25,7 +25,7 @@ use crate::truncate::{self, Item, Strategy, TruncationReport};
 pub struct RenderOptions {
     model: Option<String>,
     counter: Option<Arc<dyn TokenCounter>>,
-    strategy: Strategy,
+    strategy: Option<Strategy>,
     skip_tokens: bool,
 }
 
@@ -44,7 +44,8 @@ impl std::fmt::Debug for RenderOptions {
 }
 
 impl RenderOptions {
-    /// Default options: the template's model, its tokenizer, drop-oldest.
+    /// Default options: the template's model, its tokenizer, and its
+    /// `context.truncation` (else drop-oldest).
     pub fn new() -> RenderOptions {
         RenderOptions::default()
     }
@@ -72,9 +73,10 @@ impl RenderOptions {
         self
     }
 
-    /// How history is dropped when the prompt is over budget.
+    /// How history is dropped when the prompt is over budget (over the
+    /// template's `context.truncation`).
     pub fn strategy(mut self, strategy: Strategy) -> RenderOptions {
-        self.strategy = strategy;
+        self.strategy = Some(strategy);
         self
     }
 }
@@ -96,7 +98,7 @@ pub enum Origin {
 /// send them.
 ///
 /// Serializes as
-/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "output_schema": {...}, "tools": [{"name", "description", "parameters"}], "tool_choice": ..., "output_retries": N, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}], "cache_breakpoints": [{"messages", "ttl", "conversation"}]}`
+/// `{"template": "NAME@VERSION", "hash": "HEX", "messages": [{"role": ..., "content": ...}], "model": {...}, "context": {...}, "output_schema": {...}, "tools": [{"name", "description", "parameters"}], "tool_choice": ..., "output_retries": N, "tokens": {...}, "truncation": {...}, "dropped_empty": [{"role", "index"}], "cache_breakpoints": [{"messages", "ttl", "conversation", "tokens"}]}`
 /// (`model`, `context`, `output_schema`, `tools`, `tool_choice`,
 /// `output_retries` and `cache_breakpoints` only when the template has
 /// them, `truncation` and `dropped_empty` only when something was
@@ -364,6 +366,7 @@ impl Registry {
             dropped,
             breakpoints,
         } = assemble(
+            &id,
             &output,
             &inputs,
             &media,
@@ -408,7 +411,10 @@ impl Registry {
             tokens: TokenReport::empty(),
             truncation: None,
             history,
-            strategy: options.strategy,
+            strategy: options
+                .strategy
+                .or_else(|| t.context.as_ref().and_then(ContextConfig::strategy))
+                .unwrap_or_default(),
             rendered_for: match &options.model {
                 Some(name)
                     if Some(name.as_str()) != t.model.as_ref().and_then(|m| m.name.as_deref()) =>
@@ -430,7 +436,7 @@ impl Registry {
         rendered.tokens = tokens::count_messages(counter.as_ref(), &rendered.messages);
         rendered.count_breakpoints();
         if let Some(budget) = budget {
-            rendered.fit_budget(budget, options.strategy)?;
+            rendered.fit_budget(budget, rendered.strategy)?;
         }
         Ok(rendered)
     }
@@ -604,7 +610,10 @@ impl Rendered {
         retain_kept(&mut self.tokens.messages, &keep);
         self.tokens.media.retain_mut(|m| {
             let kept = keep.get(m.message).copied().unwrap_or(true);
-            m.message = keep[..m.message.min(keep.len())].iter().filter(|&&k| k).count();
+            m.message = keep[..m.message.min(keep.len())]
+                .iter()
+                .filter(|&&k| k)
+                .count();
             kept
         });
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + priming;
@@ -806,6 +815,7 @@ fn history_messages(
 /// starts a new message of the first role, all text stripped.
 #[allow(clippy::too_many_arguments)]
 fn assemble(
+    template: &str,
     output: &str,
     inputs: &InputMap,
     media: &[Part],
@@ -1029,7 +1039,7 @@ fn assemble(
                     Some(list) => match history_messages(list, max_media) {
                         Ok(Some(history)) => history,
                         Err((i, e)) => {
-                            return Err(Fault::Input(history_part_error(&e, param, i, "")));
+                            return Err(Fault::Input(history_part_error(&e, param, i, template)));
                         }
                         // Anything unusual: serde decides, and explains.
                         Ok(None) => <Vec<Message> as serde::Deserialize>::deserialize(list.clone())

@@ -248,6 +248,41 @@ pub struct ContextConfig {
     /// parameter when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve_output: Option<u64>,
+    /// How history is dropped when the prompt is over budget:
+    /// `drop_oldest` (the default) or `cache_aware` (in steps of
+    /// `slack_percent` of the budget, so a conversation cache breakpoint
+    /// keeps hitting; see [`Strategy::CacheAware`](crate::Strategy)). A
+    /// strategy given to the render wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<Truncation>,
+    /// The step of `cache_aware`, in percent of the budget: 1 to 90,
+    /// default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 90))]
+    pub slack_percent: Option<u8>,
+}
+
+/// `context.truncation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Truncation {
+    /// Drop the oldest history first.
+    DropOldest,
+    /// Drop the oldest history in fixed steps.
+    CacheAware,
+}
+
+impl ContextConfig {
+    /// The truncation strategy the block asks for, if any.
+    pub fn strategy(&self) -> Option<crate::Strategy> {
+        Some(match self.truncation? {
+            Truncation::DropOldest => crate::Strategy::DropOldest,
+            Truncation::CacheAware => crate::Strategy::CacheAware {
+                slack_percent: self.slack_percent.unwrap_or(20).clamp(1, 90),
+            },
+        })
+    }
 }
 
 /// The JSON Schema of template files, as checked in at

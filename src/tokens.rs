@@ -210,7 +210,6 @@ pub trait TokenCounter: Send + Sync {
 
 pub use crate::media_tokens::ImageRule;
 
-
 impl TokenCounter for Encoding {
     fn count(&self, text: &str) -> usize {
         Encoding::count(*self, text)

@@ -263,7 +263,10 @@ mod tests {
         longer.insert(longer.len() - 1, item(U, 10, true));
         longer.insert(longer.len() - 1, item(A, 10, true));
         let kept_next = kept(&longer, 150, strategy).unwrap();
-        assert_eq!(kept_next[1], kept_now[1], "the kept history starts at the same turn");
+        assert_eq!(
+            kept_next[1], kept_now[1],
+            "the kept history starts at the same turn"
+        );
         // Never a cut inside a tool exchange.
         let tools = [
             item(S, 10, false),

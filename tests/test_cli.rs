@@ -585,3 +585,68 @@ fn lint_checks_providers_yaml_and_its_reserved_state_key() {
         .env_remove("PROMPTBOOK_REDIS_URL"));
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+/// `--var k@=FILE` reads media from a file: an image as a data URL with
+/// its media type from its first bytes, a document with its file name; a
+/// file of no known kind is an error saying how to give it.
+#[test]
+fn media_inputs_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("dot.png");
+    std::fs::write(
+        &png,
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x04\0\0\0\x04\0\x08\x06\0\0\0\0\0\0\0",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(cli().args([
+        "render",
+        "vision/describe",
+        "--json",
+        "--var",
+        &format!("photo@={}", png.display()),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let image = &v["messages"][1]["content"][1];
+    assert_eq!(image["type"], "image");
+    assert_eq!(image["media_type"], "image/png");
+    // 1024x1024 at high detail: OpenAI's worked example.
+    assert_eq!(v["tokens"]["media"][0]["tokens"], 765);
+
+    let pdf = dir.path().join("terms.pdf");
+    std::fs::write(&pdf, b"%PDF-1.4\n").unwrap();
+    let (code, stdout, stderr) = run(cli().args([
+        "render",
+        "extract/document",
+        "--json",
+        "--var",
+        &format!("document@={}", pdf.display()),
+        "--var",
+        "question=What is the notice period?",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let file = &v["messages"][1]["content"][0];
+    assert_eq!(
+        (&file["type"], &file["media_type"], &file["filename"]),
+        (
+            &"file".into(),
+            &"application/pdf".into(),
+            &"terms.pdf".into()
+        )
+    );
+
+    let odd = dir.path().join("blob.bin");
+    std::fs::write(&odd, [0u8, 159, 146, 150]).unwrap();
+    let (code, _, stderr) = run(cli().args([
+        "render",
+        "vision/describe",
+        "--var",
+        &format!("photo@={}", odd.display()),
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot tell what kind of media"),
+        "{stderr}"
+    );
+}

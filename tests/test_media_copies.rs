@@ -17,7 +17,11 @@ unsafe impl GlobalAlloc for Counting {
             LARGE.fetch_add(1, Ordering::Relaxed);
             if std::env::var_os("SHOW_ALLOC").is_some() {
                 COUNTING.store(false, Ordering::Relaxed);
-                eprintln!("{} bytes at\n{}", layout.size(), std::backtrace::Backtrace::force_capture());
+                eprintln!(
+                    "{} bytes at\n{}",
+                    layout.size(),
+                    std::backtrace::Backtrace::force_capture()
+                );
                 COUNTING.store(true, Ordering::Relaxed);
             }
         }
@@ -49,7 +53,8 @@ fn a_five_megabyte_image_is_copied_once_per_render() {
     )
     .unwrap();
     let registry = promptbook::Registry::load(dir.path()).unwrap();
-    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x08\0\0\0\x08\0\x08\x06\0\0\0\0\0\0\0".to_vec();
+    let mut png =
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x08\0\0\0\x08\0\x08\x06\0\0\0\0\0\0\0".to_vec();
     png.resize(5 << 20, 7);
     let url = format!(
         "data:image/png;base64,{}",
@@ -62,7 +67,11 @@ fn a_five_megabyte_image_is_copied_once_per_render() {
     COUNTING.store(true, Ordering::Relaxed);
     let r = registry.render("see", &inputs).unwrap();
     COUNTING.store(false, Ordering::Relaxed);
-    assert_eq!(LARGE.load(Ordering::Relaxed), 1, "large allocations in one render");
+    assert_eq!(
+        LARGE.load(Ordering::Relaxed),
+        1,
+        "large allocations in one render"
+    );
     let promptbook::Content::Parts(parts) = &r.messages[0].content else {
         panic!("{:?}", r.messages[0]);
     };

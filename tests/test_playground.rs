@@ -500,3 +500,125 @@ fn the_playground_sends_and_shows_the_validated_output() {
         page.screenshot(Path::new(&path));
     }
 }
+
+#[test]
+#[ignore = "needs Chromium and chromedriver (apt install chromium chromium-driver); .ci/run runs it with --ignored"]
+fn the_playground_shows_image_inputs_as_thumbnails_with_their_tokens() {
+    // A 1x1 PNG.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let data_url = format!("data:image/png;base64,{PNG}");
+    let (chromedriver, chromium) = browser();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("describe.prompt.jinja"),
+        "---\nversion: 1.0.0\nparameters:\n  photo: {type: image}\n---\nsystem:\nDescribe images.\n\
+         {{ cache_breakpoint(\"1h\") }}\nuser:\nWhat is in this picture?\n{{ photo }}\n",
+    )
+    .unwrap();
+    let png_file = dir.path().join("pixel.png");
+    fs::write(
+        &png_file,
+        base64::engine::general_purpose::STANDARD
+            .decode(PNG)
+            .unwrap(),
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let driver = Driver::start(&chromedriver);
+    let page = driver.session(&chromium, profile.path());
+    page.goto(&format!("{}/", server.url));
+    page.click("#template option[value='describe']");
+    // The image parameter has a file picker beside its text field.
+    let accept = page.script(
+        "const f = document.querySelector('#form input[type=file]'); return f && f.accept",
+        json!([]),
+    );
+    assert_eq!(accept, json!("image/png,image/jpeg,image/gif,image/webp"));
+
+    // A data URL typed in (set by script, as a paste would): a thumbnail
+    // of it, with the tokens the server counted for it.
+    let set_photo = "const i = document.getElementById('input-photo'); i.value = arguments[0]; \
+                     i.dispatchEvent(new Event('input', {bubbles: true})); return true";
+    page.script(set_photo, json!([data_url]));
+    let thumb = |want: &str| {
+        eventually("the image thumbnail", || {
+            let v = page.script(
+                "const img = document.querySelector('#messages .message img'); \
+                 if (!img || img.getAttribute('src') !== arguments[0]) return null; \
+                 const label = img.parentElement.querySelector('.media-tokens'); \
+                 return [img.getAttribute('src'), label ? label.textContent : '']",
+                json!([want]),
+            );
+            serde_json::from_value::<(String, String)>(v).ok()
+        })
+    };
+    let (src, label) = thumb(&data_url);
+    assert!(src.starts_with("data:image/png;base64,"), "{src}");
+    assert!(label.contains("tokens"), "{label}");
+    let expected: Value = Client::new()
+        .post(format!("{}/api/render", server.url))
+        .json(&json!({"template": "describe", "inputs": {"photo": data_url}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let counted = &expected["tokens"]["media"][0];
+    assert_eq!(counted["message"], 1, "{expected}");
+    assert_eq!(counted["part"], 1, "{expected}");
+    let tilde = if counted["approximate"] == true {
+        "~"
+    } else {
+        ""
+    };
+    let shown = format!("{tilde}{} tokens", counted["tokens"]);
+    assert!(label.starts_with(&shown), "{label} vs {counted}");
+    // The cache breakpoint after the system message is a marker between
+    // the two messages.
+    let mark = page.script(
+        "const c = document.querySelector('#messages .cache-mark'); \
+         return c && [c.previousElementSibling.dataset.role, c.nextElementSibling.dataset.role, c.textContent]",
+        json!([]),
+    );
+    let mark: (String, String, String) = serde_json::from_value(mark).unwrap();
+    assert_eq!((mark.0.as_str(), mark.1.as_str()), ("system", "user"));
+    assert!(mark.2.starts_with("cache breakpoint (1h)"), "{}", mark.2);
+    if let Some(path) = std::env::var_os("PROMPTBOOK_SCREENSHOT_MEDIA") {
+        page.screenshot(Path::new(&path));
+    }
+
+    // An http(s) image is never loaded: a placeholder names its URL.
+    page.script(set_photo, json!(["https://example.com/cat.png"]));
+    let placeholder = eventually("the image placeholder", || {
+        let v = page.script(
+            "const p = document.querySelector('#messages .placeholder'); return p && p.textContent",
+            json!([]),
+        );
+        v.as_str().map(str::to_owned)
+    });
+    assert!(
+        placeholder.contains("https://example.com/cat.png"),
+        "{placeholder}"
+    );
+
+    // A file chosen in the picker (WebDriver sends its path): read in the
+    // page into a data URL, rendered as a thumbnail again.
+    page.type_into("#file-photo", png_file.to_str().unwrap());
+    let (src, label) = thumb(&data_url);
+    assert!(src.starts_with("data:image/png;base64,"), "{src}");
+    assert!(label.contains("tokens"), "{label}");
+    let field = page.script(
+        "return document.getElementById('input-photo').value",
+        json!([]),
+    );
+    assert_eq!(field, json!(data_url));
+
+    // Nothing on the page points at or was fetched from anywhere else.
+    let remote = page.script(
+        "return [...document.images].map(i => i.getAttribute('src') || '').filter(s => /^https?:/i.test(s)) \
+           .concat(performance.getEntriesByType('resource').map(e => e.name) \
+           .filter(n => /^https?:/i.test(n) && !n.startsWith(location.origin + '/')))",
+        json!([]),
+    );
+    assert_eq!(remote, json!([]));
+}

@@ -138,10 +138,19 @@ fn a_short_static_prefix_is_reported_against_the_models_minimum() {
 /// beats dropping the oldest first.
 #[test]
 fn cache_aware_truncation_keeps_the_conversation_prefix() {
-    let dir = root(&[("chat.prompt.jinja", CHAT)]);
+    let in_template = CHAT.replace(
+        "reserve_output: 500}",
+        "reserve_output: 500, truncation: cache_aware}",
+    );
+    let dir = root(&[
+        ("chat.prompt.jinja", CHAT),
+        ("aware.prompt.jinja", &in_template),
+    ]);
     let registry = Registry::load(dir.path()).unwrap();
-    let oldest = conversation(&registry, Strategy::DropOldest);
-    let aware = conversation(&registry, Strategy::CACHE_AWARE);
+    let oldest = conversation(&registry, "chat", Some(Strategy::DropOldest));
+    let aware = conversation(&registry, "chat", Some(Strategy::CACHE_AWARE));
+    // The template's `context.truncation` chooses the same strategy.
+    assert_eq!(conversation(&registry, "aware", None), aware);
     eprintln!(
         "hit share over {TURNS} turns: drop-oldest {:.1}%, cache-aware {:.1}%",
         oldest * 100.0,
@@ -161,11 +170,14 @@ const CHAT: &str = "---\nversion: 1.0.0\nparameters:\n  history: {type: messages
 
 /// Runs the conversation and returns the hit share, checking the
 /// invariants on every turn.
-fn conversation(registry: &Registry, strategy: Strategy) -> f64 {
+fn conversation(registry: &Registry, name: &str, strategy: Option<Strategy>) -> f64 {
     let mut history: Vec<Value> = Vec::new();
     let mut previous: Option<Vec<Value>> = None;
     let (mut hits, mut pairs) = (0, 0);
-    let options = RenderOptions::new().model("gpt-4o").strategy(strategy);
+    let mut options = RenderOptions::new().model("gpt-4o");
+    if let Some(strategy) = strategy {
+        options = options.strategy(strategy);
+    }
     let mut system: Option<Value> = None;
     for turn in 0..TURNS {
         // Turns of varied length; every fifth one calls a tool.
@@ -175,7 +187,7 @@ fn conversation(registry: &Registry, strategy: Strategy) -> f64 {
         );
         let r = registry
             .render_with(
-                "chat",
+                name,
                 &json!({"history": history, "question": question}),
                 &options,
             )
@@ -277,10 +289,10 @@ mod wire {
         assert_eq!(
             b["messages"],
             json!([
-                {"role": "user", "content": "My VM is down"},
+                {"role": "user", "content": [{"type": "text", "text": "My VM is down"}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "Which region?",
                     "cache_control": {"type": "ephemeral"}}]},
-                {"role": "user", "content": "Still down?"}
+                {"role": "user", "content": [{"type": "text", "text": "Still down?"}]}
             ])
         );
         assert!(b.get("prompt_cache_key").is_none());

@@ -524,7 +524,9 @@ fn body(
     }
     let messages: Vec<Value> = turns
         .into_iter()
-        .map(|(role, blocks)| json!({"role": role, "content": plain_or_blocks(blocks)}))
+        .map(|(role, blocks)| {
+            json!({"role": role, "content": plain_or_blocks(blocks, !breakpoints.is_empty())})
+        })
         .collect();
 
     let mut body = Map::new();
@@ -651,10 +653,12 @@ fn cache_control(ttl: Option<CacheTtl>) -> Value {
     }
 }
 
-/// A turn of one text block goes as a plain string (unless a breakpoint
-/// marks it).
-fn plain_or_blocks(blocks: Vec<Value>) -> Value {
-    if blocks.iter().any(|b| b.get("cache_control").is_some()) {
+/// A turn of one text block goes as a plain string. With `cached` (the
+/// request marks breakpoints) every turn stays blocks: a turn's form must
+/// not change when a breakpoint on it moves on to a later turn (joined
+/// text blocks would be other bytes), or the cached prefix would miss.
+fn plain_or_blocks(blocks: Vec<Value>, cached: bool) -> Value {
+    if cached {
         return Value::Array(blocks);
     }
     if let [only] = blocks.as_slice()

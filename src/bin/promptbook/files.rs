@@ -72,6 +72,12 @@ pub(crate) const INPUT_FILE_BYTES: u64 = 64 << 20;
 /// device (`/dev/zero`, even behind a link) or a directory is refused
 /// before it is opened, so nothing blocks or reads without end.
 pub(crate) fn read_regular_file(path: &std::path::Path, max: u64) -> Result<String> {
+    let bytes = read_regular_bytes(path, max)?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
+}
+
+/// [`read_regular_file`]'s bytes, whatever they are.
+pub(crate) fn read_regular_bytes(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
@@ -92,7 +98,7 @@ pub(crate) fn read_regular_file(path: &std::path::Path, max: u64) -> Result<Stri
     if bytes.len() as u64 > max {
         bail!("{} is over {max} bytes", path.display());
     }
-    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))
+    Ok(bytes)
 }
 
 pub(crate) fn read_stdin() -> Result<String> {

@@ -66,6 +66,86 @@ pub(crate) fn listed_values(schema: &Value) -> Vec<&Value> {
     out
 }
 
+/// A `--var k@=FILE` value: the file inline, as a data URL (for a `file`
+/// parameter, `{data, media_type, filename}`). The media type comes from
+/// the file's first bytes (PNG, JPEG, GIF, WebP, PDF, WAV, MP3), else
+/// `text/plain` for UTF-8 text; anything else is an error saying how to
+/// give it.
+fn media_file(template: Option<&Template>, key: &str, path: &str) -> Result<Value> {
+    use base64::Engine as _;
+    let bytes = crate::files::read_regular_bytes(std::path::Path::new(path), INPUT_FILE_BYTES)
+        .with_context(|| format!("--var {key}@={path}"))?;
+    let Some(media_type) = sniff(&bytes) else {
+        bail!(
+            "--var {key}@={path}: cannot tell what kind of media it is (PNG, JPEG, GIF, WebP, PDF, \
+             WAV, MP3 and UTF-8 text are known); give it as `--var {key}:='{{\"data\": \"BASE64\", \
+             \"media_type\": \"...\"}}'`"
+        );
+    };
+    let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let is_file = template
+        .and_then(|t| t.input_schema().get("properties")?.get(key))
+        .and_then(|s| s.get("x-promptbook-media"))
+        .is_some_and(|k| k == "file");
+    Ok(if is_file {
+        let name = std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let mut o = Map::new();
+        o.insert("data".into(), data.into());
+        o.insert("media_type".into(), media_type.into());
+        if let Some(name) = name {
+            o.insert("filename".into(), name.into());
+        }
+        Value::Object(o)
+    } else {
+        format!("data:{media_type};base64,{data}").into()
+    })
+}
+
+/// The media type of a file from its first bytes.
+fn sniff(b: &[u8]) -> Option<&'static str> {
+    Some(match b {
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'A',
+            b'V',
+            b'E',
+            ..,
+        ] => "audio/wav",
+        [b'%', b'P', b'D', b'F', ..] => "application/pdf",
+        [b'I', b'D', b'3', ..] | [0xFF, 0xFB | 0xF3 | 0xF2, ..] => "audio/mpeg",
+        _ if std::str::from_utf8(b).is_ok() => "text/plain",
+        _ => return None,
+    })
+}
+
 /// A `--var k=v` value, converted by the parameter's declared type: a
 /// number for `integer` and `number`, `true`/`false` for `boolean`, JSON
 /// for `array`, `object` and `null`; a string otherwise (or when the type
@@ -175,8 +255,12 @@ pub(crate) fn read_inputs(
     };
     for var in vars {
         let Some((key, value)) = var.split_once('=') else {
-            bail!("--var `{var}`: expected `k=v` (a string) or `k:=JSON`");
+            bail!("--var `{var}`: expected `k=v` (a string), `k:=JSON` or `k@=FILE` (media)");
         };
+        if let Some(key) = key.strip_suffix('@') {
+            inputs.insert(key.to_owned(), media_file(template, key, value)?);
+            continue;
+        }
         let (key, value) = match key.strip_suffix(':') {
             Some(key) => (
                 key,

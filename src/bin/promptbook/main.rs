@@ -57,7 +57,8 @@ pub(crate) struct InputArgs {
     pub(crate) input: Option<String>,
     /// Set one input: `k=v` (converted by the parameter's type: a string,
     /// unless it is declared a number, boolean, array or object), `k:=JSON`
-    /// a JSON value. Wins over --input.
+    /// a JSON value, `k@=FILE` an image, file or audio read from FILE
+    /// (inline, its media type from its first bytes). Wins over --input.
     #[arg(long = "var", value_name = "K=V")]
     pub(crate) vars: Vec<String>,
 }
