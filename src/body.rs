@@ -303,7 +303,10 @@ pub(crate) fn compile_body_as(
             } else if let Some(call) = crate::cache_breakpoint::parse_call(inner) {
                 match call {
                     Ok(ttl) => {
-                        replaced = Some(crate::cache_breakpoint::marker(ttl));
+                        replaced = Some(crate::cache_breakpoint::marker(
+                            ttl,
+                            !out.splices.is_empty(),
+                        ));
                         out.breakpoints.push(at);
                     }
                     Err(why) => out.breakpoint_errors.push((at, why)),
@@ -726,8 +729,9 @@ pub(crate) enum Piece<'a> {
     Splice(&'a str),
     /// A media value placed: its index in the render's table of parts.
     Media(usize),
-    /// A cache breakpoint, with its TTL when written.
-    Breakpoint(Option<crate::cache_breakpoint::CacheTtl>),
+    /// A cache breakpoint: its TTL when written, and whether a history
+    /// splice came before it in the source.
+    Breakpoint(Option<crate::cache_breakpoint::CacheTtl>, bool),
 }
 
 /// [`pieces`], collected.
@@ -801,14 +805,16 @@ impl<'a> Iterator for Pieces<'a> {
                 continue;
             }
             let letter = b.get(open + 3).copied().unwrap_or_default();
-            if letter == MEDIA_AS_TEXT as u8 {
+            // Upper case too: a filter such as `upper` ran over it.
+            if letter.eq_ignore_ascii_case(&(MEDIA_AS_TEXT as u8)) {
                 let kind: String = out[open + 4..]
                     .split(MARK_CLOSE)
                     .next()
                     .unwrap_or("media")
                     .chars()
                     .take(5)
-                    .collect();
+                    .collect::<String>()
+                    .to_lowercase();
                 return self.fail(format!(
                     "a media value ({kind}) was printed inside text (joined with `~`, passed \
                      through a filter, or made a string): media is placed by printing it on its \
@@ -874,7 +880,8 @@ impl<'a> Iterator for Pieces<'a> {
                 let piece = if letter == SPLICE as u8 {
                     Piece::Splice(code)
                 } else if letter == crate::cache_breakpoint::LETTER as u8 {
-                    Piece::Breakpoint(crate::cache_breakpoint::CacheTtl::parse(code))
+                    let (ttl, conversation) = crate::cache_breakpoint::parse_code(code);
+                    Piece::Breakpoint(ttl, conversation)
                 } else {
                     match code.parse() {
                         Ok(index) => Piece::Media(index),
@@ -951,7 +958,7 @@ mod tests {
                 Piece::Role(r, _) => Some(r.to_string()),
                 Piece::Splice(h) => Some(format!("<{h}>")),
                 Piece::Media(i) => Some(format!("[{i}]")),
-                Piece::Breakpoint(_) => Some("<cache>".to_owned()),
+                Piece::Breakpoint(..) => Some("<cache>".to_owned()),
                 Piece::Text(_) => None,
             })
             .collect()

@@ -84,15 +84,33 @@ pub struct CacheBreakpoint {
 pub(crate) const LETTER: char = 'c';
 
 /// The marker of a breakpoint line: tagged like a splice, with the TTL
-/// (or nothing) as its code.
-pub(crate) fn marker(ttl: Option<CacheTtl>) -> String {
-    let code = ttl.map_or("", CacheTtl::as_str);
+/// (or nothing) as its code, and `+h` when a history splice comes before
+/// it in the source (a conversation breakpoint: decided where the proof of
+/// [`crate::load::static_prefix`] decides it, so a render and lint agree
+/// even when the splice sits in a branch that does not render).
+pub(crate) fn marker(ttl: Option<CacheTtl>, conversation: bool) -> String {
+    let code = format!(
+        "{}{}",
+        ttl.map_or("", CacheTtl::as_str),
+        if conversation { CONVERSATION } else { "" }
+    );
     format!(
         "{}{LETTER}{}{code}{}",
         crate::body::MARK_OPEN,
-        crate::body::marker_tag(LETTER, code),
+        crate::body::marker_tag(LETTER, &code),
         crate::body::MARK_CLOSE
     )
+}
+
+/// The suffix of a conversation breakpoint's marker code.
+pub(crate) const CONVERSATION: &str = "+h";
+
+/// A marker's code: the TTL, and whether it is a conversation breakpoint.
+pub(crate) fn parse_code(code: &str) -> (Option<CacheTtl>, bool) {
+    match code.strip_suffix(CONVERSATION) {
+        Some(ttl) => (CacheTtl::parse(ttl), true),
+        None => (CacheTtl::parse(code), false),
+    }
 }
 
 /// The function's name.

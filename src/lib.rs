@@ -132,6 +132,7 @@ pub use limits::RenderLimits;
 pub use load::lint::lint;
 pub use load::{Failures, LoadOptions};
 pub use lock::{Change, LOCKFILE, Lockfile};
+pub use media::sniff_media_type;
 pub use message::{Message, Role};
 pub use reference::{Reference, Selector};
 pub use registry::Registry;
@@ -164,6 +165,11 @@ mod doc_pages {
     struct Dispatch;
     #[doc = include_str!("../docs/prompty.md")]
     struct Prompty;
+    #[doc = include_str!("../docs/media.md")]
+    struct Media;
+    #[cfg(feature = "dispatch")]
+    #[doc = include_str!("../docs/prompt-caching.md")]
+    struct PromptCaching;
     #[doc = include_str!("../docs/architecture.md")]
     struct Architecture;
 }

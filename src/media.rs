@@ -136,8 +136,117 @@ fn problem(at: &'static str, rule: &'static str, message: String) -> Problem {
     Problem { at, rule, message }
 }
 
+/// The media type of bytes, from their first bytes (the formats' magic
+/// numbers): PNG, JPEG, GIF, WebP, PDF, WAV and MP3; `text/plain` for
+/// UTF-8 text; `None` for anything else. Sixteen bytes are enough.
+pub fn sniff_media_type(b: &[u8]) -> Option<&'static str> {
+    Some(match b {
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'A',
+            b'V',
+            b'E',
+            ..,
+        ] => "audio/wav",
+        [b'%', b'P', b'D', b'F', ..] => "application/pdf",
+        [b'I', b'D', b'3', ..] | [0xFF, 0xFB | 0xF3 | 0xF2 | 0xFA, ..] => "audio/mpeg",
+        _ if std::str::from_utf8(b).is_ok() => "text/plain",
+        _ => return None,
+    })
+}
+
+/// Checks that inline bytes are what their media type says: their first
+/// bytes (an image's, a PDF's, a WAV's or an MP3's header), an image's size
+/// (not zero pixels), and plain text's UTF-8. A provider refuses a
+/// mismatch (Anthropic answers 400 for a JPEG sent as `image/png`), so it
+/// is an input error here, before anything is sent.
+fn check_bytes(kind: Kind, media: &Media, at: &'static str) -> Result<(), Problem> {
+    let Source::Data { media_type, data } = &media.source else {
+        return Ok(());
+    };
+    if media_type == "text/plain" {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str())
+            .unwrap_or_default();
+        return match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(problem(
+                at,
+                "contentMediaType",
+                format!(
+                    "the data is not UTF-8 text (byte {} is not), as text/plain must be",
+                    e.valid_up_to()
+                ),
+            )),
+        };
+    }
+    let head = decode_prefix(data.as_str(), 16);
+    let found = match sniff_media_type(&head) {
+        // Text is what any short enough run of bytes may be.
+        Some("text/plain") | None => None,
+        found => found,
+    };
+    if found != Some(media_type.as_str()) {
+        let what = match found {
+            Some(t) => format!("is {t}"),
+            None => format!("does not start as {} does", media_type),
+        };
+        return Err(problem(
+            at,
+            "contentMediaType",
+            format!(
+                "the data {what}, but its media type says {media_type}: give the media type the \
+                 bytes have"
+            ),
+        ));
+    }
+    if kind == Kind::Image
+        && let Some((w, h)) = crate::media_tokens::image_size(media)
+        && (w == 0 || h == 0)
+    {
+        return Err(problem(
+            at,
+            "contentMediaType",
+            format!("the image is {w}x{h} pixels: it has no pixels to see"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a written value of `kind` and makes its media.
 pub(crate) fn check(kind: Kind, w: &Written<'_>, max_bytes: usize) -> Result<Media, Problem> {
+    let data_at = match (&w.string, &w.data) {
+        (Some(_), _) => "",
+        (None, Some(_)) => "/data",
+        _ => "/url",
+    };
     let mut media = match (&w.string, &w.url, &w.data) {
         (Some(s), _, _) => from_url(kind, s, "", max_bytes)?,
         (None, Some(_), None) if w.media_type.is_some() => {
@@ -210,6 +319,7 @@ pub(crate) fn check(kind: Kind, w: &Written<'_>, max_bytes: usize) -> Result<Med
         }
         media.filename = Some(name.to_owned());
     }
+    check_bytes(kind, &media, data_at)?;
     if kind == Kind::Audio && matches!(media.source, Source::Url(_)) {
         return Err(problem(
             "",
@@ -239,7 +349,16 @@ fn from_url(
             .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
     };
     match scheme.as_deref() {
-        Some(scheme @ ("http" | "https")) if has_host(scheme) => {
+        Some(scheme @ ("http" | "https")) if !has_host(scheme) => Err(problem(
+            at,
+            "format",
+            format!(
+                "`{}` has no host: a URL of {} is `{scheme}://HOST/...`",
+                shorten(s),
+                kind.with_article()
+            ),
+        )),
+        Some("http" | "https") => {
             if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(problem(
                     at,
@@ -260,8 +379,11 @@ fn from_url(
             };
             // Parameters before `;base64` (`;charset=...`) say nothing
             // about the bytes' kind.
-            let Some(media_type) = meta
-                .strip_suffix(";base64")
+            let base64 = meta.len() >= 7
+                && meta.is_char_boundary(meta.len() - 7)
+                && meta[meta.len() - 7..].eq_ignore_ascii_case(";base64");
+            let Some(media_type) = base64
+                .then(|| &meta[..meta.len() - 7])
                 .map(|t| t.split(';').next().unwrap_or(t))
             else {
                 return Err(problem(
@@ -459,6 +581,36 @@ mod tests {
         assert!(string(Kind::Audio, "data:audio/mp3;base64,SUQz").is_ok());
         let m = string(Kind::File, "data:text/plain;charset=utf-8;base64,aGk=").unwrap();
         assert_eq!(m.media_type(), Some("text/plain"));
+        assert!(string(Kind::Image, "data:image/png;BASE64,iVBORw0KGgo=").is_ok());
+        // What the bytes are must be what the media type says.
+        for (bad, rule) in [
+            // JPEG bytes said to be PNG.
+            ("data:image/png;base64,/9j/4AAQ", "contentMediaType"),
+            // Text said to be a PDF; Latin-1 said to be UTF-8 text.
+            ("data:application/pdf;base64,aGVsbG8=", "contentMediaType"),
+            ("data:text/plain;base64,/w==", "contentMediaType"),
+        ] {
+            let kind = if bad.contains("image") {
+                Kind::Image
+            } else {
+                Kind::File
+            };
+            assert_eq!(string(kind, bad).unwrap_err().rule, rule, "{bad}");
+        }
+        // A PNG whose header says 0 pixels wide.
+        let zero = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAAAAAABCAYAAAAfFcSJ";
+        assert!(
+            string(Kind::Image, zero)
+                .unwrap_err()
+                .message
+                .contains("0x1")
+        );
+        assert!(
+            string(Kind::Image, "http://")
+                .unwrap_err()
+                .message
+                .contains("no host")
+        );
     }
 
     #[test]

@@ -189,10 +189,11 @@ fn bind_value(
     max_bytes: usize,
     template: &str,
 ) -> Result<Option<Value>, Error> {
-    if value.is_none() || value.is_undefined() {
-        return Ok(None);
-    }
     match steps.first() {
+        // An optional media value left out (or `null`) prints nothing and
+        // tests false, rather than printing `none` into the prompt.
+        None if value.is_none() => Ok(Some(Value::from(""))),
+        _ if value.is_none() || value.is_undefined() => Ok(None),
         None => {
             let media = check(value, kind, max_bytes).map_err(|p| {
                 let at = format!("{pointer}{}", p.at);
@@ -285,6 +286,21 @@ fn check(value: &Value, kind: Kind, max_bytes: usize) -> Result<Media, media::Pr
     // The shared strings of `url` and `data`, kept alive for the check.
     let (mut url_arc, mut data_arc) = (None, None);
     for (key, v) in map.iter() {
+        if !matches!(key, "url" | "data" | "media_type" | "detail" | "filename") {
+            return Err(media::Problem {
+                at: "",
+                rule: "additionalProperties",
+                message: format!(
+                    "unknown field `{key}` in {} (allowed: url, data, media_type{})",
+                    kind.with_article(),
+                    match kind {
+                        Kind::Image => ", detail",
+                        Kind::File => ", filename",
+                        Kind::Audio => "",
+                    }
+                ),
+            });
+        }
         let Some(s) = v.as_str() else {
             let at = match key {
                 "url" => "/url",

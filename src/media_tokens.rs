@@ -119,7 +119,8 @@ pub(crate) fn openai_high(w: u64, h: u64) -> usize {
         w *= s;
         h *= s;
     }
-    let tiles = (w.round() / 512.0).ceil() * (h.round() / 512.0).ceil();
+    // A side scaled below one pixel is still one tile wide.
+    let tiles = (w.round() / 512.0).ceil().max(1.0) * (h.round() / 512.0).ceil().max(1.0);
     OPENAI_BASE + OPENAI_TILE * tiles as usize
 }
 
@@ -137,7 +138,8 @@ pub(crate) fn anthropic(w: u64, h: u64) -> usize {
         w = (w * s).floor();
         h = (h * s).floor();
     }
-    ((w * h) / 750.0).ceil() as usize
+    // A side scaled below one pixel is still one pixel.
+    ((w.max(1.0) * h.max(1.0)) / 750.0).ceil().max(1.0) as usize
 }
 
 fn file_tokens(media: &Media, count_text: &dyn Fn(&str) -> usize) -> (usize, bool) {
@@ -192,6 +194,8 @@ mod tests {
         assert_eq!(openai_high(4096, 8192), 1105);
         assert_eq!(openai_high(512, 512), 255);
         assert_eq!(openai_high(768, 2048), OPENAI_MAX);
+        // Thin images: fit to 0.4x2048, still 1x4 tiles.
+        assert_eq!(openai_high(1, 5000), 765);
     }
 
     #[test]
@@ -200,6 +204,9 @@ mod tests {
         assert_eq!(anthropic(1092, 1092), 1590);
         assert_eq!(anthropic(200, 200), 54);
         assert!(anthropic(8000, 8000) <= ANTHROPIC_MAX);
+        for (w, h) in [(1, 1569), (4, 9000), (5000, 2)] {
+            assert!(anthropic(w, h) >= 1, "{w}x{h}");
+        }
     }
 
     #[test]

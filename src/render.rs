@@ -601,19 +601,22 @@ impl Rendered {
         }
         retain_kept(&mut self.messages, &keep);
         retain_runs(&mut self.history, &keep);
+        // Where each message index moves: the kept messages before it (one
+        // pass, so a long history with media is not quadratic).
+        let mut kept_before = Vec::with_capacity(keep.len() + 1);
+        kept_before.push(0);
+        for &k in &keep {
+            let last = kept_before.last().copied().unwrap_or(0);
+            kept_before.push(last + usize::from(k));
+        }
+        let moved = |i: usize| kept_before[i.min(keep.len())];
         for b in &mut self.cache_breakpoints {
-            b.messages = keep[..b.messages.min(keep.len())]
-                .iter()
-                .filter(|&&k| k)
-                .count();
+            b.messages = moved(b.messages);
         }
         retain_kept(&mut self.tokens.messages, &keep);
         self.tokens.media.retain_mut(|m| {
             let kept = keep.get(m.message).copied().unwrap_or(true);
-            m.message = keep[..m.message.min(keep.len())]
-                .iter()
-                .filter(|&&k| k)
-                .count();
+            m.message = moved(m.message);
             kept
         });
         self.tokens.total = self.tokens.messages.iter().sum::<usize>() + priming;
@@ -942,19 +945,19 @@ fn assemble(
                     },
                 },
             },
-            Piece::Breakpoint(ttl) => match &mut current {
+            Piece::Breakpoint(ttl, in_source) => match &mut current {
                 Some(open) if open.closed_by.is_some() => {
                     return Err(
                         "two cache breakpoints in a row mark the same place; keep one".into(),
                     );
                 }
                 Some(open) if !open.text.trim().is_empty() || !open.parts.is_empty() => {
-                    open.closed_by = Some((ttl, spliced));
+                    open.closed_by = Some((ttl, in_source || spliced));
                 }
                 _ => breakpoints.push(CacheBreakpoint {
                     messages: messages.len(),
                     ttl,
-                    conversation: spliced,
+                    conversation: in_source || spliced,
                     tokens: 0,
                 }),
             },
@@ -1071,8 +1074,9 @@ fn assemble(
 }
 
 fn after_breakpoint(role: Role) -> String {
+    let a = if role == Role::Assistant { "an" } else { "a" };
     format!(
-        "the template wrote more of a {role} message after a cache breakpoint; a breakpoint goes \
+        "the template wrote more of {a} {role} message after a cache breakpoint; a breakpoint goes \
          between messages (right before a role line, a history splice or the end)"
     )
 }

@@ -374,3 +374,70 @@ mod wire {
         }
     }
 }
+
+/// Layouts the render would refuse, found by lint from the source: two
+/// breakpoints in a row, text after one in the same message, 5m before
+/// 1h; `debug()` before a static breakpoint; a child's block that its
+/// parent renders before its breakpoint.
+#[test]
+fn lint_finds_breakpoint_layouts_debug_and_inherited_blocks() {
+    let dir = root(&[
+        (
+            "twice.prompt.jinja",
+            "---\nversion: 1.0.0\n---\nsystem:\nRules.\n{{ cache_breakpoint() }}\n{{ cache_breakpoint() }}\nuser:\nHi\n",
+        ),
+        (
+            "after.prompt.jinja",
+            "---\nversion: 1.0.0\n---\nsystem:\nRules.\n{{ cache_breakpoint() }}\nMore rules.\nuser:\nHi\n",
+        ),
+        (
+            "order.prompt.jinja",
+            "---\nversion: 1.0.0\n---\nsystem:\nRules.\n{{ cache_breakpoint(\"5m\") }}\nuser:\nHi\n{{ cache_breakpoint(\"1h\") }}\nassistant:\nHello\n",
+        ),
+        (
+            "dbg.prompt.jinja",
+            "---\nversion: 1.0.0\nparameters:\n  q: string\n---\nsystem:\nStatic. {{ debug() }}\n{{ cache_breakpoint() }}\nuser:\n{{ q }}\n",
+        ),
+        (
+            "base@1.0.0.prompt.jinja",
+            "---\nversion: 1.0.0\n---\nsystem:\nBase\n{% block extra %}{% endblock %}\n{{ cache_breakpoint() }}\nuser:\nHi\n",
+        ),
+        (
+            "child.prompt.jinja",
+            "---\nversion: 1.0.0\nextends: base@^1\nparameters:\n  secret: string\n---\n{% block extra %}More {{ secret }}{% endblock %}\n",
+        ),
+    ]);
+    let found = cache_findings(dir.path());
+    let errors = |file: &str, needle: &str| {
+        found
+            .iter()
+            .any(|(s, _, m)| *s == Severity::Error && m.contains(needle))
+            && promptbook::lint(dir.path())
+                .unwrap()
+                .iter()
+                .any(|d| d.location().path().ends_with(file) && d.message().contains(needle))
+    };
+    assert!(
+        errors("twice.prompt.jinja", "two cache breakpoints in a row"),
+        "{found:#?}"
+    );
+    assert!(
+        errors("after.prompt.jinja", "text follows this cache breakpoint"),
+        "{found:#?}"
+    );
+    assert!(
+        errors(
+            "order.prompt.jinja",
+            "1h cache breakpoint comes after a 5m one"
+        ),
+        "{found:#?}"
+    );
+    assert!(errors("dbg.prompt.jinja", "`debug`"), "{found:#?}");
+    assert!(errors("child.prompt.jinja", "block `extra`"), "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|(_, _, m)| m.contains("`secret`") && m.contains("base@1.0.0")),
+        "{found:#?}"
+    );
+}

@@ -331,7 +331,7 @@ fn the_multimodal_fixture_renders_as_prompty_runtime_does() {
         .render(
             "multimodal",
             &json!({"photo": "https://example.com/cat.png",
-                    "recording": "data:audio/wav;base64,UklGRg=="}),
+                    "recording": "data:audio/wav;base64,UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="}),
         )
         .unwrap();
     let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();

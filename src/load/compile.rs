@@ -513,6 +513,7 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
 
     if let Some(messages) = &m.messages {
         let mut breakpoints = 0;
+        let mut seen_history = false;
         for entry in messages {
             let at = src.at_span(entry);
             let e = &entry.value;
@@ -563,7 +564,7 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                     &mut line,
                     ttl.referenced.line() + src.span_line_offset,
                 );
-                out.push_str(&crate::cache_breakpoint::marker(Some(parsed)));
+                out.push_str(&crate::cache_breakpoint::marker(Some(parsed), seen_history));
                 continue;
             }
             match (&e.role, &e.content, &e.history) {
@@ -659,6 +660,7 @@ fn synthesize_manifest(src: &SourceFile, resolved: &Resolved, errors: &mut Vec<E
                         h.referenced.line() + src.span_line_offset,
                     );
                     out.push_str(&body::splice_marker(&h.value));
+                    seen_history = true;
                 }
                 _ => errors.push(
                     Error::new(

@@ -41,9 +41,10 @@ use crate::error::{Diagnostic, Location, line_col};
 use crate::lex::{Tok, tokenize};
 use crate::registry::{Entry, Index};
 
-/// Functions and filters whose result varies from call to call.
+/// Functions and filters whose result varies from call to call (`debug()`
+/// prints every input and the engine's state).
 const VOLATILE: &[&str] = &[
-    "now", "random", "uuid", "uuid4", "randint", "shuffle", "time",
+    "now", "random", "uuid", "uuid4", "randint", "shuffle", "time", "debug",
 ];
 
 /// The smallest prefix the model caches, in tokens.
@@ -70,7 +71,7 @@ pub(crate) fn check(entry: &Entry, index: &Index, path: &std::path::Path) -> Vec
         .map(|(at, _)| *at)
         .collect();
     if breakpoints.is_empty() {
-        return Vec::new();
+        return inherited(entry, index, path);
     }
     let first_splice = markers
         .iter()
@@ -92,7 +93,7 @@ pub(crate) fn check(entry: &Entry, index: &Index, path: &std::path::Path) -> Vec
         )
     };
     let line = |offset: usize| line_col(source, offset).0;
-    let mut out = Vec::new();
+    let mut out = layout(entry, source, &markers, &at);
     let mut reported = HashSet::new();
     for &b in &breakpoints {
         let conversation = first_splice.is_some_and(|s| s < b);
@@ -151,6 +152,201 @@ pub(crate) fn check(entry: &Entry, index: &Index, path: &std::path::Path) -> Vec
                     ),
                 ));
             }
+        }
+    }
+    out
+}
+
+/// Layouts that cannot render, or cache nothing, found in the source
+/// rather than at render time: text after a breakpoint in the same
+/// message, two breakpoints in a row, a 1h breakpoint after a 5m one, and
+/// a breakpoint before the first message (it caches the tools) in a
+/// template without tools.
+fn layout(
+    entry: &Entry,
+    source: &str,
+    markers: &[(usize, char)],
+    at: &dyn Fn(usize) -> Location,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut last_ttl: Option<(usize, &str)> = None;
+    for (k, &(b, letter)) in markers.iter().enumerate() {
+        if letter != crate::cache_breakpoint::LETTER {
+            continue;
+        }
+        let end = source[b..]
+            .find(MARK_CLOSE)
+            .map_or(source.len(), |c| b + c + MARK_CLOSE.len_utf8());
+        let ttl = if source[b..end].contains("1h") {
+            "1h"
+        } else {
+            "5m"
+        };
+        if let Some((prev, "5m")) = last_ttl
+            && ttl == "1h"
+        {
+            out.push(Diagnostic::lint_error(
+                at(b),
+                format!(
+                    "this 1h cache breakpoint comes after a 5m one (line {}): Anthropic requires \
+                     longer TTLs first, so the render fails; make the earlier one 1h or this one 5m",
+                    line_col(source, prev).0
+                ),
+            ));
+        }
+        last_ttl = Some((b, ttl));
+        let next = markers.get(k + 1).map_or(source.len(), |m| m.0);
+        let between = &source[end..next];
+        let text_after = tokenize(between)
+            .iter()
+            .any(|t| t.kind == Tok::Text && !between[t.start..t.end].trim().is_empty());
+        match markers.get(k + 1) {
+            Some(&(n, l)) if l == crate::cache_breakpoint::LETTER && between.trim().is_empty() => {
+                out.push(Diagnostic::lint_error(
+                    at(n),
+                    "two cache breakpoints in a row mark the same place, and the render fails; \
+                     keep one"
+                        .to_owned(),
+                ));
+            }
+            _ if text_after => out.push(Diagnostic::lint_error(
+                at(b),
+                "text follows this cache breakpoint in the same message, and the render fails: a \
+                 breakpoint goes between messages (right before a role line, a history splice or \
+                 the end)"
+                    .to_owned(),
+            )),
+            _ => {}
+        }
+        let first = markers
+            .iter()
+            .all(|&(m, l)| m >= b || l == crate::cache_breakpoint::LETTER);
+        if first && entry.template.tools.is_empty() {
+            out.push(Diagnostic::new(
+                crate::error::Severity::Warning,
+                at(b),
+                "a cache breakpoint before the first message caches the tool definitions, and \
+                 this template declares none: it caches nothing"
+                    .to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// A template that extends a parent with a static breakpoint: the blocks
+/// it overrides that the parent renders before that breakpoint are read
+/// like the parent's own text (a child's `{{ secret }}` in such a block is
+/// in the cached prefix).
+fn inherited(entry: &Entry, index: &Index, path: &std::path::Path) -> Vec<Diagnostic> {
+    let Some(parent) = entry
+        .template
+        .extends
+        .as_deref()
+        .and_then(|p| index.resolve(p).ok())
+    else {
+        return Vec::new();
+    };
+    let psrc = &parent.source;
+    let pmarkers = markers(psrc);
+    let first_splice = pmarkers.iter().find(|(_, l)| *l == SPLICE).map(|m| m.0);
+    let Some(last_static) = pmarkers
+        .iter()
+        .filter(|&&(at, l)| {
+            l == crate::cache_breakpoint::LETTER && first_splice.is_none_or(|s| at < s)
+        })
+        .map(|m| m.0)
+        .next_back()
+    else {
+        return Vec::new();
+    };
+    let before: HashSet<&str> = blocks(psrc)
+        .into_iter()
+        .filter(|b| b.tag < last_static)
+        .map(|b| b.name)
+        .collect();
+    let params: HashSet<&str> = entry
+        .template
+        .parameters
+        .iter()
+        .filter(|p| p.schema.get("stable").and_then(|s| s.as_bool()) != Some(true))
+        .map(|p| p.name.as_str())
+        .collect();
+    let source = &entry.source;
+    let mut out = Vec::new();
+    let mut text = String::new();
+    for block in blocks(source)
+        .into_iter()
+        .filter(|b| before.contains(b.name))
+    {
+        let inner = &source[block.start..block.end];
+        for f in scan(inner, inner.len(), &params, index, 0, &mut text) {
+            let offset = block.start + if f.via.is_some() { 0 } else { f.offset };
+            let (l, c) = line_col(source, offset);
+            let what = match &f.what {
+                What::Parameter(p) => format!("interpolates `{p}`, which is not `stable: true`"),
+                What::Volatile(v) => format!("calls `{v}`, whose result varies"),
+            };
+            out.push(Diagnostic::lint_error(
+                Location::at(
+                    path,
+                    l,
+                    (entry.form == crate::template::FileForm::Body).then_some(c),
+                ),
+                format!(
+                    "block `{}` renders before the cache breakpoint of `{}` (line {}), and this \
+                     line {what}: the cached prefix changes on every call",
+                    block.name,
+                    parent.id,
+                    line_col(psrc, last_static).0
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// A `{% block NAME %}`: its name, where its tag starts, where its body
+/// starts and ends.
+struct Block<'a> {
+    name: &'a str,
+    tag: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The blocks of a source, nested ones included.
+fn blocks(source: &str) -> Vec<Block<'_>> {
+    let mut open: Vec<(&str, usize, usize)> = Vec::new();
+    let mut out = Vec::new();
+    for t in tokenize(source) {
+        if t.kind != Tok::Stmt {
+            continue;
+        }
+        let tag = &source[t.start..t.end];
+        match crate::lex::stmt_keyword(tag) {
+            "block" => {
+                let name = tag
+                    .trim_start_matches("{%")
+                    .trim_start_matches(['-', '+', '~'])
+                    .trim_start()
+                    .trim_start_matches("block")
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .find(|w| !w.is_empty())
+                    .unwrap_or("");
+                open.push((name, t.start, t.end));
+            }
+            "endblock" => {
+                if let Some((name, tag, start)) = open.pop() {
+                    out.push(Block {
+                        name,
+                        tag,
+                        start,
+                        end: t.start,
+                    });
+                }
+            }
+            _ => {}
         }
     }
     out

@@ -75,7 +75,7 @@ fn media_file(template: Option<&Template>, key: &str, path: &str) -> Result<Valu
     use base64::Engine as _;
     let bytes = crate::files::read_regular_bytes(std::path::Path::new(path), INPUT_FILE_BYTES)
         .with_context(|| format!("--var {key}@={path}"))?;
-    let Some(media_type) = sniff(&bytes) else {
+    let Some(media_type) = promptbook::sniff_media_type(&bytes) else {
         bail!(
             "--var {key}@={path}: cannot tell what kind of media it is (PNG, JPEG, GIF, WebP, PDF, \
              WAV, MP3 and UTF-8 text are known); give it as `--var {key}:='{{\"data\": \"BASE64\", \
@@ -100,49 +100,6 @@ fn media_file(template: Option<&Template>, key: &str, path: &str) -> Result<Valu
         Value::Object(o)
     } else {
         format!("data:{media_type};base64,{data}").into()
-    })
-}
-
-/// The media type of a file from its first bytes.
-fn sniff(b: &[u8]) -> Option<&'static str> {
-    Some(match b {
-        [0x89, b'P', b'N', b'G', ..] => "image/png",
-        [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
-        [b'G', b'I', b'F', b'8', ..] => "image/gif",
-        [
-            b'R',
-            b'I',
-            b'F',
-            b'F',
-            _,
-            _,
-            _,
-            _,
-            b'W',
-            b'E',
-            b'B',
-            b'P',
-            ..,
-        ] => "image/webp",
-        [
-            b'R',
-            b'I',
-            b'F',
-            b'F',
-            _,
-            _,
-            _,
-            _,
-            b'W',
-            b'A',
-            b'V',
-            b'E',
-            ..,
-        ] => "audio/wav",
-        [b'%', b'P', b'D', b'F', ..] => "application/pdf",
-        [b'I', b'D', b'3', ..] | [0xFF, 0xFB | 0xF3 | 0xF2, ..] => "audio/mpeg",
-        _ if std::str::from_utf8(b).is_ok() => "text/plain",
-        _ => return None,
     })
 }
 
