@@ -348,19 +348,7 @@ fn body(
         }
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
-                if let Some((j, p)) = (1..)
-                    .zip(m.content.parts().iter())
-                    .find(|(_, p)| p.is_media())
-                {
-                    return Err(super::wire::media_refused(
-                        i,
-                        m.role,
-                        j,
-                        p,
-                        "Anthropic",
-                        "user and tool",
-                    ));
-                }
+                super::wire::text_only(i, m, "Anthropic", "user and tool")?;
                 let text = m.text();
                 if !text.trim().is_empty() {
                     system.push(text);
@@ -398,19 +386,7 @@ fn body(
                 )
             }
             Role::Assistant => {
-                if let Some((j, p)) = (1..)
-                    .zip(m.content.parts().iter())
-                    .find(|(_, p)| p.is_media())
-                {
-                    return Err(super::wire::media_refused(
-                        i,
-                        m.role,
-                        j,
-                        p,
-                        "Anthropic",
-                        "user and tool",
-                    ));
-                }
+                super::wire::text_only(i, m, "Anthropic", "user and tool")?;
                 let mut blocks = text_block(&m.text());
                 calls_from = i + 1;
                 for call in m.tool_calls.iter().flatten() {

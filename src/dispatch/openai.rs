@@ -275,6 +275,9 @@ fn message(i: usize, m: &Message) -> Result<Value, String> {
                 o.insert("content".into(), t.as_str().into());
             }
             Content::Parts(parts) => {
+                if m.role != Role::User {
+                    super::wire::text_only(i, m, "OpenAI", "user")?;
+                }
                 let parts = (1..)
                     .zip(parts)
                     .map(|(j, p)| part(i, m.role, j, p))
@@ -296,9 +299,6 @@ fn message(i: usize, m: &Message) -> Result<Value, String> {
 }
 
 fn part(i: usize, role: Role, j: usize, p: &Part) -> Result<Value, String> {
-    if p.is_media() && role != Role::User {
-        return Err(super::wire::media_refused(i, role, j, p, "OpenAI", "user"));
-    }
     Ok(match p {
         Part::Text(t) => json!({"type": "text", "text": t}),
         Part::Image(m) => {

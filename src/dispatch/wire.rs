@@ -140,9 +140,27 @@ pub(crate) fn schema_name(schema: &Value) -> String {
     }
 }
 
+/// An error when message `i` (0-based) holds media, naming its first
+/// media part: for roles `provider` takes text only in (`roles` says which
+/// take media).
+pub(crate) fn text_only(
+    i: usize,
+    m: &crate::message::Message,
+    provider: &str,
+    roles: &str,
+) -> Result<(), String> {
+    match (1..)
+        .zip(m.content.parts().iter())
+        .find(|(_, p)| p.is_media())
+    {
+        Some((j, p)) => Err(media_refused(i, m.role, j, p, provider, roles)),
+        None => Ok(()),
+    }
+}
+
 /// Why message `i` (0-based), part `j` (1-based) cannot go to `provider`:
 /// it is media in a role that takes text only.
-pub(crate) fn media_refused(
+fn media_refused(
     i: usize,
     role: crate::message::Role,
     j: usize,
