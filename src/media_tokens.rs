@@ -50,18 +50,34 @@ const PDF_PAGE: usize = 1600;
 /// Tokens per second of audio (an estimate).
 const AUDIO_PER_SECOND: usize = 10;
 
-/// The tokens of a media part, and whether the count is an estimate.
-/// `count_text` counts plain text (for text files).
+/// A part's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counted {
+    pub tokens: usize,
+    /// Whether the count is an estimate.
+    pub approximate: bool,
+    /// An image's width and height, when its header was read.
+    pub size: Option<(u64, u64)>,
+}
+
+/// The tokens of a part, whether the count is an estimate, and an image's
+/// size (its header read once). `count_text` counts plain text (for text
+/// parts and text files).
 pub(crate) fn part_tokens(
     part: &Part,
     rule: ImageRule,
     count_text: &dyn Fn(&str) -> usize,
-) -> (usize, bool) {
+) -> Counted {
+    let counted = |(tokens, approximate)| Counted {
+        tokens,
+        approximate,
+        size: None,
+    };
     match part {
-        Part::Text(t) => (count_text(t), false),
+        Part::Text(t) => counted((count_text(t), false)),
         Part::Image(m) => image_tokens(m, rule),
-        Part::File(m) => file_tokens(m, count_text),
-        Part::Audio(m) => (audio_tokens(m), true),
+        Part::File(m) => counted(file_tokens(m, count_text)),
+        Part::Audio(m) => counted((audio_tokens(m), true)),
     }
 }
 
@@ -84,22 +100,23 @@ pub(crate) fn image_size(media: &Media) -> Option<(u64, u64)> {
     None
 }
 
-fn image_tokens(media: &Media, rule: ImageRule) -> (usize, bool) {
+fn image_tokens(media: &Media, rule: ImageRule) -> Counted {
     let size = image_size(media);
-    match rule {
-        ImageRule::OpenAiTiles => {
-            if media.detail == Some(Detail::Low) {
-                return (OPENAI_BASE, false);
-            }
-            match size {
-                Some((w, h)) => (openai_high(w, h), false),
-                None => (OPENAI_MAX, true),
-            }
-        }
+    let (tokens, approximate) = match rule {
+        ImageRule::OpenAiTiles if media.detail == Some(Detail::Low) => (OPENAI_BASE, false),
+        ImageRule::OpenAiTiles => match size {
+            Some((w, h)) => (openai_high(w, h), false),
+            None => (OPENAI_MAX, true),
+        },
         ImageRule::AnthropicPixels => match size {
             Some((w, h)) => (anthropic(w, h), true),
             None => (ANTHROPIC_MAX, true),
         },
+    };
+    Counted {
+        tokens,
+        approximate,
+        size,
     }
 }
 
@@ -215,11 +232,13 @@ mod tests {
         let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
         let m = Media::data("image/png", png);
         assert_eq!(image_size(&m), Some((1, 1)));
-        assert_eq!(image_tokens(&m, ImageRule::OpenAiTiles), (255, false));
-        let url = Media::url("https://example.com/x.png");
+        let c = image_tokens(&m, ImageRule::OpenAiTiles);
         assert_eq!(
-            image_tokens(&url, ImageRule::OpenAiTiles),
-            (OPENAI_MAX, true)
+            (c.tokens, c.approximate, c.size),
+            (255, false, Some((1, 1)))
         );
+        let url = Media::url("https://example.com/x.png");
+        let c = image_tokens(&url, ImageRule::OpenAiTiles);
+        assert_eq!((c.tokens, c.approximate, c.size), (OPENAI_MAX, true, None));
     }
 }

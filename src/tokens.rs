@@ -392,20 +392,18 @@ fn media_tokens(counter: &dyn TokenCounter, messages: &[Message]) -> Vec<MediaTo
             continue;
         };
         for (j, p) in parts.iter().enumerate() {
-            let Some(media) = p.media() else { continue };
-            let (tokens, approximate) = crate::media_tokens::part_tokens(p, rule, &text);
-            let size = match p {
-                Part::Image(_) => crate::media_tokens::image_size(media),
-                _ => None,
-            };
+            if !p.is_media() {
+                continue;
+            }
+            let c = crate::media_tokens::part_tokens(p, rule, &text);
             out.push(MediaTokens {
                 message: i,
                 part: j,
                 kind: p.kind(),
-                tokens,
-                approximate,
-                width: size.map(|s| s.0),
-                height: size.map(|s| s.1),
+                tokens: c.tokens,
+                approximate: c.approximate,
+                width: c.size.map(|s| s.0),
+                height: c.size.map(|s| s.1),
             });
         }
     }
@@ -439,7 +437,7 @@ pub fn message_tokens(counter: &dyn TokenCounter, m: &Message) -> usize {
             let text = |t: &str| counter.count(t);
             parts
                 .iter()
-                .map(|p| crate::media_tokens::part_tokens(p, rule, &text).0)
+                .map(|p| crate::media_tokens::part_tokens(p, rule, &text).tokens)
                 .sum()
         }
     };
