@@ -170,19 +170,21 @@ fn file_tokens(media: &Media, count_text: &dyn Fn(&str) -> usize) -> (usize, boo
     if media_type == "text/plain" {
         return (count_text(&String::from_utf8_lossy(&bytes)), true);
     }
-    let pages = memchr::memmem::find_iter(&bytes, b"/Type /Page")
-        .chain(memchr::memmem::find_iter(&bytes, b"/Type/Page"))
-        .filter(|&i| {
-            let end = i + if bytes[i..].starts_with(b"/Type /Page") {
-                10
-            } else {
-                9
-            };
-            bytes.get(end) != Some(&b's')
+    (pdf_pages(&bytes) * PDF_PAGE, true)
+}
+
+/// A PDF's pages: its `/Type /Page` objects (with or without the space),
+/// not the `/Type /Pages` tree nodes; at least one.
+fn pdf_pages(bytes: &[u8]) -> usize {
+    [&b"/Type /Page"[..], &b"/Type/Page"[..]]
+        .into_iter()
+        .map(|needle| {
+            memchr::memmem::find_iter(bytes, needle)
+                .filter(|&i| bytes.get(i + needle.len()) != Some(&b's'))
+                .count()
         })
-        .count()
-        .max(1);
-    (pages * PDF_PAGE, true)
+        .sum::<usize>()
+        .max(1)
 }
 
 fn audio_tokens(media: &Media) -> usize {
@@ -224,6 +226,15 @@ mod tests {
         for (w, h) in [(1, 1569), (4, 9000), (5000, 2)] {
             assert!(anthropic(w, h) >= 1, "{w}x{h}");
         }
+    }
+
+    #[test]
+    fn pdf_pages_leave_out_the_page_tree() {
+        let three = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\n\
+            2 0 obj << /Type /Pages /Kids [3 0 R 4 0 R 5 0 R] /Count 3 >>\n\
+            3 0 obj << /Type /Page >>\n4 0 obj << /Type/Page >>\n5 0 obj << /Type /Page /Parent 2 0 R >>\n";
+        assert_eq!(pdf_pages(three), 3);
+        assert_eq!(pdf_pages(b"%PDF-1.4\n<< /Type /Pages >>"), 1);
     }
 
     #[test]
